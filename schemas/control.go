@@ -1,0 +1,125 @@
+package schemas
+
+import "time"
+
+// Error codes of control replies.
+const (
+	CodeInvalid     = "invalid"
+	CodeNotFound    = "not_found"
+	CodeConflict    = "conflict"
+	CodeUnavailable = "unavailable"
+	CodeInternal    = "internal"
+)
+
+// Error is the error of a failed control request. Field names the offending field in JSON
+// path form ("port", "oauth2.tokenUrl") when there is one.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+// Error returns the message, with the field when there is one.
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return e.Field + ": " + e.Message
+	}
+	return e.Message
+}
+
+// NameRequest asks for one definition by name (get, delete, test of a saved connection,
+// route status).
+type NameRequest struct {
+	Name string `json:"name"`
+}
+
+// ListRequest asks for every definition of a kind. Status adds each route's status to
+// route.list.
+type ListRequest struct {
+	Status bool `json:"status,omitempty"`
+}
+
+// LogRequest reads a connection's log: at most Limit entries (newest last) since Since.
+// Format "text" returns Text as plain lines instead of Entries.
+type LogRequest struct {
+	Name   string     `json:"name"`
+	Limit  int        `json:"limit,omitempty"`
+	Since  *time.Time `json:"since,omitempty"`
+	Format string     `json:"format,omitempty"`
+}
+
+// Reply is the body of every control reply; only the fields of the request's kind are set.
+type Reply struct {
+	OK    bool   `json:"ok"`
+	Error *Error `json:"error,omitempty"`
+
+	Connection  *Connection   `json:"connection,omitempty"`
+	Connections []Connection  `json:"connections,omitempty"`
+	Route       *Route        `json:"route,omitempty"`
+	Routes      []Route       `json:"routes,omitempty"`
+	Status      *RouteStatus  `json:"status,omitempty"`
+	Statuses    []RouteStatus `json:"statuses,omitempty"`
+
+	// Connection check.
+	Stages       []Stage       `json:"stages,omitempty"`
+	Capabilities []string      `json:"capabilities,omitempty"`
+	Mailbox      *MailboxCheck `json:"mailbox,omitempty"`
+
+	// Connection log.
+	Entries []LogEntry `json:"entries,omitempty"`
+	Text    string     `json:"text,omitempty"`
+}
+
+// Route states.
+const (
+	StateStarting = "starting"
+	StateRunning  = "running"
+	StateIdle     = "idle"
+	StateBackoff  = "backoff"
+	StateError    = "error"
+	StateDisabled = "disabled"
+	StateStopped  = "stopped"
+)
+
+// RouteStatus is what a route's worker is doing, as route.status reports it.
+type RouteStatus struct {
+	Route         string     `json:"route,omitempty"`
+	State         string     `json:"state"`
+	Owner         string     `json:"owner"`
+	LastPollAt    *time.Time `json:"lastPollAt"`
+	LastSuccessAt *time.Time `json:"lastSuccessAt"`
+	LastError     string     `json:"lastError"`
+	Published     uint64     `json:"published"`
+	DeadLettered  uint64     `json:"deadLettered"`
+	UidValidity   uint32     `json:"uidValidity"`
+	LastUid       uint32     `json:"lastUid"`
+	Pending       int64      `json:"pending"`
+}
+
+// Stage is one timed step of a connection check.
+type Stage struct {
+	Stage  string `json:"stage"`
+	OK     bool   `json:"ok"`
+	MS     int64  `json:"ms"`
+	Detail string `json:"detail,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// MailboxCheck is what the connection check found in a mailbox.
+type MailboxCheck struct {
+	Name        string `json:"name"`
+	Messages    uint32 `json:"messages"`
+	Unseen      uint32 `json:"unseen"`
+	UidValidity uint32 `json:"uidValidity"`
+	UidNext     uint32 `json:"uidNext"`
+}
+
+// LogEntry is one entry of a connection log (stream MAIL_LOG, subject mail.log.<connection>).
+type LogEntry struct {
+	Time    time.Time      `json:"time"`
+	Level   string         `json:"level"`
+	Route   string         `json:"route,omitempty"`
+	Event   string         `json:"event"`
+	Message string         `json:"message"`
+	Fields  map[string]any `json:"fields,omitempty"`
+}

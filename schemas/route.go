@@ -1,0 +1,46 @@
+package schemas
+
+// Select modes: unseen takes unread messages (the seed's behaviour), all takes every message
+// with a UID above the checkpoint whatever its flags.
+const (
+	SelectUnseen = "unseen"
+	SelectAll    = "all"
+)
+
+// After actions, applied to a message only once JetStream acknowledged its event.
+const (
+	AfterMarkRead = "markRead"
+	AfterNone     = "none"
+	AfterDelete   = "delete"
+	AfterMove     = "move"
+)
+
+// Route watches one mailbox of one connection and publishes its new mail on a data bus.
+type Route struct {
+	Name        string `json:"name"`
+	Connection  string `json:"connection"`
+	Disabled    bool   `json:"disabled"`
+	Description string `json:"description"`
+	// Bus is the data bus number 0..3: mail.bus.<bus>.<route>, stream MAIL_BUS_<bus>.
+	Bus     int    `json:"bus"`
+	Mailbox string `json:"mailbox"`
+	Select  string `json:"select"`
+	After   string `json:"after"`
+	MoveTo  string `json:"moveTo"`
+	// Headers is the allow-list of CustomHeaders (case-insensitive); nil means all.
+	Headers    []string        `json:"headers"`
+	Attributes []AttributeRule `json:"attributes"`
+	IncludeRaw bool            `json:"includeRaw"`
+
+	// Revision is the KV revision, as for Connection.
+	Revision uint64 `json:"revision,omitempty"`
+}
+
+// AttributeRule fills Event.Attributes[Name] from a part of the message: From is
+// "header:<Name>", "subject", "from" or "text". With Regex, the first group of the first
+// match is the value (the whole match when the expression has no group).
+type AttributeRule struct {
+	Name  string `json:"name"`
+	From  string `json:"from"`
+	Regex string `json:"regex,omitempty"`
+}
