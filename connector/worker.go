@@ -1,0 +1,82 @@
+package connector
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// Worker runs one route until ctx ends. Run returns nil when ctx is cancelled; any other
+// return makes the supervisor start a new worker after a backoff. A worker handles its own
+// temporary failures (reconnects) and reports what it does through Runtime.Status.
+type Worker interface {
+	Run(ctx context.Context) error
+}
+
+// RouteSpec is what a worker starts with: the route and its connection, with the
+// connection's secrets decrypted and resolved (passwordFrom read).
+type RouteSpec struct {
+	Route      schemas.Route
+	Connection schemas.Connection
+}
+
+// WorkerFactory makes the worker of a route; the supervisor picks one by connection type.
+type WorkerFactory func(rt *Runtime, spec RouteSpec) (Worker, error)
+
+// Runtime is what every worker shares: NATS, storage, names and settings.
+type Runtime struct {
+	Names          Names
+	NC             *nats.Conn
+	JS             jetstream.JetStream
+	Storage        *Storage
+	Logger         *slog.Logger
+	Instance       string
+	MaxInlineBytes int64
+	Status         *StatusBoard
+}
+
+// StatusBoard holds the status of the routes this replica runs, for route.status.
+type StatusBoard struct {
+	mu     sync.Mutex
+	routes map[string]*schemas.RouteStatus
+}
+
+// NewStatusBoard returns an empty board.
+func NewStatusBoard() *StatusBoard {
+	return &StatusBoard{routes: make(map[string]*schemas.RouteStatus)}
+}
+
+// Update changes a route's status under the board's lock, creating it when absent.
+func (b *StatusBoard) Update(route string, f func(s *schemas.RouteStatus)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s, ok := b.routes[route]
+	if !ok {
+		s = &schemas.RouteStatus{Route: route}
+		b.routes[route] = s
+	}
+	f(s)
+}
+
+// Get returns a copy of a route's status.
+func (b *StatusBoard) Get(route string) (schemas.RouteStatus, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s, ok := b.routes[route]
+	if !ok {
+		return schemas.RouteStatus{}, false
+	}
+	return *s, true
+}
+
+// Delete forgets a route.
+func (b *StatusBoard) Delete(route string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.routes, route)
+}
