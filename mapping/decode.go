@@ -1,0 +1,200 @@
+package mapping
+
+import (
+	"bufio"
+	"io"
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/text/encoding/charmap"
+)
+
+// The transfer decoders below are written here, not taken from the standard library, because
+// mail in the wild is broken in ways the strict decoders stop at: base64 with stray characters
+// or padding in the middle, quoted-printable with bad escapes or control bytes. They decode
+// everything they can and count what they had to skip, so the mapper can say so in a warning.
+
+// base64Values maps a byte to its 6-bit value, or 0xFF. The URL-safe alphabet is accepted too:
+// it costs nothing and some mailers use it.
+var base64Values = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xFF
+	}
+	for i, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/" {
+		t[c] = byte(i)
+	}
+	t['-'], t['_'] = 62, 63
+	return t
+}()
+
+// base64Reader decodes base64 leniently: whitespace is skipped, other invalid bytes are skipped
+// and counted, and '=' ends a quantum wherever it is, so concatenated padded blocks decode too.
+type base64Reader struct {
+	r    io.Reader
+	in   [4096]byte
+	out  [3072 + 3]byte
+	buf  []byte // decoded bytes not yet returned
+	quad uint32
+	n    int   // sextets in quad
+	bad  int64 // invalid characters skipped
+	err  error
+}
+
+func (d *base64Reader) Read(p []byte) (int, error) {
+	for len(d.buf) == 0 {
+		if d.err != nil {
+			return 0, d.err
+		}
+		n, err := d.r.Read(d.in[:])
+		d.buf = d.decode(d.in[:n], d.out[:0])
+		if err != nil {
+			d.err = err
+			d.buf = d.flush(d.buf)
+		}
+	}
+	n := copy(p, d.buf)
+	d.buf = d.buf[n:]
+	return n, nil
+}
+
+func (d *base64Reader) decode(in, out []byte) []byte {
+	for _, c := range in {
+		v := base64Values[c]
+		switch {
+		case v != 0xFF:
+			d.quad = d.quad<<6 | uint32(v)
+			d.n++
+			if d.n == 4 {
+				out = append(out, byte(d.quad>>16), byte(d.quad>>8), byte(d.quad))
+				d.n, d.quad = 0, 0
+			}
+		case c == '=':
+			out = d.flush(out)
+		case c == '\r' || c == '\n' || c == ' ' || c == '\t':
+		default:
+			d.bad++
+		}
+	}
+	return out
+}
+
+// flush emits a partial quantum (missing padding is common and harmless); a single dangling
+// sextet cannot make a byte and counts as damage.
+func (d *base64Reader) flush(out []byte) []byte {
+	switch d.n {
+	case 1:
+		d.bad++
+	case 2:
+		out = append(out, byte(d.quad>>4))
+	case 3:
+		out = append(out, byte(d.quad>>10), byte(d.quad>>2))
+	}
+	d.n, d.quad = 0, 0
+	return out
+}
+
+// qpReader decodes quoted-printable leniently: "=XX" (either case) is a byte, "=" before a line
+// end (after optional blanks) is a soft break, any other "=" is kept literally and counted.
+// Unlike mime/quotedprintable it has no line-length limit and passes control bytes through.
+// Trailing blanks of hard lines are kept: encoders escape the significant ones anyway.
+type qpReader struct {
+	br  *bufio.Reader
+	bad int64
+}
+
+func (d *qpReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		c, err := d.br.ReadByte()
+		if err != nil {
+			return n, err
+		}
+		if c != '=' {
+			p[n] = c
+			n++
+			continue
+		}
+		next, _ := d.br.Peek(2)
+		if len(next) == 2 && isHex(next[0]) && isHex(next[1]) {
+			p[n] = unhex(next[0])<<4 | unhex(next[1])
+			n++
+			d.br.Discard(2)
+			continue
+		}
+		if skip, ok := d.softBreak(); ok {
+			d.br.Discard(skip)
+			continue
+		}
+		p[n] = '='
+		n++
+		d.bad++
+	}
+	return n, nil
+}
+
+// softBreak reports whether the bytes after an '=' are optional blanks and a line end (or the
+// end of input), and how many bytes that is.
+func (d *qpReader) softBreak() (int, bool) {
+	next, _ := d.br.Peek(80)
+	for i, c := range next {
+		switch c {
+		case ' ', '\t', '\r':
+		case '\n':
+			return i + 1, true
+		default:
+			return 0, false
+		}
+	}
+	// A short peek means the input ended: a trailing "=" is a soft break.
+	return len(next), len(next) < 80
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	default:
+		return c - 'a' + 10
+	}
+}
+
+// transferDecoder returns a reader that undoes the Content-Transfer-Encoding enc, and a
+// function telling how much damage it had to skip so far. Unknown encodings are read raw.
+func transferDecoder(enc string, r io.Reader) (dec io.Reader, damage func() int64, known bool) {
+	switch strings.ToLower(strings.TrimSpace(enc)) {
+	case "base64":
+		d := &base64Reader{r: r}
+		return d, func() int64 { return d.bad }, true
+	case "quoted-printable":
+		d := &qpReader{br: bufio.NewReader(r)}
+		return d, func() int64 { return d.bad }, true
+	case "", "7bit", "8bit", "binary":
+		return r, func() int64 { return 0 }, true
+	}
+	return r, func() int64 { return 0 }, false
+}
+
+// bestEffortUTF8 keeps the valid UTF-8 in b and reads each byte that is not as windows-1252,
+// so nothing is dropped and the result is valid UTF-8.
+func bestEffortUTF8(b []byte) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	var sb strings.Builder
+	sb.Grow(len(b) + len(b)/4)
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
+		if r == utf8.RuneError && size == 1 {
+			r = charmap.Windows1252.DecodeByte(b[0])
+		}
+		sb.WriteRune(r)
+		b = b[size:]
+	}
+	return sb.String()
+}
