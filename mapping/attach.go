@@ -158,7 +158,7 @@ var extensions = map[string]string{
 	"application/vnd.openxmlformats-officedocument.wordprocessingml.document":   "docx",
 	"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet":         "xlsx",
 	"application/vnd.openxmlformats-officedocument.presentationml.presentation": "pptx",
-	"application/pkcs7-signature": "p7s", "application/x-pkcs7-signature": "p7s",
+	"application/pkcs7-signature":                                               "p7s", "application/x-pkcs7-signature": "p7s",
 	"application/pkcs7-mime": "p7m", "application/x-pkcs7-mime": "p7m",
 	"application/pgp-signature": "asc", "application/pgp-encrypted": "asc", "application/pgp-keys": "asc",
 	"application/ms-tnef": "dat", "application/vnd.ms-tnef": "dat",

@@ -68,7 +68,7 @@ var ErrNoHeader = errors.New("mapping: message has no parsable header")
 func Map(r io.Reader, opts *Options) (*schemas.Event, error) {
 	m := newMapper(opts)
 	m.src = &countingReader{r: r}
-	br := bufio.NewReaderSize(m.src, 32<<10)
+	br := bufio.NewReader(m.src)
 
 	h, body, warns, err := readHeader(br)
 	if err != nil {
