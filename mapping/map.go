@@ -263,7 +263,7 @@ func (m *mapper) entity(h header, mt string, params map[string]string, body io.R
 		}
 		if err != nil {
 			if m.src.err != nil {
-				return m.src.err
+				return fmt.Errorf("mapping: read message: %w", m.src.err)
 			}
 			if n == 0 {
 				m.warn("%s in %s: boundary %q not found: read as text", mt, where, clip(boundary, 70))
