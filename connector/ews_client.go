@@ -1,0 +1,267 @@
+package connector
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	ntlmssp "github.com/Azure/go-ntlmssp"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// ewsDefaultPath is where Exchange serves EWS when exchangeUrl names only a host.
+const ewsDefaultPath = "/EWS/Exchange.asmx"
+
+// ewsVersions are the RequestServerVersion values EWS knows, oldest first.
+var ewsVersions = []string{
+	"Exchange2007_SP1", "Exchange2010", "Exchange2010_SP1", "Exchange2010_SP2",
+	"Exchange2013", "Exchange2013_SP1",
+}
+
+// ewsServerVersion is the RequestServerVersion sent for a connection's exchangeVersion.
+// Exchange 2016 and 2019 have no value of their own: they speak the Exchange2013_SP1 schema.
+// An empty version means the newest.
+func ewsServerVersion(v string) (string, error) {
+	switch v {
+	case "", "Exchange2016", "Exchange2019":
+		return "Exchange2013_SP1", nil
+	}
+	if !slices.Contains(ewsVersions, v) {
+		return "", fmt.Errorf("exchangeVersion %q is not one of Exchange2007_SP1 .. Exchange2019", v)
+	}
+	return v, nil
+}
+
+// ewsEndpoint is the EWS URL of a connection: exchangeUrl is a host with an optional path,
+// encryption none means http and anything else https.
+func ewsEndpoint(c *schemas.Connection) (string, error) {
+	raw := strings.TrimSpace(c.ExchangeURL)
+	if strings.Contains(raw, "://") {
+		return "", fmt.Errorf("exchangeUrl %q: give the host and path without http:// or https://", raw)
+	}
+	scheme := "https"
+	if c.Encryption == schemas.EncryptionNone {
+		scheme = "http"
+	}
+	u, err := url.Parse(scheme + "://" + raw)
+	if err != nil || u.Host == "" || u.User != nil {
+		return "", fmt.Errorf("exchangeUrl %q: want a host with an optional path, such as mail.example.com/EWS/Exchange.asmx", raw)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = ewsDefaultPath
+	}
+	return u.String(), nil
+}
+
+// ewsClient speaks EWS SOAP to one Exchange endpoint. It is safe for one goroutine at a time:
+// NTLM authenticates the TCP connection, so requests share a single kept-alive connection.
+type ewsClient struct {
+	url      string
+	version  string
+	auth     string
+	user     string
+	password string
+	tr       *http.Transport
+	http     *http.Client
+}
+
+// newEWSClient makes the client of an exchange connection. rootCAs, when not nil, replaces
+// the system roots (tests use it for their own CA).
+func newEWSClient(c *schemas.Connection, rootCAs *x509.CertPool) (*ewsClient, error) {
+	endpoint, err := ewsEndpoint(c)
+	if err != nil {
+		return nil, err
+	}
+	version, err := ewsServerVersion(c.ExchangeVersion)
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       &tls.Config{RootCAs: rootCAs, InsecureSkipVerify: c.TLSInsecureSkipVerify, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   15 * time.Second,
+		ResponseHeaderTimeout: 2 * time.Minute,
+		IdleConnTimeout:       90 * time.Second,
+		// NTLM authenticates the TCP connection, not the request: stay on HTTP/1.1 (an empty
+		// TLSNextProto turns HTTP/2 off) and on one kept-alive connection.
+		ForceAttemptHTTP2:   false,
+		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
+		MaxConnsPerHost:     1,
+		MaxIdleConnsPerHost: 1,
+	}
+	cl := &ewsClient{url: endpoint, version: version, auth: c.Auth, tr: tr}
+	cl.user = c.Username
+	if c.Domain != "" {
+		cl.user = c.Domain + `\` + c.Username
+	}
+	cl.password = c.Password
+	var rt http.RoundTripper = tr
+	switch c.Auth {
+	case "", schemas.AuthNone, schemas.AuthBasic:
+	case schemas.AuthWindows:
+		// The negotiator turns the basic credentials of each request into the NTLM
+		// handshake, and never sends them as Basic (AllowBasicAuth is false).
+		rt = ntlmssp.Negotiator{RoundTripper: tr}
+	default:
+		return nil, fmt.Errorf("auth %q is not supported for exchange connections: use none, basic or windows", c.Auth)
+	}
+	// Redirects would resend the SOAP request elsewhere; Exchange answers in place.
+	cl.http = &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}
+	return cl, nil
+}
+
+// Close drops the kept-alive connection.
+func (c *ewsClient) Close() { c.tr.CloseIdleConnections() }
+
+// SuppressReadReceipts exists from Exchange2013_SP1 on; older servers refuse the attribute.
+func (c *ewsClient) canSuppressReadReceipts() bool {
+	return slices.Index(ewsVersions, c.version) >= slices.Index(ewsVersions, "Exchange2013_SP1")
+}
+
+// errEWSAuth is a 401 from the server. It is permanent: retrying with the same password
+// could lock the account.
+var errEWSAuth = errors.New("the server refused the user name or password")
+
+// ewsHTTPError is an HTTP status other than 200 that came without a SOAP fault.
+type ewsHTTPError struct {
+	Code       int
+	Status     string
+	RetryAfter time.Duration
+}
+
+func (e *ewsHTTPError) Error() string { return "the server answered " + e.Status }
+
+// ewsError is an error EWS reported, as a SOAP fault or in a response message.
+type ewsError struct {
+	Code    string // the ResponseCode, such as ErrorServerBusy
+	Message string
+	// BackOff is how long the server asked to wait (BackOffMilliseconds) before trying again.
+	BackOff time.Duration
+}
+
+func (e *ewsError) Error() string {
+	if e.Message == "" {
+		return e.Code
+	}
+	return e.Code + ": " + e.Message
+}
+
+// ewsPermanentCodes are the EWS errors that retrying will not cure: the definition or the
+// account must change first.
+var ewsPermanentCodes = []string{
+	"ErrorAccessDenied", "ErrorFolderNotFound", "ErrorNonExistentMailbox",
+	"ErrorInvalidServerVersion", "ErrorSchemaValidation", "ErrorInvalidRequest",
+	"ErrorInvalidSyncStateData", "ErrorAccountDisabled", "ErrorMailboxStoreUnavailable",
+	"ErrorImpersonateUserDenied", "ErrorInvalidIdMalformed",
+}
+
+// ewsPermanent reports whether err will not go away by retrying: bad credentials, a wrong
+// URL, a missing folder.
+func ewsPermanent(err error) bool {
+	if errors.Is(err, errEWSAuth) {
+		return true
+	}
+	var he *ewsHTTPError
+	if errors.As(err, &he) {
+		return he.Code >= 400 && he.Code < 500 && he.Code != http.StatusRequestTimeout && he.Code != http.StatusTooManyRequests
+	}
+	var ee *ewsError
+	return errors.As(err, &ee) && slices.Contains(ewsPermanentCodes, ee.Code)
+}
+
+// ewsBackOff is how long the server asked to wait, or 0 when it did not.
+func ewsBackOff(err error) time.Duration {
+	var ee *ewsError
+	if errors.As(err, &ee) {
+		return ee.BackOff
+	}
+	var he *ewsHTTPError
+	if errors.As(err, &he) {
+		return he.RetryAfter
+	}
+	return 0
+}
+
+// maxEWSReply caps the replies read whole (all but GetItem, which is streamed).
+const maxEWSReply = 32 << 20
+
+// do sends one SOAP request and returns the body of a 200 reply, which the caller must
+// close. Other replies become errors: 401 errEWSAuth, a SOAP fault an *ewsError, the rest an
+// *ewsHTTPError.
+func (c *ewsClient) do(ctx context.Context, op string, body any) (io.ReadCloser, error) {
+	env := soapEnvelope{SOAP: nsSOAP, Types: nsTypes, Messages: nsMessages}
+	env.Header.Version.Version = c.version
+	env.Body.Op = body
+	var buf bytes.Buffer
+	buf.WriteString(xml.Header)
+	if err := xml.NewEncoder(&buf).Encode(env); err != nil {
+		return nil, fmt.Errorf("ews %s: encode request: %w", op, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		return nil, fmt.Errorf("ews %s: %w", op, err)
+	}
+	req.Header.Set("Content-Type", "text/xml; charset=utf-8")
+	req.Header.Set("Accept", "text/xml")
+	if c.auth == schemas.AuthBasic || c.auth == schemas.AuthWindows {
+		req.SetBasicAuth(c.user, c.password)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("ews %s: %w", op, err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		return resp.Body, nil
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized {
+		if c.auth == schemas.AuthNone || c.auth == "" {
+			return nil, fmt.Errorf("ews %s: %w (the connection has auth none)", op, errEWSAuth)
+		}
+		return nil, fmt.Errorf("ews %s: %w", op, errEWSAuth)
+	}
+	// EWS sends its faults, ErrorServerBusy among them, with status 500.
+	var env2 soapReply[struct{}]
+	if xml.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&env2) == nil && env2.Body.Fault != nil {
+		return nil, fmt.Errorf("ews %s: %w", op, env2.Body.Fault.err())
+	}
+	he := &ewsHTTPError{Code: resp.StatusCode, Status: resp.Status}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		he.RetryAfter = time.Duration(s) * time.Second
+	}
+	return nil, fmt.Errorf("ews %s: %w", op, he)
+}
+
+// call sends one SOAP request and decodes the reply's body element into out.
+func call[T any](ctx context.Context, c *ewsClient, op string, body any, out *T) error {
+	rc, err := c.do(ctx, op, body)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	var env soapReply[T]
+	if err := xml.NewDecoder(io.LimitReader(rc, maxEWSReply)).Decode(&env); err != nil {
+		return fmt.Errorf("ews %s: read reply: %w", op, err)
+	}
+	if env.Body.Fault != nil {
+		return fmt.Errorf("ews %s: %w", op, env.Body.Fault.err())
+	}
+	*out = env.Body.Reply
+	return nil
+}
