@@ -1,0 +1,285 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// drainTimeout bounds the drain of the NATS connection at shutdown.
+const drainTimeout = 10 * time.Second
+
+// Connector is one mailbus replica: NATS (or an embedded server), storage, the control
+// service and the route supervisor. Make it with New, run it with Run, stop it by ending
+// Run's context or with Close.
+type Connector struct {
+	cfg       Config
+	logger    *slog.Logger
+	names     Names
+	version   string
+	factories map[string]WorkerFactory
+	sealer    *sealer
+
+	life    context.Context // ended by Close
+	kill    context.CancelFunc
+	started atomic.Bool
+	done    chan struct{} // closed when Run returns
+	ready   chan struct{} // closed when commands are served and definitions applied
+
+	mu  sync.Mutex
+	srv *server.Server
+	nc  *nats.Conn
+}
+
+// Option changes how New builds a Connector.
+type Option func(*Connector)
+
+// WithWorkers replaces the worker factories, keyed by connection type. The default is an
+// IMAP worker for imap connections; a type without a factory parks its routes in state
+// error. Tests plug small real workers in here.
+func WithWorkers(f map[string]WorkerFactory) Option {
+	return func(c *Connector) { c.factories = f }
+}
+
+// WithVersion sets the version the control service reports.
+func WithVersion(v string) Option {
+	return func(c *Connector) { c.version = v }
+}
+
+// New checks cfg (filling its derived defaults) and MAILBUS_SECRET_KEY. It connects to
+// nothing: Run does.
+func New(cfg Config, logger *slog.Logger, opts ...Option) (*Connector, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	s, err := newSealer(cfg.SecretKey)
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Connector{
+		cfg:       cfg,
+		logger:    logger.With("instance", cfg.Instance),
+		names:     Names{Prefix: cfg.SubjectPrefix},
+		version:   "dev",
+		factories: map[string]WorkerFactory{schemas.TypeIMAP: NewIMAPWorker},
+		sealer:    s,
+		done:      make(chan struct{}),
+		ready:     make(chan struct{}),
+	}
+	c.life, c.kill = context.WithCancel(context.Background())
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+// Run connects (or starts the embedded NATS server), creates the streams and buckets,
+// serves the control commands and runs the routes until ctx ends or Close is called. Then
+// it stops taking commands, stops the routes, drains NATS and shuts the embedded server
+// down, in that order. It returns nil after a requested stop. Run may be called once.
+func (c *Connector) Run(ctx context.Context) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return errors.New("connector: Run called twice")
+	}
+	defer close(c.done)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.life, cancel)()
+	log := c.logger
+
+	if !c.sealer.enabled() {
+		log.Warn("MAILBUS_SECRET_KEY is not set: connection passwords are stored in KV unencrypted")
+	}
+
+	var extra []nats.Option
+	if c.cfg.NATSURL == "" {
+		srv, err := StartEmbedded(c.cfg.EmbeddedListen, c.cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		// Deferred first, so it runs last: after the routes stopped and NATS drained.
+		defer func() {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			log.Info("embedded nats server stopped")
+		}()
+		c.mu.Lock()
+		c.srv = srv
+		c.mu.Unlock()
+		log.Info("embedded nats server started", "url", srv.ClientURL(), "dataDir", c.cfg.DataDir)
+		extra = append(extra, nats.InProcessServer(srv))
+	}
+	nc, closed, err := connectNATS(ctx, c.cfg, log, extra...)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := nc.Drain(); err != nil {
+			log.Warn("nats drain", "err", err)
+		}
+		select {
+		case <-closed:
+		case <-time.After(drainTimeout):
+			nc.Close()
+		}
+	}()
+	c.mu.Lock()
+	c.nc = nc
+	c.mu.Unlock()
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	storage, err := c.ensureStorage(ctx, js)
+	if err != nil {
+		return err
+	}
+	st := &store{kv: storage.Config, sealer: c.sealer}
+	rt := &Runtime{
+		Names:          c.names,
+		NC:             nc,
+		JS:             js,
+		Storage:        storage,
+		Logger:         c.logger,
+		Instance:       c.cfg.Instance,
+		MaxInlineBytes: c.cfg.MaxInlineBytes,
+		Status:         NewStatusBoard(),
+	}
+	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories)
+
+	// The routes get their own context: at shutdown they stop only once the control
+	// service no longer takes commands.
+	routesCtx, stopRoutes := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRoutes()
+	g, gctx := errgroup.WithContext(routesCtx)
+	g.Go(func() error { return sup.Run(gctx) })
+
+	svc, err := startControl(routesCtx, nc, c.names, c.version, &control{
+		store: st, status: rt.Status, instance: c.cfg.Instance, logger: c.logger.With("component", "control"),
+	})
+	if err != nil {
+		stopRoutes()
+		g.Wait()
+		return err
+	}
+	stopControl := func() {
+		if err := svc.Stop(); err != nil {
+			log.Warn("control service stop", "err", err)
+		}
+	}
+
+	if c.cfg.HTTPAddr != "" {
+		hs, err := NewHealthServer(c.cfg.HTTPAddr, c.Ready, NewRegistry())
+		if err != nil {
+			stopControl()
+			stopRoutes()
+			g.Wait()
+			return err
+		}
+		// The health server answers until the very end, so /readyz reports the shutdown.
+		hctx, stopHealth := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopHealth()
+		go hs.Run(hctx)
+		log.Info("http listening", "addr", hs.Addr())
+	}
+
+	select {
+	case <-sup.Ready():
+		close(c.ready)
+		log.Info("mailbus ready", "subjects", c.names.ControlPrefix()+".>", "version", c.version)
+	case <-ctx.Done():
+	case <-gctx.Done():
+	}
+
+	select {
+	case <-ctx.Done():
+	case <-gctx.Done():
+	}
+	log.Info("mailbus stopping")
+	stopControl()
+	stopRoutes()
+	return g.Wait()
+}
+
+// ensureStorage creates the streams and buckets, retrying while JetStream is not there yet
+// (a cluster electing its meta leader, a server still starting).
+func (c *Connector) ensureStorage(ctx context.Context, js jetstream.JetStream) (*Storage, error) {
+	for attempt := 0; ; attempt++ {
+		s, err := EnsureStorage(ctx, js, c.names, c.cfg.StreamReplicas, c.cfg.DedupWindow)
+		if err == nil {
+			return s, nil
+		}
+		c.logger.Warn("jetstream storage not ready; retrying", "err", err)
+		if !sleepUntil(ctx, restartDelay(min(attempt, 3))) {
+			return nil, fmt.Errorf("storage: %w", ctx.Err())
+		}
+	}
+}
+
+// Close stops a running Connector and waits for Run to return.
+func (c *Connector) Close() {
+	c.kill()
+	if c.started.Load() {
+		<-c.done
+	}
+}
+
+// WaitReady waits until the Connector serves commands and has applied the stored
+// definitions, or until ctx ends or Run returns.
+func (c *Connector) WaitReady(ctx context.Context) error {
+	select {
+	case <-c.ready:
+		return nil
+	case <-c.done:
+		return errors.New("connector stopped before it was ready")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Ready reports why the Connector cannot serve, or nil: for /readyz.
+func (c *Connector) Ready() error {
+	select {
+	case <-c.ready:
+	default:
+		return errors.New("starting")
+	}
+	select {
+	case <-c.done:
+		return errors.New("stopped")
+	default:
+	}
+	c.mu.Lock()
+	nc := c.nc
+	c.mu.Unlock()
+	if nc == nil || !nc.IsConnected() {
+		return errors.New("nats not connected")
+	}
+	return nil
+}
+
+// ClientURL is the client URL of the embedded NATS server, "" when connected to
+// MAILBUS_NATS_URL or before Run started it.
+func (c *Connector) ClientURL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.srv == nil {
+		return ""
+	}
+	return c.srv.ClientURL()
+}

@@ -1,0 +1,377 @@
+package connector_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// The tests in this file and in control_test.go, store_test.go, secrets_test.go and
+// supervisor_test.go run the whole Connector, as cmd/mailbus does, with an embedded NATS
+// server on a free port and a temporary data directory, and talk to it over NATS.
+
+// svcLog is a log sink the tests can search; slog handlers write from many goroutines.
+type svcLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *svcLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *svcLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// testService is a running Connector and a client connection to its NATS server.
+type testService struct {
+	t   *testing.T
+	c   *connector.Connector
+	cfg connector.Config
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	kv  jetstream.KeyValue
+	log *svcLog
+	rec *recorder
+}
+
+// svcConfig is the configuration of a test replica: an embedded server on a free port.
+func svcConfig(t *testing.T) connector.Config {
+	return connector.Config{
+		EmbeddedListen: "127.0.0.1:-1",
+		DataDir:        t.TempDir(),
+		SubjectPrefix:  "mail",
+		StreamReplicas: 1,
+		DedupWindow:    time.Minute,
+		MaxInlineBytes: 1 << 18,
+		Instance:       "test",
+	}
+}
+
+// startService runs a Connector with cfg, its workers recorded by rec (a fresh recorder
+// when nil), and stops it at the end of the test. log collects its output (a fresh one
+// when nil).
+func startService(t *testing.T, cfg connector.Config, rec *recorder, log *svcLog) *testService {
+	t.Helper()
+	if rec == nil {
+		rec = newRecorder()
+	}
+	if log == nil {
+		log = &svcLog{}
+	}
+	logger := slog.New(slog.NewJSONHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c, err := connector.New(cfg, logger, connector.WithVersion("v1.2.3"),
+		connector.WithWorkers(map[string]connector.WorkerFactory{schemas.TypeIMAP: rec.factory}))
+	if err != nil {
+		t.Fatalf("connector.New() = %v", err)
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- c.Run(context.Background()) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.WaitReady(ctx); err != nil {
+		c.Close()
+		t.Fatalf("WaitReady() = %v; Run() = %v\nlog:\n%s", err, <-runErr, log)
+	}
+	s := &testService{t: t, c: c, cfg: cfg, log: log, rec: rec}
+	url := cfg.NATSURL
+	if url == "" {
+		url = c.ClientURL()
+	}
+	s.connect(url)
+	t.Cleanup(func() {
+		c.Close()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run() = %v", err)
+		}
+	})
+	return s
+}
+
+// connect opens the test's own client connection, closed at the end of the test.
+func (s *testService) connect(url string) {
+	s.t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		s.t.Fatalf("nats.Connect(%s) = %v", url, err)
+	}
+	s.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		s.t.Fatalf("jetstream.New() = %v", err)
+	}
+	kv, err := js.KeyValue(context.Background(), "mail_config")
+	if err != nil {
+		s.t.Fatalf("KeyValue(mail_config) = %v", err)
+	}
+	s.nc, s.js, s.kv = nc, js, kv
+}
+
+// request sends a control command and returns the decoded reply and the raw message.
+func (s *testService) request(subject string, body any) (schemas.Reply, *nats.Msg) {
+	s.t.Helper()
+	var data []byte
+	switch b := body.(type) {
+	case string:
+		data = []byte(b)
+	case []byte:
+		data = b
+	default:
+		var err error
+		if data, err = json.Marshal(body); err != nil {
+			s.t.Fatalf("json.Marshal() = %v", err)
+		}
+	}
+	msg, err := s.nc.Request(subject, data, 10*time.Second)
+	if err != nil {
+		s.t.Fatalf("Request(%s) = %v", subject, err)
+	}
+	var r schemas.Reply
+	if err := json.Unmarshal(msg.Data, &r); err != nil {
+		s.t.Fatalf("reply of %s is not JSON: %v: %s", subject, err, msg.Data)
+	}
+	return r, msg
+}
+
+// ok sends a command that must succeed.
+func (s *testService) ok(subject string, body any) schemas.Reply {
+	s.t.Helper()
+	r, msg := s.request(subject, body)
+	if !r.OK || r.Error != nil || msg.Header.Get(micro.ErrorCodeHeader) != "" {
+		s.t.Fatalf("%s %v: reply %s (headers %v), want ok", subject, body, msg.Data, msg.Header)
+	}
+	return r
+}
+
+// fail sends a command that must be refused with code and field, in the body and in the
+// micro error headers.
+func (s *testService) fail(subject string, body any, code, field string) *schemas.Error {
+	s.t.Helper()
+	r, msg := s.request(subject, body)
+	if r.OK || r.Error == nil {
+		s.t.Fatalf("%s %v: reply %s, want error %s", subject, body, msg.Data, code)
+	}
+	if r.Error.Code != code || r.Error.Field != field {
+		s.t.Errorf("%s %v: error %+v, want code %q field %q", subject, body, *r.Error, code, field)
+	}
+	if r.Error.Message == "" {
+		s.t.Errorf("%s %v: error without message", subject, body)
+	}
+	wantHeader := map[string]string{"invalid": "400", "not_found": "404", "conflict": "409", "unavailable": "503", "internal": "500"}[code]
+	if got := msg.Header.Get(micro.ErrorCodeHeader); got != wantHeader {
+		s.t.Errorf("%s %v: %s = %q, want %q", subject, body, micro.ErrorCodeHeader, got, wantHeader)
+	}
+	if got := msg.Header.Get(micro.ErrorHeader); got != r.Error.Error() {
+		s.t.Errorf("%s %v: %s = %q, want %q", subject, body, micro.ErrorHeader, got, r.Error.Error())
+	}
+	return r.Error
+}
+
+// snapshot is every key of the config bucket with its revision, and the bucket's last
+// sequence, so that not even a delete marker can slip in unseen.
+func (s *testService) snapshot() string {
+	s.t.Helper()
+	ctx := context.Background()
+	var b strings.Builder
+	keys, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		s.t.Fatalf("ListKeys() = %v", err)
+	}
+	var all []string
+	for k := range keys.Keys() {
+		all = append(all, k)
+	}
+	slices.Sort(all)
+	for _, k := range all {
+		e, err := s.kv.Get(ctx, k)
+		if err != nil {
+			s.t.Fatalf("Get(%s) = %v", k, err)
+		}
+		fmt.Fprintf(&b, "%s@%d ", k, e.Revision())
+	}
+	st, err := s.kv.Status(ctx)
+	if err != nil {
+		s.t.Fatalf("Status() = %v", err)
+	}
+	info := st.(*jetstream.KeyValueBucketStatus).StreamInfo()
+	fmt.Fprintf(&b, "last=%d", info.State.LastSeq)
+	return b.String()
+}
+
+// raw reads a stored definition as it is in KV.
+func (s *testService) raw(key string) []byte {
+	s.t.Helper()
+	e, err := s.kv.Get(context.Background(), key)
+	if err != nil {
+		s.t.Fatalf("Get(%s) = %v", key, err)
+	}
+	return e.Value()
+}
+
+// status reads a route's status over the control plane.
+func (s *testService) status(route string) schemas.RouteStatus {
+	s.t.Helper()
+	r := s.ok("mail.control.route.status", map[string]string{"name": route})
+	if r.Status == nil {
+		s.t.Fatalf("route.status %s: no status", route)
+	}
+	return *r.Status
+}
+
+// waitStatus waits until a route's status satisfies cond.
+func (s *testService) waitStatus(route string, within time.Duration, cond func(schemas.RouteStatus) bool) schemas.RouteStatus {
+	s.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st := s.status(route)
+		if cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("route %s: status %+v after %s", route, st, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// imapConnection is a valid connection definition.
+func imapConnection(name string) map[string]any {
+	return map[string]any{
+		"name": name, "type": "imap", "host": "imap.example.com", "encryption": "ssl",
+		"auth": "basic", "username": "bot@example.com", "password": "s3cret-" + name,
+	}
+}
+
+// inboxRoute is a valid route definition.
+func inboxRoute(name, conn string) map[string]any {
+	return map[string]any{"name": name, "connection": conn}
+}
+
+// recorder is a real Worker plug-in that records what the supervisor starts and stops; it
+// fails while its route is in fail.
+type recorder struct {
+	mu      sync.Mutex
+	events  chan string
+	running map[string]connector.RouteSpec
+	starts  map[string]int
+	fail    map[string]error
+}
+
+func newRecorder() *recorder {
+	return &recorder{
+		events:  make(chan string, 1000),
+		running: make(map[string]connector.RouteSpec),
+		starts:  make(map[string]int),
+		fail:    make(map[string]error),
+	}
+}
+
+func (r *recorder) factory(_ *connector.Runtime, spec connector.RouteSpec) (connector.Worker, error) {
+	return &recordingWorker{r: r, spec: spec}, nil
+}
+
+type recordingWorker struct {
+	r    *recorder
+	spec connector.RouteSpec
+}
+
+func (w *recordingWorker) Run(ctx context.Context) error {
+	name := w.spec.Route.Name
+	w.r.mu.Lock()
+	w.r.running[name] = w.spec
+	w.r.starts[name]++
+	err := w.r.fail[name]
+	w.r.mu.Unlock()
+	w.r.events <- "start " + name
+	defer func() {
+		w.r.mu.Lock()
+		delete(w.r.running, name)
+		w.r.mu.Unlock()
+		w.r.events <- "stop " + name
+	}()
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// spec returns the spec of a running route's worker.
+func (r *recorder) spec(route string) (connector.RouteSpec, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.running[route]
+	return s, ok
+}
+
+// expect waits for the next worker event, which must be want, within d.
+func (r *recorder) expect(t *testing.T, want string, d time.Duration) {
+	t.Helper()
+	select {
+	case got := <-r.events:
+		if got != want {
+			t.Fatalf("worker event %q, want %q", got, want)
+		}
+	case <-time.After(d):
+		t.Fatalf("no worker event %q within %s", want, d)
+	}
+}
+
+// quiet checks no worker event happens for d.
+func (r *recorder) quiet(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case got := <-r.events:
+		t.Fatalf("unexpected worker event %q", got)
+	case <-time.After(d):
+	}
+}
+
+func TestConnectorRunTwice(t *testing.T) {
+	s := startService(t, svcConfig(t), nil, nil)
+	if err := s.c.Run(context.Background()); err == nil {
+		t.Fatal("second Run() = nil, want an error")
+	}
+}
+
+func TestNewRefusesBadSecretKey(t *testing.T) {
+	for _, key := range []string{"not base64!", "c2hvcnQ=", strings.Repeat("A", 64)} {
+		cfg := svcConfig(t)
+		cfg.SecretKey = key
+		_, err := connector.New(cfg, nil)
+		if err == nil {
+			t.Errorf("New(SecretKey %q) = nil error", key)
+			continue
+		}
+		if strings.Contains(err.Error(), key) {
+			t.Errorf("New(SecretKey %q) error %q contains the key", key, err)
+		}
+	}
+}
+
+func TestRedactURLs(t *testing.T) {
+	got := connector.RedactURLs("nats://u:pw1@a:4222, tls://tok@b:4222,c:4222,u2:pw2@d:4222")
+	want := "nats://redacted@a:4222,tls://redacted@b:4222,c:4222,redacted@d:4222"
+	if got != want {
+		t.Errorf("RedactURLs() = %q, want %q", got, want)
+	}
+}

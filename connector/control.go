@@ -1,0 +1,429 @@
+package connector
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// ServiceName is the name of the control service ($SRV.PING.mailbus, nats micro ls).
+const ServiceName = "mailbus"
+
+// requestTimeout bounds the work of one control request, so a stuck KV read cannot hold
+// the endpoint (whose requests are handled one at a time) for long.
+const requestTimeout = 10 * time.Second
+
+// errorHeaderCodes are the Nats-Service-Error-Code values of each error code: HTTP status
+// numbers, as nats micro tools expect; the JSON body carries the named code.
+var errorHeaderCodes = map[string]string{
+	schemas.CodeInvalid:     "400",
+	schemas.CodeNotFound:    "404",
+	schemas.CodeConflict:    "409",
+	schemas.CodeUnavailable: "503",
+	schemas.CodeInternal:    "500",
+}
+
+// control answers the control commands on <prefix>.control.<entity>.<op>.
+type control struct {
+	store    *store
+	status   *StatusBoard
+	instance string
+	logger   *slog.Logger
+}
+
+// handler serves one command: the request body in, the reply out (OK is set by the caller)
+// or an error, a *schemas.Error for a refusal.
+type handler func(ctx context.Context, data []byte) (*schemas.Reply, error)
+
+// startControl adds the control service to nc. ctx is the parent of every request's
+// context. Stop the returned service before draining nc.
+func startControl(ctx context.Context, nc *nats.Conn, n Names, version string, c *control) (micro.Service, error) {
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        ServiceName,
+		Version:     serviceVersion(version),
+		Description: "mailbus control plane: connections and routes",
+		Metadata:    map[string]string{"instance": c.instance, "build": version},
+		ErrorHandler: func(_ micro.Service, e *micro.NATSError) {
+			c.logger.Error("control service", "subject", e.Subject, "err", e.Description)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("control service: %w", err)
+	}
+	endpoints := []struct {
+		entity, op string
+		h          handler
+	}{
+		{"connection", "put", c.connectionPut},
+		{"connection", "get", c.connectionGet},
+		{"connection", "list", c.connectionList},
+		{"connection", "delete", c.connectionDelete},
+		{"connection", "test", notYet},
+		{"connection", "log", notYet},
+		{"route", "put", c.routePut},
+		{"route", "get", c.routeGet},
+		{"route", "list", c.routeList},
+		{"route", "delete", c.routeDelete},
+		{"route", "status", c.routeStatus},
+	}
+	groups := map[string]micro.Group{}
+	for _, e := range endpoints {
+		g, ok := groups[e.entity]
+		if !ok {
+			g = svc.AddGroup(n.ControlPrefix() + "." + e.entity)
+			groups[e.entity] = g
+		}
+		// Endpoint names must be unique in the service; the subject is the group's plus op.
+		if err := g.AddEndpoint(e.entity+"_"+e.op, c.serve(ctx, e.h), micro.WithEndpointSubject(e.op)); err != nil {
+			svc.Stop()
+			return nil, fmt.Errorf("control endpoint %s.%s: %w", e.entity, e.op, err)
+		}
+	}
+	return svc, nil
+}
+
+// serviceVersion is version as the SemVer micro requires: "v1.2.3" loses its v, and a
+// build without a release version ("dev", "(devel)") shows as 0.0.0-dev.
+func serviceVersion(v string) string {
+	v = strings.TrimPrefix(v, "v")
+	if semver.MatchString(v) {
+		return v
+	}
+	return "0.0.0-dev"
+}
+
+// semver is the rule micro checks a service version with (semver.org).
+var semver = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
+
+// serve turns a handler into a micro handler: decode, time limit, reply.
+func (c *control) serve(ctx context.Context, h handler) micro.Handler {
+	return micro.ContextHandler(ctx, func(ctx context.Context, req micro.Request) {
+		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		reply, err := h(ctx, req.Data())
+		if err != nil {
+			c.respondError(req, err)
+			return
+		}
+		reply.OK = true
+		if err := req.RespondJSON(reply); err != nil {
+			c.logger.Warn("control reply not sent", "subject", req.Subject(), "err", err)
+		}
+	})
+}
+
+// respondError is the one place an error becomes a control reply: the micro error headers
+// and the JSON body {"ok":false,"error":{...}}.
+func (c *control) respondError(req micro.Request, err error) {
+	e := wireError(err)
+	if e.Code == schemas.CodeInternal {
+		c.logger.Error("control request failed", "subject", req.Subject(), "err", err)
+	} else {
+		c.logger.Debug("control request refused", "subject", req.Subject(), "code", e.Code, "field", e.Field)
+	}
+	body, _ := json.Marshal(schemas.Reply{OK: false, Error: e})
+	if err := req.Error(errorHeaderCodes[e.Code], e.Error(), body); err != nil {
+		c.logger.Warn("control reply not sent", "subject", req.Subject(), "err", err)
+	}
+}
+
+// wireError sorts any error into the codes of the contract: refusals keep theirs, a
+// request that ran out of time (NATS or JetStream not answering) is unavailable, anything
+// else internal.
+func wireError(err error) *schemas.Error {
+	var e *schemas.Error
+	switch {
+	case errors.As(err, &e):
+		return e
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrConnectionClosed):
+		return &schemas.Error{Code: schemas.CodeUnavailable, Message: "storage did not answer in time: " + err.Error()}
+	default:
+		return &schemas.Error{Code: schemas.CodeInternal, Message: err.Error()}
+	}
+}
+
+func notYet(context.Context, []byte) (*schemas.Reply, error) {
+	return nil, &schemas.Error{Code: schemas.CodeUnavailable, Message: "not implemented yet"}
+}
+
+func (c *control) connectionPut(ctx context.Context, data []byte) (*schemas.Reply, error) {
+	var in schemas.Connection
+	if e := decodeRequest(data, &in); e != nil {
+		return nil, e
+	}
+	out, err := c.store.PutConnection(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	r := redact(out)
+	return &schemas.Reply{Connection: &r}, nil
+}
+
+func (c *control) connectionGet(ctx context.Context, data []byte) (*schemas.Reply, error) {
+	var req schemas.NameRequest
+	if e := decodeRequest(data, &req); e != nil {
+		return nil, e
+	}
+	out, err := c.store.GetConnection(ctx, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	r := redact(out)
+	return &schemas.Reply{Connection: &r}, nil
+}
+
+func (c *control) connectionList(ctx context.Context, data []byte) (*schemas.Reply, error) {
+	var req schemas.ListRequest
+	if e := decodeRequest(data, &req); e != nil {
+		return nil, e
+	}
+	all, err := c.store.ListConnections(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range all {
+		all[i] = redact(all[i])
+	}
+	return &schemas.Reply{Connections: all}, nil
+}
+
+func (c *control) connectionDelete(ctx context.Context, data []byte) (*schemas.Reply, error) {
+	var req schemas.NameRequest
+	if e := decodeRequest(data, &req); e != nil {
+		return nil, e
+	}
+	if err := c.store.DeleteConnection(ctx, req.Name); err != nil {
+		return nil, err
+	}
+	return &schemas.Reply{}, nil
+}
+
+func (c *control) routePut(ctx context.Context, data []byte) (*schemas.Reply, error) {
+	var in schemas.Route
+	if e := decodeRequest(data, &in); e != nil {
+		return nil, e
+	}
+	out, err := c.store.PutRoute(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	return &schemas.Reply{Route: &out}, nil
+}
+
+func (c *control) routeGet(ctx context.Context, data []byte) (*schemas.Reply, error) {
+	var req schemas.NameRequest
+	if e := decodeRequest(data, &req); e != nil {
+		return nil, e
+	}
+	out, err := c.store.GetRoute(ctx, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &schemas.Reply{Route: &out}, nil
+}
+
+func (c *control) routeList(ctx context.Context, data []byte) (*schemas.Reply, error) {
+	var req schemas.ListRequest
+	if e := decodeRequest(data, &req); e != nil {
+		return nil, e
+	}
+	all, err := c.store.ListRoutes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	reply := &schemas.Reply{Routes: all}
+	if req.Status {
+		for _, r := range all {
+			reply.Statuses = append(reply.Statuses, c.statusOf(r))
+		}
+	}
+	return reply, nil
+}
+
+func (c *control) routeDelete(ctx context.Context, data []byte) (*schemas.Reply, error) {
+	var req schemas.NameRequest
+	if e := decodeRequest(data, &req); e != nil {
+		return nil, e
+	}
+	if err := c.store.DeleteRoute(ctx, req.Name); err != nil {
+		return nil, err
+	}
+	return &schemas.Reply{}, nil
+}
+
+func (c *control) routeStatus(ctx context.Context, data []byte) (*schemas.Reply, error) {
+	var req schemas.NameRequest
+	if e := decodeRequest(data, &req); e != nil {
+		return nil, e
+	}
+	r, err := c.store.GetRoute(ctx, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	st := c.statusOf(r)
+	return &schemas.Reply{Status: &st}, nil
+}
+
+// statusOf is a route's status as this replica knows it: from its worker when the route
+// runs here, else what the definition says (disabled, or stopped: not running here).
+func (c *control) statusOf(r schemas.Route) schemas.RouteStatus {
+	if st, ok := c.status.Get(r.Name); ok {
+		return st
+	}
+	st := schemas.RouteStatus{Route: r.Name, State: schemas.StateStopped}
+	if r.Disabled {
+		st.State = schemas.StateDisabled
+	}
+	return st
+}
+
+// decodeRequest reads exactly one JSON value into v, refusing unknown fields, wrong types
+// and trailing data with an invalid error that names the field. An empty body reads as {}.
+func decodeRequest(data []byte, v any) *schemas.Error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		data = []byte("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(data, v, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errInvalid("", "unexpected data after the JSON value at offset %d", dec.InputOffset())
+	}
+	return nil
+}
+
+// decodeError names the field of a decoding failure. encoding/json gives the path of a
+// type mismatch, but only the last name of an unknown field and nothing for an error of a
+// field's own UnmarshalJSON (a bad duration), so for those the JSON is walked again.
+func decodeError(data []byte, v any, err error) *schemas.Error {
+	var (
+		syntax *json.SyntaxError
+		typ    *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &syntax):
+		return errInvalid("", "malformed JSON at offset %d: %v", syntax.Offset, syntax)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errInvalid("", "malformed JSON: it ends too early")
+	case errors.As(err, &typ) && typ.Field == "":
+		return errInvalid("", "want a JSON object, got %s", typ.Value)
+	case errors.As(err, &typ):
+		return errInvalid(typ.Field, "%s: want %s, got %s", typ.Field, kindName(typ.Type), typ.Value)
+	}
+	var generic any
+	if json.Unmarshal(data, &generic) == nil {
+		if field, msg := fieldProblem(generic, reflect.TypeOf(v), ""); field != "" {
+			return errInvalid(field, "%s", msg)
+		}
+	}
+	return errInvalid("", "%v", err)
+}
+
+// kindName says what JSON a Go type wants, for type mismatch messages.
+func kindName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	default:
+		return "an object"
+	}
+}
+
+var durationType = reflect.TypeFor[schemas.Duration]()
+
+// fieldProblem walks a decoded JSON value v along the Go type t and returns the path and
+// message of the first unknown field or bad duration, in sorted key order.
+func fieldProblem(v any, t reflect.Type, path string) (field, msg string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == durationType {
+		b, _ := json.Marshal(v)
+		var d schemas.Duration
+		if err := d.UnmarshalJSON(b); err != nil {
+			return path, fmt.Sprintf("%s: %v", path, err)
+		}
+		return "", ""
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return "", ""
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			p := k
+			if path != "" {
+				p = path + "." + k
+			}
+			ft, ok := jsonField(t, k)
+			if !ok {
+				return p, fmt.Sprintf("unknown field %q", p)
+			}
+			if f, msg := fieldProblem(m[k], ft, p); f != "" {
+				return f, msg
+			}
+		}
+	case reflect.Slice:
+		a, _ := v.([]any)
+		for i, e := range a {
+			if f, msg := fieldProblem(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); f != "" {
+				return f, msg
+			}
+		}
+	}
+	return "", ""
+}
+
+// jsonField finds the type of the struct field that encoding/json fills from key (it
+// matches names case-insensitively).
+func jsonField(t reflect.Type, key string) (reflect.Type, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if strings.EqualFold(name, key) {
+			return f.Type, true
+		}
+	}
+	return nil, false
+}

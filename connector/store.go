@@ -1,0 +1,320 @@
+package connector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// putAttempts bounds the read-merge-write loop of a put that keeps losing the race to
+// other writers of the same key.
+const putAttempts = 5
+
+// store keeps the definitions in the config bucket: connection.<name> and route.<name>,
+// JSON values, secrets sealed. Every write compares the revision it read, so concurrent
+// puts of one key are applied one after the other and none is lost.
+//
+// The cross-key checks (a route's connection exists, a deleted connection has no routes)
+// read one key and write another, so two replicas can still race past them; the supervisor
+// copes with either outcome by reporting the route's status as an error.
+type store struct {
+	kv     jetstream.KeyValue
+	sealer *sealer
+}
+
+// errRetry says a write lost to a concurrent one and the put should start over.
+var errRetry = errors.New("definition changed while writing")
+
+// lostRace reports whether err is a compare-and-set failure of a KV write.
+func lostRace(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+}
+
+// get reads one definition into v and returns its revision; ok is false when it is absent.
+func (s *store) get(ctx context.Context, key string, v any) (rev uint64, ok bool, err error) {
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("get %s: %w", key, err)
+	}
+	if err := json.Unmarshal(e.Value(), v); err != nil {
+		return 0, false, fmt.Errorf("get %s: %w", key, err)
+	}
+	return e.Revision(), true, nil
+}
+
+// write stores v under key if the key is still at rev (0: absent) and returns the new
+// revision, or errRetry when another writer came first.
+func (s *store) write(ctx context.Context, key string, rev uint64, v any) (uint64, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return 0, fmt.Errorf("put %s: %w", key, err)
+	}
+	var newRev uint64
+	if rev == 0 {
+		newRev, err = s.kv.Create(ctx, key, b)
+	} else {
+		newRev, err = s.kv.Update(ctx, key, b, rev)
+	}
+	if lostRace(err) {
+		return 0, errRetry
+	}
+	if err != nil {
+		return 0, fmt.Errorf("put %s: %w", key, err)
+	}
+	return newRev, nil
+}
+
+// retryPut runs attempt, one read-merge-write of key, until it wins the race with other
+// writers or a check refuses it. When the request named a revision, the attempt after a
+// lost race finds the stored revision moved on and refuses with a conflict.
+func retryPut(key string, attempt func() error) error {
+	for range putAttempts {
+		if err := attempt(); !errors.Is(err, errRetry) {
+			return err
+		}
+	}
+	return errConflict("", "%s kept changing while writing; try again", key)
+}
+
+// checkRevision refuses a put that asked for a revision other than the stored one.
+func checkRevision(key string, want, stored uint64) *schemas.Error {
+	if want != 0 && want != stored {
+		return errConflict("revision", "%s is at revision %d, not %d: read it again and retry", key, stored, want)
+	}
+	return nil
+}
+
+// PutConnection validates and stores a connection. A put without a password (or without
+// an OAuth2 secret) keeps the stored one; a put with passwordFrom drops a stored password.
+// It returns the stored definition, sealed, with its revision.
+func (s *store) PutConnection(ctx context.Context, in schemas.Connection) (schemas.Connection, error) {
+	if e := validateConnection(&in); e != nil {
+		return in, e
+	}
+	want := in.Revision
+	in.Revision, in.PasswordSet = 0, false
+	if in.OAuth2 != nil {
+		o := *in.OAuth2
+		o.AccessTokenSet, o.ClientSecretSet, o.RefreshTokenSet = false, false, false
+		in.OAuth2 = &o
+	}
+	// Seal what the request brought before merging, so kept values (already sealed) are
+	// never sealed twice.
+	if err := s.sealer.sealConnection(&in); err != nil {
+		return in, err
+	}
+	key := ConnectionKey(in.Name)
+	var out schemas.Connection
+	err := retryPut(key, func() error {
+		var cur schemas.Connection
+		rev, ok, err := s.get(ctx, key, &cur)
+		if err != nil {
+			return err
+		}
+		if e := checkRevision(key, want, rev); e != nil {
+			return e
+		}
+		out = in
+		if ok {
+			keepSecrets(&out, &cur)
+		}
+		if e := checkPassword(&out); e != nil {
+			return e
+		}
+		out.Revision, err = s.write(ctx, key, rev, out)
+		return err
+	})
+	return out, err
+}
+
+// keepSecrets copies into c the stored secrets the put left out.
+func keepSecrets(c, stored *schemas.Connection) {
+	if c.Password == "" && c.PasswordFrom == nil {
+		c.Password = stored.Password
+	}
+	if c.OAuth2 != nil && stored.OAuth2 != nil {
+		o := *c.OAuth2
+		for _, f := range [][2]*string{
+			{&o.AccessToken, &stored.OAuth2.AccessToken},
+			{&o.ClientSecret, &stored.OAuth2.ClientSecret},
+			{&o.RefreshToken, &stored.OAuth2.RefreshToken},
+		} {
+			if *f[0] == "" {
+				*f[0] = *f[1]
+			}
+		}
+		c.OAuth2 = &o
+	}
+}
+
+// GetConnection reads one connection, sealed.
+func (s *store) GetConnection(ctx context.Context, name string) (schemas.Connection, error) {
+	if e := checkName("name", name); e != nil {
+		return schemas.Connection{}, e
+	}
+	var c schemas.Connection
+	rev, ok, err := s.get(ctx, ConnectionKey(name), &c)
+	if err != nil {
+		return c, err
+	}
+	if !ok {
+		return c, errNotFound("no connection named %s", name)
+	}
+	c.Revision = rev
+	return c, nil
+}
+
+// DeleteConnection removes a connection no route uses.
+func (s *store) DeleteConnection(ctx context.Context, name string) error {
+	c, err := s.GetConnection(ctx, name)
+	if err != nil {
+		return err
+	}
+	routes, err := s.ListRoutes(ctx)
+	if err != nil {
+		return err
+	}
+	var users []string
+	for _, r := range routes {
+		if r.Connection == name {
+			users = append(users, r.Name)
+		}
+	}
+	if len(users) > 0 {
+		return errConflict("name", "connection %s is used by route %s: delete or move the route first", name, strings.Join(users, ", "))
+	}
+	return s.delete(ctx, ConnectionKey(name), c.Revision)
+}
+
+// delete removes key if it is still at rev.
+func (s *store) delete(ctx context.Context, key string, rev uint64) error {
+	err := s.kv.Delete(ctx, key, jetstream.LastRevision(rev))
+	if lostRace(err) {
+		return errConflict("name", "%s changed while deleting; read it again and retry", key)
+	}
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// ListConnections returns every connection, sealed, sorted by name.
+func (s *store) ListConnections(ctx context.Context) ([]schemas.Connection, error) {
+	return list[schemas.Connection](ctx, s, "connection", func(c *schemas.Connection, rev uint64) string {
+		c.Revision = rev
+		return c.Name
+	})
+}
+
+// PutRoute validates and stores a route whose connection exists.
+func (s *store) PutRoute(ctx context.Context, in schemas.Route) (schemas.Route, error) {
+	if e := validateRoute(&in); e != nil {
+		return in, e
+	}
+	want := in.Revision
+	in.Revision = 0
+	key := RouteKey(in.Name)
+	var out schemas.Route
+	err := retryPut(key, func() error {
+		var cur schemas.Route
+		rev, _, err := s.get(ctx, key, &cur)
+		if err != nil {
+			return err
+		}
+		if e := checkRevision(key, want, rev); e != nil {
+			return e
+		}
+		var c schemas.Connection
+		if _, ok, err := s.get(ctx, ConnectionKey(in.Connection), &c); err != nil {
+			return err
+		} else if !ok {
+			return errInvalid("connection", "no connection named %s", in.Connection)
+		}
+		out = in
+		out.Revision, err = s.write(ctx, key, rev, out)
+		return err
+	})
+	return out, err
+}
+
+// GetRoute reads one route.
+func (s *store) GetRoute(ctx context.Context, name string) (schemas.Route, error) {
+	if e := checkName("name", name); e != nil {
+		return schemas.Route{}, e
+	}
+	var r schemas.Route
+	rev, ok, err := s.get(ctx, RouteKey(name), &r)
+	if err != nil {
+		return r, err
+	}
+	if !ok {
+		return r, errNotFound("no route named %s", name)
+	}
+	r.Revision = rev
+	return r, nil
+}
+
+// DeleteRoute removes a route.
+func (s *store) DeleteRoute(ctx context.Context, name string) error {
+	r, err := s.GetRoute(ctx, name)
+	if err != nil {
+		return err
+	}
+	return s.delete(ctx, RouteKey(name), r.Revision)
+}
+
+// ListRoutes returns every route sorted by name.
+func (s *store) ListRoutes(ctx context.Context) ([]schemas.Route, error) {
+	return list[schemas.Route](ctx, s, "route", func(r *schemas.Route, rev uint64) string {
+		r.Revision = rev
+		return r.Name
+	})
+}
+
+// list reads every live definition of a kind ("connection", "route"); set stores the
+// revision in a value and returns its name, for sorting.
+func list[T any](ctx context.Context, s *store, kind string, set func(*T, uint64) string) ([]T, error) {
+	w, err := s.kv.WatchFiltered(ctx, []string{kind + ".*"}, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", kind, err)
+	}
+	defer w.Stop()
+	type named struct {
+		name string
+		v    T
+	}
+	var all []named
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list %s: %w", kind, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("list %s: watcher stopped", kind)
+			}
+			if e == nil { // the initial values are all here
+				slices.SortFunc(all, func(a, b named) int { return strings.Compare(a.name, b.name) })
+				out := make([]T, len(all))
+				for i, n := range all {
+					out[i] = n.v
+				}
+				return out, nil
+			}
+			var v T
+			if err := json.Unmarshal(e.Value(), &v); err != nil {
+				return nil, fmt.Errorf("list %s: %s: %w", kind, e.Key(), err)
+			}
+			all = append(all, named{set(&v, e.Revision()), v})
+		}
+	}
+}

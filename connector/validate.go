@@ -1,0 +1,283 @@
+package connector
+
+import (
+	"fmt"
+	"net"
+	"net/mail"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// Defaults a definition gets for what it leaves out.
+const (
+	defaultPollInterval = 60 * time.Second
+	minPollInterval     = time.Second
+	defaultMailbox      = "INBOX"
+)
+
+// ExchangeVersions are the EWS versions a connection may name.
+var ExchangeVersions = []string{
+	"Exchange2007_SP1", "Exchange2010", "Exchange2010_SP1", "Exchange2010_SP2",
+	"Exchange2013", "Exchange2013_SP1", "Exchange2016", "Exchange2019",
+}
+
+var (
+	// nameRule is the seed's "system name": it becomes a subject token and a KV key.
+	nameRule = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
+	// schemeRule finds a protocol people paste from a browser or a mail client.
+	schemeRule = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://`)
+	// headerNameRule is RFC 5322 field-name: printable ASCII except the colon.
+	headerNameRule = regexp.MustCompile(`^[!-9;-~]+$`)
+)
+
+// The error constructors: every refusal of the control plane is one of these codes.
+
+func errInvalid(field, format string, args ...any) *schemas.Error {
+	return &schemas.Error{Code: schemas.CodeInvalid, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+func errNotFound(format string, args ...any) *schemas.Error {
+	return &schemas.Error{Code: schemas.CodeNotFound, Field: "name", Message: fmt.Sprintf(format, args...)}
+}
+
+func errConflict(field, format string, args ...any) *schemas.Error {
+	return &schemas.Error{Code: schemas.CodeConflict, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// checkName applies the system-name rule to a field.
+func checkName(field, v string) *schemas.Error {
+	if v == "" {
+		return errInvalid(field, "%s is required", field)
+	}
+	if !nameRule.MatchString(v) {
+		return errInvalid(field, "%s %q: use 1 to 64 letters, digits or _", field, v)
+	}
+	return nil
+}
+
+// oneOf refuses a value outside an enumeration.
+func oneOf(field, v string, allowed ...string) *schemas.Error {
+	if slices.Contains(allowed, v) {
+		return nil
+	}
+	return errInvalid(field, "%s %q: want one of %s", field, v, strings.Join(allowed, ", "))
+}
+
+// checkAddress refuses a host or EWS URL with a protocol, a space or (for a host) a path or
+// a port, the mistakes people make when pasting from a browser.
+func checkAddress(field, v string, pathAllowed bool) *schemas.Error {
+	if v == "" {
+		return errInvalid(field, "%s is required", field)
+	}
+	if m := schemeRule.FindString(v); m != "" {
+		return errInvalid(field, "%s must not include a protocol: drop %q", field, m)
+	}
+	if strings.ContainsFunc(v, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return errInvalid(field, "%s %q must not contain spaces or control characters", field, v)
+	}
+	if !pathAllowed {
+		if strings.ContainsAny(v, "/?#@") {
+			return errInvalid(field, "%s %q: want a host name or address only, without a path", field, v)
+		}
+		if _, _, err := net.SplitHostPort(v); err == nil {
+			return errInvalid(field, "%s %q must not include a port: set port instead", field, v)
+		}
+	}
+	return nil
+}
+
+// validateConnection checks a connection as a put carries it and fills its defaults: port
+// 993 for ssl else 143, encryption ssl, auth basic, logLevel errors, pollInterval 60s. A
+// port or pollInterval of 0 counts as absent, since JSON 0 and a missing number look the
+// same once decoded. Checks that need the stored definition (a password is set) are in the
+// store.
+func validateConnection(c *schemas.Connection) *schemas.Error {
+	if e := checkName("name", c.Name); e != nil {
+		return e
+	}
+	if c.Type == "" {
+		return errInvalid("type", "type is required: imap or exchange")
+	}
+	if e := oneOf("type", c.Type, schemas.TypeIMAP, schemas.TypeExchange); e != nil {
+		return e
+	}
+	if c.Encryption == "" {
+		c.Encryption = schemas.EncryptionSSL
+	}
+	if e := oneOf("encryption", c.Encryption, schemas.EncryptionNone, schemas.EncryptionSSL, schemas.EncryptionTLS); e != nil {
+		return e
+	}
+	switch c.Type {
+	case schemas.TypeIMAP:
+		if e := checkAddress("host", c.Host, false); e != nil {
+			return e
+		}
+		if c.Port < 0 || c.Port > 65535 {
+			return errInvalid("port", "port %d: want 1..65535", c.Port)
+		}
+		if c.Port == 0 {
+			c.Port = 143
+			if c.Encryption == schemas.EncryptionSSL {
+				c.Port = 993
+			}
+		}
+	case schemas.TypeExchange:
+		if e := checkAddress("exchangeUrl", c.ExchangeURL, true); e != nil {
+			return e
+		}
+		if c.ExchangeVersion == "" {
+			return errInvalid("exchangeVersion", "exchangeVersion is required: one of %s", strings.Join(ExchangeVersions, ", "))
+		}
+		if e := oneOf("exchangeVersion", c.ExchangeVersion, ExchangeVersions...); e != nil {
+			return e
+		}
+		if c.Port < 0 || c.Port > 65535 {
+			return errInvalid("port", "port %d: want 1..65535", c.Port)
+		}
+	}
+
+	if c.Auth == "" {
+		c.Auth = schemas.AuthBasic
+	}
+	if e := oneOf("auth", c.Auth, schemas.AuthNone, schemas.AuthBasic, schemas.AuthWindows, schemas.AuthOAuth2); e != nil {
+		return e
+	}
+	switch c.Auth {
+	case schemas.AuthBasic:
+		if c.Username == "" {
+			return errInvalid("username", "username is required for auth basic")
+		}
+	case schemas.AuthWindows:
+		if c.Username == "" {
+			return errInvalid("username", "username is required for auth windows")
+		}
+		if c.Domain == "" && !strings.Contains(c.Username, `\`) {
+			return errInvalid("domain", `domain is required for auth windows (or give username as DOMAIN\user)`)
+		}
+	case schemas.AuthOAuth2:
+		if c.OAuth2 == nil {
+			return errInvalid("oauth2", "an oauth2 object is required for auth oauth2")
+		}
+		if t := c.OAuth2.TokenURL; t != "" {
+			if u, err := url.Parse(t); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return errInvalid("oauth2.tokenUrl", "oauth2.tokenUrl %q: want an http(s) URL", t)
+			}
+		}
+	}
+	if p := c.PasswordFrom; p != nil {
+		if (p.Env == "") == (p.File == "") {
+			return errInvalid("passwordFrom", "passwordFrom: set exactly one of env and file")
+		}
+		if c.Password != "" {
+			return errInvalid("passwordFrom", "give password or passwordFrom, not both")
+		}
+	}
+
+	if c.LogLevel == "" {
+		c.LogLevel = schemas.LogErrors
+	}
+	if e := oneOf("logLevel", c.LogLevel, schemas.LogFull, schemas.LogErrors, schemas.LogOff); e != nil {
+		return e
+	}
+	switch d := time.Duration(c.PollInterval); {
+	case d == 0:
+		c.PollInterval = schemas.Duration(defaultPollInterval)
+	case d < minPollInterval:
+		return errInvalid("pollInterval", "pollInterval %s: want at least %s", d, minPollInterval)
+	}
+	for i, r := range c.TestRecipients {
+		field := fmt.Sprintf("testRecipients[%d]", i)
+		a, err := mail.ParseAddress(r)
+		if err != nil || a.Name != "" || a.Address != r {
+			return errInvalid(field, "%s %q: want a bare e-mail address such as bot@example.com", field, r)
+		}
+	}
+	return nil
+}
+
+// checkPassword is the part of the connection check that needs the stored definition: a
+// connection that logs in must have a password, a passwordFrom, or (oauth2) a token.
+func checkPassword(c *schemas.Connection) *schemas.Error {
+	switch c.Auth {
+	case schemas.AuthBasic, schemas.AuthWindows:
+		if c.Password == "" && c.PasswordFrom == nil {
+			return errInvalid("password", "password or passwordFrom is required for auth %s", c.Auth)
+		}
+	case schemas.AuthOAuth2:
+		if c.OAuth2.AccessToken == "" && c.OAuth2.RefreshToken == "" {
+			return errInvalid("oauth2", "oauth2 needs an accessToken or a refreshToken")
+		}
+	}
+	return nil
+}
+
+// validateRoute checks a route as a put carries it and fills its defaults: mailbox INBOX,
+// select unseen, after markRead. Whether its connection exists is checked by the store.
+func validateRoute(r *schemas.Route) *schemas.Error {
+	if e := checkName("name", r.Name); e != nil {
+		return e
+	}
+	if e := checkName("connection", r.Connection); e != nil {
+		return e
+	}
+	if r.Bus < 0 || r.Bus >= Buses {
+		return errInvalid("bus", "bus %d: want 0..%d", r.Bus, Buses-1)
+	}
+	if r.Mailbox == "" {
+		r.Mailbox = defaultMailbox
+	}
+	if r.Select == "" {
+		r.Select = schemas.SelectUnseen
+	}
+	if e := oneOf("select", r.Select, schemas.SelectUnseen, schemas.SelectAll); e != nil {
+		return e
+	}
+	if r.After == "" {
+		r.After = schemas.AfterMarkRead
+	}
+	if e := oneOf("after", r.After, schemas.AfterMarkRead, schemas.AfterNone, schemas.AfterDelete, schemas.AfterMove); e != nil {
+		return e
+	}
+	if r.After == schemas.AfterMove && r.MoveTo == "" {
+		return errInvalid("moveTo", "moveTo is required for after move")
+	}
+	if r.After != schemas.AfterMove && r.MoveTo != "" {
+		return errInvalid("moveTo", "moveTo is only used with after move")
+	}
+	for i, h := range r.Headers {
+		if !headerNameRule.MatchString(h) {
+			return errInvalid(fmt.Sprintf("headers[%d]", i), "header name %q: want printable ASCII without spaces or colons", h)
+		}
+	}
+	seen := make(map[string]bool, len(r.Attributes))
+	for i, a := range r.Attributes {
+		field := fmt.Sprintf("attributes[%d]", i)
+		if a.Name == "" {
+			return errInvalid(field+".name", "attribute name is required")
+		}
+		if seen[a.Name] {
+			return errInvalid(field+".name", "attribute %q is defined twice", a.Name)
+		}
+		seen[a.Name] = true
+		switch h, isHeader := strings.CutPrefix(a.From, "header:"); {
+		case isHeader:
+			if !headerNameRule.MatchString(h) {
+				return errInvalid(field+".from", "header name %q: want printable ASCII without spaces or colons", h)
+			}
+		case a.From == "subject" || a.From == "from" || a.From == "text":
+		default:
+			return errInvalid(field+".from", "from %q: want header:<Name>, subject, from or text", a.From)
+		}
+		if a.Regex != "" {
+			if _, err := regexp.Compile(a.Regex); err != nil {
+				return errInvalid(field+".regex", "regex does not compile: %v", err)
+			}
+		}
+	}
+	return nil
+}
