@@ -1,9 +1,240 @@
 package connector
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
 
-// NewIMAPWorker makes the worker of a route on an IMAP connection.
-// Placeholder until the IMAP worker lands (issue "IMAP routes").
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// Retry pacing. A temporary failure backs off exponentially from backoffMin to backoffMax
+// with jitter; a permanent one waits at least permanentRetry (or five polls) before trying
+// again, since the definition or the server has to change first.
+const (
+	backoffMin     = 500 * time.Millisecond
+	backoffMax     = 2 * time.Minute
+	permanentRetry = 5 * time.Minute
+	// idleRestart re-issues IDLE before the 29 minutes after which servers may drop it.
+	idleRestart = 25 * time.Minute
+	// noopInterval keeps a connection without IDLE honest between long polls.
+	noopInterval = 2 * time.Minute
+)
+
+// NewIMAPWorker makes the worker of a route on an IMAP connection. It refuses a definition
+// it cannot run (permanent errors); what depends on the server (capabilities, credentials,
+// the mailbox) is found out by Run, which parks the route in state error when needed.
 func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
-	return nil, errors.New("imap worker not built yet")
+	r, c := spec.Route, spec.Connection
+	if c.Type != schemas.TypeIMAP && c.Type != "" {
+		return nil, Permanent(fmt.Errorf("connection %s is of type %q, not imap", c.Name, c.Type))
+	}
+	switch r.Select {
+	case "":
+		r.Select = schemas.SelectUnseen
+	case schemas.SelectUnseen, schemas.SelectAll:
+	default:
+		return nil, Permanent(fmt.Errorf("route %s: unknown select %q", r.Name, r.Select))
+	}
+	switch r.After {
+	case "":
+		r.After = schemas.AfterMarkRead
+	case schemas.AfterMarkRead, schemas.AfterNone, schemas.AfterDelete:
+	case schemas.AfterMove:
+		if r.MoveTo == "" {
+			return nil, Permanent(fmt.Errorf("route %s: after move needs moveTo", r.Name))
+		}
+	default:
+		return nil, Permanent(fmt.Errorf("route %s: unknown after %q", r.Name, r.After))
+	}
+	if r.Mailbox == "" {
+		r.Mailbox = "INBOX"
+	}
+	pub := rt.Publishers.bus(r.Bus)
+	if pub == nil {
+		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
+	}
+	eventPrefix := c.Name + "/" + r.Mailbox
+	return &imapWorker{
+		rt:      rt,
+		route:   r,
+		conn:    c,
+		pub:     pub,
+		cps:     newCheckpointStore(rt.Storage.State, r.Name),
+		subject: rt.Names.BusSubject(r.Bus, r.Name),
+		source:  "mailbus/" + eventPrefix,
+		idPfx:   eventPrefix,
+		log:     rt.logger().With("route", r.Name, "connection", c.Name),
+	}, nil
+}
+
+// imapWorker runs one route: sessions (connect, cycle, wait, cycle...) until ctx ends,
+// with backoff between failed sessions.
+type imapWorker struct {
+	rt      *Runtime
+	route   schemas.Route
+	conn    schemas.Connection
+	pub     *busPublisher
+	cps     *checkpointStore
+	subject string
+	source  string // ce-source
+	idPfx   string // <connection>/<mailbox>, the event Id without /<uidvalidity>/<uid>
+	log     *slog.Logger
+}
+
+func (rt *Runtime) logger() *slog.Logger {
+	if rt.Logger == nil {
+		return slog.Default()
+	}
+	return rt.Logger
+}
+
+// Run implements Worker. It returns only when ctx ends: failures are retried here, with
+// the route's state telling what happens.
+func (w *imapWorker) Run(ctx context.Context) error {
+	w.status(func(s *schemas.RouteStatus) {
+		s.State, s.Owner, s.LastError = schemas.StateStarting, w.rt.Instance, ""
+	})
+	defer w.status(func(s *schemas.RouteStatus) { s.State = schemas.StateStopped })
+	attempt := 0
+	for {
+		err := w.session(ctx, &attempt)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var wait time.Duration
+		state := schemas.StateBackoff
+		if IsPermanent(err) {
+			state = schemas.StateError
+			wait = max(permanentRetry, 5*w.pollInterval())
+			w.connLog(slog.LevelError, EventState, "route parked: "+err.Error())
+		} else {
+			wait = backoff(attempt)
+			attempt++
+			w.connLog(slog.LevelWarn, EventState, fmt.Sprintf("retry in %s: %v", wait.Round(time.Millisecond), err))
+		}
+		w.status(func(s *schemas.RouteStatus) { s.State, s.LastError = state, err.Error() })
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is the wait before retry number attempt (0-based): exponential, capped, with
+// jitter so that routes of one failed server do not come back in lockstep.
+func backoff(attempt int) time.Duration {
+	d := backoffMax
+	if attempt < 20 {
+		d = min(backoffMax, backoffMin<<attempt)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func (w *imapWorker) pollInterval() time.Duration {
+	if d := time.Duration(w.conn.PollInterval); d > 0 {
+		return d
+	}
+	return defaultPollInterval
+}
+
+func (w *imapWorker) status(f func(s *schemas.RouteStatus)) {
+	if w.rt.Status != nil {
+		w.rt.Status.Update(w.route.Name, f)
+	}
+}
+
+// connLog writes to the process log and to the connection log (which filters by the
+// connection's logLevel). args are key, value pairs.
+func (w *imapWorker) connLog(level slog.Level, event, msg string, args ...any) {
+	w.log.Log(context.Background(), level, msg, append([]any{"event", event}, args...)...)
+	e := schemas.LogEntry{Level: LevelInfo, Route: w.route.Name, Event: event, Message: msg}
+	switch {
+	case level >= slog.LevelError:
+		e.Level = LevelError
+	case level >= slog.LevelWarn:
+		e.Level = LevelWarn
+	}
+	if len(args) > 1 {
+		e.Fields = make(map[string]any, len(args)/2)
+		for i := 0; i+1 < len(args); i += 2 {
+			e.Fields[fmt.Sprint(args[i])] = args[i+1]
+		}
+	}
+	w.rt.ConnLog.Write(&w.conn, e)
+}
+
+// session connects, then runs cycles until an error or ctx ends. attempt is reset once a
+// cycle succeeded, so that the next failure starts its backoff afresh.
+func (w *imapWorker) session(ctx context.Context, attempt *int) error {
+	wake := make(chan struct{}, 1)
+	opts := &imapclient.Options{UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil { // EXISTS: new mail, most likely
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+		},
+	}}
+	c, err := DialIMAP(ctx, &w.conn, w.rt.TLSRootCAs, opts)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	caps := c.Caps()
+	if caps == nil {
+		return errors.New("capability: no answer")
+	}
+	if err := w.checkCaps(caps); err != nil {
+		return err
+	}
+	w.connLog(slog.LevelDebug, EventLogin, "connected to "+IMAPAddr(&w.conn), "encryption", w.conn.Encryption)
+	cp, err := w.cps.Load(ctx)
+	if err != nil {
+		return err
+	}
+	s := &imapSession{
+		w: w, c: c, cp: cp, wake: wake,
+		idle: caps.Has(imap.CapIdle) && w.conn.IdleEnabled(),
+		move: caps.Has(imap.CapMove),
+	}
+	for {
+		if err := s.cycle(ctx); err != nil {
+			return err
+		}
+		*attempt = 0
+		if err := s.wait(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// checkCaps refuses an after action the server cannot do safely: without UIDPLUS, an
+// EXPUNGE would also remove messages someone else marked \Deleted.
+func (w *imapWorker) checkCaps(caps imap.CapSet) error {
+	switch w.route.After {
+	case schemas.AfterDelete:
+		if !caps.Has(imap.CapUIDPlus) {
+			return Permanent(errors.New("after delete needs the server's UIDPLUS (UID EXPUNGE), which it lacks"))
+		}
+	case schemas.AfterMove:
+		if !caps.Has(imap.CapMove) && !caps.Has(imap.CapUIDPlus) {
+			return Permanent(errors.New("after move needs the server's MOVE or UIDPLUS, which it lacks"))
+		}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package connector
 
 import (
 	"context"
+	"crypto/x509"
 	"log/slog"
 	"sync"
 
@@ -38,6 +39,13 @@ type Runtime struct {
 	Instance       string
 	MaxInlineBytes int64
 	Status         *StatusBoard
+	// Publishers are the per-bus publishing pipelines (NewPublishers), shared by all routes.
+	Publishers *Publishers
+	// TLSRootCAs verifies IMAP server certificates; nil means the system pool. Tests set it
+	// to their server's CA.
+	TLSRootCAs *x509.CertPool
+	// ConnLog writes the connection logs; nil writes none.
+	ConnLog *ConnLog
 }
 
 // StatusBoard holds the status of the routes this replica runs, for route.status.

@@ -1,0 +1,618 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mailbus/mailbus/mapping"
+	"github.com/mailbus/mailbus/schemas"
+)
+
+const (
+	// fetchBatch is the most UIDs one FETCH asks for: the after action and the checkpoint
+	// follow each batch, so it also bounds the work redone after a crash.
+	fetchBatch = 256
+	// maxInflightBytes bounds the events a route holds for a possible retry (published,
+	// not yet acknowledged); above it the FETCH waits for acknowledgements.
+	maxInflightBytes = 32 << 20
+	// publishRetries is how often an unacknowledged event is published again (same
+	// Msg-Id) before the cycle gives up.
+	publishRetries = 3
+)
+
+// imapSession is one connection's worth of cycles.
+type imapSession struct {
+	w          *imapWorker
+	c          *imapclient.Client
+	cp         Checkpoint
+	wake       chan struct{} // EXISTS seen
+	idle, move bool
+	inflight   int // bytes of events held for a retry
+}
+
+// fetched is one message of a batch on its way: published and waiting for its
+// acknowledgement, skipped, or to be dead-lettered.
+type fetched struct {
+	uid  imap.UID
+	skip bool // a probe (ProbeHeader): nothing published, no after action (the check
+	// removes its probe itself); the checkpoint moves past it like past any message
+	deadErr error // why the mapping rejected it; dead-lettered once the FETCH is over
+	msg     *nats.Msg
+	fut     jetstream.PubAckFuture
+	done    bool  // fut has resolved (err holds how)
+	err     error // the publish's outcome once done
+}
+
+// result waits for the publish to resolve and remembers how, so it can be asked twice.
+func (f *fetched) result(ctx context.Context) error {
+	if f.done {
+		return f.err
+	}
+	select {
+	case <-f.fut.Ok():
+		f.err = nil
+	case f.err = <-f.fut.Err():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	f.done = true
+	return f.err
+}
+
+// cycle runs once over the mailbox: every message the route selects above the checkpoint
+// is published, acknowledged, acted upon and checkpointed, in batches.
+func (s *imapSession) cycle(ctx context.Context) error {
+	w := s.w
+	now := time.Now().UTC()
+	w.status(func(st *schemas.RouteStatus) { st.State, st.LastPollAt = schemas.StateRunning, &now })
+
+	var sel *imap.SelectData
+	// EXAMINE where the route never changes the mailbox: then it provably cannot.
+	readOnly := w.route.After == schemas.AfterNone
+	err := within(ctx, imapCommandTimeout, s.c, func() (err error) {
+		sel, err = s.c.Select(w.route.Mailbox, &imap.SelectOptions{ReadOnly: readOnly}).Wait()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("select %q: %w", w.route.Mailbox, err)
+	}
+	if sel.UIDValidity != s.cp.UidValidity {
+		if s.cp.UidValidity != 0 {
+			w.connLog(slog.LevelWarn, EventUIDValidity, fmt.Sprintf(
+				"mailbox %q: UIDVALIDITY changed from %d to %d: checkpoint reset, select %s publishes its messages again under new Ids",
+				w.route.Mailbox, s.cp.UidValidity, sel.UIDValidity, w.route.Select),
+				"oldUidValidity", s.cp.UidValidity, "uidValidity", sel.UIDValidity)
+		}
+		s.cp = Checkpoint{UidValidity: sel.UIDValidity}
+		if err := w.cps.Save(ctx, s.cp); err != nil {
+			return err
+		}
+	}
+	w.status(func(st *schemas.RouteStatus) { st.UidValidity, st.LastUid = s.cp.UidValidity, s.cp.LastUid })
+
+	// An EXISTS from here on may be mail this search misses: keep it for the next wait.
+	select {
+	case <-s.wake:
+	default:
+	}
+	uids, err := s.search(ctx)
+	if err != nil {
+		return err
+	}
+	if len(uids) > 0 {
+		w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("%d messages to publish", len(uids)))
+	}
+	for len(uids) > 0 {
+		w.status(func(st *schemas.RouteStatus) { st.Pending = int64(len(uids)) })
+		n := min(len(uids), fetchBatch)
+		if err := s.batch(ctx, uids[:n]); err != nil {
+			return err
+		}
+		uids = uids[n:]
+	}
+	now = time.Now().UTC()
+	w.status(func(st *schemas.RouteStatus) { st.Pending, st.LastSuccessAt, st.LastError = 0, &now, "" })
+	return nil
+}
+
+// search returns, in order, the UIDs above the checkpoint that the route selects.
+func (s *imapSession) search(ctx context.Context) ([]imap.UID, error) {
+	last := imap.UID(s.cp.LastUid)
+	crit := &imap.SearchCriteria{UID: []imap.UIDSet{{{Start: last + 1, Stop: 0}}}}
+	if s.w.route.Select == schemas.SelectUnseen {
+		crit.NotFlag = []imap.Flag{imap.FlagSeen}
+	}
+	var data *imap.SearchData
+	err := within(ctx, imapCommandTimeout, s.c, func() (err error) {
+		data, err = s.c.UIDSearch(crit, nil).Wait()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("uid search: %w", err)
+	}
+	// "n:*" always matches the highest UID, even below n: drop what is not above last.
+	uids := slices.DeleteFunc(data.AllUIDs(), func(u imap.UID) bool { return u <= last })
+	slices.Sort(uids)
+	return uids, nil
+}
+
+// batch fetches, maps and publishes the messages uids, then waits for the acknowledgements
+// and, for the acknowledged run of UIDs from the lowest, applies the after action and
+// only then moves the checkpoint. A crash anywhere leaves the checkpoint at or below what
+// the mailbox shows; republishing uses the same Msg-Ids, which the stream deduplicates.
+func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
+	fetch := s.c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{
+		UID: true, RFC822Size: true, InternalDate: true,
+		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
+	})
+	watch := newProgressWatch(s.c, imapCommandTimeout)
+	defer watch.stop()
+	var got []*fetched
+	for {
+		watch.arm()
+		m := fetch.Next()
+		watch.disarm()
+		if m == nil {
+			break
+		}
+		f, err := s.message(ctx, m, watch)
+		if err != nil {
+			// The session ends and closes the connection, which ends the FETCH.
+			return watch.explain(err)
+		}
+		if f != nil {
+			got = append(got, f)
+		}
+		if err := s.throttle(ctx, got); err != nil {
+			return err
+		}
+	}
+	watch.arm()
+	err := fetch.Close()
+	watch.disarm()
+	if err != nil {
+		return watch.explain(fmt.Errorf("uid fetch: %w", err))
+	}
+
+	slices.SortFunc(got, func(a, b *fetched) int { return int(a.uid) - int(b.uid) })
+	for _, f := range got {
+		if f.deadErr != nil {
+			if err := s.deadLetter(ctx, f); err != nil {
+				return err
+			}
+		}
+	}
+	n, ackErr := s.awaitAcks(ctx, got)
+	if err := s.apply(ctx, got[:n]); err != nil {
+		return err
+	}
+	return ackErr
+}
+
+// message reads one message of the FETCH: its literal streams through the mapping (and
+// the object store) without being held in memory, then the event is published.
+// An error is the connection's or the storage's (temporary); a message the mapping rejects
+// is returned for the dead letters.
+func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageData, watch *progressWatch) (*fetched, error) {
+	var (
+		uid    imap.UID
+		date   time.Time
+		ev     *schemas.Event
+		mapErr error
+		seen   bool
+	)
+	for {
+		watch.arm()
+		item := m.Next()
+		watch.disarm()
+		if item == nil {
+			break
+		}
+		switch it := item.(type) {
+		case imapclient.FetchItemDataUID:
+			uid = it.UID
+		case imapclient.FetchItemDataInternalDate:
+			date = it.Time
+		case imapclient.FetchItemDataBodySection:
+			if uid == 0 {
+				return nil, errors.New("uid fetch: the server sent a body before the UID")
+			}
+			if it.Literal == nil {
+				mapErr = errors.New("the server returned no body (NIL)")
+				break
+			}
+			seen = true
+			var err error
+			ev, mapErr, err = s.mapMessage(ctx, uid, &progressReader{r: it.Literal, w: watch})
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	if uid == 0 {
+		return nil, nil // not one of ours (a flag change pushed by the server)
+	}
+	f := &fetched{uid: uid}
+	switch {
+	case mapErr != nil:
+		f.deadErr = mapErr
+		return f, nil
+	case !seen:
+		f.deadErr = errors.New("the server returned no body")
+		return f, nil
+	case isProbe(ev):
+		f.skip = true
+		return f, nil
+	}
+
+	w := s.w
+	ev.Id = s.eventID(uid)
+	ev.Route, ev.Connection, ev.Bus, ev.Mailbox = w.route.Name, w.conn.Name, w.route.Bus, w.route.Mailbox
+	ev.UidValidity, ev.Uid = s.cp.UidValidity, uint32(uid)
+	if !date.IsZero() {
+		d := date.UTC()
+		ev.ReceivedAt = &d
+	}
+	data, err := fitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, w.maxPayload())
+	if errors.Is(err, errEventTooLarge) {
+		f.deadErr = err
+		return f, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, warn := range ev.Warnings {
+		if strings.Contains(warn, "NATS max payload") {
+			w.connLog(slog.LevelWarn, EventPublished, warn, "uid", uid)
+		}
+	}
+	f.msg = w.eventMsg(ev, data)
+	if f.fut, err = w.pub.publish(ctx, f.msg); err != nil {
+		return nil, err
+	}
+	s.inflight += len(f.msg.Data)
+	return f, nil
+}
+
+// mapMessage turns the literal into an event. err is a failure to read the message or to
+// store its parts (temporary); mapErr is the mapping rejecting the message (dead letter).
+func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, r io.Reader) (ev *schemas.Event, mapErr, err error) {
+	w := s.w
+	id := s.eventID(uid)
+	sink := &objectSink{ctx: ctx, store: w.rt.Storage.Objects, bucket: w.rt.Names.ObjectBucket(), eventID: id}
+	var tee *rawTee
+	if w.route.IncludeRaw {
+		tee = newRawTee(ctx, w.rt.Storage.Objects, objectName(id, "raw"), r)
+		r = tee
+	}
+	in := &trackedReader{r: r}
+	ev, mapErr = mapping.Map(in, &mapping.Options{
+		Headers:        w.headers(),
+		Attributes:     w.route.Attributes,
+		MaxInlineBytes: w.rt.MaxInlineBytes,
+		Sink:           sink,
+	})
+	if mapErr != nil {
+		if tee != nil {
+			tee.abort()
+		}
+		if err := sink.failed(); err != nil {
+			return nil, nil, err
+		}
+		if in.err != nil {
+			return nil, nil, fmt.Errorf("read message %d: %w", uid, in.err)
+		}
+		return nil, mapErr, nil
+	}
+	if tee != nil {
+		if err := tee.finish(); err != nil {
+			return nil, nil, err
+		}
+		ev.RawRef = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: objectName(id, "raw")}
+	}
+	return ev, nil, nil
+}
+
+// headers is the route's CustomHeaders allow-list, with the probe header added so that a
+// probe is recognised whatever the list.
+func (w *imapWorker) headers() []string {
+	if w.route.Headers == nil {
+		return nil
+	}
+	return append(slices.Clip(w.route.Headers), ProbeHeader)
+}
+
+func isProbe(ev *schemas.Event) bool {
+	for _, h := range ev.CustomHeaders {
+		if strings.EqualFold(h.Name, ProbeHeader) {
+			return true
+		}
+	}
+	return false
+}
+
+// eventID is <connection>/<mailbox>/<uidvalidity>/<uid>: the Id and Msg-Id of the event.
+func (s *imapSession) eventID(uid imap.UID) string {
+	return s.w.idPfx + "/" + strconv.FormatUint(uint64(s.cp.UidValidity), 10) + "/" + strconv.FormatUint(uint64(uid), 10)
+}
+
+func (w *imapWorker) maxPayload() int {
+	limit := int(w.rt.NC.MaxPayload()) - payloadHeadroom
+	return max(limit, 1024)
+}
+
+// eventMsg is the wire form of an event: JSON body, Msg-Id and CloudEvents binary-mode
+// headers.
+func (w *imapWorker) eventMsg(ev *schemas.Event, data []byte) *nats.Msg {
+	m := nats.NewMsg(w.subject)
+	m.Data = data
+	t := time.Now().UTC()
+	if ev.ReceivedAt != nil {
+		t = *ev.ReceivedAt
+	}
+	h := m.Header
+	h.Set(jetstream.MsgIDHeader, ev.Id)
+	h.Set("Content-Type", "application/json")
+	h.Set("ce-specversion", "1.0")
+	h.Set("ce-id", ev.Id)
+	h.Set("ce-type", schemas.EventType)
+	h.Set("ce-source", w.source)
+	h.Set("ce-time", t.Format(time.RFC3339))
+	return m
+}
+
+// throttle waits for acknowledgements while the route holds too many event bytes.
+func (s *imapSession) throttle(ctx context.Context, got []*fetched) error {
+	for _, f := range got {
+		if s.inflight <= maxInflightBytes {
+			return nil
+		}
+		if f.msg == nil || f.done {
+			continue
+		}
+		if err := f.result(ctx); err == nil {
+			s.inflight -= len(f.msg.Data)
+			f.msg = nil
+		} else if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if s.inflight > maxInflightBytes {
+		return errors.New("publish: events are not being acknowledged")
+	}
+	return nil
+}
+
+// awaitAcks waits, in UID order, for each event to be acknowledged, publishing it again
+// (same Msg-Id) when it failed. It returns how many of got, from the first, are done.
+func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error) {
+	for i, f := range got {
+		if f.fut == nil { // skipped
+			continue
+		}
+		if f.msg != nil { // else: acknowledged while throttling
+			for attempt := 1; ; attempt++ {
+				err := f.result(ctx)
+				if err == nil {
+					break
+				}
+				if ctx.Err() != nil || attempt > publishRetries {
+					return i, fmt.Errorf("publish %s: not acknowledged after %d tries: %w",
+						f.msg.Header.Get(jetstream.MsgIDHeader), attempt, err)
+				}
+				if err := sleepCtx(ctx, time.Duration(attempt)*250*time.Millisecond); err != nil {
+					return i, err
+				}
+				if f.fut, err = s.w.pub.publish(ctx, f.msg); err != nil {
+					return i, err
+				}
+				f.done = false
+			}
+			s.inflight -= len(f.msg.Data)
+			f.msg = nil
+		}
+		if f.deadErr == nil {
+			s.w.connLog(slog.LevelDebug, EventPublished, "published "+s.eventID(f.uid), "uid", f.uid)
+		}
+		s.w.status(func(st *schemas.RouteStatus) {
+			if f.deadErr != nil {
+				st.DeadLettered++
+			} else {
+				st.Published++
+			}
+		})
+	}
+	return len(got), nil
+}
+
+// apply runs the after action on the acknowledged messages done (in UID order), then
+// moves the checkpoint past the last of them. Nothing here runs for a message whose event
+// was not acknowledged.
+func (s *imapSession) apply(ctx context.Context, done []*fetched) error {
+	if len(done) == 0 {
+		return nil
+	}
+	var set imap.UIDSet
+	for _, f := range done {
+		if !f.skip {
+			set.AddNum(f.uid)
+		}
+	}
+	if len(set) > 0 {
+		if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
+			return fmt.Errorf("after %s: %w", s.w.route.After, err)
+		}
+		s.w.connLog(slog.LevelDebug, EventAction, fmt.Sprintf("%s: %d messages", s.w.route.After, len(done)))
+	}
+	s.cp.LastUid = uint32(done[len(done)-1].uid)
+	if err := s.w.cps.Save(ctx, s.cp); err != nil {
+		return err
+	}
+	s.w.status(func(st *schemas.RouteStatus) { st.LastUid = s.cp.LastUid })
+	return nil
+}
+
+func (s *imapSession) after(set imap.UIDSet) error {
+	flags := func(f imap.Flag) error {
+		return s.c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{f}}, nil).Close()
+	}
+	switch s.w.route.After {
+	case schemas.AfterMarkRead:
+		return flags(imap.FlagSeen)
+	case schemas.AfterDelete:
+		if err := flags(imap.FlagDeleted); err != nil {
+			return err
+		}
+		return s.c.UIDExpunge(set).Close()
+	case schemas.AfterMove:
+		// Without MOVE, imapclient falls back to COPY, STORE \Deleted and UID EXPUNGE
+		// (checkCaps made sure UIDPLUS is there).
+		_, err := s.c.Move(set, s.w.route.MoveTo).Wait()
+		return err
+	}
+	return nil
+}
+
+// deadLetter stores the raw message of f (fetched again: the first read went into the
+// mapping) and publishes its dead letter; awaitAcks then waits for it like for an event.
+func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
+	w := s.w
+	id := s.eventID(f.uid)
+	name := objectName(id, "raw")
+	var ref *schemas.ObjectRef
+	fetch := s.c.Fetch(imap.UIDSetNum(f.uid), &imap.FetchOptions{
+		UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}},
+	})
+	watch := newProgressWatch(s.c, imapCommandTimeout)
+	defer watch.stop()
+	for {
+		watch.arm()
+		m := fetch.Next()
+		watch.disarm()
+		if m == nil {
+			break
+		}
+		for {
+			watch.arm()
+			item := m.Next()
+			watch.disarm()
+			if item == nil {
+				break
+			}
+			body, ok := item.(imapclient.FetchItemDataBodySection)
+			if !ok || body.Literal == nil {
+				continue
+			}
+			in := &trackedReader{r: &progressReader{r: body.Literal, w: watch}}
+			if _, err := w.rt.Storage.Objects.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "raw message"}, in); err != nil {
+				if in.err != nil {
+					return watch.explain(fmt.Errorf("read message %d: %w", f.uid, in.err))
+				}
+				return fmt.Errorf("store raw message %s: %w", name, err)
+			}
+			ref = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: name}
+		}
+	}
+	watch.arm()
+	err := fetch.Close()
+	watch.disarm()
+	if err != nil {
+		return watch.explain(fmt.Errorf("uid fetch %d: %w", f.uid, err))
+	}
+	msg, err := deadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), id, &DeadLetter{
+		Route: w.route.Name, Connection: w.conn.Name, Mailbox: w.route.Mailbox,
+		UidValidity: s.cp.UidValidity, Uid: uint32(f.uid), Error: f.deadErr.Error(), RawRef: ref,
+	})
+	if err != nil {
+		return err
+	}
+	w.connLog(slog.LevelWarn, EventError, "message cannot become an event: "+f.deadErr.Error(), "uid", f.uid)
+	f.msg = msg
+	if f.fut, err = w.pub.publish(ctx, msg); err != nil {
+		return err
+	}
+	s.inflight += len(msg.Data)
+	return nil
+}
+
+// progressWatch closes the connection when an IMAP read makes no progress for d: a FETCH
+// of large mail may take long as a whole, but not stall.
+type progressWatch struct {
+	d     time.Duration
+	t     *time.Timer
+	fired atomic.Bool
+}
+
+func newProgressWatch(c io.Closer, d time.Duration) *progressWatch {
+	p := &progressWatch{d: d}
+	p.t = time.AfterFunc(d, func() {
+		p.fired.Store(true)
+		c.Close()
+	})
+	p.t.Stop()
+	return p
+}
+
+func (p *progressWatch) arm()    { p.t.Reset(p.d) }
+func (p *progressWatch) disarm() { p.t.Stop() }
+func (p *progressWatch) stop()   { p.t.Stop() }
+
+// explain names the stall as the cause of err when the watch cut the connection.
+func (p *progressWatch) explain(err error) error {
+	if p.fired.Load() {
+		return fmt.Errorf("no progress in %s: %w (%w)", p.d, errIMAPTimeout, err)
+	}
+	return err
+}
+
+// progressReader arms the watch around every read of a literal.
+type progressReader struct {
+	r io.Reader
+	w *progressWatch
+}
+
+func (r *progressReader) Read(p []byte) (int, error) {
+	r.w.arm()
+	n, err := r.r.Read(p)
+	r.w.disarm()
+	return n, err
+}
+
+// trackedReader remembers the first read error, so that a failure to read the message is
+// not taken for the mapping rejecting it.
+type trackedReader struct {
+	r   io.Reader
+	err error
+}
+
+func (t *trackedReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF && t.err == nil {
+		t.err = err
+	}
+	return n, err
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,202 @@
+package connector
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/Azure/go-ntlmssp"
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-sasl"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// Timeouts of the IMAP conversation. A FETCH has no overall limit (a mailbox of large mail
+// takes as long as it takes); it must make progress every imapCommandTimeout instead.
+const (
+	imapDialTimeout    = 15 * time.Second
+	imapLoginTimeout   = 30 * time.Second
+	imapCommandTimeout = 60 * time.Second
+)
+
+// errIMAPTimeout is the cause of a command cut off by its deadline.
+var errIMAPTimeout = errors.New("imap: no answer in time")
+
+// IMAPAddr is the host:port of an IMAP connection, with the contract's default ports: 993
+// for ssl, 143 otherwise.
+func IMAPAddr(c *schemas.Connection) string {
+	port := c.Port
+	if port == 0 {
+		port = 143
+		if c.Encryption == schemas.EncryptionSSL {
+			port = 993
+		}
+	}
+	return net.JoinHostPort(c.Host, strconv.Itoa(port))
+}
+
+// DialIMAP connects to the connection's server, secures the connection as its encryption
+// says and authenticates. roots verifies the server certificate (nil: the system pool).
+// ctx ends the attempt early. Errors are sorted for IsPermanent and never contain the
+// password. The caller owns the client and must Close it.
+func DialIMAP(ctx context.Context, conn *schemas.Connection, roots *x509.CertPool, opts *imapclient.Options) (*imapclient.Client, error) {
+	if opts == nil {
+		opts = &imapclient.Options{}
+	}
+	addr := IMAPAddr(conn)
+	d := &net.Dialer{Timeout: imapDialTimeout, KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	tlsConfig := &tls.Config{
+		ServerName:         conn.Host,
+		RootCAs:            roots,
+		InsecureSkipVerify: conn.TLSInsecureSkipVerify,
+		MinVersion:         tls.VersionTLS12,
+	}
+
+	var c *imapclient.Client
+	switch conn.Encryption {
+	case schemas.EncryptionNone, "":
+		c = imapclient.New(raw, opts)
+		err = within(ctx, imapLoginTimeout, raw, c.WaitGreeting)
+	case schemas.EncryptionSSL:
+		tc := tls.Client(raw, tlsConfig)
+		hctx, cancel := context.WithTimeout(ctx, imapLoginTimeout)
+		err = tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			raw.Close()
+			return nil, tlsError(addr, err)
+		}
+		c = imapclient.New(tc, opts)
+		err = within(ctx, imapLoginTimeout, raw, c.WaitGreeting)
+	case schemas.EncryptionTLS:
+		o := *opts
+		o.TLSConfig = tlsConfig
+		err = within(ctx, imapLoginTimeout, raw, func() (err error) {
+			c, err = imapclient.NewStartTLS(raw, &o)
+			return err
+		})
+		if err != nil {
+			raw.Close()
+			var ie *imap.Error
+			if errors.As(err, &ie) {
+				return nil, Permanent(fmt.Errorf("%s refused STARTTLS (encryption tls needs it; use ssl or none): %w", addr, err))
+			}
+			return nil, tlsError(addr, err)
+		}
+	default:
+		raw.Close()
+		return nil, Permanent(fmt.Errorf("unknown encryption %q", conn.Encryption))
+	}
+	if err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("greeting from %s: %w", addr, err)
+	}
+	if err := within(ctx, imapLoginTimeout, c, func() error { return authenticate(c, conn) }); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// tlsError names a TLS failure; a certificate that does not verify is permanent.
+func tlsError(addr string, err error) error {
+	err = fmt.Errorf("tls with %s: %w", addr, err)
+	if IsPermanent(err) {
+		return Permanent(err)
+	}
+	return err
+}
+
+// authenticate logs in as the connection's auth says. A refusal by the server is permanent:
+// trying the same credentials again soon only risks locking the account.
+func authenticate(c *imapclient.Client, conn *schemas.Connection) error {
+	caps := c.Caps()
+	var err error
+	switch conn.Auth {
+	case schemas.AuthNone, "":
+		return nil
+	case schemas.AuthBasic:
+		switch {
+		case !caps.Has(imap.CapLoginDisabled):
+			err = c.Login(conn.Username, conn.Password).Wait()
+		case caps.Has(imap.Cap("AUTH=PLAIN")):
+			err = c.Authenticate(sasl.NewPlainClient("", conn.Username, conn.Password))
+		default:
+			return Permanent(errors.New("login: the server disables LOGIN and offers no AUTH=PLAIN (is encryption none where the server wants TLS?)"))
+		}
+	case schemas.AuthWindows:
+		if !caps.Has(imap.Cap("AUTH=NTLM")) {
+			return Permanent(fmt.Errorf("login: windows authentication needs AUTH=NTLM, which the server does not offer (it offers %s)", authMechs(caps)))
+		}
+		user := conn.Username
+		if conn.Domain != "" {
+			user = conn.Domain + `\` + conn.Username
+		}
+		err = c.Authenticate(&ntlmClient{user: user, password: conn.Password})
+	case schemas.AuthOAuth2:
+		return Permanent(errors.New("login: oauth2 is not supported for IMAP yet"))
+	default:
+		return Permanent(fmt.Errorf("login: unknown auth %q", conn.Auth))
+	}
+	if err != nil {
+		var ie *imap.Error
+		if errors.As(err, &ie) {
+			return Permanent(fmt.Errorf("login as %q: %w", conn.Username, err))
+		}
+		return fmt.Errorf("login as %q: %w", conn.Username, err)
+	}
+	return nil
+}
+
+// authMechs lists the server's SASL mechanisms for an error message.
+func authMechs(caps imap.CapSet) string {
+	var l []string
+	for c := range caps {
+		if m, ok := strings.CutPrefix(string(c), "AUTH="); ok {
+			l = append(l, m)
+		}
+	}
+	if len(l) == 0 {
+		return "none"
+	}
+	return strings.Join(l, ", ")
+}
+
+// ntlmClient is the SASL side of AUTHENTICATE NTLM: negotiate, then answer the challenge.
+type ntlmClient struct{ user, password string }
+
+func (n *ntlmClient) Start() (string, []byte, error) {
+	msg, err := ntlmssp.NewNegotiateMessage("", "")
+	return "NTLM", msg, err
+}
+
+func (n *ntlmClient) Next(challenge []byte) ([]byte, error) {
+	return ntlmssp.NewAuthenticateMessage(challenge, n.user, n.password, nil)
+}
+
+// within runs f, an imapclient call that cannot be cancelled, and closes c when ctx ends or
+// d passes first so that f returns. It then reports the timeout or the cancellation rather
+// than the "use of closed connection" f saw.
+func within(ctx context.Context, d time.Duration, c io.Closer, f func() error) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, d, errIMAPTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	err := f()
+	if !stop() {
+		return fmt.Errorf("%w (after %s)", context.Cause(ctx), d)
+	}
+	return err
+}

@@ -1,0 +1,88 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// wait returns when the next cycle is due: at once when new mail was announced, else after
+// the poll interval. With IDLE the server announces new mail as it arrives; the poll stays
+// as a safety net and is the only trigger without IDLE.
+func (s *imapSession) wait(ctx context.Context) error {
+	s.w.status(func(st *schemas.RouteStatus) { st.State = schemas.StateIdle })
+	select {
+	case <-s.wake:
+		return nil
+	default:
+	}
+	if s.idle {
+		return s.waitIdle(ctx, min(s.w.pollInterval(), idleRestart))
+	}
+	return s.waitPoll(ctx, s.w.pollInterval())
+}
+
+// waitIdle sits in IDLE until EXISTS, the end of d, or a dead connection.
+func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) error {
+	var idle interface {
+		Close() error
+		Wait() error
+	}
+	err := within(ctx, imapCommandTimeout, s.c, func() (err error) {
+		idle, err = s.c.Idle()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("idle: %w", err)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.c.Closed():
+		return errors.New("idle: connection closed by the server")
+	case <-s.wake:
+	case <-t.C:
+	}
+	// DONE, then the tagged OK: a server that does not answer is a dead connection.
+	err = within(ctx, imapCommandTimeout, s.c, func() error {
+		if err := idle.Close(); err != nil {
+			return err
+		}
+		return idle.Wait()
+	})
+	if err != nil {
+		return fmt.Errorf("idle done: %w", err)
+	}
+	return nil
+}
+
+// waitPoll waits d, with a NOOP every noopInterval: it keeps the connection from timing
+// out, notices a dead one, and lets the server tell of new mail (EXISTS) early.
+func (s *imapSession) waitPoll(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil
+		}
+		if err := sleepCtx(ctx, min(left, noopInterval)); err != nil {
+			return err
+		}
+		if time.Until(deadline) <= 0 {
+			return nil
+		}
+		if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.c.Noop().Wait() }); err != nil {
+			return fmt.Errorf("noop: %w", err)
+		}
+		select {
+		case <-s.wake:
+			return nil
+		default:
+		}
+	}
+}

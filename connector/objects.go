@@ -1,0 +1,150 @@
+package connector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// Objects of a message are named after its event Id, so that a message processed again
+// (after a crash, or a retried cycle) overwrites its objects instead of adding copies:
+//
+//	<event id>/att-<index>   an attachment too large for the event
+//	<event id>/raw           the raw message (includeRaw, dead letters)
+//	<event id>/text, /html   a body moved out of an event above the NATS max payload
+func objectName(eventID, part string) string { return eventID + "/" + part }
+
+// objectSink is the mapping.Sink of one message: it streams attachments over the inline
+// limit into the object store. It remembers its first error, so that the worker can tell a
+// storage failure (temporary: retry the cycle) from a message the mapping rejects.
+type objectSink struct {
+	ctx     context.Context
+	store   jetstream.ObjectStore
+	bucket  string
+	eventID string
+
+	mu  sync.Mutex
+	err error
+}
+
+// PutAttachment implements mapping.Sink.
+func (s *objectSink) PutAttachment(index int, a *schemas.Attachment, r io.Reader) (schemas.ObjectRef, error) {
+	name := objectName(s.eventID, "att-"+strconv.Itoa(index))
+	if _, err := s.store.Put(s.ctx, jetstream.ObjectMeta{Name: name, Description: a.Name}, r); err != nil {
+		err = fmt.Errorf("store attachment %s: %w", name, err)
+		s.mu.Lock()
+		if s.err == nil {
+			s.err = err
+		}
+		s.mu.Unlock()
+		return schemas.ObjectRef{}, err
+	}
+	return schemas.ObjectRef{Bucket: s.bucket, Object: name}, nil
+}
+
+func (s *objectSink) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// rawTee stores a copy of everything read through it as one object, streaming, so that
+// includeRaw costs no memory whatever the message size.
+type rawTee struct {
+	io.Reader
+	pw   *io.PipeWriter
+	done chan error
+}
+
+// newRawTee starts storing what is read through the returned tee as the object name.
+func newRawTee(ctx context.Context, store jetstream.ObjectStore, name string, r io.Reader) *rawTee {
+	pr, pw := io.Pipe()
+	t := &rawTee{Reader: io.TeeReader(r, pw), pw: pw, done: make(chan error, 1)}
+	go func() {
+		_, err := store.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "raw message"}, pr)
+		pr.CloseWithError(err) // unblocks the tee if the store gave up early
+		t.done <- err
+	}()
+	return t
+}
+
+// finish reads what the mapping left, ends the object and waits for it to be stored.
+func (t *rawTee) finish() error {
+	_, err := io.Copy(io.Discard, t.Reader)
+	t.pw.CloseWithError(err)
+	if serr := <-t.done; serr != nil {
+		return fmt.Errorf("store raw message: %w", serr)
+	}
+	return err
+}
+
+// abort gives the object up (the message goes to the dead letters, which store it again).
+func (t *rawTee) abort() {
+	t.pw.CloseWithError(io.ErrClosedPipe)
+	<-t.done
+}
+
+// errEventTooLarge is a message whose event cannot fit a NATS message: it is dead-lettered.
+var errEventTooLarge = errors.New("event above the NATS max payload")
+
+// payloadHeadroom is kept under the max payload for the NATS headers of the event.
+const payloadHeadroom = 4 << 10
+
+// fitPayload returns the event's JSON, first moving inline content to the object store
+// while the JSON is above limit bytes: the largest inline attachments first, then the
+// bodies (each named in a warning). It fails only when even that is not enough.
+func fitPayload(ctx context.Context, store jetstream.ObjectStore, bucket string, ev *schemas.Event, limit int) ([]byte, error) {
+	b, err := json.Marshal(ev)
+	if err != nil || len(b) <= limit {
+		return b, err
+	}
+	inline := make([]int, 0, len(ev.Attachments))
+	for i, a := range ev.Attachments {
+		if len(a.Content) > 0 {
+			inline = append(inline, i)
+		}
+	}
+	sort.SliceStable(inline, func(x, y int) bool {
+		return len(ev.Attachments[inline[x]].Content) > len(ev.Attachments[inline[y]].Content)
+	})
+	for _, i := range inline {
+		a := &ev.Attachments[i]
+		name := objectName(ev.Id, "att-"+strconv.Itoa(i))
+		if _, err := store.PutBytes(ctx, name, a.Content); err != nil {
+			return nil, fmt.Errorf("store attachment %s: %w", name, err)
+		}
+		a.Content, a.ContentRef = nil, &schemas.ObjectRef{Bucket: bucket, Object: name}
+		if b, err = json.Marshal(ev); err != nil || len(b) <= limit {
+			return b, err
+		}
+	}
+	for _, body := range []struct {
+		field, part string
+		text        *string
+	}{{"HtmlBody", "html", &ev.HtmlBody}, {"TextBody", "text", &ev.TextBody}} {
+		if *body.text == "" {
+			continue
+		}
+		name := objectName(ev.Id, body.part)
+		if _, err := store.PutString(ctx, name, *body.text); err != nil {
+			return nil, fmt.Errorf("store %s: %w", name, err)
+		}
+		ev.Warnings = append(ev.Warnings, fmt.Sprintf(
+			"%s (%d bytes) moved to object %s/%s: the event was above the NATS max payload",
+			body.field, len(*body.text), bucket, name))
+		*body.text = ""
+		if b, err = json.Marshal(ev); err != nil || len(b) <= limit {
+			return b, err
+		}
+	}
+	return nil, fmt.Errorf("%w: %d bytes even without content, limit %d", errEventTooLarge, len(b), limit)
+}
