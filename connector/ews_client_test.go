@@ -84,12 +84,14 @@ func TestEWSClientCycle(t *testing.T) {
 		t.Fatalf("resolveFolder() = %v", err)
 	}
 
-	page, more, err := cl.findUnread(ctx, inbox, 0, 50)
-	if err != nil || len(page) != 50 || !more || page[0].ID != ids[0] || page[49].ID != ids[49] {
+	items, more, err := cl.findUnread(ctx, inbox, 0, 50)
+	page := itemIDs(items)
+	if err != nil || len(page) != 50 || !more || page[0].ID != ids[0] || page[49].ID != ids[49] ||
+		items[0].Received != "2026-11-25T19:00:01Z" {
 		t.Fatalf("findUnread(0, 50) = %d items, more %t, %v", len(page), more, err)
 	}
 	last, more, err := cl.findUnread(ctx, inbox, 100, 50)
-	if err != nil || len(last) != 20 || more || last[19].ID != ids[119] {
+	if err != nil || len(last) != 20 || more || last[19].ID.ID != ids[119] {
 		t.Fatalf("findUnread(100, 50) = %d items, more %t, %v", len(last), more, err)
 	}
 
@@ -116,8 +118,8 @@ func TestEWSClientCycle(t *testing.T) {
 	if err != nil || len(errs) != 3 || errors.Join(errs...) != nil {
 		t.Fatalf("markRead() = %v, %v", errs, err)
 	}
-	if page, _, _ := cl.findUnread(ctx, inbox, 0, 50); page[0].ID != ids[3] {
-		t.Errorf("after markRead the first unread is %s, want %s", page[0].ID, ids[3])
+	if page, _, _ := cl.findUnread(ctx, inbox, 0, 50); page[0].ID.ID != ids[3] {
+		t.Errorf("after markRead the first unread is %s, want %s", page[0].ID.ID, ids[3])
 	}
 	for _, v := range f.versions {
 		if v != "Exchange2013_SP1" {
@@ -127,6 +129,14 @@ func TestEWSClientCycle(t *testing.T) {
 	if len(f.suppress) != 1 || f.suppress[0] != "true" {
 		t.Errorf("SuppressReadReceipts = %q, want true", f.suppress)
 	}
+}
+
+func itemIDs(items []ewsItem) []ewsID {
+	ids := make([]ewsID, len(items))
+	for i, it := range items {
+		ids[i] = it.ID
+	}
+	return ids
 }
 
 func TestEWSClientVersions(t *testing.T) {
@@ -186,7 +196,7 @@ func TestEWSClientNTLM(t *testing.T) {
 	if err != nil || len(page) != 3 {
 		t.Fatalf("findUnread() = %d, %v", len(page), err)
 	}
-	if _, err := cl.markRead(ctx, page); err != nil {
+	if _, err := cl.markRead(ctx, itemIDs(page)); err != nil {
 		t.Fatalf("markRead() = %v", err)
 	}
 	// One handshake: the second request rides on the authenticated keep-alive connection.
@@ -302,7 +312,7 @@ func TestEWSClientSyncAndFolders(t *testing.T) {
 	inbox := distinguishedFolder("inbox")
 
 	items, state, last, err := cl.syncItems(ctx, inbox, "", 3)
-	if err != nil || len(items) != 3 || last || state == "" || items[0].ID.ID != ids[0] {
+	if err != nil || len(items) != 3 || last || state == "" || items[0].ID.ID != ids[0] || items[0].IsRead || items[0].Received == "" {
 		t.Fatalf("syncItems(\"\") = %d, %q, %t, %v", len(items), state, last, err)
 	}
 	items, state, last, err = cl.syncItems(ctx, inbox, state, 3)

@@ -285,12 +285,22 @@ func (f *fakeEWS) findItem(op *xnode) string {
 	page := all[min(offset, len(all)):min(offset+max, len(all))]
 	var b strings.Builder
 	for _, it := range page {
-		fmt.Fprintf(&b, `<t:Message><t:ItemId Id="%s" ChangeKey="CQAAABYAAAA"/></t:Message>`, it.id)
+		fmt.Fprintf(&b, `<t:Message><t:ItemId Id="%s" ChangeKey="CQAAABYAAAA"/>%s</t:Message>`, it.id, f.received(op, it))
 	}
 	return fmt.Sprintf(`<m:FindItemResponse %s><m:ResponseMessages><m:FindItemResponseMessage ResponseClass="Success">`+
 		`<m:ResponseCode>NoError</m:ResponseCode><m:RootFolder IndexedPagingOffset="%d" TotalItemsInView="%d" IncludesLastItemInRange="%t">`+
 		`<t:Items>%s</t:Items></m:RootFolder></m:FindItemResponseMessage></m:ResponseMessages></m:FindItemResponse>`,
 		replyNS, offset+len(page), len(all), offset+len(page) >= len(all), b.String())
+}
+
+// received is the DateTimeReceived element of it when the request's ItemShape asks for it.
+func (f *fakeEWS) received(op *xnode, it *fakeItem) string {
+	for _, p := range op.child("ItemShape").child("AdditionalProperties").kids {
+		if p.attr("FieldURI") == "item:DateTimeReceived" {
+			return "<t:DateTimeReceived>" + it.received.Format(time.RFC3339) + "</t:DateTimeReceived>"
+		}
+	}
+	return ""
 }
 
 func (f *fakeEWS) getItem(op *xnode) string {
@@ -395,7 +405,8 @@ func (f *fakeEWS) syncFolderItems(op *xnode) string {
 			last = false
 			break
 		}
-		fmt.Fprintf(&b, `<t:Create><t:Message><t:ItemId Id="%s" ChangeKey="CQAAABYAAAA"/><t:IsRead>%t</t:IsRead></t:Message></t:Create>`, it.id, it.read)
+		fmt.Fprintf(&b, `<t:Create><t:Message><t:ItemId Id="%s" ChangeKey="CQAAABYAAAA"/>%s<t:IsRead>%t</t:IsRead></t:Message></t:Create>`,
+			it.id, f.received(op, it), it.read)
 		reached, n = it.created, n+1
 	}
 	next := base64.StdEncoding.EncodeToString([]byte("sync:" + strconv.Itoa(reached)))

@@ -157,10 +157,13 @@ func withProperties(fields ...string) shape {
 	return shape{BaseShape: "IdOnly", Additional: p}
 }
 
-// ewsItem is an item as FindItem and SyncFolderItems list it.
+// ewsItem is an item as FindItem and SyncFolderItems list it. Received is listed here
+// because in a GetItem reply it comes after the MIME content, too late for an event that is
+// published as soon as its MIME is mapped.
 type ewsItem struct {
-	ID     ewsID `xml:"ItemId"`
-	IsRead bool  `xml:"IsRead"`
+	ID       ewsID  `xml:"ItemId"`
+	IsRead   bool   `xml:"IsRead"`
+	Received string `xml:"DateTimeReceived"`
 }
 
 // itemsReply is the reply of UpdateItem, DeleteItem and MoveItem: one message per item.
@@ -214,8 +217,8 @@ type findItemReply struct {
 
 // findUnread lists up to max unread items of folder from offset, oldest first, and whether
 // more follow.
-func (c *ewsClient) findUnread(ctx context.Context, folder ewsFolder, offset, max int) ([]ewsID, bool, error) {
-	req := findItemRequest{Traversal: "Shallow", Shape: shape{BaseShape: "IdOnly"}, Folder: folder}
+func (c *ewsClient) findUnread(ctx context.Context, folder ewsFolder, offset, max int) ([]ewsItem, bool, error) {
+	req := findItemRequest{Traversal: "Shallow", Shape: withProperties("item:DateTimeReceived"), Folder: folder}
 	req.Page.Max, req.Page.Offset, req.Page.BasePoint = max, offset, "Beginning"
 	req.Restriction = equals("message:IsRead", "false")
 	req.Sort.Order, req.Sort.Field = "Ascending", fieldURI{"item:DateTimeReceived"}
@@ -230,11 +233,7 @@ func (c *ewsClient) findUnread(ctx context.Context, folder ewsFolder, offset, ma
 	if err := m.err(); err != nil {
 		return nil, false, fmt.Errorf("ews FindItem: %w", err)
 	}
-	ids := make([]ewsID, 0, len(m.Root.Items.Items))
-	for _, it := range m.Root.Items.Items {
-		ids = append(ids, it.ID)
-	}
-	return ids, !m.Root.Last, nil
+	return m.Root.Items.Items, !m.Root.Last, nil
 }
 
 type syncFolderItemsRequest struct {
@@ -261,7 +260,7 @@ type syncFolderItemsReply struct {
 // state), at most max, with the state to ask from next and whether this was the last batch.
 func (c *ewsClient) syncItems(ctx context.Context, folder ewsFolder, state string, max int) ([]ewsItem, string, bool, error) {
 	req := syncFolderItemsRequest{
-		Shape:  withProperties("message:IsRead"),
+		Shape:  withProperties("message:IsRead", "item:DateTimeReceived"),
 		Folder: folder, SyncState: state, MaxChanges: max, SyncScope: "NormalItems",
 	}
 	var r syncFolderItemsReply

@@ -1,0 +1,424 @@
+package connector
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// newEWSRuntime starts an embedded NATS server with the mailbus storage and returns the
+// runtime a worker runs on.
+func newEWSRuntime(t *testing.T) *Runtime {
+	t.Helper()
+	s, err := StartEmbedded("127.0.0.1:-1", t.TempDir())
+	if err != nil {
+		t.Fatalf("StartEmbedded() = %v", err)
+	}
+	t.Cleanup(s.Shutdown)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatalf("nats.Connect() = %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream.New() = %v", err)
+	}
+	names := Names{Prefix: "mail"}
+	st, err := EnsureStorage(context.Background(), js, names, 1, 10*time.Minute)
+	if err != nil {
+		t.Fatalf("EnsureStorage() = %v", err)
+	}
+	pubs, err := NewPublishers(nc, 0)
+	if err != nil {
+		t.Fatalf("NewPublishers() = %v", err)
+	}
+	return &Runtime{
+		Names: names, NC: nc, JS: js, Storage: st, Instance: "test", Status: NewStatusBoard(),
+		Publishers: pubs, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+}
+
+func ewsSpec(f *fakeEWS, sel, after string) RouteSpec {
+	c := ewsConn(f)
+	c.PollInterval = schemas.Duration(100 * time.Millisecond)
+	return RouteSpec{
+		Connection: c,
+		Route:      schemas.Route{Name: "exch_inbox", Connection: c.Name, Bus: 1, Mailbox: "INBOX", Select: sel, After: after},
+	}
+}
+
+// runEWSWorker starts the worker of spec and returns a stop that waits for it to end.
+func runEWSWorker(t *testing.T, rt *Runtime, spec RouteSpec) (stop func()) {
+	t.Helper()
+	w, err := NewExchangeWorker(rt, spec)
+	if err != nil {
+		t.Fatalf("NewExchangeWorker() = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := w.Run(ctx); err != nil {
+			t.Errorf("Run() = %v", err)
+		}
+	})
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stored returns the messages of subject in stream, oldest first.
+func stored(t *testing.T, rt *Runtime, stream, subject string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx := context.Background()
+	s, err := rt.JS.Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("Stream(%s) = %v", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("Info() = %v", err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err == nil && m.Subject == subject {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func events(t *testing.T, rt *Runtime, route string, bus int) []schemas.Event {
+	t.Helper()
+	var evs []schemas.Event
+	for _, m := range stored(t, rt, rt.Names.BusStream(bus), rt.Names.BusSubject(bus, route)) {
+		var ev schemas.Event
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			t.Fatalf("event %s: %v", m.Data, err)
+		}
+		if m.Header.Get(jetstream.MsgIDHeader) != ev.Id || m.Header.Get("ce-id") != ev.Id {
+			t.Errorf("event %s: Nats-Msg-Id %q, ce-id %q", ev.Id, m.Header.Get(jetstream.MsgIDHeader), m.Header.Get("ce-id"))
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+func (f *fakeEWS) readCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, it := range f.items {
+		if it.read {
+			n++
+		}
+	}
+	return n
+}
+
+func routeStatus(rt *Runtime, route string) schemas.RouteStatus {
+	s, _ := rt.Status.Get(route)
+	return s
+}
+
+// distinctIDs checks that evs have n different Ids.
+func distinctIDs(t *testing.T, evs []schemas.Event, n int) {
+	t.Helper()
+	ids := map[string]bool{}
+	for _, ev := range evs {
+		ids[ev.Id] = true
+	}
+	if len(evs) != n || len(ids) != n {
+		t.Errorf("%d events with %d distinct Ids, want %d", len(evs), len(ids), n)
+	}
+}
+
+func TestExchangeWorkerPublishesAndMarksRead(t *testing.T) {
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	f.auth, f.user, f.password = "basic", `CORP\bot`, "s3cret!"
+	ids := f.add(120) // three FindItem pages
+	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	runEWSWorker(t, rt, spec)
+
+	waitFor(t, "all messages marked read", func() bool { return f.readCount() == 120 })
+	waitFor(t, "the route idle", func() bool { return routeStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	evs := events(t, rt, "exch_inbox", 1)
+	distinctIDs(t, evs, 120)
+	first := evs[0]
+	wantID := "exch/INBOX/" + first.Id[len("exch/INBOX/"):]
+	if first.Subject != "message 1" || first.Id != wantID || len(first.Id) != len("exch/INBOX/")+32 ||
+		first.Route != "exch_inbox" || first.Connection != "exch" || first.Bus != 1 || first.Mailbox != "INBOX" ||
+		first.ReceivedAt == nil || !first.ReceivedAt.Equal(time.Date(2026, 11, 25, 19, 0, 1, 0, time.UTC)) ||
+		first.UidValidity != 0 || first.Uid != 0 {
+		t.Errorf("first event = %+v", first)
+	}
+	w, _ := NewExchangeWorker(rt, spec)
+	if want := w.(*ewsWorker).eventID(ewsID{ID: ids[0]}); first.Id != want {
+		t.Errorf("first Id = %q, want %q", first.Id, want)
+	}
+	st := routeStatus(rt, "exch_inbox")
+	if st.Published != 120 || st.LastSuccessAt == nil || st.LastError != "" || st.Owner != "test" {
+		t.Errorf("status = %+v", st)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// Marking read follows each batch of 50 in one UpdateItem.
+	if n := strings.Count(strings.Join(f.ops, " "), "UpdateItem"); n != 3 {
+		t.Errorf("%d UpdateItem requests, want 3 (one per batch): %v", n, f.ops)
+	}
+	for _, v := range f.versions {
+		if v != "Exchange2013_SP1" {
+			t.Fatalf("RequestServerVersion %q for Exchange2016", v)
+		}
+	}
+}
+
+func TestExchangeWorkerNTLM(t *testing.T) {
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	f.auth, f.user, f.password = "ntlm", `CORP\bot`, "s3cret!"
+	f.add(3)
+	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec.Connection.Auth = schemas.AuthWindows
+	runEWSWorker(t, rt, spec)
+	waitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
+	distinctIDs(t, events(t, rt, "exch_inbox", 1), 3)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.ntlmUsers) == 0 || f.ntlmUsers[0] != `CORP\bot` {
+		t.Errorf("NTLM users %q, want CORP\\bot", f.ntlmUsers)
+	}
+}
+
+func TestExchangeWorkerTLS(t *testing.T) {
+	f := newFakeEWS(t, true)
+	f.add(2)
+	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec.Connection.Auth, spec.Connection.Encryption = schemas.AuthNone, schemas.EncryptionSSL
+
+	t.Run("unknown CA", func(t *testing.T) {
+		rt := newEWSRuntime(t)
+		runEWSWorker(t, rt, spec)
+		waitFor(t, "state error", func() bool { return routeStatus(rt, "exch_inbox").State == schemas.StateError })
+		if st := routeStatus(rt, "exch_inbox"); !strings.Contains(st.LastError, "certificate") {
+			t.Errorf("lastError = %q, want a certificate error", st.LastError)
+		}
+	})
+	t.Run("with the CA", func(t *testing.T) {
+		rt := newEWSRuntime(t)
+		rt.TLSRootCAs = x509.NewCertPool()
+		rt.TLSRootCAs.AddCert(f.srv.Certificate())
+		runEWSWorker(t, rt, spec)
+		waitFor(t, "all messages marked read", func() bool { return f.readCount() == 2 })
+	})
+}
+
+func TestExchangeWorkerBadCredentials(t *testing.T) {
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	f.auth, f.user, f.password = "basic", `CORP\bot`, "right"
+	f.add(1)
+	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec.Connection.Password = "Wr0ng-pass"
+	runEWSWorker(t, rt, spec)
+	waitFor(t, "state error", func() bool { return routeStatus(rt, "exch_inbox").State == schemas.StateError })
+	st := routeStatus(rt, "exch_inbox")
+	if !strings.Contains(st.LastError, "the server refused the user name or password") || strings.Contains(st.LastError, "Wr0ng") {
+		t.Errorf("lastError = %q", st.LastError)
+	}
+	if n := len(events(t, rt, "exch_inbox", 1)); n != 0 {
+		t.Errorf("%d events published", n)
+	}
+}
+
+func TestExchangeWorkerServerBusy(t *testing.T) {
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	f.add(3)
+	f.busy = 700 * time.Millisecond
+	f.fail500 = 1 // then a bare 500: temporary, backed off
+	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec.Connection.Auth = schemas.AuthNone
+	runEWSWorker(t, rt, spec)
+	waitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
+	distinctIDs(t, events(t, rt, "exch_inbox", 1), 3)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if waited := f.afterBusy.Sub(f.busyAt); waited < 700*time.Millisecond {
+		t.Errorf("next request %s after ErrorServerBusy, want at least the 700ms asked", waited)
+	}
+}
+
+func TestExchangeWorkerItemError(t *testing.T) {
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	ids := f.add(3)
+	f.badItems[ids[1]] = "ErrorMimeContentConversionFailed"
+	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec.Connection.Auth = schemas.AuthNone
+	runEWSWorker(t, rt, spec)
+	waitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
+	evs := events(t, rt, "exch_inbox", 1)
+	if len(evs) != 2 || evs[0].Subject != "message 1" || evs[1].Subject != "message 3" {
+		t.Errorf("events %+v, want messages 1 and 3", evs)
+	}
+	dead := stored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox"))
+	if len(dead) != 1 || !strings.Contains(string(dead[0].Data), "ErrorMimeContentConversionFailed") {
+		t.Fatalf("dead letters %d, want 1 naming the error", len(dead))
+	}
+	waitFor(t, "status counts", func() bool {
+		st := routeStatus(rt, "exch_inbox")
+		return st.Published == 2 && st.DeadLettered == 1
+	})
+}
+
+// TestExchangeWorkerCrashBeforeMarkRead stops the route between the publish acks and a
+// successful UpdateItem: the next worker publishes the same events again, which the stream
+// drops as duplicates.
+func TestExchangeWorkerCrashBeforeMarkRead(t *testing.T) {
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	f.add(5)
+	f.dropMarkRead = true
+	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec.Connection.Auth = schemas.AuthNone
+	stop := runEWSWorker(t, rt, spec)
+	waitFor(t, "a failed UpdateItem", func() bool { return f.countOps("UpdateItem") > 0 })
+	stop()
+	if n := len(events(t, rt, "exch_inbox", 1)); n != 5 || f.readCount() != 0 {
+		t.Fatalf("after the crash: %d events, %d read; want 5, 0", n, f.readCount())
+	}
+	f.mu.Lock()
+	f.dropMarkRead = false
+	f.mu.Unlock()
+	runEWSWorker(t, rt, spec)
+	waitFor(t, "all messages marked read", func() bool { return f.readCount() == 5 })
+	if f.countOps("GetItem") < 2 {
+		t.Errorf("the second worker did not fetch the messages again")
+	}
+	distinctIDs(t, events(t, rt, "exch_inbox", 1), 5)
+}
+
+func TestExchangeWorkerSelectAll(t *testing.T) {
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	f.add(4)
+	f.items[0].read = true // select all takes it anyway
+	spec := ewsSpec(f, schemas.SelectAll, schemas.AfterNone)
+	spec.Connection.Auth = schemas.AuthNone
+	stop := runEWSWorker(t, rt, spec)
+	waitFor(t, "4 events", func() bool { return len(events(t, rt, "exch_inbox", 1)) == 4 })
+	waitFor(t, "the route idle", func() bool { return routeStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	stop()
+
+	e, err := rt.Storage.State.Get(context.Background(), RouteKey("exch_inbox"))
+	if err != nil {
+		t.Fatalf("state of the route: %v", err)
+	}
+	var st ewsState
+	if err := json.Unmarshal(e.Value(), &st); err != nil || st.SyncState == "" {
+		t.Fatalf("state %s: %v", e.Value(), err)
+	}
+
+	f.add(2)
+	f.mu.Lock()
+	seen := len(f.syncStates)
+	f.mu.Unlock()
+	runEWSWorker(t, rt, spec)
+	waitFor(t, "6 events", func() bool { return len(events(t, rt, "exch_inbox", 1)) == 6 })
+	distinctIDs(t, events(t, rt, "exch_inbox", 1), 6)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.syncStates[seen] != st.SyncState {
+		t.Errorf("restarted worker synced from %q, want the stored %q", f.syncStates[seen], st.SyncState)
+	}
+	for _, it := range f.items {
+		if it.read != (it == f.items[0]) {
+			t.Errorf("after none changed the read flag of %s", it.id)
+		}
+	}
+	if strings.Contains(strings.Join(f.ops, " "), "FindItem") {
+		t.Errorf("select all used FindItem: %v", f.ops)
+	}
+}
+
+func TestExchangeWorkerUnseenAfterNone(t *testing.T) {
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	f.add(3)
+	f.items[1].read = true
+	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterNone)
+	spec.Connection.Auth = schemas.AuthNone
+	runEWSWorker(t, rt, spec)
+	waitFor(t, "2 events", func() bool { return len(events(t, rt, "exch_inbox", 1)) == 2 })
+	// Polls go on; nothing is published twice although the items stay unread.
+	waitFor(t, "more polls", func() bool { return f.countOps("SyncFolderItems") > 4 })
+	evs := events(t, rt, "exch_inbox", 1)
+	if len(evs) != 2 || evs[0].Subject != "message 1" || evs[1].Subject != "message 3" {
+		t.Errorf("events %+v, want messages 1 and 3", evs)
+	}
+}
+
+func TestExchangeWorkerAfterDeleteAndMove(t *testing.T) {
+	for _, tc := range []struct{ after, moveTo, folder string }{
+		{schemas.AfterDelete, "", "deleteditems"},
+		{schemas.AfterMove, "Archive", "AAMkFolderArchive="},
+	} {
+		t.Run(tc.after, func(t *testing.T) {
+			rt := newEWSRuntime(t)
+			f := newFakeEWS(t, false)
+			f.add(60)
+			spec := ewsSpec(f, schemas.SelectUnseen, tc.after)
+			spec.Connection.Auth, spec.Route.MoveTo = schemas.AuthNone, tc.moveTo
+			runEWSWorker(t, rt, spec)
+			waitFor(t, "the inbox empty", func() bool {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				return len(f.unread("inbox")) == 0 && len(f.unread(tc.folder)) == 60
+			})
+			distinctIDs(t, events(t, rt, "exch_inbox", 1), 60)
+		})
+	}
+}
+
+func TestNewExchangeWorkerRefuses(t *testing.T) {
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	for name, mod := range map[string]func(s *RouteSpec){
+		"imap connection": func(s *RouteSpec) { s.Connection.Type = schemas.TypeIMAP },
+		"scheme in url":   func(s *RouteSpec) { s.Connection.ExchangeURL = "https://" + f.host() },
+		"oauth2":          func(s *RouteSpec) { s.Connection.Auth = schemas.AuthOAuth2 },
+		"move without to": func(s *RouteSpec) { s.Route.After = schemas.AfterMove },
+		"bad select":      func(s *RouteSpec) { s.Route.Select = "recent" },
+	} {
+		spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+		mod(&spec)
+		if _, err := NewExchangeWorker(rt, spec); !IsPermanent(err) {
+			t.Errorf("%s: NewExchangeWorker() = %v, want a permanent error", name, err)
+		}
+	}
+}

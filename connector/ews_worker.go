@@ -1,0 +1,584 @@
+package connector
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mailbus/mailbus/mapping"
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// ewsBatch is how many items one FindItem, SyncFolderItems and GetItem handle: the after
+// action follows each batch, so it also bounds the work redone after a crash.
+const ewsBatch = 50
+
+// NewExchangeWorker makes the worker of a route on an exchange (EWS) connection. It refuses
+// a definition it cannot run (permanent errors); what depends on the server (credentials,
+// the folder) is found out by Run, which parks the route in state error when needed.
+//
+// What a route selects, and how it remembers what it published:
+//   - select unseen with after markRead, delete or move: FindItem of the unread items; the
+//     mailbox itself is the checkpoint, since nothing is left unread behind the route;
+//   - select all, or after none: SyncFolderItems, whose SyncState is the checkpoint, kept in
+//     the state bucket under route.<name>; with unseen, items already read when they first
+//     show up are passed over.
+//
+// Events are those of IMAP routes, with Id <connection>/<mailbox>/<item>, where <item> is
+// the first 32 hex digits of the SHA-256 of the EWS ItemId (ItemIds are ~150 characters of
+// base64, too long for an Id that is also an object name prefix); UidValidity and Uid are 0.
+func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
+	r, c := spec.Route, spec.Connection
+	if c.Type != schemas.TypeExchange {
+		return nil, Permanent(fmt.Errorf("connection %s is of type %q, not exchange", c.Name, c.Type))
+	}
+	switch r.Select {
+	case "":
+		r.Select = schemas.SelectUnseen
+	case schemas.SelectUnseen, schemas.SelectAll:
+	default:
+		return nil, Permanent(fmt.Errorf("route %s: unknown select %q", r.Name, r.Select))
+	}
+	switch r.After {
+	case "":
+		r.After = schemas.AfterMarkRead
+	case schemas.AfterMarkRead, schemas.AfterNone, schemas.AfterDelete:
+	case schemas.AfterMove:
+		if r.MoveTo == "" {
+			return nil, Permanent(fmt.Errorf("route %s: after move needs moveTo", r.Name))
+		}
+	default:
+		return nil, Permanent(fmt.Errorf("route %s: unknown after %q", r.Name, r.After))
+	}
+	if r.Mailbox == "" {
+		r.Mailbox = "INBOX"
+	}
+	pub := rt.Publishers.bus(r.Bus)
+	if pub == nil {
+		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
+	}
+	client, err := newEWSClient(&c, rt.TLSRootCAs)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
+	}
+	idPfx := c.Name + "/" + r.Mailbox
+	subject := rt.Names.BusSubject(r.Bus, r.Name)
+	return &ewsWorker{
+		rt: rt, route: r, conn: c, client: client, pub: pub,
+		sync:  r.Select == schemas.SelectAll || r.After == schemas.AfterNone,
+		state: &ewsStateStore{kv: rt.Storage.State, key: RouteKey(r.Name)},
+		idPfx: idPfx,
+		// The wire form (Msg-Id, CloudEvents headers) is the IMAP worker's, so that both
+		// kinds of route publish exactly the same way.
+		wire: &imapWorker{subject: subject, source: "mailbus/" + idPfx},
+		log:  rt.logger().With("route", r.Name, "connection", c.Name),
+	}, nil
+}
+
+// ewsWorker runs one route of an exchange connection: a cycle every poll interval until
+// ctx ends, with backoff after failures.
+type ewsWorker struct {
+	rt     *Runtime
+	route  schemas.Route
+	conn   schemas.Connection
+	client *ewsClient
+	pub    *busPublisher
+	sync   bool // SyncFolderItems rather than FindItem of the unread
+	state  *ewsStateStore
+	idPfx  string
+	wire   *imapWorker
+	log    *slog.Logger
+
+	folder, moveTo *ewsFolder // resolved on the first cycle
+	inflight       int        // bytes of published, unacknowledged events
+}
+
+// Run implements Worker. It returns only when ctx ends: failures are retried here, with
+// the route's state telling what happens.
+func (w *ewsWorker) Run(ctx context.Context) error {
+	defer w.client.Close()
+	w.status(func(s *schemas.RouteStatus) {
+		s.State, s.Owner, s.LastError = schemas.StateStarting, w.rt.Instance, ""
+	})
+	defer w.status(func(s *schemas.RouteStatus) { s.State = schemas.StateStopped })
+	attempt := 0
+	for {
+		err := w.cycle(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait, state := w.pollInterval(), schemas.StateIdle
+		switch {
+		case err == nil:
+			attempt = 0
+		case IsPermanent(err) || ewsPermanent(err):
+			state, wait = schemas.StateError, max(permanentRetry, 5*w.pollInterval())
+			w.connLog(slog.LevelError, EventError, "route parked: "+err.Error())
+		default:
+			// The server's own figure wins: ErrorServerBusy says how long it wants.
+			state, wait = schemas.StateBackoff, ewsBackOff(err)
+			if wait == 0 {
+				wait = backoff(attempt)
+				attempt++
+			}
+			w.connLog(slog.LevelWarn, EventState, fmt.Sprintf("retry in %s: %v", wait.Round(time.Millisecond), err))
+		}
+		w.status(func(s *schemas.RouteStatus) {
+			s.State = state
+			if err != nil {
+				s.LastError = err.Error()
+			}
+		})
+		if sleepCtx(ctx, wait) != nil {
+			return nil
+		}
+	}
+}
+
+func (w *ewsWorker) pollInterval() time.Duration {
+	if d := time.Duration(w.conn.PollInterval); d > 0 {
+		return d
+	}
+	return defaultPollInterval
+}
+
+func (w *ewsWorker) status(f func(s *schemas.RouteStatus)) {
+	if w.rt.Status != nil {
+		w.rt.Status.Update(w.route.Name, f)
+	}
+}
+
+func (w *ewsWorker) connLog(level slog.Level, event, msg string, args ...any) {
+	w.log.Log(context.Background(), level, msg, append([]any{"event", event}, args...)...)
+}
+
+// cycle publishes everything the route selects, batch by batch.
+func (w *ewsWorker) cycle(ctx context.Context) error {
+	now := time.Now().UTC()
+	w.status(func(s *schemas.RouteStatus) { s.State, s.LastPollAt = schemas.StateRunning, &now })
+	if err := w.resolve(ctx); err != nil {
+		return err
+	}
+	var err error
+	if w.sync {
+		err = w.syncCycle(ctx)
+	} else {
+		err = w.unreadCycle(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	now = time.Now().UTC()
+	w.status(func(s *schemas.RouteStatus) { s.Pending, s.LastSuccessAt, s.LastError = 0, &now, "" })
+	return nil
+}
+
+// resolve finds the route's folder and moveTo folder, once.
+func (w *ewsWorker) resolve(ctx context.Context) error {
+	if w.folder == nil {
+		f, err := w.client.resolveFolder(ctx, w.route.Mailbox)
+		if err != nil {
+			return fmt.Errorf("mailbox %q: %w", w.route.Mailbox, err)
+		}
+		w.folder = &f
+	}
+	if w.route.After == schemas.AfterMove && w.moveTo == nil {
+		f, err := w.client.resolveFolder(ctx, w.route.MoveTo)
+		if err != nil {
+			return fmt.Errorf("moveTo %q: %w", w.route.MoveTo, err)
+		}
+		w.moveTo = &f
+	}
+	return nil
+}
+
+// unreadCycle pages through the unread items by asking again after each batch: the batch
+// leaves the unread set (read, deleted or moved), so the next page starts where the items
+// still unread behind the route (failed ones) end.
+func (w *ewsWorker) unreadCycle(ctx context.Context) error {
+	offset := 0
+	for {
+		items, more, err := w.client.findUnread(ctx, *w.folder, offset, ewsBatch)
+		if err != nil || len(items) == 0 {
+			return err
+		}
+		w.status(func(s *schemas.RouteStatus) { s.Pending = int64(len(items)) })
+		left, err := w.batch(ctx, items)
+		if err != nil {
+			return err
+		}
+		offset += left
+		if !more {
+			return nil
+		}
+	}
+}
+
+// syncCycle takes the items created since the stored SyncState, and stores the new state
+// only once the batch is published and acted upon.
+func (w *ewsWorker) syncCycle(ctx context.Context) error {
+	state, err := w.state.load(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		items, next, last, err := w.client.syncItems(ctx, *w.folder, state, ewsBatch)
+		if err != nil {
+			return err
+		}
+		if w.route.Select == schemas.SelectUnseen {
+			items = slices.DeleteFunc(items, func(it ewsItem) bool { return it.IsRead })
+		}
+		w.status(func(s *schemas.RouteStatus) { s.Pending = int64(len(items)) })
+		if len(items) > 0 {
+			if _, err := w.batch(ctx, items); err != nil {
+				return err
+			}
+		}
+		if next != state {
+			if err := w.state.save(ctx, next); err != nil {
+				return err
+			}
+			state = next
+		}
+		if last {
+			return nil
+		}
+	}
+}
+
+// ewsPending is one item of a batch on its way: published and waiting for its
+// acknowledgement, to be dead-lettered, or skipped.
+type ewsPending struct {
+	item    ewsItem
+	id      string // event Id
+	gone    bool   // deleted or moved since it was listed
+	deadErr error  // why it cannot become an event
+	noRaw   bool   // the server would not give its MIME: dead letter without RawRef
+	msg     *nats.Msg
+	fut     jetstream.PubAckFuture
+	acked   bool
+}
+
+// ewsTransientItem are per-item errors worth retrying on the next cycle rather than
+// dead-lettering the item.
+var ewsTransientItem = []string{
+	"ErrorServerBusy", "ErrorInternalServerTransientError", "ErrorTimeoutExpired",
+	"ErrorConnectionFailed", "ErrorMailboxStoreUnavailable", "ErrorMailboxMoveInProgress",
+}
+
+// batch fetches the MIME of items in one GetItem, mapping and publishing each as it
+// streams in, dead-letters what cannot become an event, waits for the acknowledgements and
+// only then applies the after action to the acknowledged items. It returns how many items
+// it left unread in the folder. A transient error on one item does not hold the others up:
+// it is returned once they are done, so the cycle backs off and retries.
+func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err error) {
+	pend := make([]*ewsPending, len(items))
+	ids := make([]ewsID, len(items))
+	for i, it := range items {
+		pend[i] = &ewsPending{item: it, id: w.eventID(it.ID)}
+		ids[i] = it.ID
+	}
+	got, err := w.client.getItems(ctx, ids, func(i int, r io.Reader) error {
+		return w.publish(ctx, pend[i], r, pend[:i])
+	})
+	if err != nil {
+		return 0, err // what was published is published again next time, deduplicated
+	}
+	var retry error
+	for i, g := range got {
+		p := pend[i]
+		var ee *ewsError
+		switch {
+		case g.Err == nil && p.msg == nil && p.deadErr == nil:
+			p.deadErr, p.noRaw = errors.New("the server returned no MIME content"), true
+		case g.Err == nil:
+		case errors.As(g.Err, &ee) && ee.Code == "ErrorItemNotFound":
+			p.gone = true // nothing to do
+		case errors.As(g.Err, &ee) && slices.Contains(ewsTransientItem, ee.Code):
+			retry = fmt.Errorf("ews GetItem: item %s: %w", p.id, g.Err)
+		default:
+			p.deadErr, p.noRaw = fmt.Errorf("ews GetItem: %w", g.Err), true
+		}
+		if p.deadErr != nil {
+			if err := w.deadLetter(ctx, p); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if err := w.awaitAcks(ctx, pend); err != nil {
+		return 0, err
+	}
+	left, err = w.after(ctx, pend)
+	if err != nil {
+		return 0, err
+	}
+	return left, retry
+}
+
+// publish maps the MIME of p from r and publishes its event without waiting for the
+// acknowledgement. An error is the reading's or the storage's (temporary); a message the
+// mapping rejects is marked for the dead letters.
+func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, earlier []*ewsPending) error {
+	sink := &objectSink{ctx: ctx, store: w.rt.Storage.Objects, bucket: w.rt.Names.ObjectBucket(), eventID: p.id}
+	var tee *rawTee
+	if w.route.IncludeRaw {
+		tee = newRawTee(ctx, w.rt.Storage.Objects, objectName(p.id, "raw"), r)
+		r = tee
+	}
+	in := &trackedReader{r: r}
+	ev, mapErr := mapping.Map(in, &mapping.Options{
+		Headers:        w.route.Headers,
+		Attributes:     w.route.Attributes,
+		MaxInlineBytes: w.rt.MaxInlineBytes,
+		Sink:           sink,
+	})
+	if mapErr != nil {
+		if tee != nil {
+			tee.abort()
+		}
+		var corrupt base64.CorruptInputError
+		switch {
+		case sink.failed() != nil:
+			return sink.failed()
+		case errors.As(in.err, &corrupt):
+			p.deadErr = fmt.Errorf("the server sent MIME content that is not base64: %w", in.err)
+		case in.err != nil:
+			return fmt.Errorf("read item %s: %w", p.id, in.err)
+		default:
+			p.deadErr = mapErr
+		}
+		return nil
+	}
+	if tee != nil {
+		if err := tee.finish(); err != nil {
+			return err
+		}
+		ev.RawRef = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: objectName(p.id, "raw")}
+	}
+	ev.Id, ev.Route, ev.Connection, ev.Bus, ev.Mailbox = p.id, w.route.Name, w.conn.Name, w.route.Bus, w.route.Mailbox
+	if t, err := time.Parse(time.RFC3339, p.item.Received); err == nil {
+		t = t.UTC()
+		ev.ReceivedAt = &t
+	}
+	limit := max(int(w.rt.NC.MaxPayload())-payloadHeadroom, 1024)
+	data, err := fitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, limit)
+	if errors.Is(err, errEventTooLarge) {
+		p.deadErr = err
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	p.msg = w.wire.eventMsg(ev, data)
+	if p.fut, err = w.pub.publish(ctx, p.msg); err != nil {
+		return err
+	}
+	w.inflight += len(p.msg.Data)
+	return w.throttle(ctx, earlier)
+}
+
+// throttle waits for acknowledgements while the route holds too many event bytes.
+func (w *ewsWorker) throttle(ctx context.Context, pend []*ewsPending) error {
+	for _, p := range pend {
+		if w.inflight <= maxInflightBytes {
+			return nil
+		}
+		if err := w.ack(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ack waits for the acknowledgement of p, publishing it again (same Msg-Id) when it
+// failed, and then lets go of its message.
+func (w *ewsWorker) ack(ctx context.Context, p *ewsPending) error {
+	if p.fut == nil || p.acked {
+		return nil
+	}
+	for attempt := 1; ; attempt++ {
+		var err error
+		select {
+		case <-p.fut.Ok():
+		case err = <-p.fut.Err():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if err == nil {
+			break
+		}
+		if attempt > publishRetries {
+			return fmt.Errorf("publish %s: not acknowledged after %d tries: %w", p.id, attempt, err)
+		}
+		if err := sleepCtx(ctx, time.Duration(attempt)*250*time.Millisecond); err != nil {
+			return err
+		}
+		if p.fut, err = w.pub.publish(ctx, p.msg); err != nil {
+			return err
+		}
+	}
+	p.acked = true
+	w.inflight -= len(p.msg.Data)
+	p.msg = nil
+	w.status(func(s *schemas.RouteStatus) {
+		if p.deadErr != nil {
+			s.DeadLettered++
+		} else {
+			s.Published++
+		}
+	})
+	return nil
+}
+
+func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {
+	for _, p := range pend {
+		if err := w.ack(ctx, p); err != nil {
+			return err
+		}
+		if p.acked && p.deadErr == nil {
+			w.connLog(slog.LevelDebug, EventPublished, "published "+p.id)
+		}
+	}
+	return nil
+}
+
+// deadLetter publishes the dead letter of p, with its raw message in the object store
+// (fetched again: the first read went into the mapping) unless the server would not give it.
+func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
+	var ref *schemas.ObjectRef
+	if !p.noRaw {
+		name := objectName(p.id, "raw")
+		_, err := w.client.getItems(ctx, []ewsID{p.item.ID}, func(_ int, r io.Reader) error {
+			if _, err := w.rt.Storage.Objects.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
+				return fmt.Errorf("store raw message %s: %w", name, err)
+			}
+			ref = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: name}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	msg, err := deadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), p.id, &DeadLetter{
+		Route: w.route.Name, Connection: w.conn.Name, Mailbox: w.route.Mailbox,
+		Error: p.deadErr.Error(), RawRef: ref,
+	})
+	if err != nil {
+		return err
+	}
+	w.connLog(slog.LevelWarn, EventError, "message cannot become an event: "+p.deadErr.Error(), "id", p.id)
+	p.msg = msg
+	if p.fut, err = w.pub.publish(ctx, msg); err != nil {
+		return err
+	}
+	w.inflight += len(msg.Data)
+	return nil
+}
+
+// after applies the route's after action, in one request, to the acknowledged items, and
+// returns how many items of the batch stay unread in the folder. An item the server refuses
+// to change is logged and left: it is published again next cycle, and deduplicated.
+func (w *ewsWorker) after(ctx context.Context, pend []*ewsPending) (int, error) {
+	var done []ewsID
+	left := 0
+	for _, p := range pend {
+		switch {
+		case p.acked:
+			done = append(done, p.item.ID)
+		case !p.gone:
+			left++
+		}
+	}
+	if len(done) == 0 || w.route.After == schemas.AfterNone {
+		return left, nil
+	}
+	var errs []error
+	var err error
+	switch w.route.After {
+	case schemas.AfterMarkRead:
+		errs, err = w.client.markRead(ctx, done)
+	case schemas.AfterDelete:
+		errs, err = w.client.deleteItems(ctx, done)
+	case schemas.AfterMove:
+		errs, err = w.client.moveItems(ctx, done, *w.moveTo)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("after %s: %w", w.route.After, err)
+	}
+	for i, e := range errs {
+		if e != nil {
+			left++
+			w.connLog(slog.LevelWarn, EventAction, fmt.Sprintf("after %s: %v", w.route.After, e), "id", w.eventID(done[i]))
+		}
+	}
+	w.connLog(slog.LevelDebug, EventAction, fmt.Sprintf("%s: %d messages", w.route.After, len(done)))
+	return left, nil
+}
+
+// eventID is <connection>/<mailbox>/<first 32 hex digits of SHA-256(ItemId)>.
+func (w *ewsWorker) eventID(id ewsID) string {
+	sum := sha256.Sum256([]byte(id.ID))
+	return w.idPfx + "/" + hex.EncodeToString(sum[:16])
+}
+
+// ewsStateStore keeps the SyncState of a sync route in the state bucket, as JSON
+// {"syncState": "..."}. Writes compare the revision they read, so a worker that lost its
+// route to another replica cannot move the state back.
+type ewsStateStore struct {
+	kv  jetstream.KeyValue
+	key string
+	rev uint64
+}
+
+type ewsState struct {
+	SyncState string `json:"syncState"`
+}
+
+func (s *ewsStateStore) load(ctx context.Context) (string, error) {
+	e, err := s.kv.Get(ctx, s.key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		s.rev = 0
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("load sync state %s: %w", s.key, err)
+	}
+	s.rev = e.Revision()
+	var st ewsState
+	if len(e.Value()) > 0 {
+		if err := json.Unmarshal(e.Value(), &st); err != nil {
+			return "", fmt.Errorf("load sync state %s: %w", s.key, err)
+		}
+	}
+	return st.SyncState, nil
+}
+
+func (s *ewsStateStore) save(ctx context.Context, state string) error {
+	b, err := json.Marshal(ewsState{SyncState: state})
+	if err != nil {
+		return err
+	}
+	var rev uint64
+	if s.rev == 0 {
+		rev, err = s.kv.Create(ctx, s.key, b)
+	} else {
+		rev, err = s.kv.Update(ctx, s.key, b, s.rev)
+	}
+	if err != nil {
+		return fmt.Errorf("save sync state %s: %w", s.key, err)
+	}
+	s.rev = rev
+	return nil
+}
