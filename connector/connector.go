@@ -123,7 +123,16 @@ func (c *Connector) Run(ctx context.Context) error {
 		log.Info("embedded nats server started", "url", srv.ClientURL(), "dataDir", c.cfg.DataDir)
 		extra = append(extra, nats.InProcessServer(srv))
 	}
-	nc, closed, err := connectNATS(ctx, c.cfg, log, extra...)
+	// After a reconnect the supervisor watches the definitions again at once: the watch of
+	// a restarted server would otherwise only notice after missing its heartbeats.
+	resync := make(chan struct{}, 1)
+	reconnected := func() {
+		select {
+		case resync <- struct{}{}:
+		default:
+		}
+	}
+	nc, closed, err := connectNATS(ctx, c.cfg, log, reconnected, extra...)
 	if err != nil {
 		return err
 	}
@@ -160,7 +169,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		MaxInlineBytes: c.cfg.MaxInlineBytes,
 		Status:         NewStatusBoard(),
 	}
-	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories)
+	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories, resync)
 
 	// The routes get their own context: at shutdown they stop only once the control
 	// service no longer takes commands.

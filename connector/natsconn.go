@@ -22,9 +22,9 @@ const (
 
 // natsOptions are the client options of the connector's NATS connection: name, auth, TLS,
 // endless reconnects and handlers that log connection changes. The logs name servers only
-// in redacted form and never any credential. closed is called once the connection is
-// closed for good.
-func natsOptions(cfg Config, logger *slog.Logger, closed func()) ([]nats.Option, error) {
+// in redacted form and never any credential. reconnected is called after every reconnect,
+// closed once the connection is closed for good.
+func natsOptions(cfg Config, logger *slog.Logger, reconnected, closed func()) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name("mailbus " + cfg.Instance),
 		nats.MaxReconnects(-1),
@@ -37,6 +37,7 @@ func natsOptions(cfg Config, logger *slog.Logger, closed func()) ([]nats.Option,
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			logger.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
+			reconnected()
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
 			logger.Info("nats connection closed")
@@ -79,12 +80,13 @@ func natsOptions(cfg Config, logger *slog.Logger, closed func()) ([]nats.Option,
 
 // connectNATS connects to the servers of MAILBUS_NATS_URL (or, with extra options such as
 // nats.InProcessServer, to an embedded server), retrying the first connection until ctx
-// ends: at start the servers may still be coming up.
-func connectNATS(ctx context.Context, cfg Config, logger *slog.Logger, extra ...nats.Option) (nc *nats.Conn, closed <-chan struct{}, err error) {
+// ends: at start the servers may still be coming up. reconnected is called after every
+// reconnect.
+func connectNATS(ctx context.Context, cfg Config, logger *slog.Logger, reconnected func(), extra ...nats.Option) (nc *nats.Conn, closed <-chan struct{}, err error) {
 	for attempt := 0; ; attempt++ {
 		done := make(chan struct{})
 		var once sync.Once
-		opts, err := natsOptions(cfg, logger, func() { once.Do(func() { close(done) }) })
+		opts, err := natsOptions(cfg, logger, reconnected, func() { once.Do(func() { close(done) }) })
 		if err != nil {
 			return nil, nil, err
 		}

@@ -43,6 +43,7 @@ type supervisor struct {
 	sealer    *sealer
 	factories map[string]WorkerFactory
 	logger    *slog.Logger
+	resync    <-chan struct{} // NATS reconnected: watch again
 
 	// Owned by the Run goroutine.
 	conns   map[string]schemas.Connection
@@ -60,9 +61,9 @@ type runner struct {
 	done   chan struct{}
 }
 
-func newSupervisor(rt *Runtime, kv jetstream.KeyValue, s *sealer, factories map[string]WorkerFactory) *supervisor {
+func newSupervisor(rt *Runtime, kv jetstream.KeyValue, s *sealer, factories map[string]WorkerFactory, resync <-chan struct{}) *supervisor {
 	return &supervisor{
-		rt: rt, kv: kv, sealer: s, factories: factories,
+		rt: rt, kv: kv, sealer: s, factories: factories, resync: resync,
 		logger:  rt.Logger.With("component", "supervisor"),
 		conns:   make(map[string]schemas.Connection),
 		routes:  make(map[string]schemas.Route),
@@ -74,14 +75,22 @@ func newSupervisor(rt *Runtime, kv jetstream.KeyValue, s *sealer, factories map[
 // Ready is closed once the definitions stored at start have been applied.
 func (s *supervisor) Ready() <-chan struct{} { return s.ready }
 
+// errResync ends a watch so that the next one reads every definition again.
+var errResync = errors.New("nats reconnected")
+
 // Run applies definitions until ctx ends, then stops every worker and returns nil. When the
-// watch breaks (NATS gone for long) it watches again and re-applies everything.
+// watch breaks, or NATS reconnected, it watches again and re-applies everything.
 func (s *supervisor) Run(ctx context.Context) error {
 	defer s.stopAll()
 	for attempt := 0; ; attempt++ {
 		err := s.watch(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, errResync) {
+			s.logger.Info("nats reconnected; reading definitions again")
+			attempt = -1
+			continue
 		}
 		s.logger.Warn("definitions watch broke; watching again", "err", err)
 		if !sleepUntil(ctx, restartDelay(min(attempt, 4))) {
@@ -106,6 +115,8 @@ func (s *supervisor) watch(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-s.resync:
+			return errResync
 		case e, ok = <-w.Updates():
 		}
 		if !ok {
