@@ -2,6 +2,7 @@ package connector
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,7 @@ type Connector struct {
 	version   string
 	factories map[string]WorkerFactory
 	sealer    *sealer
+	roots     *x509.CertPool
 
 	life    context.Context // ended by Close
 	kill    context.CancelFunc
@@ -45,11 +47,17 @@ type Connector struct {
 // Option changes how New builds a Connector.
 type Option func(*Connector)
 
-// WithWorkers replaces the worker factories, keyed by connection type. The default is an
-// IMAP worker for imap connections; a type without a factory parks its routes in state
-// error. Tests plug small real workers in here.
+// WithWorkers replaces the worker factories, keyed by connection type. The default is
+// NewIMAPWorker for imap and NewExchangeWorker for exchange connections; a type without a
+// factory parks its routes in state error. Tests plug small real workers in here.
 func WithWorkers(f map[string]WorkerFactory) Option {
 	return func(c *Connector) { c.factories = f }
+}
+
+// WithTLSRootCAs makes workers verify mail server certificates with roots instead of the
+// system pool (tests with their own CA).
+func WithTLSRootCAs(roots *x509.CertPool) Option {
+	return func(c *Connector) { c.roots = roots }
 }
 
 // WithVersion sets the version the control service reports.
@@ -75,7 +83,10 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Connector, error) {
 		logger:    logger.With("instance", cfg.Instance),
 		names:     Names{Prefix: cfg.SubjectPrefix},
 		version:   "dev",
-		factories: map[string]WorkerFactory{schemas.TypeIMAP: NewIMAPWorker},
+		factories: map[string]WorkerFactory{
+			schemas.TypeIMAP:     NewIMAPWorker,
+			schemas.TypeExchange: NewExchangeWorker,
+		},
 		sealer:    s,
 		done:      make(chan struct{}),
 		ready:     make(chan struct{}),
@@ -158,6 +169,10 @@ func (c *Connector) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	pubs, err := NewPublishers(nc, DefaultPublishWindow)
+	if err != nil {
+		return err
+	}
 	st := &store{kv: storage.Config, sealer: c.sealer}
 	rt := &Runtime{
 		Names:          c.names,
@@ -168,6 +183,8 @@ func (c *Connector) Run(ctx context.Context) error {
 		Instance:       c.cfg.Instance,
 		MaxInlineBytes: c.cfg.MaxInlineBytes,
 		Status:         NewStatusBoard(),
+		Publishers:     pubs,
+		TLSRootCAs:     c.roots,
 	}
 	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories, resync)
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -75,12 +76,19 @@ func startService(t *testing.T, cfg connector.Config, rec *recorder, log *svcLog
 	if rec == nil {
 		rec = newRecorder()
 	}
+	s := runService(t, cfg, log, connector.WithWorkers(map[string]connector.WorkerFactory{schemas.TypeIMAP: rec.factory}))
+	s.rec = rec
+	return s
+}
+
+// runService runs a Connector with cfg and opts until the end of the test.
+func runService(t *testing.T, cfg connector.Config, log *svcLog, opts ...connector.Option) *testService {
+	t.Helper()
 	if log == nil {
 		log = &svcLog{}
 	}
 	logger := slog.New(slog.NewJSONHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	c, err := connector.New(cfg, logger, connector.WithVersion("v1.2.3"),
-		connector.WithWorkers(map[string]connector.WorkerFactory{schemas.TypeIMAP: rec.factory}))
+	c, err := connector.New(cfg, logger, append([]connector.Option{connector.WithVersion("v1.2.3")}, opts...)...)
 	if err != nil {
 		t.Fatalf("connector.New() = %v", err)
 	}
@@ -92,7 +100,7 @@ func startService(t *testing.T, cfg connector.Config, rec *recorder, log *svcLog
 		c.Close()
 		t.Fatalf("WaitReady() = %v; Run() = %v\nlog:\n%s", err, <-runErr, log)
 	}
-	s := &testService{t: t, c: c, cfg: cfg, log: log, rec: rec}
+	s := &testService{t: t, c: c, cfg: cfg, log: log}
 	url := cfg.NATSURL
 	if url == "" {
 		url = c.ClientURL()
@@ -374,4 +382,33 @@ func TestRedactURLs(t *testing.T) {
 	if got != want {
 		t.Errorf("RedactURLs() = %q, want %q", got, want)
 	}
+}
+
+// TestEndToEndIMAP runs the real IMAP worker under the Connector: a connection and a route
+// put over the control plane turn a message in an in-memory IMAP server into an event.
+func TestEndToEndIMAP(t *testing.T) {
+	m := startMemIMAP(t, memCaps...)
+	s := runService(t, svcConfig(t), nil)
+	sub, err := s.nc.SubscribeSync("mail.bus.2.e2e")
+	if err != nil {
+		t.Fatalf("SubscribeSync() = %v", err)
+	}
+	m.append(t, "INBOX", testMail(1, ""))
+
+	host, port, _ := net.SplitHostPort(m.addr)
+	s.ok("mail.control.connection.put", map[string]any{
+		"name": "mem", "type": "imap", "host": host, "port": json.Number(port), "encryption": "none",
+		"username": "alice", "password": "secret",
+	})
+	s.ok("mail.control.route.put", map[string]any{"name": "e2e", "connection": "mem", "bus": 2})
+
+	msg, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no event: %v\nlog:\n%s", err, s.log)
+	}
+	var ev schemas.Event
+	if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Subject != "test 1" || ev.Route != "e2e" || ev.Bus != 2 {
+		t.Fatalf("event = %+v (%v)", ev, err)
+	}
+	s.waitStatus("e2e", 5*time.Second, func(st schemas.RouteStatus) bool { return st.Published == 1 })
 }

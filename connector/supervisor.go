@@ -27,13 +27,6 @@ const (
 	stopWait = 10 * time.Second
 )
 
-// parkedError is a failure to start a worker that retrying soon cannot fix (a missing
-// passwordFrom variable, a definition the factory refuses): state error, slow retry.
-type parkedError struct{ err error }
-
-func (e *parkedError) Error() string { return e.err.Error() }
-func (e *parkedError) Unwrap() error { return e.err }
-
 // supervisor runs one worker per enabled route, following the definitions in the config
 // bucket. Every replica runs one, fed by a KV watch rather than by the control requests,
 // so a command handled by any replica reaches all of them.
@@ -298,9 +291,10 @@ func (s *supervisor) runRoute(ctx context.Context, spec RouteSpec, factory Worke
 		if time.Since(started) > restartMax {
 			attempt = 0
 		}
+		// A failure retrying soon cannot fix (a missing passwordFrom variable, a definition
+		// the factory refuses) parks the route in state error and retries slowly.
 		wait, state := restartDelay(attempt), schemas.StateBackoff
-		var parked *parkedError
-		if errors.As(err, &parked) {
+		if IsPermanent(err) {
 			wait, state = restartMax, schemas.StateError
 		}
 		attempt++
@@ -321,19 +315,19 @@ func (s *supervisor) runWorker(ctx context.Context, spec RouteSpec, factory Work
 		c.OAuth2 = &o
 	}
 	if err := s.sealer.openConnection(&c); err != nil {
-		return &parkedError{fmt.Errorf("connection %s: %w", c.Name, err)}
+		return Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
 	}
 	if c.PasswordFrom != nil {
 		p, err := resolvePassword(c.PasswordFrom)
 		if err != nil {
-			return &parkedError{fmt.Errorf("connection %s: %w", c.Name, err)}
+			return Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
 		}
 		c.Password = p
 	}
 	spec.Connection = c
 	w, err := factory(s.rt, spec)
 	if err != nil {
-		return &parkedError{fmt.Errorf("start worker: %w", err)}
+		return fmt.Errorf("start worker: %w", err) // still permanent if it was
 	}
 	s.setStatus(spec.Route.Name, schemas.StateRunning, "")
 	return w.Run(ctx)
