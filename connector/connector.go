@@ -79,17 +79,17 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Connector, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Connector{
-		cfg:       cfg,
-		logger:    logger.With("instance", cfg.Instance),
-		names:     Names{Prefix: cfg.SubjectPrefix},
-		version:   "dev",
+		cfg:     cfg,
+		logger:  logger.With("instance", cfg.Instance),
+		names:   Names{Prefix: cfg.SubjectPrefix},
+		version: "dev",
 		factories: map[string]WorkerFactory{
 			schemas.TypeIMAP:     NewIMAPWorker,
 			schemas.TypeExchange: NewExchangeWorker,
 		},
-		sealer:    s,
-		done:      make(chan struct{}),
-		ready:     make(chan struct{}),
+		sealer: s,
+		done:   make(chan struct{}),
+		ready:  make(chan struct{}),
 	}
 	c.life, c.kill = context.WithCancel(context.Background())
 	for _, o := range opts {
