@@ -142,10 +142,17 @@ var errEWSAuth = errors.New("the server refused the user name or password")
 type ewsHTTPError struct {
 	Code       int
 	Status     string
+	Location   string // of a redirect
 	RetryAfter time.Duration
 }
 
-func (e *ewsHTTPError) Error() string { return "the server answered " + e.Status }
+func (e *ewsHTTPError) Error() string {
+	if e.Location != "" {
+		// Typically a login page in front of Outlook on the web: EWS is elsewhere.
+		return "the server answered " + e.Status + ", to " + e.Location + ": EWS is not at this URL"
+	}
+	return "the server answered " + e.Status
+}
 
 // ewsError is an error EWS reported, as a SOAP fault or in a response message.
 type ewsError struct {
@@ -167,8 +174,8 @@ func (e *ewsError) Error() string {
 var ewsPermanentCodes = []string{
 	"ErrorAccessDenied", "ErrorFolderNotFound", "ErrorNonExistentMailbox",
 	"ErrorInvalidServerVersion", "ErrorSchemaValidation", "ErrorInvalidRequest",
-	"ErrorInvalidSyncStateData", "ErrorAccountDisabled", "ErrorMailboxStoreUnavailable",
-	"ErrorImpersonateUserDenied", "ErrorInvalidIdMalformed",
+	"ErrorInvalidSyncStateData", "ErrorAccountDisabled", "ErrorImpersonateUserDenied",
+	"ErrorInvalidIdMalformed",
 }
 
 // ewsPermanent reports whether err will not go away by retrying: bad credentials, a wrong
@@ -179,7 +186,7 @@ func ewsPermanent(err error) bool {
 	}
 	var he *ewsHTTPError
 	if errors.As(err, &he) {
-		return he.Code >= 400 && he.Code < 500 && he.Code != http.StatusRequestTimeout && he.Code != http.StatusTooManyRequests
+		return he.Code >= 300 && he.Code < 500 && he.Code != http.StatusRequestTimeout && he.Code != http.StatusTooManyRequests
 	}
 	var ee *ewsError
 	return errors.As(err, &ee) && slices.Contains(ewsPermanentCodes, ee.Code)
@@ -232,24 +239,24 @@ func (c *ewsClient) do(ctx context.Context, op string, body any) (io.ReadCloser,
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusUnauthorized {
 		if c.auth == schemas.AuthNone || c.auth == "" {
-			return nil, fmt.Errorf("ews %s: %w (the connection has auth none)", op, errEWSAuth)
+			return nil, fmt.Errorf("ews %s: %w: it asks for credentials and the connection has auth none", op, errEWSAuth)
 		}
 		return nil, fmt.Errorf("ews %s: %w", op, errEWSAuth)
 	}
 	// EWS sends its faults, ErrorServerBusy among them, with status 500.
-	var env2 soapReply[struct{}]
-	if xml.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&env2) == nil && env2.Body.Fault != nil {
-		return nil, fmt.Errorf("ews %s: %w", op, env2.Body.Fault.err())
+	var fault soapReply[struct{}]
+	if xml.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&fault) == nil && fault.Body.Fault != nil {
+		return nil, fmt.Errorf("ews %s: %w", op, fault.Body.Fault.err())
 	}
-	he := &ewsHTTPError{Code: resp.StatusCode, Status: resp.Status}
+	he := &ewsHTTPError{Code: resp.StatusCode, Status: resp.Status, Location: resp.Header.Get("Location")}
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 		he.RetryAfter = time.Duration(s) * time.Second
 	}
 	return nil, fmt.Errorf("ews %s: %w", op, he)
 }
 
-// call sends one SOAP request and decodes the reply's body element into out.
-func call[T any](ctx context.Context, c *ewsClient, op string, body any, out *T) error {
+// ewsCall sends one SOAP request and decodes the reply's body element into out.
+func ewsCall[T any](ctx context.Context, c *ewsClient, op string, body any, out *T) error {
 	rc, err := c.do(ctx, op, body)
 	if err != nil {
 		return err

@@ -85,7 +85,7 @@ func TestEWSClientCycle(t *testing.T) {
 	}
 
 	items, more, err := cl.findUnread(ctx, inbox, 0, 50)
-	page := itemIDs(items)
+	page := ewsItemIDs(items)
 	if err != nil || len(page) != 50 || !more || page[0].ID != ids[0] || page[49].ID != ids[49] ||
 		items[0].Received != "2026-11-25T19:00:01Z" {
 		t.Fatalf("findUnread(0, 50) = %d items, more %t, %v", len(page), more, err)
@@ -131,7 +131,7 @@ func TestEWSClientCycle(t *testing.T) {
 	}
 }
 
-func itemIDs(items []ewsItem) []ewsID {
+func ewsItemIDs(items []ewsItem) []ewsID {
 	ids := make([]ewsID, len(items))
 	for i, it := range items {
 		ids[i] = it.ID
@@ -173,7 +173,7 @@ func TestEWSClientBadCredentials(t *testing.T) {
 				c.Auth = schemas.AuthWindows
 			}
 			cl := newTestEWSClient(t, c, nil)
-			_, _, err := cl.findUnread(context.Background(), distinguishedFolder("inbox"), 0, 1)
+			_, _, err := cl.findUnread(context.Background(), ewsDistinguishedFolder("inbox"), 0, 1)
 			if !errors.Is(err, errEWSAuth) || !ewsPermanent(err) {
 				t.Fatalf("findUnread() = %v, want errEWSAuth", err)
 			}
@@ -192,11 +192,11 @@ func TestEWSClientNTLM(t *testing.T) {
 	c.Auth = schemas.AuthWindows
 	cl := newTestEWSClient(t, c, nil)
 	ctx := context.Background()
-	page, _, err := cl.findUnread(ctx, distinguishedFolder("inbox"), 0, 10)
+	page, _, err := cl.findUnread(ctx, ewsDistinguishedFolder("inbox"), 0, 10)
 	if err != nil || len(page) != 3 {
 		t.Fatalf("findUnread() = %d, %v", len(page), err)
 	}
-	if _, err := cl.markRead(ctx, itemIDs(page)); err != nil {
+	if _, err := cl.markRead(ctx, ewsItemIDs(page)); err != nil {
 		t.Fatalf("markRead() = %v", err)
 	}
 	// One handshake: the second request rides on the authenticated keep-alive connection.
@@ -214,7 +214,7 @@ func TestEWSClientTLS(t *testing.T) {
 	c := ewsConn(f)
 	c.Auth, c.Encryption = schemas.AuthNone, schemas.EncryptionSSL
 	ctx := context.Background()
-	inbox := distinguishedFolder("inbox")
+	inbox := ewsDistinguishedFolder("inbox")
 
 	if _, _, err := newTestEWSClient(t, c, nil).findUnread(ctx, inbox, 0, 1); !errors.As(err, new(*tls.CertificateVerificationError)) {
 		t.Errorf("findUnread() without the CA = %v, want a certificate error", err)
@@ -237,7 +237,7 @@ func TestEWSClientFaults(t *testing.T) {
 	c.Auth = schemas.AuthNone
 	cl := newTestEWSClient(t, c, nil)
 	ctx := context.Background()
-	inbox := distinguishedFolder("inbox")
+	inbox := ewsDistinguishedFolder("inbox")
 
 	f.busy = 1500 * time.Millisecond
 	_, _, err := cl.findUnread(ctx, inbox, 0, 1)
@@ -309,7 +309,7 @@ func TestEWSClientSyncAndFolders(t *testing.T) {
 	c.Auth = schemas.AuthNone
 	cl := newTestEWSClient(t, c, nil)
 	ctx := context.Background()
-	inbox := distinguishedFolder("inbox")
+	inbox := ewsDistinguishedFolder("inbox")
 
 	items, state, last, err := cl.syncItems(ctx, inbox, "", 3)
 	if err != nil || len(items) != 3 || last || state == "" || items[0].ID.ID != ids[0] || items[0].IsRead || items[0].Received == "" {

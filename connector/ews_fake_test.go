@@ -158,13 +158,13 @@ func (f *fakeEWS) serve(w http.ResponseWriter, r *http.Request) {
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/xml") {
 		f.t.Errorf("fake EWS: Content-Type %q, want text/xml", ct)
 	}
-	env, err := parseXML(body)
+	env, err := fakeParseXML(body)
 	if err != nil {
 		f.t.Errorf("fake EWS: request is not XML: %v\n%s", err, body)
 		http.Error(w, "bad xml", http.StatusBadRequest)
 		return
 	}
-	if err := checkSOAP(env); err != nil {
+	if err := fakeCheckSOAP(env); err != nil {
 		f.t.Errorf("fake EWS: %v\n%s", err, body)
 		f.fault(w, "ErrorSchemaValidation", err.Error(), 0)
 		return
@@ -213,19 +213,19 @@ func (f *fakeEWS) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
-	io.WriteString(w, replyHead+reply+replyTail)
+	io.WriteString(w, fakeReplyHead+reply+fakeReplyTail)
 }
 
 // The reply envelope, as Exchange 2016 sends it.
 const (
-	replyHead = `<?xml version="1.0" encoding="utf-8"?>` +
+	fakeReplyHead = `<?xml version="1.0" encoding="utf-8"?>` +
 		`<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Header>` +
 		`<h:ServerVersionInfo MajorVersion="15" MinorVersion="1" MajorBuildNumber="2507" MinorBuildNumber="6" Version="V2017_07_11" ` +
 		`xmlns:h="http://schemas.microsoft.com/exchange/services/2006/types" xmlns="http://schemas.microsoft.com/exchange/services/2006/types" ` +
 		`xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema"/></s:Header>` +
 		`<s:Body xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema">`
-	replyTail = `</s:Body></s:Envelope>`
-	replyNS   = `xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"`
+	fakeReplyTail = `</s:Body></s:Envelope>`
+	fakeReplyNS   = `xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"`
 )
 
 func (f *fakeEWS) fault(w http.ResponseWriter, code, msg string, backOff time.Duration) {
@@ -241,30 +241,30 @@ func (f *fakeEWS) fault(w http.ResponseWriter, code, msg string, backOff time.Du
 		`<faultstring xml:lang="en-US">%s</faultstring><detail>`+
 		`<e:ResponseCode xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">%s</e:ResponseCode>`+
 		`<e:Message xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">%s</e:Message>%s`+
-		`</detail></s:Fault></s:Body></s:Envelope>`, code, xmlText(msg), code, xmlText(msg), detail)
+		`</detail></s:Fault></s:Body></s:Envelope>`, code, fakeXMLText(msg), code, fakeXMLText(msg), detail)
 }
 
-func xmlText(s string) string {
+func fakeXMLText(s string) string {
 	var b strings.Builder
 	xml.EscapeText(&b, []byte(s))
 	return b.String()
 }
 
-func errorMessage(op, code, text string) string {
+func fakeErrorMessage(op, code, text string) string {
 	return fmt.Sprintf(`<m:%sResponseMessage ResponseClass="Error"><m:MessageText>%s</m:MessageText>`+
 		`<m:ResponseCode>%s</m:ResponseCode><m:DescriptiveLinkKey>0</m:DescriptiveLinkKey></m:%sResponseMessage>`,
-		op, xmlText(text), code, op)
+		op, fakeXMLText(text), code, op)
 }
 
 // folderOf resolves a ParentFolderIds, SyncFolderId or ToFolderId element.
-func (f *fakeEWS) folderOf(n *xnode) string {
+func (f *fakeEWS) folderOf(n *fakeNode) string {
 	if d := n.child("DistinguishedFolderId"); d != nil {
 		return d.attr("Id")
 	}
 	return n.child("FolderId").attr("Id")
 }
 
-func (f *fakeEWS) findItem(op *xnode) string {
+func (f *fakeEWS) findItem(op *fakeNode) string {
 	if op.attr("Traversal") != "Shallow" {
 		f.t.Errorf("FindItem Traversal = %q", op.attr("Traversal"))
 	}
@@ -290,11 +290,11 @@ func (f *fakeEWS) findItem(op *xnode) string {
 	return fmt.Sprintf(`<m:FindItemResponse %s><m:ResponseMessages><m:FindItemResponseMessage ResponseClass="Success">`+
 		`<m:ResponseCode>NoError</m:ResponseCode><m:RootFolder IndexedPagingOffset="%d" TotalItemsInView="%d" IncludesLastItemInRange="%t">`+
 		`<t:Items>%s</t:Items></m:RootFolder></m:FindItemResponseMessage></m:ResponseMessages></m:FindItemResponse>`,
-		replyNS, offset+len(page), len(all), offset+len(page) >= len(all), b.String())
+		fakeReplyNS, offset+len(page), len(all), offset+len(page) >= len(all), b.String())
 }
 
 // received is the DateTimeReceived element of it when the request's ItemShape asks for it.
-func (f *fakeEWS) received(op *xnode, it *fakeItem) string {
+func (f *fakeEWS) received(op *fakeNode, it *fakeItem) string {
 	for _, p := range op.child("ItemShape").child("AdditionalProperties").kids {
 		if p.attr("FieldURI") == "item:DateTimeReceived" {
 			return "<t:DateTimeReceived>" + it.received.Format(time.RFC3339) + "</t:DateTimeReceived>"
@@ -303,7 +303,7 @@ func (f *fakeEWS) received(op *xnode, it *fakeItem) string {
 	return ""
 }
 
-func (f *fakeEWS) getItem(op *xnode) string {
+func (f *fakeEWS) getItem(op *fakeNode) string {
 	var props []string
 	for _, p := range op.child("ItemShape").child("AdditionalProperties").kids {
 		props = append(props, p.attr("FieldURI"))
@@ -316,9 +316,9 @@ func (f *fakeEWS) getItem(op *xnode) string {
 		it := f.item(id.attr("Id"))
 		switch {
 		case it == nil:
-			b.WriteString(errorMessage("GetItem", "ErrorItemNotFound", "The specified object was not found in the store."))
+			b.WriteString(fakeErrorMessage("GetItem", "ErrorItemNotFound", "The specified object was not found in the store."))
 		case f.badItems[it.id] != "":
-			b.WriteString(errorMessage("GetItem", f.badItems[it.id], "The item cannot be read."))
+			b.WriteString(fakeErrorMessage("GetItem", f.badItems[it.id], "The item cannot be read."))
 		default:
 			fmt.Fprintf(&b, `<m:GetItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:Items><t:Message>`+
 				`<t:MimeContent CharacterSet="UTF-8">%s</t:MimeContent><t:ItemId Id="%s" ChangeKey="CQAAABYAAAA"/>`+
@@ -326,10 +326,10 @@ func (f *fakeEWS) getItem(op *xnode) string {
 				base64.StdEncoding.EncodeToString(it.mime), it.id, it.received.Format(time.RFC3339), len(it.mime))
 		}
 	}
-	return fmt.Sprintf(`<m:GetItemResponse %s><m:ResponseMessages>%s</m:ResponseMessages></m:GetItemResponse>`, replyNS, b.String())
+	return fmt.Sprintf(`<m:GetItemResponse %s><m:ResponseMessages>%s</m:ResponseMessages></m:GetItemResponse>`, fakeReplyNS, b.String())
 }
 
-func (f *fakeEWS) updateItem(op *xnode) string {
+func (f *fakeEWS) updateItem(op *fakeNode) string {
 	if op.attr("MessageDisposition") != "SaveOnly" || op.attr("ConflictResolution") != "AlwaysOverwrite" {
 		f.t.Errorf("UpdateItem MessageDisposition=%q ConflictResolution=%q", op.attr("MessageDisposition"), op.attr("ConflictResolution"))
 	}
@@ -342,7 +342,7 @@ func (f *fakeEWS) updateItem(op *xnode) string {
 		}
 		it := f.item(ch.child("ItemId").attr("Id"))
 		if it == nil {
-			b.WriteString(errorMessage("UpdateItem", "ErrorItemNotFound", "The specified object was not found in the store."))
+			b.WriteString(fakeErrorMessage("UpdateItem", "ErrorItemNotFound", "The specified object was not found in the store."))
 			continue
 		}
 		it.read = true
@@ -350,10 +350,10 @@ func (f *fakeEWS) updateItem(op *xnode) string {
 			`<m:Items><t:Message><t:ItemId Id="%s" ChangeKey="CQAAABYAAAB"/></t:Message></m:Items>`+
 			`<m:ConflictResults><t:Count>0</t:Count></m:ConflictResults></m:UpdateItemResponseMessage>`, it.id)
 	}
-	return fmt.Sprintf(`<m:UpdateItemResponse %s><m:ResponseMessages>%s</m:ResponseMessages></m:UpdateItemResponse>`, replyNS, b.String())
+	return fmt.Sprintf(`<m:UpdateItemResponse %s><m:ResponseMessages>%s</m:ResponseMessages></m:UpdateItemResponse>`, fakeReplyNS, b.String())
 }
 
-func (f *fakeEWS) moveItems(op *xnode) string {
+func (f *fakeEWS) moveItems(op *fakeNode) string {
 	name, to := op.name.Local, "deleteditems"
 	if name == "DeleteItem" {
 		if op.attr("DeleteType") != "MoveToDeletedItems" {
@@ -366,18 +366,18 @@ func (f *fakeEWS) moveItems(op *xnode) string {
 	for _, id := range op.child("ItemIds").kids {
 		it := f.item(id.attr("Id"))
 		if it == nil {
-			b.WriteString(errorMessage(name, "ErrorItemNotFound", "The specified object was not found in the store."))
+			b.WriteString(fakeErrorMessage(name, "ErrorItemNotFound", "The specified object was not found in the store."))
 			continue
 		}
 		it.folder = to
 		fmt.Fprintf(&b, `<m:%sResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode></m:%sResponseMessage>`, name, name)
 	}
-	return fmt.Sprintf(`<m:%sResponse %s><m:ResponseMessages>%s</m:ResponseMessages></m:%sResponse>`, name, replyNS, b.String(), name)
+	return fmt.Sprintf(`<m:%sResponse %s><m:ResponseMessages>%s</m:ResponseMessages></m:%sResponse>`, name, fakeReplyNS, b.String(), name)
 }
 
 // syncFolderItems reports creations only; its SyncState is the creation number reached,
 // base64 as real ones are.
-func (f *fakeEWS) syncFolderItems(op *xnode) string {
+func (f *fakeEWS) syncFolderItems(op *fakeNode) string {
 	state := ""
 	if s := op.child("SyncState"); s != nil {
 		state = s.text
@@ -389,7 +389,7 @@ func (f *fakeEWS) syncFolderItems(op *xnode) string {
 		n, err2 := strconv.Atoi(strings.TrimPrefix(string(b), "sync:"))
 		if err != nil || err2 != nil {
 			return fmt.Sprintf(`<m:SyncFolderItemsResponse %s><m:ResponseMessages>%s</m:ResponseMessages></m:SyncFolderItemsResponse>`,
-				replyNS, errorMessage("SyncFolderItems", "ErrorInvalidSyncStateData", "The synchronization state data is corrupt or otherwise invalid."))
+				fakeReplyNS, fakeErrorMessage("SyncFolderItems", "ErrorInvalidSyncStateData", "The synchronization state data is corrupt or otherwise invalid."))
 		}
 		from = n
 	}
@@ -413,10 +413,10 @@ func (f *fakeEWS) syncFolderItems(op *xnode) string {
 	return fmt.Sprintf(`<m:SyncFolderItemsResponse %s><m:ResponseMessages><m:SyncFolderItemsResponseMessage ResponseClass="Success">`+
 		`<m:ResponseCode>NoError</m:ResponseCode><m:SyncState>%s</m:SyncState><m:IncludesLastItemInRange>%t</m:IncludesLastItemInRange>`+
 		`<m:Changes>%s</m:Changes></m:SyncFolderItemsResponseMessage></m:ResponseMessages></m:SyncFolderItemsResponse>`,
-		replyNS, next, last, b.String())
+		fakeReplyNS, next, last, b.String())
 }
 
-func (f *fakeEWS) findFolder(op *xnode) string {
+func (f *fakeEWS) findFolder(op *fakeNode) string {
 	name := op.child("Restriction").child("IsEqualTo").child("FieldURIOrConstant").child("Constant").attr("Value")
 	var b strings.Builder
 	if id, ok := f.folders[name]; ok && f.folderOf(op.child("ParentFolderIds")) == "msgfolderroot" {
@@ -425,19 +425,19 @@ func (f *fakeEWS) findFolder(op *xnode) string {
 	return fmt.Sprintf(`<m:FindFolderResponse %s><m:ResponseMessages><m:FindFolderResponseMessage ResponseClass="Success">`+
 		`<m:ResponseCode>NoError</m:ResponseCode><m:RootFolder TotalItemsInView="%d" IncludesLastItemInRange="true">`+
 		`<t:Folders>%s</t:Folders></m:RootFolder></m:FindFolderResponseMessage></m:ResponseMessages></m:FindFolderResponse>`,
-		replyNS, strings.Count(b.String(), "<t:Folder>"), b.String())
+		fakeReplyNS, strings.Count(b.String(), "<t:Folder>"), b.String())
 }
 
-// xnode is a parsed XML element, namespaces resolved.
-type xnode struct {
+// fakeNode is a parsed XML element, namespaces resolved.
+type fakeNode struct {
 	name  xml.Name
 	attrs []xml.Attr
-	kids  []*xnode
+	kids  []*fakeNode
 	text  string
 }
 
 // child returns the first child named local, or nil.
-func (n *xnode) child(local string) *xnode {
+func (n *fakeNode) child(local string) *fakeNode {
 	if n == nil {
 		return nil
 	}
@@ -449,7 +449,7 @@ func (n *xnode) child(local string) *xnode {
 	return nil
 }
 
-func (n *xnode) attr(local string) string {
+func (n *fakeNode) attr(local string) string {
 	if n == nil {
 		return ""
 	}
@@ -461,10 +461,10 @@ func (n *xnode) attr(local string) string {
 	return ""
 }
 
-func parseXML(b []byte) (*xnode, error) {
+func fakeParseXML(b []byte) (*fakeNode, error) {
 	dec := xml.NewDecoder(bytes.NewReader(b))
-	var stack []*xnode
-	var root *xnode
+	var stack []*fakeNode
+	var root *fakeNode
 	for {
 		tok, err := dec.Token()
 		if err == io.EOF {
@@ -475,7 +475,7 @@ func parseXML(b []byte) (*xnode, error) {
 		}
 		switch tok := tok.(type) {
 		case xml.StartElement:
-			n := &xnode{name: tok.Name, attrs: tok.Attr}
+			n := &fakeNode{name: tok.Name, attrs: tok.Attr}
 			if len(stack) == 0 {
 				root = n
 			} else {
@@ -526,8 +526,8 @@ var fakeOrder = map[string][]string{
 // fakeNonEmpty are elements the schema requires at least one child of.
 var fakeNonEmpty = []string{"AdditionalProperties", "ItemIds", "ItemChanges", "Updates", "ParentFolderIds", "SyncFolderId", "ToFolderId", "Restriction"}
 
-// checkSOAP checks the envelope, the namespace of every element and the order of children.
-func checkSOAP(env *xnode) error {
+// fakeCheckSOAP checks the envelope, the namespace of every element and the order of children.
+func fakeCheckSOAP(env *fakeNode) error {
 	if env.name != (xml.Name{Space: fakeNSSOAP, Local: "Envelope"}) {
 		return fmt.Errorf("root %v, want soap Envelope", env.name)
 	}
@@ -538,8 +538,8 @@ func checkSOAP(env *xnode) error {
 	if v := h.child("RequestServerVersion"); v == nil || v.name.Space != fakeNSTypes || v.attr("Version") == "" {
 		return fmt.Errorf("no t:RequestServerVersion with a Version")
 	}
-	var walk func(n *xnode) error
-	walk = func(n *xnode) error {
+	var walk func(n *fakeNode) error
+	walk = func(n *fakeNode) error {
 		want := fakeNSTypes
 		if slices.Contains(fakeMessagesNS, n.name.Local) {
 			want = fakeNSMessages
@@ -608,7 +608,7 @@ func (f *fakeEWS) ntlm(w http.ResponseWriter, r *http.Request) bool {
 		var ch [8]byte
 		rand.Read(ch[:])
 		f.challenges[r.RemoteAddr] = ch
-		w.Header().Set("WWW-Authenticate", "NTLM "+base64.StdEncoding.EncodeToString(ntlmChallenge(ch)))
+		w.Header().Set("WWW-Authenticate", "NTLM "+base64.StdEncoding.EncodeToString(fakeNTLMChallenge(ch)))
 	case binary.LittleEndian.Uint32(msg[8:]) == 3:
 		user, domain, ok := f.ntlmVerify(msg, f.challenges[r.RemoteAddr])
 		f.ntlmUsers = append(f.ntlmUsers, domain+`\`+user)
@@ -625,9 +625,9 @@ func (f *fakeEWS) ntlm(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
-// ntlmChallenge is a CHALLENGE message (MS-NLMP 2.2.1.2): Unicode, NTLM, extended session
+// fakeNTLMChallenge is a CHALLENGE message (MS-NLMP 2.2.1.2): Unicode, NTLM, extended session
 // security, and a target info holding only MsvAvEOL.
-func ntlmChallenge(ch [8]byte) []byte {
+func fakeNTLMChallenge(ch [8]byte) []byte {
 	const flags = 0x00000001 | 0x00000200 | 0x00080000 | 0x00800000
 	b := make([]byte, 48, 52)
 	copy(b, "NTLMSSP\x00")
@@ -655,19 +655,19 @@ func (f *fakeEWS) ntlmVerify(msg []byte, ch [8]byte) (user, domain string, ok bo
 		return msg[off : off+n]
 	}
 	nt, dom, usr := field(20), field(28), field(36)
-	domain, user = fromUTF16(dom), fromUTF16(usr)
+	domain, user = fakeFromUTF16(dom), fakeFromUTF16(usr)
 	wantDomain, wantUser, _ := strings.Cut(f.user, `\`)
 	if len(nt) < 16 || user != wantUser || !strings.EqualFold(domain, wantDomain) {
 		return user, domain, false
 	}
 	h := md4.New()
-	h.Write(toUTF16(f.password))
-	key := hmacMD5(h.Sum(nil), toUTF16(strings.ToUpper(user)+domain))
-	proof := hmacMD5(key, ch[:], nt[16:])
+	h.Write(fakeUTF16(f.password))
+	key := fakeHMACMD5(h.Sum(nil), fakeUTF16(strings.ToUpper(user)+domain))
+	proof := fakeHMACMD5(key, ch[:], nt[16:])
 	return user, domain, hmac.Equal(proof, nt[:16])
 }
 
-func hmacMD5(key []byte, data ...[]byte) []byte {
+func fakeHMACMD5(key []byte, data ...[]byte) []byte {
 	m := hmac.New(md5.New, key)
 	for _, d := range data {
 		m.Write(d)
@@ -675,7 +675,7 @@ func hmacMD5(key []byte, data ...[]byte) []byte {
 	return m.Sum(nil)
 }
 
-func toUTF16(s string) []byte {
+func fakeUTF16(s string) []byte {
 	var b []byte
 	for _, u := range utf16.Encode([]rune(s)) {
 		b = binary.LittleEndian.AppendUint16(b, u)
@@ -683,7 +683,7 @@ func toUTF16(s string) []byte {
 	return b
 }
 
-func fromUTF16(b []byte) string {
+func fakeFromUTF16(b []byte) string {
 	u := make([]uint16, len(b)/2)
 	for i := range u {
 		u[i] = binary.LittleEndian.Uint16(b[2*i:])

@@ -51,9 +51,9 @@ type soapFault struct {
 	Code   string `xml:"faultcode"`
 	String string `xml:"faultstring"`
 	Detail struct {
-		ResponseCode string     `xml:"ResponseCode"`
-		Message      string     `xml:"Message"`
-		XML          messageXML `xml:"MessageXml"`
+		ResponseCode string        `xml:"ResponseCode"`
+		Message      string        `xml:"Message"`
+		XML          ewsMessageXML `xml:"MessageXml"`
 	} `xml:"detail"`
 }
 
@@ -65,15 +65,15 @@ func (f *soapFault) err() error {
 	return &ewsError{Code: code, Message: f.String, BackOff: f.Detail.XML.backOff()}
 }
 
-// messageXML carries the details of an error; ErrorServerBusy puts BackOffMilliseconds here.
-type messageXML struct {
+// ewsMessageXML carries the details of an error; ErrorServerBusy puts BackOffMilliseconds here.
+type ewsMessageXML struct {
 	Values []struct {
 		Name  string `xml:"Name,attr"`
 		Value string `xml:",chardata"`
 	} `xml:"Value"`
 }
 
-func (m messageXML) backOff() time.Duration {
+func (m ewsMessageXML) backOff() time.Duration {
 	for _, v := range m.Values {
 		if v.Name == "BackOffMilliseconds" {
 			if ms, err := strconv.ParseInt(strings.TrimSpace(v.Value), 10, 64); err == nil && ms > 0 {
@@ -84,16 +84,16 @@ func (m messageXML) backOff() time.Duration {
 	return 0
 }
 
-// responseMessage is what every per-item or per-folder response message starts with.
-type responseMessage struct {
-	Class string     `xml:"ResponseClass,attr"`
-	Text  string     `xml:"MessageText"`
-	Code  string     `xml:"ResponseCode"`
-	XML   messageXML `xml:"MessageXml"`
+// ewsResponseMessage is what every per-item or per-folder response message starts with.
+type ewsResponseMessage struct {
+	Class string        `xml:"ResponseClass,attr"`
+	Text  string        `xml:"MessageText"`
+	Code  string        `xml:"ResponseCode"`
+	XML   ewsMessageXML `xml:"MessageXml"`
 }
 
 // err is the message's error; a Warning is no error.
-func (m *responseMessage) err() error {
+func (m *ewsResponseMessage) err() error {
 	if m.Class != "Error" {
 		return nil
 	}
@@ -113,7 +113,7 @@ type ewsFolder struct {
 	Folder        *ewsID `xml:"t:FolderId"`
 }
 
-func distinguishedFolder(id string) ewsFolder { return ewsFolder{Distinguished: &ewsID{ID: id}} }
+func ewsDistinguishedFolder(id string) ewsFolder { return ewsFolder{Distinguished: &ewsID{ID: id}} }
 
 // ewsDistinguished are the distinguished folders a route's mailbox may name (case-insensitive).
 var ewsDistinguished = []string{
@@ -121,40 +121,40 @@ var ewsDistinguished = []string{
 	"archiveinbox", "conversationhistory", "msgfolderroot",
 }
 
-type fieldURI struct {
+type ewsFieldURI struct {
 	FieldURI string `xml:"FieldURI,attr"`
 }
 
-type isEqualTo struct {
-	Field    fieldURI `xml:"t:FieldURI"`
+type ewsIsEqualTo struct {
+	Field    ewsFieldURI `xml:"t:FieldURI"`
 	Constant struct {
 		Value string `xml:"Value,attr"`
 	} `xml:"t:FieldURIOrConstant>t:Constant"`
 }
 
-func equals(field, value string) isEqualTo {
-	r := isEqualTo{Field: fieldURI{field}}
+func ewsEquals(field, value string) ewsIsEqualTo {
+	r := ewsIsEqualTo{Field: ewsFieldURI{field}}
 	r.Constant.Value = value
 	return r
 }
 
-type shape struct {
+type ewsShape struct {
 	BaseShape string `xml:"t:BaseShape"`
 	// Additional is a pointer so that it is left out when nil: EWS refuses an empty
 	// AdditionalProperties.
-	Additional *properties `xml:"t:AdditionalProperties"`
+	Additional *ewsProperties `xml:"t:AdditionalProperties"`
 }
 
-type properties struct {
-	Fields []fieldURI `xml:"t:FieldURI"`
+type ewsProperties struct {
+	Fields []ewsFieldURI `xml:"t:FieldURI"`
 }
 
-func withProperties(fields ...string) shape {
-	p := &properties{}
+func ewsWithProperties(fields ...string) ewsShape {
+	p := &ewsProperties{}
 	for _, f := range fields {
-		p.Fields = append(p.Fields, fieldURI{f})
+		p.Fields = append(p.Fields, ewsFieldURI{f})
 	}
-	return shape{BaseShape: "IdOnly", Additional: p}
+	return ewsShape{BaseShape: "IdOnly", Additional: p}
 }
 
 // ewsItem is an item as FindItem and SyncFolderItems list it. Received is listed here
@@ -166,15 +166,15 @@ type ewsItem struct {
 	Received string `xml:"DateTimeReceived"`
 }
 
-// itemsReply is the reply of UpdateItem, DeleteItem and MoveItem: one message per item.
-type itemsReply struct {
+// ewsItemsReply is the reply of UpdateItem, DeleteItem and MoveItem: one message per item.
+type ewsItemsReply struct {
 	ResponseMessages struct {
-		Messages []responseMessage `xml:",any"`
+		Messages []ewsResponseMessage `xml:",any"`
 	} `xml:"ResponseMessages"`
 }
 
 // errors returns one error per item, nil where the item succeeded.
-func (r *itemsReply) errors(op string, n int) ([]error, error) {
+func (r *ewsItemsReply) errors(op string, n int) ([]error, error) {
 	msgs := r.ResponseMessages.Messages
 	if len(msgs) != n {
 		return nil, fmt.Errorf("ews %s: %d response messages for %d items", op, len(msgs), n)
@@ -189,56 +189,76 @@ func (r *itemsReply) errors(op string, n int) ([]error, error) {
 type findItemRequest struct {
 	XMLName   xml.Name `xml:"m:FindItem"`
 	Traversal string   `xml:"Traversal,attr"`
-	Shape     shape    `xml:"m:ItemShape"`
+	Shape     ewsShape `xml:"m:ItemShape"`
 	Page      struct {
 		Max       int    `xml:"MaxEntriesReturned,attr"`
 		Offset    int    `xml:"Offset,attr"`
 		BasePoint string `xml:"BasePoint,attr"`
 	} `xml:"m:IndexedPageItemView"`
-	Restriction isEqualTo `xml:"m:Restriction>t:IsEqualTo"`
+	Restriction ewsIsEqualTo `xml:"m:Restriction>t:IsEqualTo"`
 	Sort        struct {
-		Order string   `xml:"Order,attr"`
-		Field fieldURI `xml:"t:FieldURI"`
+		Order string      `xml:"Order,attr"`
+		Field ewsFieldURI `xml:"t:FieldURI"`
 	} `xml:"m:SortOrder>t:FieldOrder"`
 	Folder ewsFolder `xml:"m:ParentFolderIds"`
 }
 
 type findItemReply struct {
-	Messages []struct {
-		responseMessage
-		Root struct {
-			Last  bool `xml:"IncludesLastItemInRange,attr"`
-			Items struct {
-				Items []ewsItem `xml:",any"`
-			} `xml:"Items"`
-		} `xml:"RootFolder"`
-	} `xml:"ResponseMessages>FindItemResponseMessage"`
+	Messages []findItemMessage `xml:"ResponseMessages>FindItemResponseMessage"`
+}
+
+type findItemMessage struct {
+	ewsResponseMessage
+	Root struct {
+		Total int  `xml:"TotalItemsInView,attr"`
+		Last  bool `xml:"IncludesLastItemInRange,attr"`
+		Items struct {
+			Items []ewsItem `xml:",any"`
+		} `xml:"Items"`
+	} `xml:"RootFolder"`
 }
 
 // findUnread lists up to max unread items of folder from offset, oldest first, and whether
 // more follow.
 func (c *ewsClient) findUnread(ctx context.Context, folder ewsFolder, offset, max int) ([]ewsItem, bool, error) {
-	req := findItemRequest{Traversal: "Shallow", Shape: withProperties("item:DateTimeReceived"), Folder: folder}
-	req.Page.Max, req.Page.Offset, req.Page.BasePoint = max, offset, "Beginning"
-	req.Restriction = equals("message:IsRead", "false")
-	req.Sort.Order, req.Sort.Field = "Ascending", fieldURI{"item:DateTimeReceived"}
-	var r findItemReply
-	if err := call(ctx, c, "FindItem", req, &r); err != nil {
+	m, err := c.findItem(ctx, folder, offset, max)
+	if err != nil {
 		return nil, false, err
-	}
-	if len(r.Messages) != 1 {
-		return nil, false, fmt.Errorf("ews FindItem: %d response messages for one folder", len(r.Messages))
-	}
-	m := r.Messages[0]
-	if err := m.err(); err != nil {
-		return nil, false, fmt.Errorf("ews FindItem: %w", err)
 	}
 	return m.Root.Items.Items, !m.Root.Last, nil
 }
 
+// countUnread returns how many unread items folder holds.
+func (c *ewsClient) countUnread(ctx context.Context, folder ewsFolder) (int, error) {
+	m, err := c.findItem(ctx, folder, 0, 1)
+	if err != nil {
+		return 0, err
+	}
+	return m.Root.Total, nil
+}
+
+func (c *ewsClient) findItem(ctx context.Context, folder ewsFolder, offset, max int) (*findItemMessage, error) {
+	req := findItemRequest{Traversal: "Shallow", Shape: ewsWithProperties("item:DateTimeReceived"), Folder: folder}
+	req.Page.Max, req.Page.Offset, req.Page.BasePoint = max, offset, "Beginning"
+	req.Restriction = ewsEquals("message:IsRead", "false")
+	req.Sort.Order, req.Sort.Field = "Ascending", ewsFieldURI{"item:DateTimeReceived"}
+	var r findItemReply
+	if err := ewsCall(ctx, c, "FindItem", req, &r); err != nil {
+		return nil, err
+	}
+	if len(r.Messages) != 1 {
+		return nil, fmt.Errorf("ews FindItem: %d response messages for one folder", len(r.Messages))
+	}
+	m := &r.Messages[0]
+	if err := m.err(); err != nil {
+		return nil, fmt.Errorf("ews FindItem: %w", err)
+	}
+	return m, nil
+}
+
 type syncFolderItemsRequest struct {
 	XMLName    xml.Name  `xml:"m:SyncFolderItems"`
-	Shape      shape     `xml:"m:ItemShape"`
+	Shape      ewsShape  `xml:"m:ItemShape"`
 	Folder     ewsFolder `xml:"m:SyncFolderId"`
 	SyncState  string    `xml:"m:SyncState,omitempty"`
 	MaxChanges int       `xml:"m:MaxChangesReturned"`
@@ -247,7 +267,7 @@ type syncFolderItemsRequest struct {
 
 type syncFolderItemsReply struct {
 	Messages []struct {
-		responseMessage
+		ewsResponseMessage
 		SyncState string `xml:"SyncState"`
 		Last      bool   `xml:"IncludesLastItemInRange"`
 		Creates   []struct {
@@ -260,11 +280,11 @@ type syncFolderItemsReply struct {
 // state), at most max, with the state to ask from next and whether this was the last batch.
 func (c *ewsClient) syncItems(ctx context.Context, folder ewsFolder, state string, max int) ([]ewsItem, string, bool, error) {
 	req := syncFolderItemsRequest{
-		Shape:  withProperties("message:IsRead", "item:DateTimeReceived"),
+		Shape:  ewsWithProperties("message:IsRead", "item:DateTimeReceived"),
 		Folder: folder, SyncState: state, MaxChanges: max, SyncScope: "NormalItems",
 	}
 	var r syncFolderItemsReply
-	if err := call(ctx, c, "SyncFolderItems", req, &r); err != nil {
+	if err := ewsCall(ctx, c, "SyncFolderItems", req, &r); err != nil {
 		return nil, "", false, err
 	}
 	if len(r.Messages) != 1 {
@@ -283,7 +303,7 @@ func (c *ewsClient) syncItems(ctx context.Context, folder ewsFolder, state strin
 
 type getItemRequest struct {
 	XMLName xml.Name `xml:"m:GetItem"`
-	Shape   shape    `xml:"m:ItemShape"`
+	Shape   ewsShape `xml:"m:ItemShape"`
 	IDs     []ewsID  `xml:"m:ItemIds>t:ItemId"`
 }
 
@@ -303,7 +323,7 @@ type ewsGot struct {
 // and Size follow the MIME in the reply, so they are only known from the result.
 func (c *ewsClient) getItems(ctx context.Context, ids []ewsID, mime func(i int, r io.Reader) error) ([]ewsGot, error) {
 	req := getItemRequest{IDs: make([]ewsID, len(ids))}
-	req.Shape = withProperties("item:MimeContent", "item:DateTimeReceived", "item:Size")
+	req.Shape = ewsWithProperties("item:MimeContent", "item:DateTimeReceived", "item:Size")
 	for i, id := range ids {
 		req.IDs[i] = ewsID{ID: id.ID}
 	}
@@ -312,7 +332,7 @@ func (c *ewsClient) getItems(ctx context.Context, ids []ewsID, mime func(i int, 
 		return nil, err
 	}
 	defer rc.Close()
-	got, err := readGetItem(rc, mime)
+	got, err := ewsReadGetItem(rc, mime)
 	if err != nil {
 		return nil, fmt.Errorf("ews GetItem: %w", err)
 	}
@@ -322,15 +342,15 @@ func (c *ewsClient) getItems(ctx context.Context, ids []ewsID, mime func(i int, 
 	return got, nil
 }
 
-// readGetItem walks a GetItem reply token by token. encoding/xml returns an element's text
+// ewsReadGetItem walks a GetItem reply token by token. encoding/xml returns an element's text
 // as one token, and MimeContent can be tens of megabytes: so its text is read straight from
 // br, which the decoder reads through byte by byte (it keeps no buffer of its own over an
 // io.ByteReader), and decoded from base64 as it streams.
-func readGetItem(r io.Reader, mime func(i int, r io.Reader) error) ([]ewsGot, error) {
+func ewsReadGetItem(r io.Reader, mime func(i int, r io.Reader) error) ([]ewsGot, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	dec := xml.NewDecoder(br)
 	var got []ewsGot
-	var msg responseMessage
+	var msg ewsResponseMessage
 	for {
 		tok, err := dec.Token()
 		if err == io.EOF {
@@ -354,7 +374,7 @@ func readGetItem(r io.Reader, mime func(i int, r io.Reader) error) ([]ewsGot, er
 		switch se.Name.Local {
 		case "GetItemResponseMessage":
 			got = append(got, ewsGot{})
-			msg = responseMessage{}
+			msg = ewsResponseMessage{}
 			for _, a := range se.Attr {
 				if a.Name.Local == "ResponseClass" {
 					msg.Class = a.Value
@@ -381,7 +401,7 @@ func readGetItem(r io.Reader, mime func(i int, r io.Reader) error) ([]ewsGot, er
 				got[cur].Size, err = strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 			}
 		case "MimeContent":
-			text := &elementText{br: br}
+			text := &ewsElementText{br: br}
 			err = mime(cur, base64.NewDecoder(base64.StdEncoding, text))
 			if err == nil {
 				_, err = io.Copy(io.Discard, text)
@@ -401,16 +421,16 @@ func readGetItem(r io.Reader, mime func(i int, r io.Reader) error) ([]ewsGot, er
 	}
 }
 
-// elementText reads the text of the element whose start tag the decoder just returned, up
+// ewsElementText reads the text of the element whose start tag the decoder just returned, up
 // to the '<' of the next tag, which it leaves for the decoder.
-type elementText struct {
+type ewsElementText struct {
 	br   *bufio.Reader
 	done bool
 }
 
-var errEntityInMIME = errors.New("read reply: unexpected markup in MimeContent")
+var errEWSMarkupInMIME = errors.New("read reply: unexpected markup in MimeContent")
 
-func (t *elementText) Read(p []byte) (int, error) {
+func (t *ewsElementText) Read(p []byte) (int, error) {
 	if t.done || len(p) == 0 {
 		return 0, io.EOF
 	}
@@ -425,7 +445,7 @@ func (t *elementText) Read(p []byte) (int, error) {
 	}
 	// Base64 has no '&': an entity or CDATA would mean a reply this reader cannot follow.
 	if bytes.IndexByte(buf, '&') >= 0 {
-		return 0, errEntityInMIME
+		return 0, errEWSMarkupInMIME
 	}
 	n := copy(p, buf)
 	t.br.Discard(n)
@@ -436,18 +456,18 @@ func (t *elementText) Read(p []byte) (int, error) {
 }
 
 type updateItemRequest struct {
-	XMLName              xml.Name     `xml:"m:UpdateItem"`
-	MessageDisposition   string       `xml:"MessageDisposition,attr"`
-	ConflictResolution   string       `xml:"ConflictResolution,attr"`
-	SuppressReadReceipts bool         `xml:"SuppressReadReceipts,attr,omitempty"`
-	Changes              []itemChange `xml:"m:ItemChanges>t:ItemChange"`
+	XMLName              xml.Name        `xml:"m:UpdateItem"`
+	MessageDisposition   string          `xml:"MessageDisposition,attr"`
+	ConflictResolution   string          `xml:"ConflictResolution,attr"`
+	SuppressReadReceipts bool            `xml:"SuppressReadReceipts,attr,omitempty"`
+	Changes              []ewsItemChange `xml:"m:ItemChanges>t:ItemChange"`
 }
 
-type itemChange struct {
+type ewsItemChange struct {
 	ID  ewsID `xml:"t:ItemId"`
 	Set struct {
-		Field  fieldURI `xml:"t:FieldURI"`
-		IsRead bool     `xml:"t:Message>t:IsRead"`
+		Field  ewsFieldURI `xml:"t:FieldURI"`
+		IsRead bool        `xml:"t:Message>t:IsRead"`
 	} `xml:"t:Updates>t:SetItemField"`
 }
 
@@ -459,14 +479,14 @@ func (c *ewsClient) markRead(ctx context.Context, ids []ewsID) ([]error, error) 
 		ConflictResolution:   "AlwaysOverwrite",
 		SuppressReadReceipts: c.canSuppressReadReceipts(),
 	}
-	req.Changes = make([]itemChange, len(ids))
+	req.Changes = make([]ewsItemChange, len(ids))
 	for i, id := range ids {
 		req.Changes[i].ID = ewsID{ID: id.ID}
-		req.Changes[i].Set.Field = fieldURI{"message:IsRead"}
+		req.Changes[i].Set.Field = ewsFieldURI{"message:IsRead"}
 		req.Changes[i].Set.IsRead = true
 	}
-	var r itemsReply
-	if err := call(ctx, c, "UpdateItem", req, &r); err != nil {
+	var r ewsItemsReply
+	if err := ewsCall(ctx, c, "UpdateItem", req, &r); err != nil {
 		return nil, err
 	}
 	return r.errors("UpdateItem", len(ids))
@@ -480,9 +500,9 @@ type deleteItemRequest struct {
 
 // deleteItems moves ids to Deleted Items, as a mail client's delete does.
 func (c *ewsClient) deleteItems(ctx context.Context, ids []ewsID) ([]error, error) {
-	req := deleteItemRequest{DeleteType: "MoveToDeletedItems", IDs: bareIDs(ids)}
-	var r itemsReply
-	if err := call(ctx, c, "DeleteItem", req, &r); err != nil {
+	req := deleteItemRequest{DeleteType: "MoveToDeletedItems", IDs: ewsBareIDs(ids)}
+	var r ewsItemsReply
+	if err := ewsCall(ctx, c, "DeleteItem", req, &r); err != nil {
 		return nil, err
 	}
 	return r.errors("DeleteItem", len(ids))
@@ -496,15 +516,15 @@ type moveItemRequest struct {
 
 // moveItems moves ids to the folder to.
 func (c *ewsClient) moveItems(ctx context.Context, ids []ewsID, to ewsFolder) ([]error, error) {
-	req := moveItemRequest{To: to, IDs: bareIDs(ids)}
-	var r itemsReply
-	if err := call(ctx, c, "MoveItem", req, &r); err != nil {
+	req := moveItemRequest{To: to, IDs: ewsBareIDs(ids)}
+	var r ewsItemsReply
+	if err := ewsCall(ctx, c, "MoveItem", req, &r); err != nil {
 		return nil, err
 	}
 	return r.errors("MoveItem", len(ids))
 }
 
-func bareIDs(ids []ewsID) []ewsID {
+func ewsBareIDs(ids []ewsID) []ewsID {
 	out := make([]ewsID, len(ids))
 	for i, id := range ids {
 		out[i] = ewsID{ID: id.ID}
@@ -513,16 +533,16 @@ func bareIDs(ids []ewsID) []ewsID {
 }
 
 type findFolderRequest struct {
-	XMLName     xml.Name  `xml:"m:FindFolder"`
-	Traversal   string    `xml:"Traversal,attr"`
-	Shape       shape     `xml:"m:FolderShape"`
-	Restriction isEqualTo `xml:"m:Restriction>t:IsEqualTo"`
-	Parent      ewsFolder `xml:"m:ParentFolderIds"`
+	XMLName     xml.Name     `xml:"m:FindFolder"`
+	Traversal   string       `xml:"Traversal,attr"`
+	Shape       ewsShape     `xml:"m:FolderShape"`
+	Restriction ewsIsEqualTo `xml:"m:Restriction>t:IsEqualTo"`
+	Parent      ewsFolder    `xml:"m:ParentFolderIds"`
 }
 
 type findFolderReply struct {
 	Messages []struct {
-		responseMessage
+		ewsResponseMessage
 		Root struct {
 			Folders struct {
 				Folders []struct {
@@ -539,17 +559,17 @@ type findFolderReply struct {
 // (so "Inbox/Tickets" is a subfolder of the inbox).
 func (c *ewsClient) resolveFolder(ctx context.Context, mailbox string) (ewsFolder, error) {
 	if mailbox == "" || strings.EqualFold(mailbox, "INBOX") {
-		return distinguishedFolder("inbox"), nil
+		return ewsDistinguishedFolder("inbox"), nil
 	}
 	if d := strings.ToLower(mailbox); slices.Contains(ewsDistinguished, d) {
-		return distinguishedFolder(d), nil
+		return ewsDistinguishedFolder(d), nil
 	}
-	folder := distinguishedFolder("msgfolderroot")
+	folder := ewsDistinguishedFolder("msgfolderroot")
 	for name := range strings.SplitSeq(mailbox, "/") {
-		req := findFolderRequest{Traversal: "Shallow", Shape: shape{BaseShape: "IdOnly"}, Parent: folder}
-		req.Restriction = equals("folder:DisplayName", name)
+		req := findFolderRequest{Traversal: "Shallow", Shape: ewsShape{BaseShape: "IdOnly"}, Parent: folder}
+		req.Restriction = ewsEquals("folder:DisplayName", name)
 		var r findFolderReply
-		if err := call(ctx, c, "FindFolder", req, &r); err != nil {
+		if err := ewsCall(ctx, c, "FindFolder", req, &r); err != nil {
 			return ewsFolder{}, err
 		}
 		if len(r.Messages) != 1 {

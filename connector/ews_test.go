@@ -78,7 +78,7 @@ func runEWSWorker(t *testing.T, rt *Runtime, spec RouteSpec) (stop func()) {
 	return stop
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func ewsWaitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
@@ -89,8 +89,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// stored returns the messages of subject in stream, oldest first.
-func stored(t *testing.T, rt *Runtime, stream, subject string) []*jetstream.RawStreamMsg {
+// ewsStored returns the messages of subject in stream, oldest first.
+func ewsStored(t *testing.T, rt *Runtime, stream, subject string) []*jetstream.RawStreamMsg {
 	t.Helper()
 	ctx := context.Background()
 	s, err := rt.JS.Stream(ctx, stream)
@@ -111,10 +111,10 @@ func stored(t *testing.T, rt *Runtime, stream, subject string) []*jetstream.RawS
 	return out
 }
 
-func events(t *testing.T, rt *Runtime, route string, bus int) []schemas.Event {
+func ewsEvents(t *testing.T, rt *Runtime, route string, bus int) []schemas.Event {
 	t.Helper()
 	var evs []schemas.Event
-	for _, m := range stored(t, rt, rt.Names.BusStream(bus), rt.Names.BusSubject(bus, route)) {
+	for _, m := range ewsStored(t, rt, rt.Names.BusStream(bus), rt.Names.BusSubject(bus, route)) {
 		var ev schemas.Event
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
 			t.Fatalf("event %s: %v", m.Data, err)
@@ -139,13 +139,13 @@ func (f *fakeEWS) readCount() int {
 	return n
 }
 
-func routeStatus(rt *Runtime, route string) schemas.RouteStatus {
+func ewsRouteStatus(rt *Runtime, route string) schemas.RouteStatus {
 	s, _ := rt.Status.Get(route)
 	return s
 }
 
-// distinctIDs checks that evs have n different Ids.
-func distinctIDs(t *testing.T, evs []schemas.Event, n int) {
+// ewsDistinctIDs checks that evs have n different Ids.
+func ewsDistinctIDs(t *testing.T, evs []schemas.Event, n int) {
 	t.Helper()
 	ids := map[string]bool{}
 	for _, ev := range evs {
@@ -164,10 +164,10 @@ func TestExchangeWorkerPublishesAndMarksRead(t *testing.T) {
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	runEWSWorker(t, rt, spec)
 
-	waitFor(t, "all messages marked read", func() bool { return f.readCount() == 120 })
-	waitFor(t, "the route idle", func() bool { return routeStatus(rt, "exch_inbox").State == schemas.StateIdle })
-	evs := events(t, rt, "exch_inbox", 1)
-	distinctIDs(t, evs, 120)
+	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 120 })
+	ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	evs := ewsEvents(t, rt, "exch_inbox", 1)
+	ewsDistinctIDs(t, evs, 120)
 	first := evs[0]
 	wantID := "exch/INBOX/" + first.Id[len("exch/INBOX/"):]
 	if first.Subject != "message 1" || first.Id != wantID || len(first.Id) != len("exch/INBOX/")+32 ||
@@ -180,7 +180,7 @@ func TestExchangeWorkerPublishesAndMarksRead(t *testing.T) {
 	if want := w.(*ewsWorker).eventID(ewsID{ID: ids[0]}); first.Id != want {
 		t.Errorf("first Id = %q, want %q", first.Id, want)
 	}
-	st := routeStatus(rt, "exch_inbox")
+	st := ewsRouteStatus(rt, "exch_inbox")
 	if st.Published != 120 || st.LastSuccessAt == nil || st.LastError != "" || st.Owner != "test" {
 		t.Errorf("status = %+v", st)
 	}
@@ -205,8 +205,8 @@ func TestExchangeWorkerNTLM(t *testing.T) {
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthWindows
 	runEWSWorker(t, rt, spec)
-	waitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
-	distinctIDs(t, events(t, rt, "exch_inbox", 1), 3)
+	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
+	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 3)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.ntlmUsers) == 0 || f.ntlmUsers[0] != `CORP\bot` {
@@ -223,8 +223,8 @@ func TestExchangeWorkerTLS(t *testing.T) {
 	t.Run("unknown CA", func(t *testing.T) {
 		rt := newEWSRuntime(t)
 		runEWSWorker(t, rt, spec)
-		waitFor(t, "state error", func() bool { return routeStatus(rt, "exch_inbox").State == schemas.StateError })
-		if st := routeStatus(rt, "exch_inbox"); !strings.Contains(st.LastError, "certificate") {
+		ewsWaitFor(t, "state error", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateError })
+		if st := ewsRouteStatus(rt, "exch_inbox"); !strings.Contains(st.LastError, "certificate") {
 			t.Errorf("lastError = %q, want a certificate error", st.LastError)
 		}
 	})
@@ -233,7 +233,7 @@ func TestExchangeWorkerTLS(t *testing.T) {
 		rt.TLSRootCAs = x509.NewCertPool()
 		rt.TLSRootCAs.AddCert(f.srv.Certificate())
 		runEWSWorker(t, rt, spec)
-		waitFor(t, "all messages marked read", func() bool { return f.readCount() == 2 })
+		ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 2 })
 	})
 }
 
@@ -245,12 +245,12 @@ func TestExchangeWorkerBadCredentials(t *testing.T) {
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Password = "Wr0ng-pass"
 	runEWSWorker(t, rt, spec)
-	waitFor(t, "state error", func() bool { return routeStatus(rt, "exch_inbox").State == schemas.StateError })
-	st := routeStatus(rt, "exch_inbox")
+	ewsWaitFor(t, "state error", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateError })
+	st := ewsRouteStatus(rt, "exch_inbox")
 	if !strings.Contains(st.LastError, "the server refused the user name or password") || strings.Contains(st.LastError, "Wr0ng") {
 		t.Errorf("lastError = %q", st.LastError)
 	}
-	if n := len(events(t, rt, "exch_inbox", 1)); n != 0 {
+	if n := len(ewsEvents(t, rt, "exch_inbox", 1)); n != 0 {
 		t.Errorf("%d events published", n)
 	}
 }
@@ -264,8 +264,8 @@ func TestExchangeWorkerServerBusy(t *testing.T) {
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
 	runEWSWorker(t, rt, spec)
-	waitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
-	distinctIDs(t, events(t, rt, "exch_inbox", 1), 3)
+	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
+	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 3)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if waited := f.afterBusy.Sub(f.busyAt); waited < 700*time.Millisecond {
@@ -281,17 +281,17 @@ func TestExchangeWorkerItemError(t *testing.T) {
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
 	runEWSWorker(t, rt, spec)
-	waitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
-	evs := events(t, rt, "exch_inbox", 1)
+	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
+	evs := ewsEvents(t, rt, "exch_inbox", 1)
 	if len(evs) != 2 || evs[0].Subject != "message 1" || evs[1].Subject != "message 3" {
 		t.Errorf("events %+v, want messages 1 and 3", evs)
 	}
-	dead := stored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox"))
+	dead := ewsStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox"))
 	if len(dead) != 1 || !strings.Contains(string(dead[0].Data), "ErrorMimeContentConversionFailed") {
 		t.Fatalf("dead letters %d, want 1 naming the error", len(dead))
 	}
-	waitFor(t, "status counts", func() bool {
-		st := routeStatus(rt, "exch_inbox")
+	ewsWaitFor(t, "status counts", func() bool {
+		st := ewsRouteStatus(rt, "exch_inbox")
 		return st.Published == 2 && st.DeadLettered == 1
 	})
 }
@@ -307,20 +307,20 @@ func TestExchangeWorkerCrashBeforeMarkRead(t *testing.T) {
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
 	stop := runEWSWorker(t, rt, spec)
-	waitFor(t, "a failed UpdateItem", func() bool { return f.countOps("UpdateItem") > 0 })
+	ewsWaitFor(t, "a failed UpdateItem", func() bool { return f.countOps("UpdateItem") > 0 })
 	stop()
-	if n := len(events(t, rt, "exch_inbox", 1)); n != 5 || f.readCount() != 0 {
+	if n := len(ewsEvents(t, rt, "exch_inbox", 1)); n != 5 || f.readCount() != 0 {
 		t.Fatalf("after the crash: %d events, %d read; want 5, 0", n, f.readCount())
 	}
 	f.mu.Lock()
 	f.dropMarkRead = false
 	f.mu.Unlock()
 	runEWSWorker(t, rt, spec)
-	waitFor(t, "all messages marked read", func() bool { return f.readCount() == 5 })
+	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 5 })
 	if f.countOps("GetItem") < 2 {
 		t.Errorf("the second worker did not fetch the messages again")
 	}
-	distinctIDs(t, events(t, rt, "exch_inbox", 1), 5)
+	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 5)
 }
 
 func TestExchangeWorkerSelectAll(t *testing.T) {
@@ -331,8 +331,8 @@ func TestExchangeWorkerSelectAll(t *testing.T) {
 	spec := ewsSpec(f, schemas.SelectAll, schemas.AfterNone)
 	spec.Connection.Auth = schemas.AuthNone
 	stop := runEWSWorker(t, rt, spec)
-	waitFor(t, "4 events", func() bool { return len(events(t, rt, "exch_inbox", 1)) == 4 })
-	waitFor(t, "the route idle", func() bool { return routeStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	ewsWaitFor(t, "4 events", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 4 })
+	ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 	stop()
 
 	e, err := rt.Storage.State.Get(context.Background(), RouteKey("exch_inbox"))
@@ -349,8 +349,8 @@ func TestExchangeWorkerSelectAll(t *testing.T) {
 	seen := len(f.syncStates)
 	f.mu.Unlock()
 	runEWSWorker(t, rt, spec)
-	waitFor(t, "6 events", func() bool { return len(events(t, rt, "exch_inbox", 1)) == 6 })
-	distinctIDs(t, events(t, rt, "exch_inbox", 1), 6)
+	ewsWaitFor(t, "6 events", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 6 })
+	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 6)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.syncStates[seen] != st.SyncState {
@@ -374,10 +374,10 @@ func TestExchangeWorkerUnseenAfterNone(t *testing.T) {
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterNone)
 	spec.Connection.Auth = schemas.AuthNone
 	runEWSWorker(t, rt, spec)
-	waitFor(t, "2 events", func() bool { return len(events(t, rt, "exch_inbox", 1)) == 2 })
+	ewsWaitFor(t, "2 events", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 2 })
 	// Polls go on; nothing is published twice although the items stay unread.
-	waitFor(t, "more polls", func() bool { return f.countOps("SyncFolderItems") > 4 })
-	evs := events(t, rt, "exch_inbox", 1)
+	ewsWaitFor(t, "more polls", func() bool { return f.countOps("SyncFolderItems") > 4 })
+	evs := ewsEvents(t, rt, "exch_inbox", 1)
 	if len(evs) != 2 || evs[0].Subject != "message 1" || evs[1].Subject != "message 3" {
 		t.Errorf("events %+v, want messages 1 and 3", evs)
 	}
@@ -395,12 +395,12 @@ func TestExchangeWorkerAfterDeleteAndMove(t *testing.T) {
 			spec := ewsSpec(f, schemas.SelectUnseen, tc.after)
 			spec.Connection.Auth, spec.Route.MoveTo = schemas.AuthNone, tc.moveTo
 			runEWSWorker(t, rt, spec)
-			waitFor(t, "the inbox empty", func() bool {
+			ewsWaitFor(t, "the inbox empty", func() bool {
 				f.mu.Lock()
 				defer f.mu.Unlock()
 				return len(f.unread("inbox")) == 0 && len(f.unread(tc.folder)) == 60
 			})
-			distinctIDs(t, events(t, rt, "exch_inbox", 1), 60)
+			ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 60)
 		})
 	}
 }
@@ -420,5 +420,42 @@ func TestNewExchangeWorkerRefuses(t *testing.T) {
 		if _, err := NewExchangeWorker(rt, spec); !IsPermanent(err) {
 			t.Errorf("%s: NewExchangeWorker() = %v, want a permanent error", name, err)
 		}
+	}
+}
+
+func TestExchangeCheck(t *testing.T) {
+	f := newFakeEWS(t, false)
+	f.auth, f.user, f.password = "basic", `CORP\bot`, "s3cret!"
+	f.add(3)
+	check := func(c schemas.Connection, mailboxes ...string) *schemas.Reply {
+		k := &checker{c: &c, reply: &schemas.Reply{OK: true}}
+		k.runExchange(context.Background(), mailboxes)
+		return k.reply
+	}
+	stages := func(r *schemas.Reply) string {
+		var s []string
+		for _, st := range r.Stages {
+			s = append(s, st.Stage)
+		}
+		return strings.Join(s, " ")
+	}
+
+	r := check(ewsConn(f), "INBOX", "Archive")
+	if !r.OK || stages(r) != "resolve dial login select select" || r.Mailbox == nil || r.Mailbox.Unseen != 3 {
+		t.Errorf("check = ok %t, stages %q, mailbox %+v, error %+v", r.OK, stages(r), r.Mailbox, r.Error)
+	}
+
+	bad := ewsConn(f)
+	bad.Password = "nope"
+	if r := check(bad, "INBOX"); r.OK || r.Error.Field != "password" || stages(r) != "resolve dial login" {
+		t.Errorf("bad password: ok %t, stages %q, error %+v", r.OK, stages(r), r.Error)
+	}
+	wrongPath := ewsConn(f)
+	wrongPath.ExchangeURL = strings.TrimSuffix(f.host(), "/EWS/Exchange.asmx") + "/owa"
+	if r := check(wrongPath, "INBOX"); r.OK || r.Error.Field != "exchangeUrl" {
+		t.Errorf("wrong path: ok %t, error %+v", r.OK, r.Error)
+	}
+	if r := check(ewsConn(f), "Nope"); r.OK || r.Error.Field != "mailbox" {
+		t.Errorf("missing folder: ok %t, error %+v", r.OK, r.Error)
 	}
 }

@@ -1,0 +1,134 @@
+package connector
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"syscall"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// runExchange runs the stages of the check of an exchange connection: resolve, dial, tls
+// (for https), login (a FindItem of one item of the inbox, which is where the credentials
+// are tried) and a select of each mailbox (its folder found and its unread items counted).
+func (k *checker) runExchange(ctx context.Context, mailboxes []string) {
+	endpoint, err := ewsEndpoint(k.c)
+	if err != nil {
+		k.fail("resolve", invalid("exchangeUrl", "%v", err))
+		return
+	}
+	u, _ := url.Parse(endpoint)
+	k.host = u.Hostname()
+	k.port, _ = strconv.Atoi(u.Port())
+	if k.port == 0 {
+		k.port = map[string]int{"http": 80, "https": 443}[u.Scheme]
+	}
+
+	var addrs []string
+	if !k.stage("resolve", func() (string, error) {
+		addrs, err = k.resolve(ctx)
+		return fmt.Sprint(addrs), err
+	}) {
+		return
+	}
+	var raw net.Conn
+	if !k.stage("dial", func() (string, error) {
+		raw, err = k.dialEWS(ctx, addrs)
+		if err != nil {
+			return "", err
+		}
+		return "connected to " + raw.RemoteAddr().String(), nil
+	}) {
+		return
+	}
+	defer raw.Close()
+	defer context.AfterFunc(ctx, func() { raw.Close() })()
+	if u.Scheme == "https" {
+		if !k.stage("tls", func() (string, error) {
+			tc := tls.Client(raw, k.tlsConfig(nil))
+			if err := tc.HandshakeContext(ctx); err != nil {
+				if errors.As(err, new(tls.RecordHeaderError)) {
+					return "", invalid("encryption", "port %d does not speak TLS: use encryption none for http", k.port)
+				}
+				return certDetail(err, nil), k.tlsFailure(ctx, err)
+			}
+			st := tc.ConnectionState()
+			return certDetail(nil, &st), nil
+		}) {
+			return
+		}
+	}
+	raw.Close() // the EWS client makes its own connection
+
+	client, err := newEWSClient(k.c, nil)
+	if err != nil {
+		k.fail("login", invalid("exchangeVersion", "%v", err))
+		return
+	}
+	defer client.Close()
+	if !k.stage("login", func() (string, error) {
+		if _, err := client.countUnread(ctx, ewsDistinguishedFolder("inbox")); err != nil {
+			return "", ewsCheckFailure(err, endpoint)
+		}
+		return "EWS answered at " + endpoint + " as " + client.version, nil
+	}) {
+		return
+	}
+	for _, name := range mailboxes {
+		if !k.stage("select", func() (string, error) {
+			folder, err := client.resolveFolder(ctx, name)
+			if err != nil {
+				return "", ewsCheckFailure(err, endpoint)
+			}
+			n, err := client.countUnread(ctx, folder)
+			if err != nil {
+				return "", ewsCheckFailure(err, endpoint)
+			}
+			if k.reply.Mailbox == nil {
+				k.reply.Mailbox = &schemas.MailboxCheck{Name: name, Unseen: uint32(n)}
+			}
+			return fmt.Sprintf("%s: %d unread", name, n), nil
+		}) {
+			return
+		}
+	}
+}
+
+func (k *checker) dialEWS(ctx context.Context, addrs []string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: imapDialTimeout}
+	var err error
+	for _, a := range addrs {
+		var conn net.Conn
+		if conn, err = d.DialContext(ctx, "tcp", net.JoinHostPort(a, strconv.Itoa(k.port))); err == nil {
+			return conn, nil
+		}
+	}
+	hostport := net.JoinHostPort(k.host, strconv.Itoa(k.port))
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return nil, invalid("exchangeUrl", "nothing listens on %s: check the host and port of exchangeUrl, and the encryption (none is http, port 80)", hostport)
+	}
+	return nil, unavailable("could not connect to %s: %v", hostport, err)
+}
+
+// ewsCheckFailure says what an EWS error means for the person fixing the connection.
+func ewsCheckFailure(err error, endpoint string) *checkFailure {
+	var he *ewsHTTPError
+	var ee *ewsError
+	switch {
+	case errors.Is(err, errEWSAuth):
+		return invalid("password", "the server refused the user name or password (auth, username, domain and password)")
+	case errors.As(err, &he) && he.Code == http.StatusNotFound:
+		return invalid("exchangeUrl", "no EWS at %s (404): the usual path is %s", endpoint, ewsDefaultPath)
+	case errors.As(err, &ee) && ee.Code == "ErrorFolderNotFound":
+		return invalid("mailbox", "%s", ee.Message)
+	case errors.As(err, &ee) && ee.Code == "ErrorInvalidServerVersion":
+		return invalid("exchangeVersion", "the server does not speak this exchangeVersion: %s", ee.Message)
+	}
+	return unavailable("%v", err)
+}
