@@ -205,8 +205,15 @@ func ewsBackOff(err error) time.Duration {
 	return 0
 }
 
-// maxEWSReply caps the replies read whole (all but GetItem, which is streamed).
-const maxEWSReply = 32 << 20
+const (
+	// maxEWSReply caps the replies read whole (all but GetItem, which is streamed).
+	maxEWSReply = 32 << 20
+	// ewsCallTimeout bounds a request whose reply is read whole.
+	ewsCallTimeout = 2 * time.Minute
+	// ewsStallTimeout is how long a streamed GetItem reply may go without a byte: the whole
+	// reply may take long for large mail, but not stall.
+	ewsStallTimeout = 2 * time.Minute
+)
 
 // do sends one SOAP request and returns the body of a 200 reply, which the caller must
 // close. Other replies become errors: 401 errEWSAuth, a SOAP fault an *ewsError, the rest an
@@ -257,6 +264,8 @@ func (c *ewsClient) do(ctx context.Context, op string, body any) (io.ReadCloser,
 
 // ewsCall sends one SOAP request and decodes the reply's body element into out.
 func ewsCall[T any](ctx context.Context, c *ewsClient, op string, body any, out *T) error {
+	ctx, cancel := context.WithTimeout(ctx, ewsCallTimeout)
+	defer cancel()
 	rc, err := c.do(ctx, op, body)
 	if err != nil {
 		return err

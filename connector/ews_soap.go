@@ -332,7 +332,13 @@ func (c *ewsClient) getItems(ctx context.Context, ids []ewsID, mime func(i int, 
 		return nil, err
 	}
 	defer rc.Close()
-	got, err := ewsReadGetItem(rc, mime)
+	// Closing the body is what unblocks a read from a server that stopped sending.
+	watch := newProgressWatch(rc, ewsStallTimeout)
+	defer watch.stop()
+	got, err := ewsReadGetItem(&progressReader{r: rc, w: watch}, mime)
+	if err != nil && watch.fired.Load() {
+		return nil, fmt.Errorf("ews GetItem: the server sent nothing for %s: %w", ewsStallTimeout, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ews GetItem: %w", err)
 	}

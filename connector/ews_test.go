@@ -459,3 +459,36 @@ func TestExchangeCheck(t *testing.T) {
 		t.Errorf("missing folder: ok %t, error %+v", r.OK, r.Error)
 	}
 }
+
+func TestExchangeWorkerRawAndDeadLetter(t *testing.T) {
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	f.add(2)
+	broken := []byte("this is not a message at all\r\n")
+	f.items[1].mime = broken
+	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec.Connection.Auth, spec.Route.IncludeRaw = schemas.AuthNone, true
+	runEWSWorker(t, rt, spec)
+	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 2 })
+	ctx := context.Background()
+
+	evs := ewsEvents(t, rt, "exch_inbox", 1)
+	if len(evs) != 1 || evs[0].RawRef == nil {
+		t.Fatalf("events %+v, want one with RawRef", evs)
+	}
+	raw, err := rt.Storage.Objects.GetBytes(ctx, evs[0].RawRef.Object)
+	if err != nil || string(raw) != string(fakeMIME(1)) {
+		t.Errorf("raw object = %q, %v", raw, err)
+	}
+	dead := ewsStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox"))
+	if len(dead) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dead))
+	}
+	var d DeadLetter
+	if err := json.Unmarshal(dead[0].Data, &d); err != nil || d.RawRef == nil || d.Error == "" {
+		t.Fatalf("dead letter %s: %v", dead[0].Data, err)
+	}
+	if raw, err := rt.Storage.Objects.GetBytes(ctx, d.RawRef.Object); err != nil || string(raw) != string(broken) {
+		t.Errorf("dead letter raw object = %q, %v", raw, err)
+	}
+}

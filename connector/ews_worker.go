@@ -284,6 +284,8 @@ var ewsTransientItem = []string{
 // it left unread in the folder. A transient error on one item does not hold the others up:
 // it is returned once they are done, so the cycle backs off and retries.
 func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err error) {
+	// Whatever an earlier, failed batch left in flight is no longer waited for.
+	w.inflight = 0
 	pend := make([]*ewsPending, len(items))
 	ids := make([]ewsID, len(items))
 	for i, it := range items {
