@@ -1,0 +1,235 @@
+package connector_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// connLogJS starts an embedded NATS server with mailbus's streams.
+func connLogJS(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	s, err := connector.StartEmbedded("127.0.0.1:-1", t.TempDir())
+	if err != nil {
+		t.Fatalf("StartEmbedded() = %v", err)
+	}
+	t.Cleanup(s.Shutdown)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatalf("nats.Connect() = %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream.New() = %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := connector.EnsureStorage(ctx, js, connector.Names{Prefix: "mail"}, 1, time.Minute); err != nil {
+		t.Fatalf("EnsureStorage() = %v", err)
+	}
+	return js
+}
+
+// writeAll writes one entry of every kind, the way a route worker does, the login error
+// carrying the password as a careless server might echo it.
+func writeEveryEvent(l *connector.ConnLog, c *schemas.Connection) {
+	l.Connect(c, "r", "imap.example.com:993")
+	l.Login(c, "r")
+	l.Poll(c, "r", "INBOX", 2, 1, 1)
+	l.Published(c, "r", 42, "<abc@example.org>", "Заявка #42", 5678, "support_imap/INBOX/1700000000/42", 0)
+	l.Action(c, "r", 42, "markRead")
+	l.Error(c, "r", connector.EventLogin, fmt.Errorf("login with %s refused", c.Password))
+	l.State(c, "r", schemas.StateBackoff, "login refused")
+	l.UIDValidity(c, "r", "INBOX", 1700000000, 1700000001)
+	l.Write(c, schemas.LogEntry{Level: connector.LevelWarn, Route: "r", Event: connector.EventError, Message: "UID 43 dead-lettered"})
+}
+
+func readConnLog(t *testing.T, js jetstream.JetStream, req schemas.LogRequest) *schemas.Reply {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := connector.ReadConnLog(ctx, js, connector.Names{Prefix: "mail"}, req)
+	if err != nil {
+		t.Fatalf("ReadConnLog() = %v", err)
+	}
+	assertNoCheckSecret(t, r, checkPassword)
+	return r
+}
+
+func flushConnLog(t *testing.T, l *connector.ConnLog) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Flush(ctx); err != nil {
+		t.Fatalf("Flush() = %v", err)
+	}
+}
+
+func logEvents(entries []schemas.LogEntry) string {
+	var l []string
+	for _, e := range entries {
+		l = append(l, e.Event)
+	}
+	return strings.Join(l, " ")
+}
+
+func TestConnLogLevels(t *testing.T) {
+	js := connLogJS(t)
+	l := connector.NewConnLog(js, connector.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
+	for _, tc := range []struct {
+		level string
+		want  string
+	}{
+		{schemas.LogFull, "connect login poll published action login state uidvalidity error"},
+		{schemas.LogErrors, "login state uidvalidity error"},
+		{schemas.LogOff, ""},
+	} {
+		t.Run(tc.level, func(t *testing.T) {
+			c := &schemas.Connection{Name: "c_" + tc.level, Password: checkPassword, LogLevel: tc.level, Encryption: "ssl"}
+			writeEveryEvent(l, c)
+			flushConnLog(t, l)
+			r := readConnLog(t, js, schemas.LogRequest{Name: c.Name})
+			if !r.OK {
+				t.Fatalf("OK = false, Error = %v", r.Error)
+			}
+			if got := logEvents(r.Entries); got != tc.want {
+				t.Errorf("events = %q, want %q", got, tc.want)
+			}
+			for _, e := range r.Entries {
+				if e.Route != "r" || e.Time.IsZero() || e.Level == "" || e.Message == "" {
+					t.Errorf("entry %+v, want route, time, level and message", e)
+				}
+				if e.Event == connector.EventLogin && e.Level == connector.LevelError && !strings.Contains(e.Message, "[redacted]") {
+					t.Errorf("login error %q, want the password redacted", e.Message)
+				}
+			}
+		})
+	}
+}
+
+// TestConnLogLevelChange: the level is read at each write, so a change applies at once.
+func TestConnLogLevelChange(t *testing.T) {
+	js := connLogJS(t)
+	l := connector.NewConnLog(js, connector.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
+	c := &schemas.Connection{Name: "c", LogLevel: schemas.LogOff}
+	l.Login(c, "r")
+	c.LogLevel = schemas.LogFull
+	l.Poll(c, "r", "INBOX", 0, 0, 0)
+	c.LogLevel = schemas.LogErrors
+	l.Poll(c, "r", "INBOX", 0, 0, 0)
+	l.Error(c, "r", connector.EventPoll, errors.New("connection reset"))
+	flushConnLog(t, l)
+	r := readConnLog(t, js, schemas.LogRequest{Name: "c"})
+	if got, want := logEvents(r.Entries), "poll poll"; got != want {
+		t.Errorf("events = %q, want %q", got, want)
+	}
+	if n := len(r.Entries); n == 2 && r.Entries[1].Level != connector.LevelError {
+		t.Errorf("last entry %+v, want the error", r.Entries[1])
+	}
+}
+
+func TestConnLogRead(t *testing.T) {
+	js := connLogJS(t)
+	l := connector.NewConnLog(js, connector.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
+	c := &schemas.Connection{Name: "support_imap", Password: checkPassword, LogLevel: schemas.LogFull}
+	other := &schemas.Connection{Name: "other", LogLevel: schemas.LogFull}
+	for i := range 20 {
+		l.Poll(c, "r", "INBOX", i, i, 0)
+		l.Poll(other, "r", "INBOX", 100, 0, 0)
+	}
+	flushConnLog(t, l)
+	time.Sleep(10 * time.Millisecond)
+	since := time.Now()
+	time.Sleep(10 * time.Millisecond)
+	l.Error(c, "r", connector.EventPoll, fmt.Errorf("read INBOX: connection reset\nby peer (password %s)", checkPassword))
+	l.Poll(c, "r", "INBOX", 7, 7, 0)
+	flushConnLog(t, l)
+
+	t.Run("all", func(t *testing.T) {
+		r := readConnLog(t, js, schemas.LogRequest{Name: c.Name})
+		if len(r.Entries) != 22 {
+			t.Fatalf("%d entries, want 22 (no entries of other)", len(r.Entries))
+		}
+		for i := 1; i < len(r.Entries); i++ {
+			if r.Entries[i].Time.Before(r.Entries[i-1].Time) {
+				t.Errorf("entry %d older than entry %d: want newest last", i, i-1)
+			}
+		}
+	})
+	t.Run("limit keeps the newest", func(t *testing.T) {
+		r := readConnLog(t, js, schemas.LogRequest{Name: c.Name, Limit: 4})
+		want := []string{"INBOX: 18 new, 18 published, 0 dead-lettered", "INBOX: 19 new, 19 published, 0 dead-lettered"}
+		if len(r.Entries) != 4 || r.Entries[0].Message != want[0] || r.Entries[1].Message != want[1] || r.Entries[3].Event != "poll" {
+			t.Errorf("entries = %+v, want the last 4", r.Entries)
+		}
+	})
+	t.Run("since", func(t *testing.T) {
+		r := readConnLog(t, js, schemas.LogRequest{Name: c.Name, Since: &since})
+		if got, want := logEvents(r.Entries), "poll poll"; got != want || r.Entries[0].Level != connector.LevelError {
+			t.Errorf("entries = %+v, want the error and the poll after since", r.Entries)
+		}
+		future := time.Now().Add(time.Hour)
+		if r := readConnLog(t, js, schemas.LogRequest{Name: c.Name, Since: &future}); !r.OK || len(r.Entries) != 0 {
+			t.Errorf("since the future: %+v, want ok and no entries", r)
+		}
+	})
+	t.Run("text", func(t *testing.T) {
+		r := readConnLog(t, js, schemas.LogRequest{Name: c.Name, Since: &since, Format: "text"})
+		line := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (info|warn|error) route=r [a-z]+: [^\n]+$`)
+		lines := strings.Split(strings.TrimSuffix(r.Text, "\n"), "\n")
+		if len(lines) != 2 || len(r.Entries) != 0 {
+			t.Fatalf("Text = %q, Entries = %d, want 2 lines and no entries", r.Text, len(r.Entries))
+		}
+		for _, l := range lines {
+			if !line.MatchString(l) {
+				t.Errorf("line %q, want time level route=r event: message", l)
+			}
+		}
+		if !strings.Contains(lines[0], " error route=r poll: read INBOX: connection reset by peer (password [redacted])") {
+			t.Errorf("line %q, want the error on one line with the password redacted", lines[0])
+		}
+	})
+	t.Run("unknown connection", func(t *testing.T) {
+		if r := readConnLog(t, js, schemas.LogRequest{Name: "nobody"}); !r.OK || len(r.Entries) != 0 {
+			t.Errorf("reply %+v, want ok and no entries", r)
+		}
+	})
+	t.Run("bad requests", func(t *testing.T) {
+		for _, tc := range []struct {
+			req   schemas.LogRequest
+			field string
+		}{
+			{schemas.LogRequest{Name: "c", Limit: 10001}, "limit"},
+			{schemas.LogRequest{Name: "c", Limit: -1}, "limit"},
+			{schemas.LogRequest{Name: "c.>"}, "name"},
+			{schemas.LogRequest{Name: ""}, "name"},
+			{schemas.LogRequest{Name: "c", Format: "xml"}, "format"},
+		} {
+			r := readConnLog(t, js, tc.req)
+			if r.OK || r.Error == nil || r.Error.Code != schemas.CodeInvalid || r.Error.Field != tc.field {
+				t.Errorf("%+v: reply %+v, want invalid %s", tc.req, r, tc.field)
+			}
+		}
+	})
+}
+
+// TestConnLogNil: a worker without a log (nil) can call the helpers all the same.
+func TestConnLogNil(t *testing.T) {
+	var l *connector.ConnLog
+	writeEveryEvent(l, &schemas.Connection{Name: "c", LogLevel: schemas.LogFull})
+	if err := l.Flush(context.Background()); err != nil {
+		t.Errorf("Flush() = %v", err)
+	}
+}
