@@ -14,6 +14,12 @@ import (
 
 func TestControlEndpoints(t *testing.T) {
 	s := startService(t, svcConfig(t), nil, nil)
+	if r := s.ok("mail.control.connection.list", ""); len(r.Connections) != 0 {
+		t.Fatalf("connection.list of an empty bucket = %+v", r.Connections)
+	}
+	if r := s.ok("mail.control.route.list", `{"status":true}`); len(r.Routes) != 0 {
+		t.Fatalf("route.list of an empty bucket = %+v", r.Routes)
+	}
 
 	// connection.put fills the defaults and hides the password.
 	r := s.ok("mail.control.connection.put", map[string]any{
