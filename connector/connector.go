@@ -185,6 +185,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		Status:         NewStatusBoard(),
 		Publishers:     pubs,
 		TLSRootCAs:     c.roots,
+		ConnLog:        NewConnLog(js, c.names, c.logger),
 	}
 	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories, resync)
 
@@ -239,7 +240,14 @@ func (c *Connector) Run(ctx context.Context) error {
 	log.Info("mailbus stopping")
 	stopControl()
 	stopRoutes()
-	return g.Wait()
+	err = g.Wait()
+	// The last entries of the stopped routes are still on their way to MAIL_LOG.
+	flushCtx, cancelFlush := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
+	defer cancelFlush()
+	if ferr := rt.ConnLog.Flush(flushCtx); ferr != nil {
+		log.Warn("connection log not flushed", "err", ferr)
+	}
+	return err
 }
 
 // ensureStorage creates the streams and buckets, retrying while JetStream is not there yet
