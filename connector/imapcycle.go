@@ -235,9 +235,17 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 				break
 			}
 			seen = true
+			lit := literalReader(it.Literal, watch)
 			var err error
-			ev, mapErr, err = s.mapMessage(ctx, uid, &progressReader{r: it.Literal, w: watch})
+			ev, mapErr, err = s.mapMessage(ctx, uid, lit)
+			if err == nil {
+				// Read what the mapping left here, not in imapclient: see abandon.
+				if _, err = io.Copy(io.Discard, lit); err != nil {
+					err = fmt.Errorf("read message %d: %w", uid, err)
+				}
+			}
 			if err != nil {
+				s.abandon(lit)
 				return nil, err
 			}
 		}
@@ -287,10 +295,21 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 	return f, nil
 }
 
+// abandon gives up the FETCH in the middle of a literal: the session ends. imapclient's
+// reader goroutine waits until the literal is read to its end or to an error, and reading
+// a literal again after an error races with that goroutine; so the connection is closed,
+// the literal read (through lit, which never reads again after an error) until it fails,
+// and nothing of the FETCH is touched after that.
+func (s *imapSession) abandon(lit *trackedReader) {
+	s.c.Close()
+	io.Copy(io.Discard, lit)
+}
+
 // mapMessage turns the literal into an event. err is a failure to read the message or to
 // store its parts (temporary); mapErr is the mapping rejecting the message (dead letter).
-func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, r io.Reader) (ev *schemas.Event, mapErr, err error) {
+func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, lit *trackedReader) (ev *schemas.Event, mapErr, err error) {
 	w := s.w
+	var r io.Reader = lit
 	id := s.eventID(uid)
 	sink := &objectSink{ctx: ctx, store: w.rt.Storage.Objects, bucket: w.rt.Names.ObjectBucket(), eventID: id}
 	var tee *rawTee
@@ -298,7 +317,7 @@ func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, r io.Reader)
 		tee = newRawTee(ctx, w.rt.Storage.Objects, objectName(id, "raw"), r)
 		r = tee
 	}
-	in := &trackedReader{r: r}
+	in := &trackedReader{r: r, size: -1}
 	ev, mapErr = mapping.Map(in, &mapping.Options{
 		Headers:        w.headers(),
 		Attributes:     w.route.Attributes,
@@ -312,8 +331,11 @@ func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, r io.Reader)
 		if err := sink.failed(); err != nil {
 			return nil, nil, err
 		}
-		if in.err != nil {
-			return nil, nil, fmt.Errorf("read message %d: %w", uid, in.err)
+		if err := lit.failed(); err != nil {
+			return nil, nil, fmt.Errorf("read message %d: %w", uid, err)
+		}
+		if err := in.failed(); err != nil {
+			return nil, nil, fmt.Errorf("read message %d: %w", uid, err)
 		}
 		return nil, mapErr, nil
 	}
@@ -516,10 +538,15 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 			if !ok || body.Literal == nil {
 				continue
 			}
-			in := &trackedReader{r: &progressReader{r: body.Literal, w: watch}}
-			if _, err := w.rt.Storage.Objects.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "raw message"}, in); err != nil {
-				if in.err != nil {
-					return watch.explain(fmt.Errorf("read message %d: %w", f.uid, in.err))
+			lit := literalReader(body.Literal, watch)
+			_, err := w.rt.Storage.Objects.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "raw message"}, lit)
+			if err == nil {
+				_, err = io.Copy(io.Discard, lit)
+			}
+			if err != nil {
+				s.abandon(lit)
+				if err := lit.failed(); err != nil {
+					return watch.explain(fmt.Errorf("read message %d: %w", f.uid, err))
 				}
 				return fmt.Errorf("store raw message %s: %w", name, err)
 			}
@@ -592,18 +619,41 @@ func (r *progressReader) Read(p []byte) (int, error) {
 }
 
 // trackedReader remembers the first read error, so that a failure to read the message is
-// not taken for the mapping rejecting it.
+// not taken for the mapping rejecting it, and returns it (or EOF) from then on without
+// reading again (see abandon). With size >= 0, an EOF before size bytes is an error: a
+// connection cut in the middle of a literal ends it with a plain EOF, and a truncated
+// message must never become an event.
 type trackedReader struct {
-	r   io.Reader
-	err error
+	r    io.Reader
+	size int64 // -1: unknown
+	n    int64
+	err  error // sticky; io.EOF once the end was reached
+}
+
+// literalReader tracks a FETCH literal of known size.
+func literalReader(lit imap.LiteralReader, w *progressWatch) *trackedReader {
+	return &trackedReader{r: &progressReader{r: lit, w: w}, size: lit.Size()}
 }
 
 func (t *trackedReader) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if err != nil && err != io.EOF && t.err == nil {
-		t.err = err
+	if t.err != nil {
+		return 0, t.err
 	}
+	n, err := t.r.Read(p)
+	t.n += int64(n)
+	if err == io.EOF && t.size >= 0 && t.n < t.size {
+		err = fmt.Errorf("literal ends after %d of %d bytes: %w", t.n, t.size, io.ErrUnexpectedEOF)
+	}
+	t.err = err
 	return n, err
+}
+
+// failed is the read error, nil when there was none (EOF is not one).
+func (t *trackedReader) failed() error {
+	if t.err == io.EOF {
+		return nil
+	}
+	return t.err
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
