@@ -375,3 +375,7 @@ func serverBody(t testing.TB, dial func() (*imapclient.Client, error), mailbox s
 	}
 	return bufs[0].FindBodySection(section)
 }
+
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
