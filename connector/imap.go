@@ -212,12 +212,13 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 		idle: caps.Has(imap.CapIdle) && w.conn.IdleEnabled(),
 		move: caps.Has(imap.CapMove),
 	}
+	reselect := true
 	for {
-		if err := s.cycle(ctx); err != nil {
+		if err := s.cycle(ctx, reselect); err != nil {
 			return err
 		}
 		*attempt = 0
-		if err := s.wait(ctx); err != nil {
+		if reselect, err = s.wait(ctx); err != nil {
 			return err
 		}
 	}

@@ -73,12 +73,51 @@ func (f *fetched) result(ctx context.Context) error {
 }
 
 // cycle runs once over the mailbox: every message the route selects above the checkpoint
-// is published, acknowledged, acted upon and checkpointed, in batches.
-func (s *imapSession) cycle(ctx context.Context) error {
+// is published, acknowledged, acted upon and checkpointed, in batches. With reselect the
+// mailbox is selected again first (a full resynchronisation, and the UIDVALIDITY check);
+// without, the cycle trusts the mailbox the session still has selected, whose news (EXISTS)
+// IDLE just delivered: on Dovecot with 5,000 messages a SELECT per new message adds about
+// 0.13 s to its delay. The poll reselects.
+func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	w := s.w
 	now := time.Now().UTC()
 	w.status(func(st *schemas.RouteStatus) { st.State, st.LastPollAt = schemas.StateRunning, &now })
+	if reselect || s.c.Mailbox() == nil {
+		if err := s.selectMailbox(ctx); err != nil {
+			return err
+		}
+	}
 
+	// An EXISTS from here on may be mail this search misses: keep it for the next wait.
+	select {
+	case <-s.wake:
+	default:
+	}
+	uids, err := s.search(ctx)
+	if err != nil {
+		return err
+	}
+	if len(uids) > 0 {
+		w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("%d messages to publish", len(uids)))
+	}
+	for len(uids) > 0 {
+		w.status(func(st *schemas.RouteStatus) { st.Pending = int64(len(uids)) })
+		n := min(len(uids), fetchBatch)
+		if err := s.batch(ctx, uids[:n]); err != nil {
+			return err
+		}
+		uids = uids[n:]
+	}
+	end := time.Now().UTC()
+	w.status(func(st *schemas.RouteStatus) { st.Pending, st.LastSuccessAt, st.LastError = 0, &end, "" })
+	w.log.Debug("cycle done", "took", end.Sub(now), "reselect", reselect, "lastUid", s.cp.LastUid)
+	return nil
+}
+
+// selectMailbox selects the route's mailbox and checks its UIDVALIDITY against the
+// checkpoint (see Checkpoint for what a change means).
+func (s *imapSession) selectMailbox(ctx context.Context) error {
+	w := s.w
 	var sel *imap.SelectData
 	// EXAMINE where the route never changes the mailbox: then it provably cannot.
 	readOnly := w.route.After == schemas.AfterNone
@@ -102,29 +141,6 @@ func (s *imapSession) cycle(ctx context.Context) error {
 		}
 	}
 	w.status(func(st *schemas.RouteStatus) { st.UidValidity, st.LastUid = s.cp.UidValidity, s.cp.LastUid })
-
-	// An EXISTS from here on may be mail this search misses: keep it for the next wait.
-	select {
-	case <-s.wake:
-	default:
-	}
-	uids, err := s.search(ctx)
-	if err != nil {
-		return err
-	}
-	if len(uids) > 0 {
-		w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("%d messages to publish", len(uids)))
-	}
-	for len(uids) > 0 {
-		w.status(func(st *schemas.RouteStatus) { st.Pending = int64(len(uids)) })
-		n := min(len(uids), fetchBatch)
-		if err := s.batch(ctx, uids[:n]); err != nil {
-			return err
-		}
-		uids = uids[n:]
-	}
-	now = time.Now().UTC()
-	w.status(func(st *schemas.RouteStatus) { st.Pending, st.LastSuccessAt, st.LastError = 0, &now, "" })
 	return nil
 }
 

@@ -2,6 +2,7 @@ package connector_test
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -117,6 +118,16 @@ func TestIMAPChildWorker(t *testing.T) {
 	route := imapRoute(os.Getenv("MAILBUS_TEST_ROUTE"), schemas.SelectUnseen, schemas.AfterMarkRead)
 	conn := imapConn(os.Getenv("MAILBUS_TEST_IMAP_ADDR"), schemas.EncryptionNone)
 	conn.PollInterval = schemas.Duration(time.Second)
+	if enc := os.Getenv("MAILBUS_TEST_IMAP_ENCRYPTION"); enc != "" { // the Dovecot benchmark
+		conn.Encryption = enc
+		conn.PollInterval = schemas.Duration(time.Minute)
+		pem, err := os.ReadFile(os.Getenv("MAILBUS_TEST_IMAP_CA"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt.TLSRootCAs = x509.NewCertPool()
+		rt.TLSRootCAs.AppendCertsFromPEM(pem)
+	}
 	w, err := connector.NewIMAPWorker(rt, connector.RouteSpec{Route: route, Connection: conn})
 	if err != nil {
 		t.Fatal(err)

@@ -11,12 +11,13 @@ import (
 
 // wait returns when the next cycle is due: at once when new mail was announced, else after
 // the poll interval. With IDLE the server announces new mail as it arrives; the poll stays
-// as a safety net and is the only trigger without IDLE.
-func (s *imapSession) wait(ctx context.Context) error {
+// as a safety net and is the only trigger without IDLE. reselect is false when the
+// cycle is due to announced mail, true for the poll.
+func (s *imapSession) wait(ctx context.Context) (reselect bool, err error) {
 	s.w.status(func(st *schemas.RouteStatus) { st.State = schemas.StateIdle })
 	select {
 	case <-s.wake:
-		return nil
+		return false, nil
 	default:
 	}
 	if s.idle {
@@ -26,27 +27,38 @@ func (s *imapSession) wait(ctx context.Context) error {
 }
 
 // waitIdle sits in IDLE until EXISTS, the end of d, or a dead connection.
-func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) error {
+func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) (reselect bool, err error) {
+	// Mail that arrived since the last command may have been announced to nobody: some
+	// servers (go-imap's) only send what is queued when a command asks. A NOOP does.
+	if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.c.Noop().Wait() }); err != nil {
+		return false, fmt.Errorf("noop: %w", err)
+	}
+	select {
+	case <-s.wake:
+		return false, nil
+	default:
+	}
 	var idle interface {
 		Close() error
 		Wait() error
 	}
-	err := within(ctx, imapCommandTimeout, s.c, func() (err error) {
+	err = within(ctx, imapCommandTimeout, s.c, func() (err error) {
 		idle, err = s.c.Idle()
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("idle: %w", err)
+		return false, fmt.Errorf("idle: %w", err)
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	case <-s.c.Closed():
-		return errors.New("idle: connection closed by the server")
+		return false, errors.New("idle: connection closed by the server")
 	case <-s.wake:
 	case <-t.C:
+		reselect = true
 	}
 	// DONE, then the tagged OK: a server that does not answer is a dead connection.
 	err = within(ctx, imapCommandTimeout, s.c, func() error {
@@ -56,32 +68,32 @@ func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) error {
 		return idle.Wait()
 	})
 	if err != nil {
-		return fmt.Errorf("idle done: %w", err)
+		return false, fmt.Errorf("idle done: %w", err)
 	}
-	return nil
+	return reselect, nil
 }
 
 // waitPoll waits d, with a NOOP every noopInterval: it keeps the connection from timing
 // out, notices a dead one, and lets the server tell of new mail (EXISTS) early.
-func (s *imapSession) waitPoll(ctx context.Context, d time.Duration) error {
+func (s *imapSession) waitPoll(ctx context.Context, d time.Duration) (reselect bool, err error) {
 	deadline := time.Now().Add(d)
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
-			return nil
+			return true, nil
 		}
 		if err := sleepCtx(ctx, min(left, noopInterval)); err != nil {
-			return err
+			return false, err
 		}
 		if time.Until(deadline) <= 0 {
-			return nil
+			return true, nil
 		}
 		if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.c.Noop().Wait() }); err != nil {
-			return fmt.Errorf("noop: %w", err)
+			return false, fmt.Errorf("noop: %w", err)
 		}
 		select {
 		case <-s.wake:
-			return nil
+			return false, nil
 		default:
 		}
 	}

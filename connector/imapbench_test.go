@@ -1,0 +1,159 @@
+package connector_test
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/dovecottest"
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// BenchmarkIngest measures the whole cycle (fetch, map, publish, ack, \Seen, checkpoint)
+// per message of about 4 KB, against the in-memory IMAP server and embedded NATS.
+func BenchmarkIngest(b *testing.B) {
+	n := startBusNATS(b)
+	srv := startMemIMAP(b, memCaps...)
+	raw := bigMail(1)
+	for range b.N {
+		srv.append(b, "INBOX", raw)
+	}
+	rt := newIMAPRuntime(b, n)
+	route := imapRoute("bench", schemas.SelectUnseen, schemas.AfterMarkRead)
+	b.SetBytes(int64(len(raw)))
+	b.ResetTimer()
+	runIMAPWorker(b, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		st, _ := rt.Status.Get(route.Name)
+		if st.LastUid >= uint32(b.N) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("not done: %+v", st)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	b.StopTimer()
+}
+
+// TestIMAPBenchDovecot is the measurement of the note (MAILBUS_BENCH_DOVECOT=1 with
+// MAILBUS_TEST_DOVECOT=1): a gen_maildir.py corpus (MAILBUS_BENCH_COUNT messages, 5000 by
+// default, profile MAILBUS_BENCH_PROFILE or mixed) ingested over IMAPS by a worker in its
+// own process: messages per second and the worker's peak RSS; then the delay from APPEND
+// to event with IDLE over 100 appends.
+func TestIMAPBenchDovecot(t *testing.T) {
+	if os.Getenv("MAILBUS_BENCH_DOVECOT") != "1" {
+		t.Skip("set MAILBUS_BENCH_DOVECOT=1 (and MAILBUS_TEST_DOVECOT=1) to measure")
+	}
+	count := 5000
+	if v := os.Getenv("MAILBUS_BENCH_COUNT"); v != "" {
+		count, _ = strconv.Atoi(v)
+	}
+	profile := "mixed"
+	if v := os.Getenv("MAILBUS_BENCH_PROFILE"); v != "" {
+		profile = v
+	}
+	srv := dovecottest.Start(t, nil)
+	maildir := srv.Maildir("alice")
+	gen := exec.Command("python3", "/work/shared/bench/gen_maildir.py", maildir, strconv.Itoa(count), "--profile", profile)
+	gen.Stderr = os.Stderr
+	if err := gen.Run(); err != nil {
+		t.Fatalf("gen_maildir.py: %v", err)
+	}
+	srv.Chown(t, "alice")
+	var corpus int64
+	files, _ := filepath.Glob(filepath.Join(maildir, "new", "*"))
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil {
+			corpus += fi.Size()
+		}
+	}
+	t.Logf("corpus: %d messages, %.1f MB (%s)", len(files), float64(corpus)/1e6, profile)
+
+	n := startBusNATS(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, srv.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	route := "benchdovecot"
+	cmd := exec.Command(os.Args[0], "-test.run=^TestIMAPChildWorker$", "-test.count=1")
+	cmd.Env = append(os.Environ(), childEnv+"=worker", "MAILBUS_TEST_NATS_URL=nats://"+n.addr,
+		"MAILBUS_TEST_IMAP_ADDR="+srv.TLSAddr, "MAILBUS_TEST_ROUTE="+route,
+		"MAILBUS_TEST_IMAP_ENCRYPTION="+schemas.EncryptionSSL, "MAILBUS_TEST_IMAP_CA="+caFile)
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	subject := busNames.BusSubject(1, route)
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waitUntil(t, 60*time.Minute, fmt.Sprintf("%d events", count), func() bool {
+		time.Sleep(200 * time.Millisecond)
+		return storedCount(t, n.js, busNames.BusStream(1), subject) >= uint64(count)
+	})
+	elapsed := time.Since(start)
+	t.Logf("ingest: %d messages in %s: %.0f messages/s, %.1f MB/s; worker peak RSS (VmHWM) %s",
+		count, elapsed.Round(time.Millisecond), float64(count)/elapsed.Seconds(),
+		float64(corpus)/1e6/elapsed.Seconds(), procStatus(cmd.Process.Pid, "VmHWM"))
+
+	// APPEND to event, with the worker in IDLE.
+	sub, err := n.nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := imapclient.DialTLS(srv.TLSAddr, &imapclient.Options{TLSConfig: &tls.Config{RootCAs: srv.CA}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login("alice", "secret").Wait(); err != nil {
+		t.Fatalf("Login().Wait() = %v", err)
+	}
+	time.Sleep(2 * time.Second) // the worker marks the last batch read and goes idle
+	var delays []time.Duration
+	for i := range 100 {
+		raw := testMail(count+1+i, "")
+		t0 := time.Now()
+		a := c.Append("INBOX", int64(len(raw)), nil)
+		a.Write(raw)
+		a.Close()
+		if _, err := a.Wait(); err != nil {
+			t.Fatalf("Append().Wait() = %v", err)
+		}
+		if _, err := sub.NextMsg(30 * time.Second); err != nil {
+			t.Fatalf("event of append %d: %v", i, err)
+		}
+		delays = append(delays, time.Since(t0))
+		time.Sleep(20 * time.Millisecond)
+	}
+	slices.Sort(delays)
+	t.Logf("APPEND to event with IDLE (100 appends): median %s, p99 %s, max %s",
+		delays[49].Round(100*time.Microsecond), delays[98].Round(100*time.Microsecond), delays[99].Round(100*time.Microsecond))
+	t.Logf("worker peak RSS at the end (VmHWM) %s", procStatus(cmd.Process.Pid, "VmHWM"))
+}
+
+// procStatus reads one field of /proc/<pid>/status.
+func procStatus(pid int, field string) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
+}
