@@ -198,6 +198,7 @@ func (c *Connector) Run(ctx context.Context) error {
 
 	svc, err := startControl(routesCtx, nc, c.names, c.version, &control{
 		store: st, status: rt.Status, instance: c.cfg.Instance, logger: c.logger.With("component", "control"),
+		sealer: c.sealer, js: js, names: c.names,
 	})
 	if err != nil {
 		stopRoutes()

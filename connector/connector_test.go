@@ -412,3 +412,62 @@ func TestEndToEndIMAP(t *testing.T) {
 	}
 	s.waitStatus("e2e", 5*time.Second, func(st schemas.RouteStatus) bool { return st.Published == 1 })
 }
+
+// TestEndToEndCheckAndLog runs connection.test on a saved connection and on an unsaved
+// draft, and reads back through connection.log what the route wrote at level full.
+func TestEndToEndCheckAndLog(t *testing.T) {
+	m := startMemIMAP(t, memCaps...)
+	s := runService(t, svcConfig(t), nil)
+	m.append(t, "INBOX", testMail(1, ""))
+	host, port, _ := net.SplitHostPort(m.addr)
+	conn := map[string]any{
+		"name": "mem", "type": "imap", "host": host, "port": json.Number(port), "encryption": "none",
+		"username": "alice", "password": "secret", "logLevel": "full",
+	}
+	s.ok("mail.control.connection.put", conn)
+	s.ok("mail.control.route.put", map[string]any{"name": "logged", "connection": "mem"})
+	s.waitStatus("logged", 10*time.Second, func(st schemas.RouteStatus) bool { return st.Published == 1 })
+
+	r, _ := s.request("mail.control.connection.test", map[string]string{"name": "mem"})
+	if !r.OK || r.Mailbox == nil || r.Mailbox.Name != "INBOX" || r.Mailbox.Messages != 1 || len(r.Stages) == 0 {
+		t.Fatalf("connection.test of the saved connection = %+v", r)
+	}
+	// A draft without a password takes the saved one; with a wrong one it fails as a
+	// normal reply that says why, and keeps the password out.
+	conn["logLevel"] = "off"
+	delete(conn, "password")
+	if r, _ := s.request("mail.control.connection.test", conn); !r.OK {
+		t.Fatalf("connection.test of a draft with the saved password = %+v", r.Error)
+	}
+	conn["password"] = "wrong-password-123"
+	r, msg := s.request("mail.control.connection.test", conn)
+	if r.OK || r.Error == nil || r.Error.Field != "password" || msg.Header.Get("Nats-Service-Error") != "" {
+		t.Fatalf("connection.test with a wrong password = %+v, headers %v", r, msg.Header)
+	}
+	if strings.Contains(string(msg.Data), "wrong-password-123") {
+		t.Fatal("connection.test reply contains the password")
+	}
+	// The draft was never stored.
+	if got := s.ok("mail.control.connection.get", map[string]string{"name": "mem"}); got.Connection.LogLevel != "full" {
+		t.Fatalf("a checked draft changed the stored connection: %+v", got.Connection)
+	}
+
+	var entries []schemas.LogEntry
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		entries = s.ok("mail.control.connection.log", map[string]any{"name": "mem", "limit": 100}).Entries
+		if slices.ContainsFunc(entries, func(e schemas.LogEntry) bool { return e.Event == connector.EventPublished }) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !slices.ContainsFunc(entries, func(e schemas.LogEntry) bool {
+		return e.Event == connector.EventPublished && e.Route == "logged"
+	}) {
+		t.Fatalf("connection.log has no published entry: %+v", entries)
+	}
+	text := s.ok("mail.control.connection.log", map[string]any{"name": "mem", "format": "text"}).Text
+	if !strings.Contains(text, "route=logged") || strings.Contains(text, "secret") {
+		t.Fatalf("connection.log as text = %q", text)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/mailbus/mailbus/schemas"
@@ -43,6 +44,9 @@ type control struct {
 	status   *StatusBoard
 	instance string
 	logger   *slog.Logger
+	sealer   *sealer
+	js       jetstream.JetStream
+	names    Names
 }
 
 // handler serves one command: the request body in, the reply out (OK is set by the caller)
@@ -67,18 +71,20 @@ func startControl(ctx context.Context, nc *nats.Conn, n Names, version string, c
 	endpoints := []struct {
 		entity, op string
 		h          handler
+		timeout    time.Duration
 	}{
-		{"connection", "put", c.connectionPut},
-		{"connection", "get", c.connectionGet},
-		{"connection", "list", c.connectionList},
-		{"connection", "delete", c.connectionDelete},
-		{"connection", "test", notYet},
-		{"connection", "log", notYet},
-		{"route", "put", c.routePut},
-		{"route", "get", c.routeGet},
-		{"route", "list", c.routeList},
-		{"route", "delete", c.routeDelete},
-		{"route", "status", c.routeStatus},
+		{"connection", "put", c.connectionPut, 0},
+		{"connection", "get", c.connectionGet, 0},
+		{"connection", "list", c.connectionList, 0},
+		{"connection", "delete", c.connectionDelete, 0},
+		// A check may wait seconds for a silent server before it can say why.
+		{"connection", "test", c.connectionTest, testRequestTimeout},
+		{"connection", "log", c.connectionLog, 0},
+		{"route", "put", c.routePut, 0},
+		{"route", "get", c.routeGet, 0},
+		{"route", "list", c.routeList, 0},
+		{"route", "delete", c.routeDelete, 0},
+		{"route", "status", c.routeStatus, 0},
 	}
 	groups := map[string]micro.Group{}
 	for _, e := range endpoints {
@@ -88,7 +94,7 @@ func startControl(ctx context.Context, nc *nats.Conn, n Names, version string, c
 			groups[e.entity] = g
 		}
 		// Endpoint names must be unique in the service; the subject is the group's plus op.
-		if err := g.AddEndpoint(e.entity+"_"+e.op, c.serve(ctx, e.h), micro.WithEndpointSubject(e.op)); err != nil {
+		if err := g.AddEndpoint(e.entity+"_"+e.op, c.serve(ctx, e.h, e.timeout), micro.WithEndpointSubject(e.op)); err != nil {
 			svc.Stop()
 			return nil, fmt.Errorf("control endpoint %s.%s: %w", e.entity, e.op, err)
 		}
@@ -110,16 +116,21 @@ func serviceVersion(v string) string {
 var semver = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
 
 // serve turns a handler into a micro handler: decode, time limit, reply.
-func (c *control) serve(ctx context.Context, h handler) micro.Handler {
+func (c *control) serve(ctx context.Context, h handler, timeout time.Duration) micro.Handler {
+	if timeout == 0 {
+		timeout = requestTimeout
+	}
 	return micro.ContextHandler(ctx, func(ctx context.Context, req micro.Request) {
-		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		reply, err := h(ctx, req.Data())
 		if err != nil {
 			c.respondError(req, err)
 			return
 		}
-		reply.OK = true
+		// A reply that carries its own error (a failed connection check) is a normal
+		// reply with ok false, not a refused command.
+		reply.OK = reply.Error == nil
 		if err := req.RespondJSON(reply); err != nil {
 			c.logger.Warn("control reply not sent", "subject", req.Subject(), "err", err)
 		}
@@ -157,8 +168,76 @@ func wireError(err error) *schemas.Error {
 	}
 }
 
-func notYet(context.Context, []byte) (*schemas.Reply, error) {
-	return nil, &schemas.Error{Code: schemas.CodeUnavailable, Message: "not implemented yet"}
+// testRequestTimeout bounds a connection check: every stage has its own shorter limit.
+const testRequestTimeout = 60 * time.Second
+
+// connectionTest checks a saved connection ({"name":"x"}) or an unsaved draft, validated
+// as a put is and never stored. A draft without a password takes the saved one of the same
+// name, as a put would.
+func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Reply, error) {
+	var conn schemas.Connection
+	var only map[string]json.RawMessage
+	if json.Unmarshal(data, &only) == nil && len(only) == 1 && only["name"] != nil {
+		var in schemas.NameRequest
+		if e := decodeRequest(data, &in); e != nil {
+			return nil, e
+		}
+		stored, err := c.store.GetConnection(ctx, in.Name)
+		if err != nil {
+			return nil, err
+		}
+		conn = stored
+	} else {
+		if e := decodeRequest(data, &conn); e != nil {
+			return nil, e
+		}
+		if e := validateConnection(&conn); e != nil {
+			return nil, e
+		}
+		if err := c.sealer.sealConnection(&conn); err != nil {
+			return nil, err
+		}
+		if stored, err := c.store.GetConnection(ctx, conn.Name); err == nil {
+			keepSecrets(&conn, &stored)
+		}
+		if e := checkPassword(&conn); e != nil {
+			return nil, e
+		}
+	}
+	conn, err := c.sealer.usable(conn)
+	if err != nil {
+		return nil, &schemas.Error{Code: schemas.CodeInvalid, Field: "passwordFrom", Message: err.Error()}
+	}
+	routes, err := c.store.ListRoutes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var mailboxes []string
+	for _, r := range routes {
+		if r.Connection == conn.Name && !slices.Contains(mailboxes, r.Mailbox) {
+			mailboxes = append(mailboxes, r.Mailbox)
+		}
+	}
+	return CheckConnection(ctx, conn, mailboxes), nil
+}
+
+// connectionLog reads a connection's log from its stream, so any replica can answer.
+func (c *control) connectionLog(ctx context.Context, data []byte) (*schemas.Reply, error) {
+	var in schemas.LogRequest
+	if e := decodeRequest(data, &in); e != nil {
+		return nil, e
+	}
+	if _, err := c.store.GetConnection(ctx, in.Name); err != nil {
+		return nil, err
+	}
+	r, err := ReadConnLog(ctx, c.js, c.names, in)
+	if err != nil {
+		return nil, &schemas.Error{Code: schemas.CodeUnavailable, Message: "reading the log: " + err.Error()}
+	}
+	if !r.OK {
+		return nil, r.Error
+	}
+	return r, nil
 }
 
 func (c *control) connectionPut(ctx context.Context, data []byte) (*schemas.Reply, error) {

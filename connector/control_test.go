@@ -77,9 +77,9 @@ func TestControlEndpoints(t *testing.T) {
 		t.Errorf("route.list without status: statuses %+v", r.Statuses)
 	}
 
-	// Not built yet: answered, with unavailable.
-	s.fail("mail.control.connection.test", map[string]string{"name": "support_imap"}, "unavailable", "")
-	s.fail("mail.control.connection.log", map[string]string{"name": "support_imap"}, "unavailable", "")
+	s.fail("mail.control.connection.test", map[string]string{"name": "nope"}, "not_found", "name")
+	s.fail("mail.control.connection.log", map[string]string{"name": "nope"}, "not_found", "name")
+	s.fail("mail.control.connection.test", map[string]any{"name": "draft", "type": "imap", "host": "imap://x"}, "invalid", "host")
 
 	// A connection in use cannot go; once its routes are gone it can.
 	e := s.fail("mail.control.connection.delete", map[string]string{"name": "support_imap"}, "conflict", "name")

@@ -160,3 +160,23 @@ func resolvePassword(src *schemas.SecretSource) (string, error) {
 	}
 	return "", errors.New("passwordFrom: neither env nor file is set")
 }
+
+// usable returns a copy of a stored connection as a worker or a check needs it: secrets
+// decrypted and passwordFrom read. Errors name the connection, never a secret.
+func (s *sealer) usable(c schemas.Connection) (schemas.Connection, error) {
+	if c.OAuth2 != nil {
+		o := *c.OAuth2
+		c.OAuth2 = &o
+	}
+	if err := s.openConnection(&c); err != nil {
+		return c, fmt.Errorf("connection %s: %w", c.Name, err)
+	}
+	if c.PasswordFrom != nil {
+		p, err := resolvePassword(c.PasswordFrom)
+		if err != nil {
+			return c, fmt.Errorf("connection %s: %w", c.Name, err)
+		}
+		c.Password = p
+	}
+	return c, nil
+}

@@ -309,20 +309,9 @@ func (s *supervisor) runRoute(ctx context.Context, spec RouteSpec, factory Worke
 
 // runWorker resolves the connection's secrets, makes the worker and runs it.
 func (s *supervisor) runWorker(ctx context.Context, spec RouteSpec, factory WorkerFactory) error {
-	c := spec.Connection
-	if c.OAuth2 != nil {
-		o := *c.OAuth2
-		c.OAuth2 = &o
-	}
-	if err := s.sealer.openConnection(&c); err != nil {
-		return Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
-	}
-	if c.PasswordFrom != nil {
-		p, err := resolvePassword(c.PasswordFrom)
-		if err != nil {
-			return Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
-		}
-		c.Password = p
+	c, err := s.sealer.usable(spec.Connection)
+	if err != nil {
+		return Permanent(err)
 	}
 	spec.Connection = c
 	w, err := factory(s.rt, spec)
