@@ -53,10 +53,13 @@ func CheckConnection(ctx context.Context, c schemas.Connection, mailboxes []stri
 		mailboxes = []string{"INBOX"}
 	}
 	k := &checker{c: &c, reply: &schemas.Reply{OK: true}}
-	if c.Type != "" && c.Type != schemas.TypeIMAP {
-		k.fail("type", invalid("type", "the connection check supports imap connections only, not %s", c.Type))
-	} else {
+	switch c.Type {
+	case "", schemas.TypeIMAP:
 		k.run(ctx, mailboxes)
+	case schemas.TypeExchange:
+		k.runExchange(ctx, mailboxes)
+	default:
+		k.fail("type", invalid("type", "the connection check does not know connections of type %s", c.Type))
 	}
 	scrubReply(k.reply, secretsOf(&c))
 	return k.reply
