@@ -7,10 +7,9 @@ export DEBIAN_FRONTEND=noninteractive
 
 if ! command -v dovecot >/dev/null 2>&1; then
 	apt_get=(apt-get -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-	# A fresh machine may have no package lists yet.
-	if ! apt-cache show dovecot-imapd >/dev/null 2>&1; then
-		apt-get update
-	fi
+	# A fresh machine may have no package lists yet, or old ones that name versions the
+	# mirror no longer has.
+	apt-get update
 	"${apt_get[@]}" install -y --no-install-recommends dovecot-imapd
 fi
 
