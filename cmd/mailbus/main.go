@@ -2,6 +2,7 @@
 //
 //	mailbus [serve]   run the connector (configured by MAILBUS_* variables)
 //	mailbus version   print the version
+//	mailbus healthcheck  ask a running mailbus's /healthz (the image's HEALTHCHECK)
 //	mailbus demo      everything in one process (not built yet)
 package main
 
@@ -54,10 +55,16 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case "version":
 		fmt.Fprintln(stdout, "mailbus", buildVersion())
 		return nil
+	case "healthcheck":
+		cfg, err := loadConfig()
+		if err != nil {
+			return err
+		}
+		return connector.Healthcheck(ctx, cfg.HTTPAddr)
 	case "demo":
 		return usageError{errors.New("demo: not built yet")}
 	default:
-		return usageError{fmt.Errorf("unknown command %q (want serve, version or demo)", cmd)}
+		return usageError{fmt.Errorf("unknown command %q (want serve, version, healthcheck or demo)", cmd)}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -105,5 +106,44 @@ func TestServe(t *testing.T) {
 	defer cancel()
 	if err := run(ctx, nil, &bytes.Buffer{}); err != nil {
 		t.Fatalf("run() = %v", err)
+	}
+}
+
+// TestHealthcheck runs mailbus, then the healthcheck subcommand the image's HEALTHCHECK
+// uses, against it and against nothing.
+func TestHealthcheck(t *testing.T) {
+	clearEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	t.Setenv("MAILBUS_EMBEDDED_LISTEN", "127.0.0.1:-1")
+	t.Setenv("MAILBUS_DATA_DIR", t.TempDir())
+	t.Setenv("MAILBUS_HTTP_ADDR", addr)
+	t.Setenv("MAILBUS_LOG_LEVEL", "error")
+	if err := run(context.Background(), []string{"healthcheck"}, &bytes.Buffer{}); err == nil {
+		t.Fatal("healthcheck with no mailbus running = nil")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, &bytes.Buffer{}) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run() = %v", err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := run(context.Background(), []string{"healthcheck"}, &bytes.Buffer{})
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("healthcheck of a running mailbus = %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
