@@ -3,7 +3,7 @@
 //	mailbus [serve]   run the connector (configured by MAILBUS_* variables)
 //	mailbus version   print the version
 //	mailbus healthcheck  ask a running mailbus's /healthz (the image's HEALTHCHECK)
-//	mailbus demo      everything in one process (not built yet)
+//	mailbus demo [-json] [-every 5s]  embedded NATS and IMAP with sample mail, events printed
 package main
 
 import (
@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return connector.Healthcheck(ctx, cfg.HTTPAddr)
 	case "demo":
-		return usageError{errors.New("demo: not built yet")}
+		return demo(ctx, args[1:], stdout)
 	default:
 		return usageError{fmt.Errorf("unknown command %q (want serve, version, healthcheck or demo)", cmd)}
 	}
