@@ -187,7 +187,8 @@ func (c *Connector) Run(ctx context.Context) error {
 		TLSRootCAs:     c.roots,
 		ConnLog:        NewConnLog(js, c.names, c.logger),
 	}
-	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories, resync)
+	ls := newLeases(storage.Leases, c.cfg.Instance, rt.Status)
+	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories, resync, ls)
 
 	// The routes get their own context: at shutdown they stop only once the control
 	// service no longer takes commands.
@@ -199,6 +200,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	svc, err := startControl(routesCtx, nc, c.names, c.version, &control{
 		store: st, status: rt.Status, instance: c.cfg.Instance, logger: c.logger.With("component", "control"),
 		sealer: c.sealer, js: js, names: c.names,
+		leases: ls,
 	})
 	if err != nil {
 		stopRoutes()
@@ -212,7 +214,9 @@ func (c *Connector) Run(ctx context.Context) error {
 	}
 
 	if c.cfg.HTTPAddr != "" {
-		hs, err := NewHealthServer(c.cfg.HTTPAddr, c.Ready, NewRegistry())
+		reg := NewRegistry()
+		reg.MustRegister(newRouteCollector(rt.Status, ls))
+		hs, err := NewHealthServer(c.cfg.HTTPAddr, c.Ready, reg)
 		if err != nil {
 			stopControl()
 			stopRoutes()

@@ -42,6 +42,7 @@ var errorHeaderCodes = map[string]string{
 type control struct {
 	store    *store
 	status   *StatusBoard
+	leases   *leases // who owns the routes not running here; nil: no lookup
 	instance string
 	logger   *slog.Logger
 	sealer   *sealer
@@ -328,7 +329,7 @@ func (c *control) routeList(ctx context.Context, data []byte) (*schemas.Reply, e
 	reply := &schemas.Reply{Routes: all}
 	if req.Status {
 		for _, r := range all {
-			reply.Statuses = append(reply.Statuses, c.statusOf(r))
+			reply.Statuses = append(reply.Statuses, c.statusOf(ctx, r))
 		}
 	}
 	return reply, nil
@@ -354,19 +355,32 @@ func (c *control) routeStatus(ctx context.Context, data []byte) (*schemas.Reply,
 	if err != nil {
 		return nil, err
 	}
-	st := c.statusOf(r)
+	st := c.statusOf(ctx, r)
 	return &schemas.Reply{Status: &st}, nil
 }
 
-// statusOf is a route's status as this replica knows it: from its worker when the route
-// runs here, else what the definition says (disabled, or stopped: not running here).
-func (c *control) statusOf(r schemas.Route) schemas.RouteStatus {
+// statusOf is a route's status: from its worker when the route runs here; else, when
+// another replica holds its lease, the status that replica last wrote into the lease (at
+// most leaseRenew old), with that replica as owner; else what the definition says
+// (disabled, or stopped: no replica runs it).
+func (c *control) statusOf(ctx context.Context, r schemas.Route) schemas.RouteStatus {
 	if st, ok := c.status.Get(r.Name); ok {
 		return st
 	}
 	st := schemas.RouteStatus{Route: r.Name, State: schemas.StateStopped}
 	if r.Disabled {
 		st.State = schemas.StateDisabled
+		return st
+	}
+	if c.leases != nil {
+		if v, ok := c.leases.owner(ctx, r.Name); ok {
+			if v.Status != nil {
+				st = *v.Status
+			} else {
+				st.State = schemas.StateStarting
+			}
+			st.Route, st.Owner = r.Name, v.Owner
+		}
 	}
 	return st
 }

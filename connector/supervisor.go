@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,10 +40,13 @@ type supervisor struct {
 	factories map[string]WorkerFactory
 	logger    *slog.Logger
 	resync    <-chan struct{} // NATS reconnected: watch again
+	leases    *leases
+	poke      chan struct{} // a runner lost its lease
 
 	// Owned by the Run goroutine.
 	conns   map[string]schemas.Connection
 	routes  map[string]schemas.Route
+	want    map[string]wantedRoute // routes that should run somewhere
 	running map[string]*runner
 
 	readyOnce sync.Once
@@ -52,14 +58,29 @@ type runner struct {
 	key    string // comparable form of the effective spec
 	cancel context.CancelFunc
 	done   chan struct{}
+	// lease is renewed by the runner goroutine; read it only after done.
+	lease *lease
+	// keep: the route restarts here with a new spec, so the lease is not released.
+	keep atomic.Bool
+	// lost is set before done closes when the lease could not be renewed.
+	lost atomic.Bool
 }
 
-func newSupervisor(rt *Runtime, kv jetstream.KeyValue, s *sealer, factories map[string]WorkerFactory, resync <-chan struct{}) *supervisor {
+// wantedRoute is a route that passed every check and should run on the replica holding its lease.
+type wantedRoute struct {
+	spec    RouteSpec
+	factory WorkerFactory
+	key     string
+}
+
+func newSupervisor(rt *Runtime, kv jetstream.KeyValue, s *sealer, factories map[string]WorkerFactory, resync <-chan struct{}, ls *leases) *supervisor {
 	return &supervisor{
-		rt: rt, kv: kv, sealer: s, factories: factories, resync: resync,
+		rt: rt, kv: kv, sealer: s, factories: factories, resync: resync, leases: ls,
+		poke:    make(chan struct{}, 1),
 		logger:  rt.Logger.With("component", "supervisor"),
 		conns:   make(map[string]schemas.Connection),
 		routes:  make(map[string]schemas.Route),
+		want:    make(map[string]wantedRoute),
 		running: make(map[string]*runner),
 		ready:   make(chan struct{}),
 	}
@@ -74,6 +95,9 @@ var errResync = errors.New("nats reconnected")
 // Run applies definitions until ctx ends, then stops every worker and returns nil. When the
 // watch breaks, or NATS reconnected, it watches again and re-applies everything.
 func (s *supervisor) Run(ctx context.Context) error {
+	// Deferred in this order so that the routes stop and release their leases before the
+	// instance key goes: the others then count this replica out and take them at once.
+	defer s.heartbeat(ctx)()
 	defer s.stopAll()
 	for attempt := 0; ; attempt++ {
 		err := s.watch(ctx)
@@ -100,6 +124,15 @@ func (s *supervisor) watch(ctx context.Context) error {
 		return fmt.Errorf("watch %s: %w", s.rt.Names.ConfigBucket(), err)
 	}
 	defer w.Stop()
+	// Leases freed by others (a clean shutdown, a shed route) are taken at once; expired
+	// ones leave no marker and are found by the retry tick.
+	lw, err := s.leases.kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", s.rt.Names.LeasesBucket(), err)
+	}
+	defer lw.Stop()
+	tick := time.NewTicker(leaseRetry)
+	defer tick.Stop()
 	initial := true
 	conns, routes := make(map[string]schemas.Connection), make(map[string]schemas.Route)
 	for {
@@ -110,6 +143,23 @@ func (s *supervisor) watch(ctx context.Context) error {
 			return ctx.Err()
 		case <-s.resync:
 			return errResync
+		case <-tick.C:
+			if !initial {
+				s.balance(ctx)
+			}
+			continue
+		case <-s.poke:
+			s.sweep()
+			continue
+		case le, ok := <-lw.Updates():
+			if !ok {
+				return errors.New("leases watcher stopped")
+			}
+			// A freed lease, or a replica gone (a larger share for the others).
+			if !initial && le != nil && le.Operation() != jetstream.KeyValuePut {
+				s.balance(ctx)
+			}
+			continue
 		case e, ok = <-w.Updates():
 		}
 		if !ok {
@@ -169,6 +219,8 @@ func (s *supervisor) reconcileAll(ctx context.Context) {
 	for n := range names {
 		s.reconcile(ctx, n)
 	}
+	// Routes reconciled early saw a smaller share; take up to the full one now.
+	s.balance(ctx)
 }
 
 // reconcileConnection reconciles the routes of one connection.
@@ -186,13 +238,15 @@ func (s *supervisor) reconcileConnection(ctx context.Context, conn string) {
 func (s *supervisor) reconcile(ctx context.Context, name string) {
 	r, ok := s.routes[name]
 	if !ok {
-		s.stop(name)
+		delete(s.want, name)
+		s.stop(name, false)
 		s.rt.Status.Delete(name)
 		return
 	}
 	c, hasConn := s.conns[r.Connection]
 	park := func(state, why string) {
-		s.stop(name)
+		delete(s.want, name)
+		s.stop(name, false)
 		s.setStatus(name, state, why)
 	}
 	switch {
@@ -213,18 +267,191 @@ func (s *supervisor) reconcile(ctx context.Context, name string) {
 	}
 	spec := RouteSpec{Route: r, Connection: c}
 	key := specKey(spec)
-	if cur, ok := s.running[name]; ok && cur.key == key {
+	s.want[name] = wantedRoute{spec: spec, factory: factory, key: key}
+	cur, ok := s.running[name]
+	if ok && cur.key == key {
 		return
 	}
-	s.stop(name)
+	if ok {
+		// A new spec: the worker restarts here, under the lease it holds.
+		if ls := s.stop(name, true); ls != nil {
+			s.start(ctx, name, ls)
+			return
+		}
+	}
+	s.acquire(ctx, name, s.share(ctx))
+}
+
+// share is how many routes this replica may own: the wanted routes spread evenly over the
+// live replicas, rounded up.
+func (s *supervisor) share(ctx context.Context) int {
+	n := s.leases.replicas(ctx)
+	return (len(s.want) + n - 1) / n
+}
+
+// acquire starts a wanted route here if this replica is within its share and takes the
+// route's lease. A route held elsewhere is forgotten on the local board.
+func (s *supervisor) acquire(ctx context.Context, name string, share int) {
+	if _, ok := s.running[name]; ok {
+		return
+	}
+	if len(s.running) >= share {
+		s.rt.Status.Delete(name) // what it said when parked here is no longer true
+		return
+	}
+	ls, ok, err := s.leases.acquire(ctx, name)
+	if err != nil {
+		s.logger.Warn("route lease not taken", "route", name, "err", err)
+	}
+	if !ok {
+		s.rt.Status.Delete(name)
+		return
+	}
+	s.logger.Info("route lease taken", "route", name, "revision", ls.rev)
+	s.start(ctx, name, ls)
+}
+
+// balance forgets runners that lost their lease, sheds a route when this replica holds
+// more than its share (one per call, so that replicas joining together settle without
+// flapping), and tries to take the free wanted routes.
+func (s *supervisor) balance(ctx context.Context) {
+	s.sweep()
+	share := s.share(ctx)
+	if len(s.running) > share {
+		names := slices.Sorted(maps.Keys(s.running))
+		name := names[len(names)-1]
+		s.logger.Info("route handed over: more routes here than this replica's share", "route", name, "share", share)
+		s.stop(name, false)
+		s.rt.Status.Delete(name)
+		return
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.want)) {
+		s.acquire(ctx, name, share)
+	}
+}
+
+// sweep forgets the runners that ended on their own: they lost their lease.
+func (s *supervisor) sweep() {
+	for name, run := range s.running {
+		select {
+		case <-run.done:
+			delete(s.running, name)
+		default:
+		}
+	}
+}
+
+// start runs a wanted route's worker under ls. The worker's context is a child of ctx, so
+// it ends with the supervisor.
+func (s *supervisor) start(ctx context.Context, name string, ls *lease) {
+	w := s.want[name]
 	ctx, cancel := context.WithCancel(ctx)
-	run := &runner{key: key, cancel: cancel, done: make(chan struct{})}
+	run := &runner{key: w.key, cancel: cancel, done: make(chan struct{}), lease: ls}
 	s.running[name] = run
 	s.setStatus(name, schemas.StateStarting, "")
 	go func() {
 		defer close(run.done)
-		s.runRoute(ctx, spec, factory)
+		s.runOwned(ctx, run, w.spec, w.factory)
 	}()
+}
+
+// runOwned runs a route's worker while it renews the route's lease. When a renewal is
+// refused (the lease expired or another replica took it), or renewals fail for
+// leaseGrace, the worker is stopped at once: another replica may be taking over. A
+// stopped runner releases its lease after its worker stopped, unless it is kept.
+func (s *supervisor) runOwned(ctx context.Context, run *runner, spec RouteSpec, factory WorkerFactory) {
+	name := spec.Route.Name
+	s.leases.hold(name, true)
+	defer s.leases.hold(name, false)
+	wctx, stopWorker := context.WithCancel(ctx)
+	defer stopWorker()
+	workerDone := make(chan struct{})
+	go func() {
+		defer close(workerDone)
+		s.runRoute(wctx, spec, factory)
+	}()
+	t := time.NewTicker(leaseRenew)
+	defer t.Stop()
+	// The lease carries the route's status for the other replicas; a change of state is
+	// written at once rather than at the next renewal.
+	check := time.NewTicker(stateCheck)
+	defer check.Stop()
+	state := func() string { st, _ := s.rt.Status.Get(name); return st.State }
+	written := state()
+	lastOK := time.Now()
+	lost := false
+renew:
+	for {
+		select {
+		case <-ctx.Done():
+			break renew
+		case <-check.C:
+			if state() == written {
+				continue
+			}
+		case <-t.C:
+		}
+		cur := state()
+		err := s.leases.renew(ctx, name, run.lease)
+		if err == nil {
+			lastOK, written = time.Now(), cur
+			continue
+		}
+		if ctx.Err() != nil {
+			break renew
+		}
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) || time.Since(lastOK) >= leaseGrace {
+			s.logger.Warn("route lease lost; stopping its worker", "route", name, "err", err)
+			lost = true
+			break renew
+		}
+		s.logger.Warn("route lease not renewed; retrying", "route", name, "err", err)
+	}
+	stopWorker()
+	<-workerDone
+	switch {
+	case lost:
+		run.lost.Store(true)
+		s.rt.Status.Delete(name)
+		select {
+		case s.poke <- struct{}{}:
+		default:
+		}
+	case !run.keep.Load():
+		if err := s.leases.release(run.lease); err != nil {
+			s.logger.Warn("route lease not released; it expires by itself", "route", name, "err", err)
+		}
+	}
+}
+
+// heartbeat writes this replica's instance key now and every leaseRenew until ctx ends.
+// The returned function waits for that and deletes the key.
+func (s *supervisor) heartbeat(ctx context.Context) func() {
+	if err := s.leases.heartbeat(ctx); err != nil {
+		s.logger.Warn("instance heartbeat", "err", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(leaseRenew)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := s.leases.heartbeat(ctx); err != nil && ctx.Err() == nil {
+					s.logger.Warn("instance heartbeat", "err", err)
+				}
+			}
+		}
+	}()
+	return func() {
+		<-done
+		if err := s.leases.goodbye(); err != nil {
+			s.logger.Warn("instance key not deleted; it expires by itself", "err", err)
+		}
+	}
 }
 
 // specKey is what decides a restart: the definitions without the fields that do not change
@@ -236,19 +463,26 @@ func specKey(spec RouteSpec) string {
 	return string(b)
 }
 
-// stop cancels a route's worker and waits for it, at most stopWait.
-func (s *supervisor) stop(name string) {
+// stop cancels a route's worker and waits for it, at most stopWait. With keep, the lease
+// is not released but returned, if still held, for the route's next worker here.
+func (s *supervisor) stop(name string, keep bool) *lease {
 	run, ok := s.running[name]
 	if !ok {
-		return
+		return nil
 	}
 	delete(s.running, name)
+	run.keep.Store(keep)
 	run.cancel()
 	select {
 	case <-run.done:
 	case <-time.After(stopWait):
 		s.logger.Error("worker did not stop in time; leaving it behind", "route", name)
+		return nil
 	}
+	if !keep || run.lost.Load() {
+		return nil
+	}
+	return run.lease
 }
 
 // stopAll stops every worker, in parallel so shutdown takes as long as the slowest.

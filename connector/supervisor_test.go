@@ -31,9 +31,8 @@ func TestSupervisorLifecycle(t *testing.T) {
 	// Disable, enable.
 	s.ok("mail.control.route.put", map[string]any{"name": "r1", "connection": "c1", "disabled": true})
 	rec.expect(t, "stop r1", reactWithin)
-	if st := s.status("r1"); st.State != schemas.StateDisabled {
-		t.Errorf("status of disabled route = %+v", st)
-	}
+	// The worker reports its stop before the supervisor releases the lease and parks it.
+	s.waitStatus("r1", reactWithin, func(st schemas.RouteStatus) bool { return st.State == schemas.StateDisabled })
 	s.ok("mail.control.route.put", inboxRoute("r1", "c1"))
 	rec.expect(t, "start r1", reactWithin)
 
@@ -64,9 +63,9 @@ func TestSupervisorLifecycle(t *testing.T) {
 	c1["disabled"] = true
 	s.ok("mail.control.connection.put", c1)
 	rec.expect(t, "stop r1", reactWithin)
-	if st := s.status("r1"); st.State != schemas.StateDisabled || !strings.Contains(st.LastError, "c1") {
-		t.Errorf("status of route on a disabled connection = %+v", st)
-	}
+	s.waitStatus("r1", reactWithin, func(st schemas.RouteStatus) bool {
+		return st.State == schemas.StateDisabled && strings.Contains(st.LastError, "c1")
+	})
 	c1["disabled"] = false
 	s.ok("mail.control.connection.put", c1)
 	rec.expect(t, "start r1", reactWithin)

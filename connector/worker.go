@@ -88,3 +88,14 @@ func (b *StatusBoard) Delete(route string) {
 	defer b.mu.Unlock()
 	delete(b.routes, route)
 }
+
+// all returns a copy of every route's status.
+func (b *StatusBoard) all() []schemas.RouteStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]schemas.RouteStatus, 0, len(b.routes))
+	for _, s := range b.routes {
+		out = append(out, *s)
+	}
+	return out
+}
