@@ -43,7 +43,19 @@ const (
 // false, the plain-language cause in the stage and in Error; the reply never holds a
 // secret. Only the first mailbox is in Reply.Mailbox; every mailbox's numbers are in the
 // Detail of its select stage.
+//
+// An oauth2 connection gets its token in a stage of its own, token, before login; a refresh
+// token the endpoint replaces is not stored (the control service's check stores it).
 func CheckConnection(ctx context.Context, c schemas.Connection, mailboxes []string) *schemas.Reply {
+	return checkConnection(ctx, c, mailboxes, nil)
+}
+
+// checkConnection is CheckConnection with the token source of an oauth2 connection (nil: a
+// new one that keeps a replaced refresh token in memory).
+func checkConnection(ctx context.Context, c schemas.Connection, mailboxes []string, ts *tokenSource) *schemas.Reply {
+	if c.Auth == schemas.AuthOAuth2 && ts == nil {
+		ts = newTokenSource(&c, nil)
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, checkTimeout)
@@ -52,7 +64,7 @@ func CheckConnection(ctx context.Context, c schemas.Connection, mailboxes []stri
 	if len(mailboxes) == 0 {
 		mailboxes = []string{"INBOX"}
 	}
-	k := &checker{c: &c, reply: &schemas.Reply{OK: true}}
+	k := &checker{c: &c, reply: &schemas.Reply{OK: true}, tokens: ts}
 	switch c.Type {
 	case "", schemas.TypeIMAP:
 		k.run(ctx, mailboxes)
@@ -61,16 +73,21 @@ func CheckConnection(ctx context.Context, c schemas.Connection, mailboxes []stri
 	default:
 		k.fail("type", invalid("type", "the connection check does not know connections of type %s", c.Type))
 	}
-	scrubReply(k.reply, secretsOf(&c))
+	secrets := secretsOf(&c)
+	if ts != nil {
+		secrets = append(secrets, ts.secrets()...)
+	}
+	scrubReply(k.reply, secrets)
 	return k.reply
 }
 
 // checker runs the stages of one check and collects them in reply.
 type checker struct {
-	c     *schemas.Connection
-	reply *schemas.Reply
-	host  string
-	port  int
+	c      *schemas.Connection
+	reply  *schemas.Reply
+	host   string
+	port   int
+	tokens *tokenSource // oauth2 only
 }
 
 // checkFailure is the cause of a failed stage, in words for the person who owns the
@@ -213,6 +230,9 @@ func (k *checker) run(ctx context.Context, mailboxes []string) {
 		return
 	}
 
+	if k.tokens != nil && !k.stage("token", func() (string, error) { return k.token(ctx) }) {
+		return
+	}
 	if !k.stage("login", func() (string, error) { return k.login(ctx, client, caps) }) {
 		return
 	}
@@ -372,12 +392,22 @@ func (k *checker) login(ctx context.Context, client *imapclient.Client, caps ima
 		return "", invalid("encryption", "the server does not accept passwords over an unencrypted connection: use encryption ssl or tls")
 	}
 	// The same login the route worker does, so a passing check means the route logs in too.
-	err := within(ctx, imapLoginTimeout, client, func() error { return authenticate(client, k.c) })
+	err := within(ctx, imapLoginTimeout, client, func() error { return authenticate(ctx, client, k.c, k.tokens) })
 	if err == nil {
+		if k.tokens != nil {
+			return "logged in as " + k.c.Username + " with " + oauthMechanism(caps), nil
+		}
 		return "logged in as " + k.c.Username, nil
 	}
 	var ie *imap.Error
+	var te *tokenError
 	switch {
+	case errors.As(err, &te) && te.field != "":
+		return "", invalid(te.field, "%s", te.msg)
+	case errors.As(err, &te):
+		return "", unavailable("%s", te.msg)
+	case k.tokens != nil && IsPermanent(err) && !errors.Is(err, errIMAPTimeout):
+		return "", invalid("oauth2", "%v", err)
 	case errors.As(err, &ie):
 		return "server said: " + ie.Text, invalid("password", "the server refused the user name or password")
 	case errors.Is(err, errIMAPTimeout):
@@ -386,6 +416,24 @@ func (k *checker) login(ctx context.Context, client *imapclient.Client, caps ima
 		return "", invalid("auth", "%v", err)
 	}
 	return "", unavailable("login failed: %v", err)
+}
+
+// token gets the access token the login will use, so that a failure of the token endpoint
+// shows as such and not as a refused login.
+func (k *checker) token(ctx context.Context) (string, error) {
+	_, _, err := k.tokens.token(ctx)
+	var te *tokenError
+	switch {
+	case err == nil:
+		return k.tokens.describe(), nil
+	case errors.As(err, &te) && te.field != "":
+		return "", invalid(te.field, "%s", te.msg)
+	case errors.As(err, &te):
+		return "", unavailable("%s", te.msg)
+	case IsPermanent(err):
+		return "", invalid("oauth2", "%v", err)
+	}
+	return "", unavailable("getting the access token failed: %v", err)
 }
 
 func (k *checker) selectMailbox(ctx context.Context, client *imapclient.Client, name string) (string, error) {

@@ -186,6 +186,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		Publishers:     pubs,
 		TLSRootCAs:     c.roots,
 		ConnLog:        NewConnLog(js, c.names, c.logger),
+		defs:           st,
 	}
 	ls := newLeases(storage.Leases, c.cfg.Instance, rt.Status)
 	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories, resync, ls)

@@ -177,6 +177,9 @@ const testRequestTimeout = 60 * time.Second
 // name, as a put would.
 func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var conn schemas.Connection
+	// A draft's own refresh token is used as it is; a stored one is read again before each
+	// refresh and, when the endpoint replaces it, the new one is stored.
+	tokens := c.store
 	var only map[string]json.RawMessage
 	if json.Unmarshal(data, &only) == nil && len(only) == 1 && only["name"] != nil {
 		var in schemas.NameRequest
@@ -194,6 +197,9 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		}
 		if e := validateConnection(&conn); e != nil {
 			return nil, e
+		}
+		if conn.OAuth2 != nil && conn.OAuth2.RefreshToken != "" {
+			tokens = nil
 		}
 		if err := c.sealer.sealConnection(&conn); err != nil {
 			return nil, err
@@ -219,7 +225,11 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 			mailboxes = append(mailboxes, r.Mailbox)
 		}
 	}
-	return CheckConnection(ctx, conn, mailboxes), nil
+	var ts *tokenSource
+	if conn.Auth == schemas.AuthOAuth2 {
+		ts = newTokenSource(&conn, tokens)
+	}
+	return checkConnection(ctx, conn, mailboxes, ts), nil
 }
 
 // connectionLog reads a connection's log from its stream, so any replica can answer.

@@ -61,7 +61,14 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
 	}
 	eventPrefix := c.Name + "/" + r.Mailbox
+	var tokens *tokenSource
+	if c.Auth == schemas.AuthOAuth2 {
+		// Its settings are checked when the first session asks for a token, so a bad one
+		// parks the route with the reason rather than failing its start.
+		tokens = newTokenSource(&c, rt.defs)
+	}
 	return &imapWorker{
+		tokens:  tokens,
 		rt:      rt,
 		route:   r,
 		conn:    c,
@@ -86,6 +93,7 @@ type imapWorker struct {
 	source  string // ce-source
 	idPfx   string // <connection>/<mailbox>, the event Id without /<uidvalidity>/<uid>
 	log     *slog.Logger
+	tokens  *tokenSource // oauth2 only
 }
 
 func (rt *Runtime) logger() *slog.Logger {
@@ -107,6 +115,10 @@ func (w *imapWorker) Run(ctx context.Context) error {
 		err := w.session(ctx, &attempt)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, errTokenRenew) {
+			w.connLog(slog.LevelDebug, EventLogin, "the access token is about to expire: reconnecting with a new one")
+			continue
 		}
 		var wait time.Duration
 		state := schemas.StateBackoff
@@ -187,7 +199,7 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 			}
 		},
 	}}
-	c, err := DialIMAP(ctx, &w.conn, w.rt.TLSRootCAs, opts)
+	c, err := dialIMAP(ctx, &w.conn, w.rt.TLSRootCAs, opts, w.tokens)
 	if err != nil {
 		return err
 	}
@@ -209,6 +221,7 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 	}
 	s := &imapSession{
 		w: w, c: c, cp: cp, wake: wake,
+		renewAt: w.tokens.renewAt(),
 		idle: caps.Has(imap.CapIdle) && w.conn.IdleEnabled(),
 		move: caps.Has(imap.CapMove),
 	}

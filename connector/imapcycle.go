@@ -41,6 +41,10 @@ type imapSession struct {
 	wake       chan struct{} // EXISTS seen
 	idle, move bool
 	inflight   int // bytes of events held for a retry
+	// renewAt ends the session between cycles, so that the next one logs in with a new
+	// access token before the old one expires (Microsoft 365 drops a session whose token
+	// expired); zero: never.
+	renewAt time.Time
 }
 
 // fetched is one message of a batch on its way: published and waiting for its

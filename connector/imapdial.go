@@ -47,8 +47,14 @@ func IMAPAddr(c *schemas.Connection) string {
 // DialIMAP connects to the connection's server, secures the connection as its encryption
 // says and authenticates. roots verifies the server certificate (nil: the system pool).
 // ctx ends the attempt early. Errors are sorted for IsPermanent and never contain the
-// password. The caller owns the client and must Close it.
+// password. The caller owns the client and must Close it. An oauth2 connection gets its
+// token afresh; a refresh token the endpoint replaces is not stored.
 func DialIMAP(ctx context.Context, conn *schemas.Connection, roots *x509.CertPool, opts *imapclient.Options) (*imapclient.Client, error) {
+	return dialIMAP(ctx, conn, roots, opts, nil)
+}
+
+// dialIMAP is DialIMAP with the token source of an oauth2 connection (nil: a new one).
+func dialIMAP(ctx context.Context, conn *schemas.Connection, roots *x509.CertPool, opts *imapclient.Options, ts *tokenSource) (*imapclient.Client, error) {
 	if opts == nil {
 		opts = &imapclient.Options{}
 	}
@@ -104,7 +110,7 @@ func DialIMAP(ctx context.Context, conn *schemas.Connection, roots *x509.CertPoo
 		raw.Close()
 		return nil, fmt.Errorf("greeting from %s: %w", addr, err)
 	}
-	if err := within(ctx, imapLoginTimeout, c, func() error { return authenticate(c, conn) }); err != nil {
+	if err := within(ctx, imapLoginTimeout, c, func() error { return authenticate(ctx, c, conn, ts) }); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -120,9 +126,10 @@ func tlsError(addr string, err error) error {
 	return err
 }
 
-// authenticate logs in as the connection's auth says. A refusal by the server is permanent:
-// trying the same credentials again soon only risks locking the account.
-func authenticate(c *imapclient.Client, conn *schemas.Connection) error {
+// authenticate logs in as the connection's auth says, oauth2 with tokens from ts (nil: a
+// new source). A refusal by the server is permanent: trying the same credentials again soon
+// only risks locking the account.
+func authenticate(ctx context.Context, c *imapclient.Client, conn *schemas.Connection, ts *tokenSource) error {
 	caps := c.Caps()
 	var err error
 	switch conn.Auth {
@@ -147,7 +154,12 @@ func authenticate(c *imapclient.Client, conn *schemas.Connection) error {
 		}
 		err = c.Authenticate(&ntlmClient{user: user, password: conn.Password})
 	case schemas.AuthOAuth2:
-		return Permanent(errors.New("login: oauth2 is not supported for IMAP yet"))
+		if ts == nil {
+			ts = newTokenSource(conn, nil)
+		}
+		_, p, _ := net.SplitHostPort(IMAPAddr(conn))
+		port, _ := strconv.Atoi(p)
+		return oauthLogin(ctx, c, conn, ts, conn.Host, port)
 	default:
 		return Permanent(fmt.Errorf("login: unknown auth %q", conn.Auth))
 	}

@@ -20,10 +20,23 @@ func (s *imapSession) wait(ctx context.Context) (reselect bool, err error) {
 		return false, nil
 	default:
 	}
-	if s.idle {
-		return s.waitIdle(ctx, min(s.w.pollInterval(), idleRestart))
+	d := s.w.pollInterval()
+	if !s.renewAt.IsZero() {
+		left := time.Until(s.renewAt)
+		if left <= 0 {
+			return false, errTokenRenew
+		}
+		d = min(d, left)
 	}
-	return s.waitPoll(ctx, s.w.pollInterval())
+	if s.idle {
+		reselect, err = s.waitIdle(ctx, min(d, idleRestart))
+	} else {
+		reselect, err = s.waitPoll(ctx, d)
+	}
+	if err == nil && !s.renewAt.IsZero() && !time.Now().Before(s.renewAt) {
+		return false, errTokenRenew
+	}
+	return reselect, err
 }
 
 // waitIdle sits in IDLE until EXISTS, the end of d, or a dead connection.

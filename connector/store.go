@@ -318,3 +318,45 @@ func list[T any](ctx context.Context, s *store, kind string, set func(*T, uint64
 		}
 	}
 }
+
+// refreshToken returns the stored oauth2 refresh token of a connection, opened; ok is false
+// when it cannot be read.
+func (s *store) refreshToken(ctx context.Context, name string) (string, bool) {
+	var c schemas.Connection
+	_, ok, err := s.get(ctx, ConnectionKey(name), &c)
+	if err != nil || !ok || c.OAuth2 == nil {
+		return "", false
+	}
+	rt, err := s.sealer.open(name, c.OAuth2.RefreshToken)
+	return rt, err == nil
+}
+
+// saveRefreshToken replaces a connection's stored refresh token old with new, sealed, when
+// the token endpoint rotated it. It writes with a compare-and-set and only over old: a
+// refresh token an operator (or another replica) put meanwhile is left alone, and saved
+// reports false.
+func (s *store) saveRefreshToken(ctx context.Context, name, old, new string) (saved bool, err error) {
+	key := ConnectionKey(name)
+	sealed, err := s.sealer.seal(name, new)
+	if err != nil {
+		return false, err
+	}
+	err = retryPut(key, func() error {
+		saved = false
+		var c schemas.Connection
+		rev, ok, err := s.get(ctx, key, &c)
+		if err != nil || !ok || c.OAuth2 == nil {
+			return err
+		}
+		if cur, err := s.sealer.open(name, c.OAuth2.RefreshToken); err != nil || cur != old {
+			return err
+		}
+		c.OAuth2.RefreshToken = sealed
+		if _, err := s.write(ctx, key, rev, c); err != nil {
+			return err
+		}
+		saved = true
+		return nil
+	})
+	return saved, err
+}

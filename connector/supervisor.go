@@ -455,10 +455,17 @@ func (s *supervisor) heartbeat(ctx context.Context) func() {
 }
 
 // specKey is what decides a restart: the definitions without the fields that do not change
-// what a worker does.
+// what a worker does. An oauth2 refresh token is left out too: workers store the one the
+// token endpoint replaces, and read the stored one before each refresh, so a restart on it
+// would only make every worker on the connection refresh (and rotate) again, in a loop.
 func specKey(spec RouteSpec) string {
 	spec.Route.Description, spec.Route.Revision = "", 0
 	spec.Connection.Description, spec.Connection.Revision = "", 0
+	if o := spec.Connection.OAuth2; o != nil {
+		oc := *o
+		oc.RefreshToken = ""
+		spec.Connection.OAuth2 = &oc
+	}
 	b, _ := json.Marshal(spec)
 	return string(b)
 }

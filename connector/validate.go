@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/mail"
-	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -160,13 +159,8 @@ func validateConnection(c *schemas.Connection) *schemas.Error {
 			return errInvalid("domain", `domain is required for auth windows (or give username as DOMAIN\user)`)
 		}
 	case schemas.AuthOAuth2:
-		if c.OAuth2 == nil {
-			return errInvalid("oauth2", "an oauth2 object is required for auth oauth2")
-		}
-		if t := c.OAuth2.TokenURL; t != "" {
-			if u, err := url.Parse(t); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-				return errInvalid("oauth2.tokenUrl", "oauth2.tokenUrl %q: want an http(s) URL", t)
-			}
+		if e := validateOAuth2(c.OAuth2); e != nil {
+			return e
 		}
 	}
 	if p := c.PasswordFrom; p != nil {
@@ -201,7 +195,8 @@ func validateConnection(c *schemas.Connection) *schemas.Error {
 }
 
 // checkPassword is the part of the connection check that needs the stored definition: a
-// connection that logs in must have a password, a passwordFrom, or (oauth2) a token.
+// connection that logs in must have a password, a passwordFrom, or (oauth2) a token or what
+// gets one; an oauth2 provider's scopes are filled in here, since they depend on the grant.
 func checkPassword(c *schemas.Connection) *schemas.Error {
 	switch c.Auth {
 	case schemas.AuthBasic, schemas.AuthWindows:
@@ -209,9 +204,7 @@ func checkPassword(c *schemas.Connection) *schemas.Error {
 			return errInvalid("password", "password or passwordFrom is required for auth %s", c.Auth)
 		}
 	case schemas.AuthOAuth2:
-		if c.OAuth2.AccessToken == "" && c.OAuth2.RefreshToken == "" {
-			return errInvalid("oauth2", "oauth2 needs an accessToken or a refreshToken")
-		}
+		return checkOAuth2Secrets(c.OAuth2)
 	}
 	return nil
 }

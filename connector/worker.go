@@ -46,6 +46,10 @@ type Runtime struct {
 	TLSRootCAs *x509.CertPool
 	// ConnLog writes the connection logs; nil writes none.
 	ConnLog *ConnLog
+
+	// defs stores the refresh token an OAuth2 token endpoint replaces; nil (a Runtime made
+	// outside a Connector) keeps it in memory only.
+	defs *store
 }
 
 // StatusBoard holds the status of the routes this replica runs, for route.status.
