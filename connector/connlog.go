@@ -333,6 +333,9 @@ func secretsOf(c *schemas.Connection) []string {
 // scrub replaces every secret in s.
 func scrub(s string, secrets []string) string {
 	for _, secret := range secrets {
+		if secret == "" { // would "replace" between every two characters
+			continue
+		}
 		s = strings.ReplaceAll(s, secret, "[redacted]")
 	}
 	return s

@@ -222,8 +222,8 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 	s := &imapSession{
 		w: w, c: c, cp: cp, wake: wake,
 		renewAt: w.tokens.renewAt(),
-		idle: caps.Has(imap.CapIdle) && w.conn.IdleEnabled(),
-		move: caps.Has(imap.CapMove),
+		idle:    caps.Has(imap.CapIdle) && w.conn.IdleEnabled(),
+		move:    caps.Has(imap.CapMove),
 	}
 	reselect := true
 	for {

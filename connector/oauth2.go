@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -235,6 +236,7 @@ type tokenSource struct {
 	got     time.Time     // when tok was issued, for its lifetime
 	fetched []string      // every token this source was given, to keep out of logs
 	saved   string        // what became of the last new refresh token, for the check
+	unsaved bool          // refresh is newer than the stored one, which could not be written
 }
 
 // newTokenSource makes the token source of a connection whose secrets are resolved. st
@@ -380,7 +382,7 @@ func (s *tokenSource) remember(tok string) {
 // latestRefresh returns the refresh token stored for the connection, or the one in memory
 // when there is no store or it cannot be read.
 func (s *tokenSource) latestRefresh(ctx context.Context) string {
-	if s.store != nil {
+	if s.store != nil && !s.unsaved {
 		if rt, ok := s.store.refreshToken(ctx, s.name); ok && rt != "" {
 			s.refresh = rt
 		}
@@ -389,12 +391,15 @@ func (s *tokenSource) latestRefresh(ctx context.Context) string {
 }
 
 // save stores a new refresh token in place of old and says what happened, for the check's
-// detail. A failure is not fatal: the token is kept in memory and saved at the next change.
+// detail. A failure is not fatal: the token is kept in memory, used instead of the stored
+// one, and saved at the next rotation.
 func (s *tokenSource) save(ctx context.Context, old, new string) string {
 	if s.store == nil {
 		return "the endpoint issued a new refresh token (kept in memory)"
 	}
-	switch saved, err := s.store.saveRefreshToken(ctx, s.name, old, new); {
+	saved, err := s.store.saveRefreshToken(ctx, s.name, old, new)
+	s.unsaved = err != nil
+	switch {
 	case err != nil:
 		return "the endpoint issued a new refresh token, which could not be stored: " + err.Error()
 	case !saved:
@@ -407,7 +412,11 @@ func (s *tokenSource) save(ctx context.Context, old, new string) string {
 func (s *tokenSource) secrets() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]string{s.refresh}, s.fetched...)
+	l := slices.Clone(s.fetched)
+	if s.refresh != "" {
+		l = append(l, s.refresh)
+	}
+	return l
 }
 
 // describe says where the current token came from, for the check.
