@@ -122,6 +122,9 @@ func validateOAuth2(o *schemas.OAuth2) *schemas.Error {
 // merged in, and fills a provider's scopes: a token endpoint grant needs a tokenUrl and a
 // clientId, and there must be something to get a token with.
 func checkOAuth2Secrets(o *schemas.OAuth2) *schemas.Error {
+	if o.ClientSecret != "" && o.ClientID == "" {
+		return errInvalid("oauth2.clientId", "oauth2.clientId is required with a clientSecret")
+	}
 	g := oauthGrant(o)
 	if g == "" {
 		return errInvalid("oauth2", "oauth2 needs an accessToken, a refreshToken, or a clientSecret (client credentials)")

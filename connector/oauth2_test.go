@@ -670,6 +670,7 @@ func TestOAuthValidation(t *testing.T) {
 		{"token url without scheme", map[string]any{"tokenUrl": "idp.example.com/token", "accessToken": "t"}, "oauth2.tokenUrl"},
 		{"refresh without token url", map[string]any{"clientId": "id", "refreshToken": "rt"}, "oauth2.tokenUrl"},
 		{"refresh without client id", map[string]any{"provider": "google", "refreshToken": "rt"}, "oauth2.clientId"},
+		{"client secret without client id", map[string]any{"provider": "google", "clientSecret": "cs"}, "oauth2.clientId"},
 		{"nothing to get a token with", map[string]any{"provider": "google", "clientId": "id"}, "oauth2"},
 		{"wrong type", map[string]any{"scopes": "https://mail.google.com/"}, "oauth2.scopes"},
 	} {
