@@ -320,6 +320,16 @@ func roundTrip[T any](t *testing.T, raw string) []byte {
 }
 
 // with returns raw with the properties of patch set (null deletes one).
+// mustJSON marshals v.
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatalf("json.Marshal() = %v", err)
+	}
+	return b
+}
+
 func with(t *testing.T, raw, patch string) string {
 	t.Helper()
 	var m, p map[string]any
@@ -370,6 +380,7 @@ func TestConnection(t *testing.T) {
 		{"contract example via Go", roundTrip[schemas.Connection](t, contractConnection)},
 		{"exchange", exchange},
 		{"oauth2", oauth},
+		{"oauth2 microsoft app", with(t, string(mustJSON(t, oauth)), `{"oauth2":{"provider":"microsoft","tenant":"contoso.onmicrosoft.com","clientId":"id","clientSecret":"x","scopes":["https://outlook.office365.com/.default"]}}`)},
 		{"minimal", `{"name":"a","type":"imap","host":"h"}`},
 		{"pollInterval 1m30s", with(t, contractConnection, `{"pollInterval":"1m30s"}`)},
 		{"pollInterval 1.5h", with(t, contractConnection, `{"pollInterval":"1.5h"}`)},
@@ -403,6 +414,11 @@ func TestConnection(t *testing.T) {
 		{"passwordFrom other", `{"passwordFrom":{"vault":"x"}}`},
 		{"oauth2 without settings", `{"auth":"oauth2"}`},
 		{"oauth2 unknown property", `{"auth":"oauth2","oauth2":{"secret":"x"}}`},
+		{"oauth2 unknown provider", `{"auth":"oauth2","oauth2":{"provider":"yahoo","accessToken":"t"}}`},
+		{"oauth2 tenant with a slash", `{"auth":"oauth2","oauth2":{"provider":"microsoft","tenant":"a/b"}}`},
+		{"oauth2 empty scope", `{"auth":"oauth2","oauth2":{"accessToken":"t","scopes":[""]}}`},
+		{"oauth2 scope with a space", `{"auth":"oauth2","oauth2":{"accessToken":"t","scopes":["a b"]}}`},
+		{"oauth2 token url without scheme", `{"auth":"oauth2","oauth2":{"accessToken":"t","tokenUrl":"idp.example.com/token"}}`},
 		{"exchange without url", `{"type":"exchange","host":null,"exchangeVersion":"Exchange2016"}`},
 		{"exchange url with scheme", `{"type":"exchange","exchangeUrl":"https://mail.example.com/EWS/Exchange.asmx","exchangeVersion":"Exchange2016"}`},
 		{"exchange version 2020", `{"type":"exchange","exchangeUrl":"mail.example.com","exchangeVersion":"Exchange2020"}`},
