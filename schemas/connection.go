@@ -82,14 +82,19 @@ type SecretSource struct {
 	File string `json:"file,omitempty"`
 }
 
-// OAuth2 holds the token settings of an oauth2 connection.
+// OAuth2 holds the token settings of an oauth2 connection. Tokens come from RefreshToken
+// (refresh_token grant), else from ClientID and ClientSecret (client_credentials grant),
+// else AccessToken is used as it is. AccessToken, ClientSecret and RefreshToken are secrets:
+// replies carry the *Set flags instead.
 type OAuth2 struct {
-	Provider        string   `json:"provider,omitempty"`
-	AccessToken     string   `json:"accessToken,omitempty"`
-	TokenURL        string   `json:"tokenUrl,omitempty"`
-	ClientID        string   `json:"clientId,omitempty"`
-	ClientSecret    string   `json:"clientSecret,omitempty"`
-	RefreshToken    string   `json:"refreshToken,omitempty"`
+	// Provider is google or microsoft: it fills TokenURL and Scopes when they are empty.
+	Provider     string `json:"provider,omitempty"`
+	AccessToken  string `json:"accessToken,omitempty"`
+	TokenURL     string `json:"tokenUrl,omitempty"`
+	ClientID     string `json:"clientId,omitempty"`
+	ClientSecret string `json:"clientSecret,omitempty"`
+	RefreshToken string `json:"refreshToken,omitempty"`
+	// Tenant is the Microsoft directory id or domain in the microsoft TokenURL.
 	Tenant          string   `json:"tenant,omitempty"`
 	Scopes          []string `json:"scopes,omitempty"`
 	AccessTokenSet  bool     `json:"accessTokenSet,omitempty"`
