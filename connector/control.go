@@ -177,9 +177,6 @@ const testRequestTimeout = 60 * time.Second
 // name, as a put would.
 func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var conn schemas.Connection
-	// A draft's own refresh token is used as it is; a stored one is read again before each
-	// refresh and, when the endpoint replaces it, the new one is stored.
-	tokens := c.store
 	var only map[string]json.RawMessage
 	if json.Unmarshal(data, &only) == nil && len(only) == 1 && only["name"] != nil {
 		var in schemas.NameRequest
@@ -197,9 +194,6 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		}
 		if e := validateConnection(&conn); e != nil {
 			return nil, e
-		}
-		if conn.OAuth2 != nil && conn.OAuth2.RefreshToken != "" {
-			tokens = nil
 		}
 		if err := c.sealer.sealConnection(&conn); err != nil {
 			return nil, err
@@ -227,6 +221,15 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 	}
 	var ts *tokenSource
 	if conn.Auth == schemas.AuthOAuth2 {
+		// The stored refresh token is read again before the refresh and, when the endpoint
+		// replaces it, the new one is stored; a draft's own other refresh token is used as
+		// it is and its replacement kept nowhere.
+		tokens := c.store
+		if conn.OAuth2 != nil && conn.OAuth2.RefreshToken != "" {
+			if stored, ok := c.store.refreshToken(ctx, conn.Name); !ok || stored != conn.OAuth2.RefreshToken {
+				tokens = nil
+			}
+		}
 		ts = newTokenSource(&conn, tokens)
 	}
 	return checkConnection(ctx, conn, mailboxes, ts), nil

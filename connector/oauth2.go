@@ -398,7 +398,7 @@ func (s *tokenSource) latestRefresh(ctx context.Context) string {
 // one, and saved at the next rotation.
 func (s *tokenSource) save(ctx context.Context, old, new string) string {
 	if s.store == nil {
-		return "the endpoint issued a new refresh token (kept in memory)"
+		return "the endpoint issued a new refresh token, not stored (kept in memory only)"
 	}
 	saved, err := s.store.saveRefreshToken(ctx, s.name, old, new)
 	s.unsaved = err != nil

@@ -459,6 +459,13 @@ func TestOAuthRotatedRefreshToken(t *testing.T) {
 		t.Errorf("login stage detail = %q, want OAUTHBEARER", d)
 	}
 
+	// A draft with a refresh token of its own is checked with it; its replacement is not
+	// stored over the connection's.
+	r, msg = s.request("mail.control.connection.test", oauthConn(srv, refreshSettings(ts, ts.newRefresh())))
+	if !r.OK || len(r.Stages) < 5 || !strings.Contains(r.Stages[4].Detail, "not stored") {
+		t.Fatalf("connection.test of a draft = %s", msg.Data)
+	}
+
 	// An operator puts another refresh token: the next refresh uses it, whatever the route
 	// had in memory, and it is not overwritten by an older one.
 	mine := ts.newRefresh()
