@@ -202,6 +202,11 @@ func summariseTokenError(grant string, err error) error {
 	if code != "" {
 		what = code + ", " + what
 	}
+	if status >= 500 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout ||
+		code == "temporarily_unavailable" || code == "server_error" {
+		// The endpoint is in trouble, not the settings: back off and ask again.
+		return &tokenError{msg: fmt.Sprintf("the token endpoint failed (%s)", what)}
+	}
 	var e *tokenError
 	switch {
 	case code == "invalid_grant" && grant == grantRefresh:
@@ -212,11 +217,8 @@ func summariseTokenError(grant string, err error) error {
 		e = &tokenError{field: "oauth2.clientSecret", msg: fmt.Sprintf("the token endpoint refused the client (%s): check clientId and clientSecret", what)}
 	case code == "invalid_scope":
 		e = &tokenError{field: "oauth2.scopes", msg: fmt.Sprintf("the token endpoint refused the scopes (%s)", what)}
-	case code != "" || (status >= 400 && status < 500 && status != http.StatusTooManyRequests && status != http.StatusRequestTimeout):
-		e = &tokenError{field: "oauth2", msg: fmt.Sprintf("the token endpoint refused the request (%s)", what)}
 	default:
-		// 5xx, 429: the endpoint is in trouble, not the settings.
-		return &tokenError{msg: fmt.Sprintf("the token endpoint failed (%s)", what)}
+		e = &tokenError{field: "oauth2", msg: fmt.Sprintf("the token endpoint refused the request (%s)", what)}
 	}
 	return Permanent(e)
 }
@@ -226,7 +228,6 @@ func summariseTokenError(grant string, err error) error {
 // token the endpoint replaces is stored back in KV. Safe for concurrent use.
 type tokenSource struct {
 	name  string // the connection
-	user  string
 	grant string
 	err   error // the settings cannot give a token
 	conf  *oauth2.Config
@@ -237,7 +238,7 @@ type tokenSource struct {
 	refresh string        // the refresh token in use
 	tok     *oauth2.Token // the current access token; nil: none yet
 	got     time.Time     // when tok was issued, for its lifetime
-	fetched []string      // every token this source was given, to keep out of logs
+	fetched []string      // the last tokens this source was given, to scrub from texts
 	saved   string        // what became of the last new refresh token, for the check
 	unsaved bool          // refresh is newer than the stored one, which could not be written
 }
@@ -246,7 +247,7 @@ type tokenSource struct {
 // stores a refresh token the endpoint replaces; nil keeps it in memory only. Settings that
 // cannot give a token make every token call fail permanently.
 func newTokenSource(c *schemas.Connection, st *store) *tokenSource {
-	s := &tokenSource{name: c.Name, user: c.Username, store: st}
+	s := &tokenSource{name: c.Name, store: st}
 	o := c.OAuth2
 	if o == nil {
 		s.err = Permanent(errors.New("oauth2: the connection has no oauth2 settings"))

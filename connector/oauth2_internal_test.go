@@ -5,7 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
+	"net/http"
+	"strings"
 	"testing"
+
+	"golang.org/x/oauth2"
 
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -59,5 +64,45 @@ func TestSaveRefreshToken(t *testing.T) {
 	after, _ := st.GetConnection(ctx, "c")
 	if after.Revision == before.Revision || after.OAuth2.ClientID != "id" || after.OAuth2.TokenURL != googleTokenURL || after.Username != "bot" {
 		t.Fatalf("after the save: %+v, before %+v", after, before)
+	}
+}
+
+// TestSummariseTokenError: the endpoint's refusals are permanent and name the field to fix,
+// its troubles are temporary, and neither repeats the response body.
+func TestSummariseTokenError(t *testing.T) {
+	const body = `{"error_description":"secret-echo rt-123"}`
+	for _, tc := range []struct {
+		grant, code string
+		status      int
+		field       string // "" : temporary
+	}{
+		{grantRefresh, "invalid_grant", 400, "oauth2.refreshToken"},
+		{grantClient, "invalid_client", 401, "oauth2.clientSecret"},
+		{grantClient, "", 401, "oauth2.clientSecret"},
+		{grantRefresh, "invalid_scope", 400, "oauth2.scopes"},
+		{grantRefresh, "unsupported_grant_type", 400, "oauth2"},
+		{grantRefresh, "", 404, "oauth2"},
+		{grantRefresh, "Bad Thing <b>", 400, "oauth2"},
+		{grantRefresh, "", 503, ""},
+		{grantRefresh, "temporarily_unavailable", 400, ""},
+		{grantRefresh, "", 429, ""},
+	} {
+		re := &oauth2.RetrieveError{Response: &http.Response{StatusCode: tc.status}, Body: []byte(body),
+			ErrorCode: tc.code, ErrorDescription: "secret-echo rt-123"}
+		err := summariseTokenError(tc.grant, re)
+		var te *tokenError
+		if !errors.As(err, &te) || te.field != tc.field || IsPermanent(err) != (tc.field != "") {
+			t.Errorf("%s %d: %v (permanent %v), want field %q", tc.code, tc.status, err, IsPermanent(err), tc.field)
+		}
+		if strings.Contains(err.Error(), "secret-echo") || strings.Contains(err.Error(), "<b>") {
+			t.Errorf("%s %d: %q repeats the body", tc.code, tc.status, err)
+		}
+	}
+	// The library's own complaints may quote the body; the transport's are kept.
+	if err := summariseTokenError(grantRefresh, errors.New("oauth2: cannot parse json: secret-echo")); strings.Contains(err.Error(), "secret-echo") || IsPermanent(err) {
+		t.Errorf("parse error = %v", err)
+	}
+	if err := summariseTokenError(grantRefresh, errors.New("dial tcp: connection refused")); !strings.Contains(err.Error(), "connection refused") || IsPermanent(err) {
+		t.Errorf("transport error = %v", err)
 	}
 }
