@@ -12,7 +12,8 @@ import (
 // wait returns when the next cycle is due: at once when new mail was announced, else after
 // the poll interval. With IDLE the server announces new mail as it arrives; the poll stays
 // as a safety net and is the only trigger without IDLE. reselect is false when the
-// cycle is due to announced mail, true for the poll.
+// cycle is due to announced mail, true for the poll. When the session's access token
+// (oauth2) is due for renewal first, it returns errTokenRenew instead.
 func (s *imapSession) wait(ctx context.Context) (reselect bool, err error) {
 	s.w.status(func(st *schemas.RouteStatus) { st.State = schemas.StateIdle })
 	select {
