@@ -512,6 +512,11 @@ func TestOAuthRevokedRefreshToken(t *testing.T) {
 	if r.OK || r.Error == nil || r.Error.Field != "oauth2.refreshToken" || !strings.HasSuffix(checkStageNames(&r), "capabilities token!") {
 		t.Errorf("connection.test = %s, want a failed token stage naming oauth2.refreshToken", msg.Data)
 	}
+	// The operator puts a new refresh token: the parked route takes it now, not at its
+	// next retry minutes later.
+	srv.append(t, "INBOX", testMail(2, ""))
+	s.ok("mail.control.connection.put", oauthConn(srv, refreshSettings(ts, ts.newRefresh())))
+	waitEvents(t, s, "o_revoked", 2)
 	assertNoSecrets(t, s, ts, "o_revoked")
 }
 

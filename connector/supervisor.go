@@ -56,6 +56,7 @@ type supervisor struct {
 // runner is one route's goroutine and what it was started with.
 type runner struct {
 	key    string // comparable form of the effective spec
+	token  string // the oauth2 refresh token it started with (left out of key)
 	cancel context.CancelFunc
 	done   chan struct{}
 	// lease is renewed by the runner goroutine; read it only after done.
@@ -269,7 +270,7 @@ func (s *supervisor) reconcile(ctx context.Context, name string) {
 	key := specKey(spec)
 	s.want[name] = wantedRoute{spec: spec, factory: factory, key: key}
 	cur, ok := s.running[name]
-	if ok && cur.key == key {
+	if ok && cur.key == key && !s.newTokenForParked(name, cur, spec) {
 		return
 	}
 	if ok {
@@ -346,7 +347,7 @@ func (s *supervisor) sweep() {
 func (s *supervisor) start(ctx context.Context, name string, ls *lease) {
 	w := s.want[name]
 	ctx, cancel := context.WithCancel(ctx)
-	run := &runner{key: w.key, cancel: cancel, done: make(chan struct{}), lease: ls}
+	run := &runner{key: w.key, token: refreshToken(w.spec), cancel: cancel, done: make(chan struct{}), lease: ls}
 	s.running[name] = run
 	s.setStatus(name, schemas.StateStarting, "")
 	go func() {
@@ -468,6 +469,22 @@ func specKey(spec RouteSpec) string {
 	}
 	b, _ := json.Marshal(spec)
 	return string(b)
+}
+
+// newTokenForParked reports whether a route parked in state error was given another oauth2
+// refresh token (an operator replacing a revoked one): it restarts at once rather than at
+// its next slow retry. A running route is left alone, since its own worker stores the
+// tokens the endpoint rotates.
+func (s *supervisor) newTokenForParked(name string, cur *runner, spec RouteSpec) bool {
+	st, _ := s.rt.Status.Get(name)
+	return st.State == schemas.StateError && refreshToken(spec) != cur.token
+}
+
+func refreshToken(spec RouteSpec) string {
+	if o := spec.Connection.OAuth2; o != nil {
+		return o.RefreshToken
+	}
+	return ""
 }
 
 // stop cancels a route's worker and waits for it, at most stopWait. With keep, the lease
