@@ -71,6 +71,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		source:  "mailbus/" + eventPrefix,
 		idPfx:   eventPrefix,
 		log:     rt.logger().With("route", r.Name, "connection", c.Name),
+		met:     rt.Metrics.route(r.Name, r.Bus),
 	}, nil
 }
 
@@ -86,6 +87,7 @@ type imapWorker struct {
 	source  string // ce-source
 	idPfx   string // <connection>/<mailbox>, the event Id without /<uidvalidity>/<uid>
 	log     *slog.Logger
+	met     *routeMetrics
 }
 
 func (rt *Runtime) logger() *slog.Logger {
@@ -103,11 +105,15 @@ func (w *imapWorker) Run(ctx context.Context) error {
 	})
 	defer w.status(func(s *schemas.RouteStatus) { s.State = schemas.StateStopped })
 	attempt := 0
-	for {
+	for n := 0; ; n++ {
+		if n > 0 {
+			w.met.reconnect()
+		}
 		err := w.session(ctx, &attempt)
 		if ctx.Err() != nil {
 			return nil
 		}
+		w.met.failed(err, false)
 		var wait time.Duration
 		state := schemas.StateBackoff
 		if IsPermanent(err) {

@@ -46,6 +46,8 @@ type Runtime struct {
 	TLSRootCAs *x509.CertPool
 	// ConnLog writes the connection logs; nil writes none.
 	ConnLog *ConnLog
+	// Metrics counts for /metrics; nil counts nothing.
+	Metrics *Metrics
 }
 
 // StatusBoard holds the status of the routes this replica runs, for route.status.
