@@ -19,6 +19,7 @@ import (
 //
 // Counters live as long as the process: a route that moved to another replica keeps its
 // last values here, and starts from 0 there (Prometheus' rate and increase take that).
+// A deleted route's series are dropped.
 type Metrics struct {
 	published, dead, bytes *prometheus.CounterVec // route, bus
 	polls, reconnects      *prometheus.CounterVec // route
@@ -100,6 +101,19 @@ func (m *Metrics) route(name string, bus int) *routeMetrics {
 		errors:     m.errors.MustCurryWith(prometheus.Labels{"route": name}),
 		idle:       m.idle.WithLabelValues(name),
 		fetch:      m.fetch.WithLabelValues(name),
+	}
+}
+
+// forget drops the series of a deleted route, so that they do not stay until the
+// process ends.
+func (m *Metrics) forget(route string) {
+	if m == nil {
+		return
+	}
+	for _, v := range []interface {
+		DeletePartialMatch(prometheus.Labels) int
+	}{m.published, m.dead, m.bytes, m.polls, m.reconnects, m.errors, m.idle, m.fetch} {
+		v.DeletePartialMatch(prometheus.Labels{"route": route})
 	}
 }
 

@@ -142,6 +142,15 @@ func TestMetricsIMAP(t *testing.T) {
 			t.Errorf("%s%v = %g (present %v), want at least %g", c.name, c.labels, v, ok, c.min)
 		}
 	}
+	// A deleted route's series go.
+	s.ok("mail.control.route.delete", map[string]any{"name": "refused"})
+	waitUntil(t, 10*time.Second, "no series of the deleted route", func() bool {
+		_, ok := metricValue(scrape(t, addr), "mailbus_route_errors_total", "route=refused")
+		return !ok
+	})
+	if _, ok := metricValue(scrape(t, addr), "mailbus_route_events_published_total", "route=metered"); !ok {
+		t.Error("the series of the other route went too")
+	}
 	if proxy.cut.Load() != 1 {
 		t.Errorf("the proxy cut %d connections, want 1", proxy.cut.Load())
 	}
