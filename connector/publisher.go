@@ -129,12 +129,12 @@ func (b *busPublisher) publish(ctx context.Context, msg *nats.Msg) (jetstream.Pu
 		// Tracked before the publish: its acknowledgement may come before it returns.
 		b.track(msg)
 		f, err := b.js.PublishMsgAsync(msg, jetstream.WithStallWait(stallWait))
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			if err != nil {
-				b.untrack(msg)
-				return nil, fmt.Errorf("publish %s: %w", msg.Subject, err)
-			}
+		if err == nil {
 			return f, nil
+		}
+		b.untrack(msg) // not sent
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			return nil, fmt.Errorf("publish %s: %w", msg.Subject, err)
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
