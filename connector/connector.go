@@ -173,6 +173,10 @@ func (c *Connector) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	reg := NewRegistry()
+	metrics := NewMetrics(reg)
+	registerNATS(reg, nc)
+	pubs.measure(metrics)
 	st := &store{kv: storage.Config, sealer: c.sealer}
 	rt := &Runtime{
 		Names:          c.names,
@@ -187,6 +191,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		TLSRootCAs:     c.roots,
 		ConnLog:        NewConnLog(js, c.names, c.logger),
 		defs:           st,
+		Metrics:        metrics,
 	}
 	ls := newLeases(storage.Leases, c.cfg.Instance, rt.Status)
 	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories, resync, ls)
@@ -215,7 +220,6 @@ func (c *Connector) Run(ctx context.Context) error {
 	}
 
 	if c.cfg.HTTPAddr != "" {
-		reg := NewRegistry()
 		reg.MustRegister(newRouteCollector(rt.Status, ls))
 		hs, err := NewHealthServer(c.cfg.HTTPAddr, c.Ready, reg)
 		if err != nil {

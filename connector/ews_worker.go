@@ -83,6 +83,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		// kinds of route publish exactly the same way.
 		wire: &imapWorker{subject: subject, source: "mailbus/" + idPfx},
 		log:  rt.logger().With("route", r.Name, "connection", c.Name),
+		met:  rt.Metrics.route(r.Name, r.Bus),
 	}, nil
 }
 
@@ -99,6 +100,7 @@ type ewsWorker struct {
 	idPfx  string
 	wire   *imapWorker
 	log    *slog.Logger
+	met    *routeMetrics
 
 	folder, moveTo *ewsFolder // resolved on the first cycle
 	inflight       int        // bytes of published, unacknowledged events
@@ -123,9 +125,11 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 		case err == nil:
 			attempt = 0
 		case IsPermanent(err) || ewsPermanent(err):
+			w.met.failed(err, true)
 			state, wait = schemas.StateError, max(permanentRetry, 5*w.pollInterval())
 			w.connLog(slog.LevelError, EventError, "route parked: "+err.Error())
 		default:
+			w.met.failed(err, false)
 			// The server's own figure wins: ErrorServerBusy says how long it wants.
 			state, wait = schemas.StateBackoff, ewsBackOff(err)
 			if wait == 0 {
@@ -167,6 +171,7 @@ func (w *ewsWorker) connLog(level slog.Level, event, msg string, args ...any) {
 func (w *ewsWorker) cycle(ctx context.Context) error {
 	now := time.Now().UTC()
 	w.status(func(s *schemas.RouteStatus) { s.State, s.LastPollAt = schemas.StateRunning, &now })
+	w.met.poll()
 	if err := w.resolve(ctx); err != nil {
 		return err
 	}
@@ -434,6 +439,7 @@ func (w *ewsWorker) ack(ctx context.Context, p *ewsPending) error {
 	p.acked = true
 	w.inflight -= len(p.msg.Data)
 	p.msg = nil
+	w.met.done(p.deadErr != nil)
 	w.status(func(s *schemas.RouteStatus) {
 		if p.deadErr != nil {
 			s.DeadLettered++

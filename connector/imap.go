@@ -78,6 +78,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		source:  "mailbus/" + eventPrefix,
 		idPfx:   eventPrefix,
 		log:     rt.logger().With("route", r.Name, "connection", c.Name),
+		met:     rt.Metrics.route(r.Name, r.Bus),
 	}, nil
 }
 
@@ -94,6 +95,7 @@ type imapWorker struct {
 	idPfx   string // <connection>/<mailbox>, the event Id without /<uidvalidity>/<uid>
 	log     *slog.Logger
 	tokens  *tokenSource // oauth2 only
+	met     *routeMetrics
 }
 
 func (rt *Runtime) logger() *slog.Logger {
@@ -111,7 +113,10 @@ func (w *imapWorker) Run(ctx context.Context) error {
 	})
 	defer w.status(func(s *schemas.RouteStatus) { s.State = schemas.StateStopped })
 	attempt := 0
-	for {
+	for n := 0; ; n++ {
+		if n > 0 {
+			w.met.reconnect()
+		}
 		err := w.session(ctx, &attempt)
 		if ctx.Err() != nil {
 			return nil
@@ -120,6 +125,7 @@ func (w *imapWorker) Run(ctx context.Context) error {
 			w.connLog(slog.LevelDebug, EventLogin, "the access token is about to expire: reconnecting with a new one")
 			continue
 		}
+		w.met.failed(err, false)
 		var wait time.Duration
 		state := schemas.StateBackoff
 		if IsPermanent(err) {

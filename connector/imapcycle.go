@@ -86,6 +86,7 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	w := s.w
 	now := time.Now().UTC()
 	w.status(func(st *schemas.RouteStatus) { st.State, st.LastPollAt = schemas.StateRunning, &now })
+	w.met.poll()
 	if reselect || s.c.Mailbox() == nil {
 		if err := s.selectMailbox(ctx); err != nil {
 			return err
@@ -174,6 +175,7 @@ func (s *imapSession) search(ctx context.Context) ([]imap.UID, error) {
 // only then moves the checkpoint. A crash anywhere leaves the checkpoint at or below what
 // the mailbox shows; republishing uses the same Msg-Ids, which the stream deduplicates.
 func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
+	start := time.Now()
 	fetch := s.c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{
 		UID: true, RFC822Size: true, InternalDate: true,
 		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
@@ -206,6 +208,7 @@ func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
 	if err != nil {
 		return watch.explain(fmt.Errorf("uid fetch: %w", err))
 	}
+	s.w.met.fetched(start)
 
 	slices.SortFunc(got, func(a, b *fetched) int { return int(a.uid) - int(b.uid) })
 	for _, f := range got {
@@ -469,6 +472,7 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 		if f.deadErr == nil {
 			s.w.connLog(slog.LevelDebug, EventPublished, "published "+s.eventID(f.uid), "uid", f.uid)
 		}
+		s.w.met.done(f.deadErr != nil)
 		s.w.status(func(st *schemas.RouteStatus) {
 			if f.deadErr != nil {
 				st.DeadLettered++

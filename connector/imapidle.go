@@ -63,6 +63,7 @@ func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) (reselect b
 	if err != nil {
 		return false, fmt.Errorf("idle: %w", err)
 	}
+	defer s.w.met.idling()()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

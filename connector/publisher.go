@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,15 +43,29 @@ func NewPublishers(nc *nats.Conn, window int) (*Publishers, error) {
 	}
 	var p Publishers
 	for bus := range Buses {
+		b := &busPublisher{bus: bus}
 		js, err := jetstream.New(nc,
 			jetstream.WithPublishAsyncMaxPending(window),
-			jetstream.WithPublishAsyncTimeout(publishAckTimeout))
+			jetstream.WithPublishAsyncTimeout(publishAckTimeout),
+			jetstream.WithPublishAsyncAckHandler(b.acked),
+			jetstream.WithPublishAsyncErrHandler(b.failed))
 		if err != nil {
 			return nil, fmt.Errorf("publisher of bus %d: %w", bus, err)
 		}
-		p.buses[bus] = &busPublisher{js: js}
+		b.js = js
+		p.buses[bus] = b
 	}
 	return &p, nil
+}
+
+// measure makes the pipelines count into m: publish latency and stored bytes. Call it
+// before the first publish.
+func (p *Publishers) measure(m *Metrics) {
+	for _, b := range p.buses {
+		b.mu.Lock()
+		b.metrics, b.sent = m, make(map[*nats.Msg]time.Time)
+		b.mu.Unlock()
+	}
 }
 
 // bus returns the pipeline of a bus, nil for a bus out of range.
@@ -63,7 +78,47 @@ func (p *Publishers) bus(n int) *busPublisher {
 
 // busPublisher publishes on one bus.
 type busPublisher struct {
-	js jetstream.JetStream
+	js  jetstream.JetStream
+	bus int
+
+	// With metrics, sent holds when each message in flight was published: the
+	// acknowledgement handler gets the message, not its future.
+	mu      sync.Mutex
+	metrics *Metrics
+	sent    map[*nats.Msg]time.Time
+}
+
+// track records that msg is being published now, if publishes are measured.
+func (b *busPublisher) track(msg *nats.Msg) {
+	b.mu.Lock()
+	if b.sent != nil {
+		b.sent[msg] = time.Now()
+	}
+	b.mu.Unlock()
+}
+
+// untrack forgets msg and tells when it was published, and where to count it.
+func (b *busPublisher) untrack(msg *nats.Msg) (time.Time, *Metrics, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	at, ok := b.sent[msg]
+	delete(b.sent, msg)
+	return at, b.metrics, ok
+}
+
+// acked is the JetStream acknowledgement handler: it runs on the client's ack goroutine
+// and must not block.
+func (b *busPublisher) acked(_ jetstream.JetStream, msg *nats.Msg, ack *jetstream.PubAck) {
+	if at, m, ok := b.untrack(msg); ok {
+		m.stored(b.bus, msg, ack, time.Since(at))
+	}
+}
+
+// failed is the handler of a failed publish (refused, timed out, lost in a reconnect).
+// The worker publishes the message again; should it do so before this runs, that
+// attempt goes unmeasured, which is rare enough not to matter.
+func (b *busPublisher) failed(_ jetstream.JetStream, msg *nats.Msg, _ error) {
+	b.untrack(msg)
 }
 
 // publish sends msg without waiting for its acknowledgement, waiting only (as long as ctx
@@ -71,12 +126,15 @@ type busPublisher struct {
 // that publishing it again after a failure is deduplicated by the stream.
 func (b *busPublisher) publish(ctx context.Context, msg *nats.Msg) (jetstream.PubAckFuture, error) {
 	for {
+		// Tracked before the publish: its acknowledgement may come before it returns.
+		b.track(msg)
 		f, err := b.js.PublishMsgAsync(msg, jetstream.WithStallWait(stallWait))
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			if err != nil {
-				return nil, fmt.Errorf("publish %s: %w", msg.Subject, err)
-			}
+		if err == nil {
 			return f, nil
+		}
+		b.untrack(msg) // not sent
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			return nil, fmt.Errorf("publish %s: %w", msg.Subject, err)
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

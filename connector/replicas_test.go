@@ -175,12 +175,17 @@ func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
 	return mfs
 }
 
-// TestReplicaChild is the replica process of TestReplicaFailoverSIGKILL; it runs only there.
+// TestReplicaChild is the replica process of TestReplicaFailoverSIGKILL and
+// TestReplicasThirtyRoutes; it runs only there.
 func TestReplicaChild(t *testing.T) {
 	if os.Getenv(childEnv) != "replica" {
 		t.Skip("runs as the child of TestReplicaFailoverSIGKILL")
 	}
-	cfg := replicaConfig(t, os.Getenv("MAILBUS_TEST_NATS_URL"), "child")
+	id := os.Getenv("MAILBUS_TEST_INSTANCE")
+	if id == "" {
+		id = "child"
+	}
+	cfg := replicaConfig(t, os.Getenv("MAILBUS_TEST_NATS_URL"), id)
 	c, err := connector.New(cfg, imapTestLogger(t))
 	if err != nil {
 		t.Fatal(err)

@@ -242,6 +242,7 @@ func (s *supervisor) reconcile(ctx context.Context, name string) {
 		delete(s.want, name)
 		s.stop(name, false)
 		s.rt.Status.Delete(name)
+		s.rt.Metrics.forget(name)
 		return
 	}
 	c, hasConn := s.conns[r.Connection]

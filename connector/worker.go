@@ -46,6 +46,8 @@ type Runtime struct {
 	TLSRootCAs *x509.CertPool
 	// ConnLog writes the connection logs; nil writes none.
 	ConnLog *ConnLog
+	// Metrics counts for /metrics; nil counts nothing.
+	Metrics *Metrics
 
 	// defs stores the refresh token an OAuth2 token endpoint replaces; nil (a Runtime made
 	// outside a Connector) keeps it in memory only.
