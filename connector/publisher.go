@@ -13,10 +13,12 @@ import (
 
 // Publishing defaults: how many events one bus may have in flight (published, not yet
 // acknowledged) and how long an acknowledgement may take before the publish counts as
-// failed and is retried.
+// failed and is retried. The timeout is also how long a route stalls when the stream lost
+// its leader (a NATS node went down) and the publishes in flight were never answered; a
+// retry is safe, the stream drops it as a duplicate, so it is kept short.
 const (
 	DefaultPublishWindow = 256
-	publishAckTimeout    = 30 * time.Second
+	publishAckTimeout    = 10 * time.Second
 	// stallWait is how long one attempt waits for a free slot in a full window; the
 	// publisher retries until its ctx ends, so it only bounds how often ctx is looked at.
 	stallWait = 250 * time.Millisecond
