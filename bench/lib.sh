@@ -10,6 +10,7 @@ chmod 755 "$BENCH_DIR"
 BIN=$BENCH_DIR/bin
 DOVECOT_PID=
 MAILBUS_TIME_PID=
+NATSSERVER_PID=
 
 cleanup() {
 	stop_mailbus
@@ -40,7 +41,7 @@ install_tools() {
 
 # build_programs builds the measured binary and the bench programs, outside the timings.
 build_programs() {
-	go build -o "$BIN/" ./cmd/mailbus ./bench/barefetch ./bench/driver
+	go build -o "$BIN/" ./cmd/mailbus ./bench/barefetch ./bench/driver ./bench/natsserver
 }
 
 free_port() {
@@ -131,32 +132,45 @@ start_dovecot() {
 
 maildir() { echo "$BENCH_DIR/dovecot/mail/$1/Maildir"; }
 
-# start_mailbus starts the real binary under GNU time with its embedded NATS server
-# (file storage in a fresh directory) on a free port. Sets NATS_URL.
-# The process measured is mailbus with its embedded NATS server: the deployment of one
-# binary on a bare machine, and the target's "embedded NATS with file storage".
+# start_mailbus TAG [external] starts the real binary under GNU time (report in
+# $BENCH_DIR/time.TAG) with a fresh JetStream store (file storage) on a free port, and
+# sets NATS_URL. By default the NATS server is mailbus's embedded one, so the process
+# measured is mailbus with its server: the deployment of one binary on a bare machine,
+# which is what the targets name. With "external" the same server runs in a process of its
+# own (bench/natsserver), and the figures are mailbus's alone.
 start_mailbus() {
-	local tag=$1 port
+	local tag=$1 mode=${2:-embedded} port
 	port=$(free_port)
 	NATS_URL=nats://127.0.0.1:$port
 	rm -rf "$BENCH_DIR/store"
+	local env=(MAILBUS_DATA_DIR="$BENCH_DIR/store" MAILBUS_EMBEDDED_LISTEN="127.0.0.1:$port")
+	if [[ $mode == external ]]; then
+		"$BIN/natsserver" -listen "127.0.0.1:$port" -dir "$BENCH_DIR/store" &
+		NATSSERVER_PID=$!
+		env=(MAILBUS_NATS_URL="$NATS_URL")
+	fi
 	# SSL_CERT_FILE makes Go trust the test CA, so mailbus verifies Dovecot's certificate
 	# as it would a real server's.
-	MAILBUS_DATA_DIR=$BENCH_DIR/store MAILBUS_EMBEDDED_LISTEN=127.0.0.1:$port \
-		MAILBUS_HTTP_ADDR= MAILBUS_INSTANCE=bench MAILBUS_LOG_LEVEL=warn SSL_CERT_FILE=$CA \
+	env "${env[@]}" MAILBUS_HTTP_ADDR= MAILBUS_INSTANCE=bench MAILBUS_LOG_LEVEL=warn SSL_CERT_FILE="${CA:-}" \
 		/usr/bin/time -v -o "$BENCH_DIR/time.$tag" "$BIN/mailbus" serve 2>>"$BENCH_DIR/mailbus.log" &
 	MAILBUS_TIME_PID=$!
 }
 
 # stop_mailbus stops mailbus (SIGTERM, a clean shutdown) and waits until GNU time wrote
-# its report.
+# its report, then stops the external NATS server if there is one.
 stop_mailbus() {
-	[[ -n $MAILBUS_TIME_PID ]] || return 0
-	local pid
-	pid=$(ps -o pid= --ppid "$MAILBUS_TIME_PID" || true)
-	[[ -n $pid ]] && kill -TERM $pid 2>/dev/null
-	wait "$MAILBUS_TIME_PID" || true
-	MAILBUS_TIME_PID=
+	if [[ -n $MAILBUS_TIME_PID ]]; then
+		local pid
+		pid=$(ps -o pid= --ppid "$MAILBUS_TIME_PID" || true)
+		[[ -n $pid ]] && kill -TERM $pid 2>/dev/null
+		wait "$MAILBUS_TIME_PID" || true
+		MAILBUS_TIME_PID=
+	fi
+	if [[ -n $NATSSERVER_PID ]]; then
+		kill -TERM "$NATSSERVER_PID" 2>/dev/null || true
+		wait "$NATSSERVER_PID" || true
+		NATSSERVER_PID=
+	fi
 }
 
 # peak_rss_mb FILE prints the "Maximum resident set size" of a GNU time -v report in MB.

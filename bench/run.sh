@@ -14,11 +14,13 @@
 #        MIXED=200 SMALL=200 ROUNDS=1 bench/run.sh   (a smoke run)
 # env:   MIXED, SMALL   messages in each corpus (0 leaves the corpus out)
 #        ROUNDS         rounds of every tool on every corpus (medians are reported)
-#        TOOLS          subset of "barefetch mbsync mailbus"
+#        TOOLS          subset of "barefetch mbsync mailbus mailbus_extnats"; the last is
+#                       mailbus with NATS in its own process, for mailbus's RSS alone
 #        GEN            gen_maildir.py (default ../shared/bench/gen_maildir.py)
 #        KEEP=1         keep the work directory (logs, stores) in /tmp
 # Runs as root (Dovecot's master must); installs Dovecot, isync and GNU time with apt.
 set -euo pipefail
+shopt -s inherit_errexit # the runs report through $(...): a failure there must stop the script
 cd "$(dirname "$0")/.."
 
 MIXED=${MIXED:-5000}
@@ -99,12 +101,20 @@ run_mbsync() {
 
 run_mailbus() {
 	local out
-	start_mailbus mailbus
-	out=$("$BIN/driver" ingest -nats "$NATS_URL" -imap "127.0.0.1:$IMAPS_PORT" -encryption ssl \
-		-ca "$CA" -user "$1" -pass secret)
+	start_mailbus mailbus "${NATS_MODE:-embedded}"
+	if ! out=$("$BIN/driver" ingest -nats "$NATS_URL" -imap "127.0.0.1:$IMAPS_PORT" -encryption ssl \
+		-ca "$CA" -user "$1" -pass secret); then
+		stop_mailbus # this runs in a subshell, which the EXIT trap does not clean up
+		return 1
+	fi
 	echo "$out" | grep -v elapsed_s= >&2
 	stop_mailbus
 	echo "$(echo "$out" | sed -n 's/^elapsed_s=//p') $(peak_rss_mb "$BENCH_DIR/time.mailbus")"
+}
+
+# run_mailbus_extnats is run_mailbus with NATS in a process of its own: mailbus's RSS alone.
+run_mailbus_extnats() {
+	NATS_MODE=external run_mailbus "$@"
 }
 
 # Warm-up, not measured: Dovecot moves new/ to cur/ and builds its index and cache on the
