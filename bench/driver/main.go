@@ -2,7 +2,7 @@
 // through what a user has: control commands over NATS, the bus stream and the mailbox.
 //
 //	driver ingest -nats URL -imap HOST:PORT [-encryption ssl -ca ca.pem] -user U -pass P
-//	driver idle   -nats URL (-imap HOST:PORT ... | -mem) [-count 500 -gap 50ms]
+//	driver idle   -nats URL (-imap HOST:PORT ... | -mem) [-count 500 -gap 50ms] [-floor]
 //
 // ingest puts a connection, then a route with after=markRead, and reports the time from
 // the route put until every message of the mailbox is an event stored in the bus stream
@@ -58,6 +58,7 @@ type options struct {
 
 	// idle only
 	mem   bool
+	floor bool
 	count int
 	gap   time.Duration
 }
@@ -81,6 +82,7 @@ func main() {
 	fs.IntVar(&o.bus, "bus", 0, "data bus of the route")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
 	fs.BoolVar(&o.mem, "mem", false, "idle: run go-imap's in-memory IMAP server in this process")
+	fs.BoolVar(&o.floor, "floor", false, "idle: no mailbus; time the server's own IDLE announcement (EXISTS) to a bare client")
 	fs.IntVar(&o.count, "count", 500, "idle: messages to append")
 	fs.DurationVar(&o.gap, "gap", 50*time.Millisecond, "idle: pause after each event before the next APPEND")
 	fs.Parse(os.Args[2:])
@@ -102,7 +104,7 @@ func main() {
 }
 
 func ingest(ctx context.Context, o options) error {
-	c, err := dialIMAP(o)
+	c, err := dialIMAP(o, nil)
 	if err != nil {
 		return err
 	}
@@ -179,45 +181,18 @@ func idle(ctx context.Context, o options) error {
 		defer stop()
 		o.imapAddr, o.encryption = addr, "none"
 	}
-	nc, _, err := connectNATS(ctx, o.natsURL)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-
-	// Events are matched by Message-ID, so one that arrives late is never taken for the
-	// next message's.
-	type arrival struct {
-		messageID string
-		at        time.Time
-	}
-	arrivals := make(chan arrival, 1024)
-	sub, err := nc.Subscribe(fmt.Sprintf("mail.bus.%d.%s", o.bus, o.route), func(m *nats.Msg) {
-		at := time.Now()
-		var ev struct{ MessageId string }
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
-			log.Printf("event: %v", err)
-			return
-		}
-		arrivals <- arrival{strings.Trim(ev.MessageId, "<>"), at}
-	})
-	if err != nil {
-		return err
-	}
-	defer sub.Unsubscribe()
-
-	if err := putConnection(ctx, nc, o); err != nil {
-		return err
-	}
-	if err := putRoute(ctx, nc, o); err != nil {
-		return err
-	}
-	c, err := dialIMAP(o)
+	c, err := dialIMAP(o, nil)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := waitIdle(ctx, nc, o.route); err != nil {
+	var next func(i int, messageID string) (time.Time, error)
+	if o.floor {
+		next, err = watchIdle(c, o)
+	} else {
+		next, err = watchBus(ctx, o)
+	}
+	if err != nil {
 		return err
 	}
 
@@ -237,19 +212,11 @@ func idle(ctx context.Context, o options) error {
 			return fmt.Errorf("append %d: %w", i, err)
 		}
 		appended := time.Now()
-		for got := false; !got; {
-			select {
-			case ar := <-arrivals:
-				if ar.messageID == id {
-					delays = append(delays, ar.at.Sub(appended))
-					got = true
-				}
-			case <-time.After(30 * time.Second):
-				return fmt.Errorf("no event for append %d within 30s; route status: %s", i, routeStatus(nc, o.route))
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+		at, err := next(i, id)
+		if err != nil {
+			return err
 		}
+		delays = append(delays, at.Sub(appended))
 		time.Sleep(o.gap)
 	}
 	slices.Sort(delays)
@@ -261,10 +228,106 @@ func idle(ctx context.Context, o options) error {
 	if o.mem {
 		server = "imapmemserver"
 	}
+	if o.floor {
+		server += ", bare IDLE client (no mailbus): APPEND to EXISTS"
+	}
 	fmt.Printf("idle %s: %d appends, APPEND done to event received (ms): median %s, p90 %s, p99 %s, max %s\n",
 		server, len(delays), ms(0.5), ms(0.9), ms(0.99), ms(1))
 	fmt.Printf("| %s | %d | %s | %s | %s | %s |\n", server, len(delays), ms(0.5), ms(0.9), ms(0.99), ms(1))
 	return nil
+}
+
+// watchBus puts mailbus's route and returns a function that waits for the event of the
+// i-th appended message on the bus subject. Events are matched by Message-ID, so one that
+// arrives late is never taken for the next message's.
+func watchBus(ctx context.Context, o options) (func(int, string) (time.Time, error), error) {
+	type arrival struct {
+		messageID string
+		at        time.Time
+	}
+	arrivals := make(chan arrival, 1024)
+	nc, _, err := connectNATS(ctx, o.natsURL)
+	if err != nil {
+		return nil, err
+	}
+	// The connection lives until the process exits.
+	_, err = nc.Subscribe(fmt.Sprintf("mail.bus.%d.%s", o.bus, o.route), func(m *nats.Msg) {
+		at := time.Now()
+		var ev struct{ MessageId string }
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			log.Printf("event: %v", err)
+			return
+		}
+		arrivals <- arrival{strings.Trim(ev.MessageId, "<>"), at}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := putConnection(ctx, nc, o); err != nil {
+		return nil, err
+	}
+	if err := putRoute(ctx, nc, o); err != nil {
+		return nil, err
+	}
+	if err := waitIdle(ctx, nc, o.route); err != nil {
+		return nil, err
+	}
+	return func(i int, messageID string) (time.Time, error) {
+		for {
+			select {
+			case ar := <-arrivals:
+				if ar.messageID == messageID {
+					return ar.at, nil
+				}
+			case <-time.After(30 * time.Second):
+				return time.Time{}, fmt.Errorf("no event for append %d within 30s; route status: %s", i, routeStatus(nc, o.route))
+			case <-ctx.Done():
+				return time.Time{}, ctx.Err()
+			}
+		}
+	}, nil
+}
+
+// watchIdle is the floor of the IDLE figure: a bare go-imap client of its own sits in
+// IDLE on INBOX, and the returned function waits until the server announced the i-th
+// appended message (EXISTS). What mailbus adds to that is its own delay.
+func watchIdle(appender *imapclient.Client, o options) (func(int, string) (time.Time, error), error) {
+	type exists struct {
+		n  uint32
+		at time.Time
+	}
+	announced := make(chan exists, 1024)
+	c, err := dialIMAP(o, &imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				announced <- exists{*d.NumMessages, time.Now()}
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	sel, err := c.Select("INBOX", nil).Wait()
+	if err != nil {
+		return nil, fmt.Errorf("select INBOX: %w", err)
+	}
+	if _, err := c.Idle(); err != nil {
+		return nil, fmt.Errorf("idle: %w", err)
+	}
+	base := sel.NumMessages
+	time.Sleep(500 * time.Millisecond) // IDLE reaches the server before the first APPEND
+	return func(i int, _ string) (time.Time, error) {
+		for {
+			select {
+			case e := <-announced:
+				if e.n >= base+uint32(i)+1 {
+					return e.at, nil
+				}
+			case <-time.After(30 * time.Second):
+				return time.Time{}, fmt.Errorf("no EXISTS for append %d within 30s", i)
+			}
+		}
+	}, nil
 }
 
 func idleMessage(messageID string, i int) []byte {
@@ -372,25 +435,27 @@ func waitIdle(ctx context.Context, nc *nats.Conn, route string) error {
 	}
 }
 
-func dialIMAP(o options) (*imapclient.Client, error) {
+// dialIMAP connects and logs in; unilateral (nil: none) receives what the server announces.
+func dialIMAP(o options, unilateral *imapclient.UnilateralDataHandler) (*imapclient.Client, error) {
 	var (
 		c   *imapclient.Client
 		err error
 	)
+	opts := &imapclient.Options{UnilateralDataHandler: unilateral}
 	switch o.encryption {
 	case "none":
-		c, err = imapclient.DialInsecure(o.imapAddr, nil)
+		c, err = imapclient.DialInsecure(o.imapAddr, opts)
 	case "ssl":
-		cfg := &tls.Config{}
+		opts.TLSConfig = &tls.Config{}
 		if o.caFile != "" {
 			pem, err := os.ReadFile(o.caFile)
 			if err != nil {
 				return nil, err
 			}
-			cfg.RootCAs = x509.NewCertPool()
-			cfg.RootCAs.AppendCertsFromPEM(pem)
+			opts.TLSConfig.RootCAs = x509.NewCertPool()
+			opts.TLSConfig.RootCAs.AppendCertsFromPEM(pem)
 		}
-		c, err = imapclient.DialTLS(o.imapAddr, &imapclient.Options{TLSConfig: cfg})
+		c, err = imapclient.DialTLS(o.imapAddr, opts)
 	default:
 		return nil, fmt.Errorf("encryption %q: want ssl or none", o.encryption)
 	}
