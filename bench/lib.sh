@@ -173,7 +173,7 @@ stop_mailbus() {
 	fi
 }
 
-# peak_rss_mb FILE prints the "Maximum resident set size" of a GNU time -v report in MB.
+# peak_rss_mb FILE prints the "Maximum resident set size" of a GNU time -v report in MiB.
 peak_rss_mb() {
 	awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$1"
 }

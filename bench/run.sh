@@ -146,9 +146,11 @@ runs = {}
 for line in open(sys.argv[2]):
     corpus, tool, _, wall, rss = line.split()
     runs.setdefault((corpus, tool), []).append((float(wall), float(rss)))
-print(f"\n{len(open('/proc/cpuinfo').read().split('processor')) - 1} cores; "
-      "medians of the rounds; wall time for mailbus is route.put to last event stored and all \\Seen\n")
-print("| corpus | tool | runs | wall s, median (min–max) | × barefetch | peak RSS MB, median (max) |")
+cores = len(open('/proc/cpuinfo').read().split('processor')) - 1
+load = open('/proc/loadavg').read().split()[:3]
+print(f"\n{cores} cores, load average at the end {' '.join(load)}; medians of the rounds; "
+      "mailbus's wall time is route.put to last event stored and all \\Seen\n")
+print("| corpus | tool | runs | wall s, median (min–max) | × barefetch | peak RSS MiB, median (max) |")
 print("| --- | --- | --- | --- | --- | --- |")
 for corpus, (n, size) in corpora.items():
     bare = statistics.median(w for w, _ in runs.get((corpus, "barefetch"), [(0, 0)]))
@@ -158,7 +160,7 @@ for corpus, (n, size) in corpora.items():
         walls, rss = [w for w, _ in rs], [r for _, r in rs]
         med = statistics.median(walls)
         ratio = f"{med / bare:.2f}" if bare else "–"
-        print(f"| {n} {corpus} ({size / 1e6:.1f} MB) | {tool} | {len(rs)} | "
+        print(f"| {n} {corpus} ({size / 2**20:.1f} MiB on disk) | {tool} | {len(rs)} | "
               f"{med:.2f} ({min(walls):.2f}–{max(walls):.2f}) | {ratio} | "
               f"{statistics.median(rss):.0f} ({max(rss):.0f}) |")
 EOF
