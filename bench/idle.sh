@@ -61,6 +61,6 @@ done
 echo
 echo "APPEND done to event received, ms ($(nproc) cores, mailbus with embedded NATS)"
 echo
-echo "| IMAP server | appends | median | p90 | p99 | max | mailbus peak RSS MB |"
+echo "| IMAP server | appends | median | p90 | p99 | max | mailbus peak RSS MiB |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${rows[@]}"

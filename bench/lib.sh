@@ -151,8 +151,12 @@ start_mailbus() {
 	fi
 	# SSL_CERT_FILE makes Go trust the test CA, so mailbus verifies Dovecot's certificate
 	# as it would a real server's.
+	# GNU time dies of SIGTERM without a report, so mailbus itself is stopped: the shell
+	# between them writes its pid and becomes mailbus (exec), one process measured.
 	env "${env[@]}" MAILBUS_HTTP_ADDR= MAILBUS_INSTANCE=bench MAILBUS_LOG_LEVEL=warn SSL_CERT_FILE="${CA:-}" \
-		/usr/bin/time -v -o "$BENCH_DIR/time.$tag" "$BIN/mailbus" serve 2>>"$BENCH_DIR/mailbus.log" &
+		/usr/bin/time -v -o "$BENCH_DIR/time.$tag" \
+		bash -c 'echo $$ >"$0"; exec "$@"' "$BENCH_DIR/mailbus.pid" "$BIN/mailbus" serve \
+		2>>"$BENCH_DIR/mailbus.log" &
 	MAILBUS_TIME_PID=$!
 }
 
@@ -160,10 +164,13 @@ start_mailbus() {
 # its report, then stops the external NATS server if there is one.
 stop_mailbus() {
 	if [[ -n $MAILBUS_TIME_PID ]]; then
-		local pid
-		pid=$(ps -o pid= --ppid "$MAILBUS_TIME_PID" || true)
-		[[ -n $pid ]] && kill -TERM $pid 2>/dev/null
+		for _ in $(seq 50); do # the pid file may lag a start that failed at once
+			[[ -s $BENCH_DIR/mailbus.pid ]] && break
+			sleep 0.1
+		done
+		kill -TERM "$(cat "$BENCH_DIR/mailbus.pid")" 2>/dev/null || true
 		wait "$MAILBUS_TIME_PID" || true
+		rm -f "$BENCH_DIR/mailbus.pid"
 		MAILBUS_TIME_PID=
 	fi
 	if [[ -n $NATSSERVER_PID ]]; then
