@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Side-by-side ingest benchmark (issue 9): the same Dovecot mailbox read by
+#   barefetch  one `UID FETCH 1:* BODY.PEEK[]`, bytes discarded (the floor; bench/barefetch)
+#   mbsync     isync pulling the mailbox into a fresh Maildir
+#   mailbus    the real binary with its embedded NATS (file storage), driven by control
+#              commands (bench/driver): from route.put until every event is stored in the
+#              stream and every message is \Seen
+# in alternating rounds, then prints a Markdown table of medians with ratios to barefetch.
+# Wall time and peak RSS ("Maximum resident set size") come from GNU time -v on the
+# measured process; for mailbus the time is the driver's (route.put to done), since the
+# process lives before and after the work.
+#
+# usage: bench/run.sh            MIXED=5000 SMALL=20000 ROUNDS=3 (the full run)
+#        MIXED=200 SMALL=200 ROUNDS=1 bench/run.sh   (a smoke run)
+# env:   MIXED, SMALL   messages in each corpus (0 leaves the corpus out)
+#        ROUNDS         rounds of every tool on every corpus (medians are reported)
+#        TOOLS          subset of "barefetch mbsync mailbus mailbus_extnats"; the last is
+#                       mailbus with NATS in its own process, for mailbus's RSS alone
+#        GEN            gen_maildir.py (default ../shared/bench/gen_maildir.py)
+#        KEEP=1         keep the work directory (logs, stores) in /tmp
+# Runs as root (Dovecot's master must); installs Dovecot, isync and GNU time with apt.
+set -euo pipefail
+shopt -s inherit_errexit # the runs report through $(...): a failure there must stop the script
+cd "$(dirname "$0")/.."
+
+MIXED=${MIXED:-5000}
+SMALL=${SMALL:-20000}
+ROUNDS=${ROUNDS:-3}
+TOOLS=${TOOLS:-barefetch mbsync mailbus}
+GEN=${GEN:-../shared/bench/gen_maildir.py}
+
+source bench/lib.sh
+
+install_tools
+build_programs
+start_dovecot mixed small
+
+corpora=()
+((MIXED > 0)) && corpora+=(mixed)
+((SMALL > 0)) && corpora+=(small)
+for c in "${corpora[@]}"; do
+	n=$MIXED
+	[[ $c == small ]] && n=$SMALL
+	echo "generating $n $c messages..." >&2
+	python3 "$GEN" "$(maildir "$c")" "$n" --profile "$c"
+	chown -R nobody "$(maildir "$c")"
+	echo "$c $n $(du -sb "$(maildir "$c")/new" | cut -f1)" >>"$BENCH_DIR/corpora"
+done
+
+# reset makes every message of a corpus unseen again, so every run does the same work.
+reset() {
+	doveadm -c "$DOVECOT_CONF" flags remove '\Seen' -u "$1" mailbox INBOX all
+}
+
+run_barefetch() {
+	/usr/bin/time -v -o "$BENCH_DIR/time.bare" "$BIN/barefetch" -addr "127.0.0.1:$IMAPS_PORT" \
+		-encryption ssl -ca "$CA" -user "$1" -pass secret >&2
+	echo "$(wall_s "$BENCH_DIR/time.bare") $(peak_rss_mb "$BENCH_DIR/time.bare")"
+}
+
+run_mbsync() {
+	local near=$BENCH_DIR/near rc=$BENCH_DIR/mbsyncrc got
+	rm -rf "$near"
+	mkdir -p "$near"
+	# One channel pulling INBOX into a Maildir; isync 1.4 syntax (Far/Near, SSLType).
+	cat >"$rc" <<-EOF
+		IMAPAccount bench
+		# The certificate names localhost; isync checks DNS names only.
+		Host localhost
+		Port $IMAPS_PORT
+		User $1
+		Pass secret
+		SSLType IMAPS
+		CertificateFile $CA
+
+		IMAPStore far
+		Account bench
+
+		MaildirStore near
+		Path $near/
+		Inbox $near/INBOX
+
+		Channel bench
+		Far :far:
+		Near :near:
+		Patterns INBOX
+		Sync Pull
+		Create Near
+		# State inside the near Maildir, which every run starts afresh (the default,
+		# ~/.mbsync/, would make the next run a no-op).
+		SyncState *
+	EOF
+	/usr/bin/time -v -o "$BENCH_DIR/time.mbsync" mbsync -c "$rc" -q bench >&2
+	got=$(find "$near/INBOX" -path '*/cur/*' -o -path '*/new/*' | wc -l)
+	if ((got != $2)); then
+		echo "mbsync pulled $got messages, want $2" >&2
+		return 1
+	fi
+	echo "$(wall_s "$BENCH_DIR/time.mbsync") $(peak_rss_mb "$BENCH_DIR/time.mbsync")"
+}
+
+run_mailbus() {
+	local out
+	start_mailbus mailbus "${NATS_MODE:-embedded}"
+	if ! out=$("$BIN/driver" ingest -nats "$NATS_URL" -imap "127.0.0.1:$IMAPS_PORT" -encryption ssl \
+		-ca "$CA" -user "$1" -pass secret); then
+		stop_mailbus # this runs in a subshell, which the EXIT trap does not clean up
+		return 1
+	fi
+	echo "$out" | grep -v elapsed_s= >&2
+	stop_mailbus
+	echo "$(echo "$out" | sed -n 's/^elapsed_s=//p') $(peak_rss_mb "$BENCH_DIR/time.mailbus")"
+}
+
+# run_mailbus_extnats is run_mailbus with NATS in a process of its own: mailbus's RSS alone.
+run_mailbus_extnats() {
+	NATS_MODE=external run_mailbus "$@"
+}
+
+# Warm-up, not measured: Dovecot moves new/ to cur/ and builds its index and cache on the
+# first reads, and the page cache fills; whichever tool came first would pay for that.
+for c in "${corpora[@]}"; do
+	reset "$c"
+	"$BIN/barefetch" -addr "127.0.0.1:$IMAPS_PORT" -encryption ssl -ca "$CA" -user "$c" -pass secret >&2
+done
+
+for round in $(seq "$ROUNDS"); do
+	for c in "${corpora[@]}"; do
+		n=$(awk -v c="$c" '$1 == c { print $2 }' "$BENCH_DIR/corpora")
+		for tool in $TOOLS; do
+			reset "$c"
+			# Dirty pages of the previous run (mbsync's Maildir, the stream store) are
+			# written out now rather than during the next run.
+			sync
+			echo "round $round: $tool, $c..." >&2
+			r=$("run_$tool" "$c" "$n")
+			echo "$c $tool $round $r" >>"$BENCH_DIR/results"
+		done
+	done
+done
+
+python3 - "$BENCH_DIR/corpora" "$BENCH_DIR/results" <<'EOF'
+import statistics, sys
+corpora = {c: (int(n), int(b)) for c, n, b in (l.split() for l in open(sys.argv[1]))}
+runs = {}
+for line in open(sys.argv[2]):
+    corpus, tool, _, wall, rss = line.split()
+    runs.setdefault((corpus, tool), []).append((float(wall), float(rss)))
+cores = len(open('/proc/cpuinfo').read().split('processor')) - 1
+load = open('/proc/loadavg').read().split()[:3]
+print(f"\n{cores} cores, load average at the end {' '.join(load)}; medians of the rounds; "
+      "mailbus's wall time is route.put to last event stored and all \\Seen\n")
+print("| corpus | tool | runs | wall s, median (min–max) | × barefetch | peak RSS MiB, median (max) |")
+print("| --- | --- | --- | --- | --- | --- |")
+for corpus, (n, size) in corpora.items():
+    bare = statistics.median(w for w, _ in runs.get((corpus, "barefetch"), [(0, 0)]))
+    for (c, tool), rs in runs.items():
+        if c != corpus:
+            continue
+        walls, rss = [w for w, _ in rs], [r for _, r in rs]
+        med = statistics.median(walls)
+        ratio = f"{med / bare:.2f}" if bare else "–"
+        print(f"| {n} {corpus} ({size / 2**20:.1f} MiB on disk) | {tool} | {len(rs)} | "
+              f"{med:.2f} ({min(walls):.2f}–{max(walls):.2f}) | {ratio} | "
+              f"{statistics.median(rss):.0f} ({max(rss):.0f}) |")
+EOF
