@@ -555,7 +555,7 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 				continue
 			}
 			lit := literalReader(body.Literal, watch)
-			_, err := w.rt.Storage.Objects.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "raw message"}, lit)
+			_, err := putObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, lit)
 			if err == nil {
 				_, err = io.Copy(io.Discard, lit)
 			}
