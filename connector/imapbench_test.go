@@ -136,7 +136,7 @@ func TestIMAPBenchDovecot(t *testing.T) {
 		"MAILBUS_TEST_IMAP_ENCRYPTION="+encryption, "MAILBUS_TEST_IMAP_CA="+caFile)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	subject := busNames.BusSubject(1, route)
-	start := time.Now()
+	start, selfCPU := time.Now(), procCPU(os.Getpid())
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -159,9 +159,10 @@ func TestIMAPBenchDovecot(t *testing.T) {
 		return err == nil && d.NumUnseen != nil && *d.NumUnseen == 0
 	})
 	elapsed := time.Since(start)
-	t.Logf("ingest: %d messages in %s: %.0f messages/s, %.1f MB/s; worker peak RSS (VmHWM) %s, CPU %s",
+	t.Logf("ingest: %d messages in %s: %.0f messages/s, %.1f MB/s; worker peak RSS (VmHWM) %s, CPU %s (NATS server: %s)",
 		count, elapsed.Round(time.Millisecond), float64(count)/elapsed.Seconds(),
-		float64(corpus)/1e6/elapsed.Seconds(), procStatus(cmd.Process.Pid, "VmHWM"), procCPU(cmd.Process.Pid))
+		float64(corpus)/1e6/elapsed.Seconds(), procStatus(cmd.Process.Pid, "VmHWM"), procCPU(cmd.Process.Pid),
+		procCPU(os.Getpid())-selfCPU)
 	if os.Getenv("MAILBUS_BENCH_IDLE") == "0" {
 		stopChild(t, cmd)
 		return
