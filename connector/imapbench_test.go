@@ -1,6 +1,7 @@
 package connector_test
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/dovecottest"
@@ -125,6 +127,11 @@ func TestIMAPBenchDovecot(t *testing.T) {
 	t.Logf("bare UID FETCH 1:* BODY.PEEK[] (encryption %s): %s", encryption, bare().Round(time.Millisecond))
 
 	n := startBusNATS(t)
+	if os.Getenv("MAILBUS_BENCH_FLOOR") == "1" {
+		// Dovecot moved the files to cur/ by now.
+		files, _ := filepath.Glob(filepath.Join(maildir, "*", "*"))
+		jetStreamFloor(t, n, files)
+	}
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(caFile, srv.CertPEM, 0o644); err != nil {
 		t.Fatal(err)
@@ -203,6 +210,41 @@ func TestIMAPBenchDovecot(t *testing.T) {
 		delays[49].Round(100*time.Microsecond), delays[98].Round(100*time.Microsecond), delays[99].Round(100*time.Microsecond))
 	t.Logf("worker peak RSS at the end (VmHWM) %s", procStatus(cmd.Process.Pid, "VmHWM"))
 	stopChild(t, cmd)
+}
+
+// jetStreamFloor publishes the corpus's bytes as they are, in 128 KB messages (the object
+// store's chunks), to a stream with file storage on the benchmark's NATS server, and logs
+// what that takes: the part of an ingest no worker design can save.
+func jetStreamFloor(t *testing.T, n *busNATS, files []string) {
+	ctx := context.Background()
+	if _, err := n.js.CreateStream(ctx, jetstream.StreamConfig{Name: "FLOOR", Subjects: []string{"floor"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	defer n.js.DeleteStream(ctx, "FLOOR")
+	js, _ := jetstream.New(n.nc, jetstream.WithPublishAsyncMaxPending(256))
+	start, cpu := time.Now(), procCPU(os.Getpid())
+	var total int64
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for len(b) > 0 {
+			k := min(len(b), 128<<10)
+			if _, err := js.PublishAsync("floor", b[:k]); err != nil {
+				t.Fatal(err)
+			}
+			total += int64(k)
+			b = b[k:]
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		t.Fatal("floor: publishes not acknowledged")
+	}
+	t.Logf("floor: %.1f MB published raw to JetStream (file storage) in %s, CPU %s (client and server)",
+		float64(total)/1e6, time.Since(start).Round(time.Millisecond), procCPU(os.Getpid())-cpu)
 }
 
 // benchCorpus fills maildir/new with a gen_maildir.py corpus. With MAILBUS_BENCH_CORPUS
