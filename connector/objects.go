@@ -2,6 +2,7 @@ package connector
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,7 +40,12 @@ type objectSink struct {
 // PutAttachment implements mapping.Sink.
 func (s *objectSink) PutAttachment(index int, a *schemas.Attachment, r io.Reader) (schemas.ObjectRef, error) {
 	name := objectName(s.eventID, "att-"+strconv.Itoa(index))
-	if _, err := putObject(s.ctx, s.store, jetstream.ObjectMeta{Name: name, Description: a.Name}, r); err != nil {
+	info, err := putObject(s.ctx, s.store, jetstream.ObjectMeta{Name: name, Description: a.Name}, r)
+	var sum []byte
+	if err == nil {
+		sum, err = jetstream.DecodeObjectDigest(info.Digest)
+	}
+	if err != nil {
 		err = fmt.Errorf("store attachment %s: %w", name, err)
 		s.mu.Lock()
 		if s.err == nil {
@@ -48,8 +54,13 @@ func (s *objectSink) PutAttachment(index int, a *schemas.Attachment, r io.Reader
 		s.mu.Unlock()
 		return schemas.ObjectRef{}, err
 	}
+	a.Sha256 = hex.EncodeToString(sum)
 	return schemas.ObjectRef{Bucket: s.bucket, Object: name}, nil
 }
+
+// SumsContent implements mapping.SummingSink: the object store hashes what it stores (the
+// attachment's Sha256 is its object's digest), so the mapping does not hash it again.
+func (s *objectSink) SumsContent() {}
 
 func (s *objectSink) failed() error {
 	s.mu.Lock()
