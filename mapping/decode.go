@@ -33,8 +33,8 @@ var base64Values = func() (t [256]byte) {
 // and counted, and '=' ends a quantum wherever it is, so concatenated padded blocks decode too.
 type base64Reader struct {
 	r    io.Reader
-	in   [8192]byte
-	out  [6144 + 3]byte
+	in   [2048]byte
+	out  [1536 + 3]byte
 	buf  []byte // decoded bytes not yet returned
 	quad uint32
 	n    int   // sextets in quad
