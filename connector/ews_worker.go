@@ -469,7 +469,7 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 	if !p.noRaw {
 		name := objectName(p.id, "raw")
 		_, err := w.client.getItems(ctx, []ewsID{p.item.ID}, func(_ int, r io.Reader) error {
-			if _, err := w.rt.Storage.Objects.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
+			if _, err := putObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
 				return fmt.Errorf("store raw message %s: %w", name, err)
 			}
 			ref = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: name}

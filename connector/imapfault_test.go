@@ -10,9 +10,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -132,7 +136,26 @@ func TestIMAPChildWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Run(context.Background()) // until killed
+	ctx := context.Background()
+	if dir := os.Getenv("MAILBUS_BENCH_PPROF"); dir != "" { // the Dovecot benchmark
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGTERM)
+		defer stop()
+		f, err := os.Create(filepath.Join(dir, "cpu.pprof"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pprof.StartCPUProfile(f)
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+			if h, err := os.Create(filepath.Join(dir, "allocs.pprof")); err == nil {
+				pprof.Lookup("allocs").WriteTo(h, 0)
+				h.Close()
+			}
+		}()
+	}
+	w.Run(ctx) // until killed
 }
 
 // TestIMAPFaultSIGKILL kills the worker process with SIGKILL at random points while it

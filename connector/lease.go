@@ -31,8 +31,8 @@ const (
 	// leaseGrace is how long a holder keeps a route while renewals fail without an answer
 	// (NATS unreachable): well inside LeaseTTL, so it stops before another can take over.
 	leaseGrace = LeaseTTL / 2
-	// stateCheck is how often a holder looks whether its route changed state, to write the
-	// new state into the lease for route.status on the other replicas.
+	// stateCheck is how often at most a holder writes a change of its route's state into
+	// the lease, for route.status on the other replicas.
 	stateCheck = 250 * time.Millisecond
 	// leaseOpTimeout bounds one lease operation.
 	leaseOpTimeout = 2 * time.Second

@@ -375,9 +375,12 @@ func (s *supervisor) runOwned(ctx context.Context, run *runner, spec RouteSpec, 
 	t := time.NewTicker(leaseRenew)
 	defer t.Stop()
 	// The lease carries the route's status for the other replicas; a change of state is
-	// written at once rather than at the next renewal.
-	check := time.NewTicker(stateCheck)
-	defer check.Stop()
+	// written at once rather than at the next renewal, but at most once per stateCheck
+	// (a route in IDLE goes running and back to idle for every new message).
+	changed, unwatch := s.rt.Status.watchState(name)
+	defer unwatch()
+	changes := changed // nil while cooling down after a write for a change
+	var cool <-chan time.Time
 	state := func() string { st, _ := s.rt.Status.Get(name); return st.State }
 	written := state()
 	lastOK := time.Now()
@@ -387,10 +390,14 @@ renew:
 		select {
 		case <-ctx.Done():
 			break renew
-		case <-check.C:
+		case <-cool:
+			changes, cool = changed, nil
+			continue
+		case <-changes:
 			if state() == written {
 				continue
 			}
+			changes, cool = nil, time.After(stateCheck)
 		case <-t.C:
 		}
 		cur := state()

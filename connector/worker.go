@@ -56,13 +56,14 @@ type Runtime struct {
 
 // StatusBoard holds the status of the routes this replica runs, for route.status.
 type StatusBoard struct {
-	mu     sync.Mutex
-	routes map[string]*schemas.RouteStatus
+	mu      sync.Mutex
+	routes  map[string]*schemas.RouteStatus
+	watches map[string]chan struct{} // see watchState
 }
 
 // NewStatusBoard returns an empty board.
 func NewStatusBoard() *StatusBoard {
-	return &StatusBoard{routes: make(map[string]*schemas.RouteStatus)}
+	return &StatusBoard{routes: make(map[string]*schemas.RouteStatus), watches: make(map[string]chan struct{})}
 }
 
 // Update changes a route's status under the board's lock, creating it when absent.
@@ -74,7 +75,32 @@ func (b *StatusBoard) Update(route string, f func(s *schemas.RouteStatus)) {
 		s = &schemas.RouteStatus{Route: route}
 		b.routes[route] = s
 	}
+	old := s.State
 	f(s)
+	if s.State != old {
+		select {
+		case b.watches[route] <- struct{}{}:
+		default: // a wake-up is pending already (or nobody watches: a nil channel)
+		}
+	}
+}
+
+// watchState returns a channel that receives after the route's state changed (several
+// changes may come as one), and the function that ends the watch. One watcher per route:
+// the supervisor, which writes the state into the route's lease. A notification instead
+// of a poll keeps a thousand idle routes from waking up a few thousand times a second.
+func (b *StatusBoard) watchState(route string) (<-chan struct{}, func()) {
+	c := make(chan struct{}, 1)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.watches[route] = c
+	return c, func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.watches[route] == c {
+			delete(b.watches, route)
+		}
+	}
 }
 
 // Get returns a copy of a route's status.

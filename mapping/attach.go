@@ -53,6 +53,10 @@ func (m *mapper) attachment(h header, mt, disp, name string, r io.Reader, where 
 	}
 
 	hr := &hashReader{r: io.MultiReader(bytes.NewReader(buf), r), h: sha256.New()}
+	_, summing := m.opts.Sink.(SummingSink)
+	if summing {
+		hr.h = nil
+	}
 	if m.opts.Sink != nil {
 		ref, err := m.opts.Sink.PutAttachment(index, &a, hr)
 		if err != nil {
@@ -69,7 +73,10 @@ func (m *mapper) attachment(h header, mt, disp, name string, r io.Reader, where 
 	if _, err := io.Copy(io.Discard, hr); err != nil {
 		return err
 	}
-	a.Size, a.Sha256 = hr.n, hex.EncodeToString(hr.h.Sum(nil))
+	a.Size = hr.n
+	if !summing {
+		a.Sha256 = hex.EncodeToString(hr.h.Sum(nil))
+	}
 	m.ev.Attachments = append(m.ev.Attachments, a)
 	return nil
 }
@@ -87,13 +94,15 @@ func (m *mapper) subjectOf(peek []byte) string {
 
 type hashReader struct {
 	r io.Reader
-	h hash.Hash
+	h hash.Hash // nil: counting only
 	n int64
 }
 
 func (hr *hashReader) Read(p []byte) (int, error) {
 	n, err := hr.r.Read(p)
-	hr.h.Write(p[:n])
+	if hr.h != nil {
+		hr.h.Write(p[:n])
+	}
 	hr.n += int64(n)
 	return n, err
 }

@@ -53,6 +53,15 @@ type Sink interface {
 	PutAttachment(index int, a *schemas.Attachment, r io.Reader) (schemas.ObjectRef, error)
 }
 
+// SummingSink is a Sink that computes the SHA-256 of what it stores anyway (JetStream's
+// object store does): Map then leaves hashing the content to it, which saves hashing every
+// large attachment twice. Its PutAttachment must read r to the end and, when it returns
+// no error, have set a.Sha256 to the lower-case hex SHA-256 of all it read.
+type SummingSink interface {
+	Sink
+	SumsContent()
+}
+
 // ErrNoHeader is returned by Map for input without a single parsable header field; such a
 // message cannot become an event and is dead-lettered by the connector.
 var ErrNoHeader = errors.New("mapping: message has no parsable header")

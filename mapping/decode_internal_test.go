@@ -1,0 +1,35 @@
+package mapping
+
+import (
+	"bytes"
+	"encoding/base64"
+	"io"
+	"testing"
+	"testing/iotest"
+)
+
+// FuzzBase64FastPath: the standard decoder's fast path decodes exactly what the lenient
+// loop alone decodes, and counts the same damage, however the input is split.
+func FuzzBase64FastPath(f *testing.F) {
+	line := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("mailbus!"), 20))
+	for _, s := range []string{
+		line[:76] + "\r\n" + line[76:152] + "\r\n" + line[152:] + "\r\n",
+		"QQ==QUJD\r\n", "QUJD\r\nQQ\r\n==\r\n", "QU JD\r\nQ*JD\n", "QUJ-_w\n\n", "QUI=\r\nQUJD", "QUJDQ",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var slow base64Reader
+		want := slow.flush(slow.decodeSlow(in, nil))
+		for _, r := range []io.Reader{bytes.NewReader(in), iotest.OneByteReader(bytes.NewReader(in)), iotest.HalfReader(bytes.NewReader(in))} {
+			d := &base64Reader{r: r}
+			got, err := io.ReadAll(d)
+			if err != nil {
+				t.Fatalf("ReadAll() = %v", err)
+			}
+			if !bytes.Equal(got, want) || d.bad != slow.bad {
+				t.Fatalf("decode(%q) = %q, %d bad; lenient loop alone: %q, %d bad", in, got, d.bad, want, slow.bad)
+			}
+		}
+	})
+}
