@@ -17,6 +17,9 @@
 #        TOOLS          subset of "barefetch mbsync mailbus mailbus_extnats"; the last is
 #                       mailbus with NATS in its own process, for mailbus's RSS alone
 #        GEN            gen_maildir.py (default ../shared/bench/gen_maildir.py)
+#        ENCRYPTION     none (default: plain IMAP on loopback, as the issue's yardstick
+#                       figures were taken) or ssl (IMAPS for every tool; Dovecot's
+#                       imap-login then spends most of its CPU on TLS, for every tool alike)
 #        KEEP=1         keep the work directory (logs, stores) in /tmp
 # Runs as root (Dovecot's master must); installs Dovecot, isync and GNU time with apt.
 set -euo pipefail
@@ -28,12 +31,20 @@ SMALL=${SMALL:-20000}
 ROUNDS=${ROUNDS:-3}
 TOOLS=${TOOLS:-barefetch mbsync mailbus}
 GEN=${GEN:-../shared/bench/gen_maildir.py}
+ENCRYPTION=${ENCRYPTION:-none}
 
 source bench/lib.sh
 
 install_tools
 build_programs
 start_dovecot mixed small
+
+# Every tool reads over the same port and protocol.
+case $ENCRYPTION in
+none) PORT=$IMAP_PORT SSLTYPE=None ;;
+ssl) PORT=$IMAPS_PORT SSLTYPE=IMAPS ;;
+*) echo "ENCRYPTION=$ENCRYPTION: want none or ssl" >&2; exit 2 ;;
+esac
 
 corpora=()
 ((MIXED > 0)) && corpora+=(mixed)
@@ -53,8 +64,8 @@ reset() {
 }
 
 run_barefetch() {
-	/usr/bin/time -v -o "$BENCH_DIR/time.bare" "$BIN/barefetch" -addr "127.0.0.1:$IMAPS_PORT" \
-		-encryption ssl -ca "$CA" -user "$1" -pass secret >&2
+	/usr/bin/time -v -o "$BENCH_DIR/time.bare" "$BIN/barefetch" -addr "127.0.0.1:$PORT" \
+		-encryption "$ENCRYPTION" -ca "$CA" -user "$1" -pass secret >&2
 	echo "$(wall_s "$BENCH_DIR/time.bare") $(peak_rss_mb "$BENCH_DIR/time.bare")"
 }
 
@@ -67,10 +78,12 @@ run_mbsync() {
 		IMAPAccount bench
 		# The certificate names localhost; isync checks DNS names only.
 		Host localhost
-		Port $IMAPS_PORT
+		Port $PORT
 		User $1
 		Pass secret
-		SSLType IMAPS
+		SSLType $SSLTYPE
+		# isync sends a password over a plain connection only when told so explicitly.
+		AuthMechs LOGIN
 		CertificateFile $CA
 
 		IMAPStore far
@@ -102,7 +115,7 @@ run_mbsync() {
 run_mailbus() {
 	local out
 	start_mailbus mailbus "${NATS_MODE:-embedded}"
-	if ! out=$("$BIN/driver" ingest -nats "$NATS_URL" -imap "127.0.0.1:$IMAPS_PORT" -encryption ssl \
+	if ! out=$("$BIN/driver" ingest -nats "$NATS_URL" -imap "127.0.0.1:$PORT" -encryption "$ENCRYPTION" \
 		-ca "$CA" -user "$1" -pass secret); then
 		stop_mailbus # this runs in a subshell, which the EXIT trap does not clean up
 		return 1
@@ -121,7 +134,7 @@ run_mailbus_extnats() {
 # first reads, and the page cache fills; whichever tool came first would pay for that.
 for c in "${corpora[@]}"; do
 	reset "$c"
-	"$BIN/barefetch" -addr "127.0.0.1:$IMAPS_PORT" -encryption ssl -ca "$CA" -user "$c" -pass secret >&2
+	"$BIN/barefetch" -addr "127.0.0.1:$PORT" -encryption "$ENCRYPTION" -ca "$CA" -user "$c" -pass secret >&2
 done
 
 for round in $(seq "$ROUNDS"); do
@@ -139,8 +152,8 @@ for round in $(seq "$ROUNDS"); do
 	done
 done
 
-python3 - "$BENCH_DIR/corpora" "$BENCH_DIR/results" <<'EOF'
-import statistics, sys
+ENCRYPTION=$ENCRYPTION python3 - "$BENCH_DIR/corpora" "$BENCH_DIR/results" <<'EOF'
+import os, statistics, sys
 corpora = {c: (int(n), int(b)) for c, n, b in (l.split() for l in open(sys.argv[1]))}
 runs = {}
 for line in open(sys.argv[2]):
@@ -148,7 +161,7 @@ for line in open(sys.argv[2]):
     runs.setdefault((corpus, tool), []).append((float(wall), float(rss)))
 cores = len(open('/proc/cpuinfo').read().split('processor')) - 1
 load = open('/proc/loadavg').read().split()[:3]
-print(f"\n{cores} cores, load average at the end {' '.join(load)}; medians of the rounds; "
+print(f"\n{cores} cores, IMAP encryption {os.environ['ENCRYPTION']}, load average at the end {' '.join(load)}; medians of the rounds; "
       "mailbus's wall time is route.put to last event stored and all \\Seen\n")
 print("| corpus | tool | runs | wall s, median (min–max) | × barefetch | peak RSS MiB, median (max) |")
 print("| --- | --- | --- | --- | --- | --- |")
