@@ -383,19 +383,20 @@ func waitEvents(t *testing.T, s *testService, route string, n uint64) {
 	s.waitStatus(route, 20*time.Second, func(st schemas.RouteStatus) bool { return st.Published >= n })
 }
 
-// TestOAuthRefreshBeforeExpiry: with tokens that live 3 s, the route renews its token and
-// reconnects before each one expires, so the server never refuses a token nor sees a
-// command on an expired one, and mail keeps flowing (XOAUTH2, the only mechanism offered).
+// TestOAuthRefreshBeforeExpiry: with tokens that live 5 s, the route renews its token and
+// reconnects before each one expires (1 s before: a fifth of the lifetime, room enough on a
+// busy machine), so the server never refuses a token nor sees a command on an expired one,
+// and mail keeps flowing (XOAUTH2, the only mechanism offered).
 func TestOAuthRefreshBeforeExpiry(t *testing.T) {
-	ts := startTokenServer(t, 3*time.Second, false)
+	ts := startTokenServer(t, 5*time.Second, false)
 	srv := startOAuthIMAP(t, ts, "XOAUTH2")
 	s := runService(t, svcConfig(t), nil)
 	srv.append(t, "INBOX", testMail(1, ""))
 	s.ok("mail.control.connection.put", oauthConn(srv, refreshSettings(ts, ts.newRefresh())))
 	s.ok("mail.control.route.put", map[string]any{"name": "o_refresh", "connection": "oauth"})
 	waitEvents(t, s, "o_refresh", 1)
-	for i := 2; i <= 5; i++ {
-		time.Sleep(2 * time.Second)
+	for i := 2; i <= 6; i++ {
+		time.Sleep(3 * time.Second)
 		srv.append(t, "INBOX", testMail(i, ""))
 		waitEvents(t, s, "o_refresh", uint64(i))
 	}
@@ -404,8 +405,8 @@ func TestOAuthRefreshBeforeExpiry(t *testing.T) {
 		t.Fatalf("refreshes %d, logins %v, refused %d, commands on expired tokens %d; want >= 3, >= 3 XOAUTH2, 0, 0\nlog:\n%s",
 			refreshes, logins, refused, expired, s.log)
 	}
-	if st := s.status("o_refresh"); st.LastError != "" || st.Published != 5 {
-		t.Errorf("status = %+v, want 5 published and no error", st)
+	if st := s.status("o_refresh"); st.LastError != "" || st.Published != 6 {
+		t.Errorf("status = %+v, want 6 published and no error", st)
 	}
 	assertNoSecrets(t, s, ts, "o_refresh")
 }
@@ -416,7 +417,9 @@ func TestOAuthRefreshBeforeExpiry(t *testing.T) {
 // an operator puts meanwhile is the one used next. Both mechanisms are offered: OAUTHBEARER
 // is used.
 func TestOAuthRotatedRefreshToken(t *testing.T) {
-	ts := startTokenServer(t, 2*time.Second, true)
+	// 4 s tokens: renewed 0.8 s before expiry, room enough on a busy machine for none to be
+	// refused.
+	ts := startTokenServer(t, 4*time.Second, true)
 	srv := startOAuthIMAP(t, ts, "XOAUTH2", "OAUTHBEARER")
 	key := make([]byte, 32)
 	rand.Read(key)
