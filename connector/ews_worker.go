@@ -438,7 +438,7 @@ func (w *ewsWorker) ack(ctx context.Context, p *ewsPending) error {
 	}
 	p.acked = true
 	w.inflight -= len(p.msg.Data)
-	p.msg = nil
+	p.msg, p.fut = nil, nil // the future holds the message too
 	w.met.done(p.deadErr != nil)
 	w.status(func(s *schemas.RouteStatus) {
 		if p.deadErr != nil {

@@ -61,10 +61,12 @@ type fetched struct {
 	skip bool // a probe (ProbeHeader): nothing published, no after action (the check
 	// removes its probe itself); the checkpoint moves past it like past any message
 	deadErr error // why the mapping rejected it; dead-lettered once the FETCH is over
-	msg     *nats.Msg
-	fut     jetstream.PubAckFuture
-	done    bool  // fut has resolved (err holds how)
-	err     error // the publish's outcome once done
+	// msg is the event (or dead letter) held for a retry, and fut its publish (which
+	// holds it too); both are let go of once it is acknowledged (release).
+	msg  *nats.Msg
+	fut  jetstream.PubAckFuture
+	done bool  // fut has resolved (err holds how)
+	err  error // the publish's outcome once done
 }
 
 // result waits for the publish to resolve and remembers how, so it can be asked twice.
@@ -81,6 +83,22 @@ func (f *fetched) result(ctx context.Context) error {
 	}
 	f.done = true
 	return f.err
+}
+
+// resolved is result without waiting: whether the publish has resolved yet.
+func (f *fetched) resolved() bool {
+	if f.done {
+		return true
+	}
+	select {
+	case <-f.fut.Ok():
+		f.err = nil
+	case f.err = <-f.fut.Err():
+	default:
+		return false
+	}
+	f.done = true
+	return true
 }
 
 // cycle runs once over the mailbox: every message the route selects above the checkpoint
@@ -199,6 +217,7 @@ func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
 	defer watch.stop()
 	var got []*fetched
 	var size, sized int // bytes and number of the literals, for avgSize
+	oldest := 0         // of got, the first not yet known to be acknowledged (throttle)
 	for {
 		watch.arm()
 		m := fetch.Next()
@@ -215,7 +234,7 @@ func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
 			got = append(got, f)
 			sized++
 		}
-		if err := s.throttle(ctx, got); err != nil {
+		if err := s.throttle(ctx, got, &oldest); err != nil {
 			return err
 		}
 	}
@@ -440,9 +459,26 @@ func (w *imapWorker) eventMsg(ev *schemas.Event, data []byte) *nats.Msg {
 	return m
 }
 
-// throttle waits for acknowledgements while the route holds too many event bytes.
-func (s *imapSession) throttle(ctx context.Context, got []*fetched) error {
-	for _, f := range got {
+// throttle lets go of the events acknowledged so far, then waits for acknowledgements
+// while the route still holds too many event bytes. Without the first step a batch (about
+// batchBytes of mail) kept every event it published until its end, acknowledged or not:
+// about 10 MB of mixed mail's events, which the garbage collector's headroom doubles.
+// *oldest is the first of got not yet seen acknowledged: acknowledgements come in
+// publish order, so each call looks at the few published since the last.
+func (s *imapSession) throttle(ctx context.Context, got []*fetched, oldest *int) error {
+	for ; *oldest < len(got); *oldest++ {
+		f := got[*oldest]
+		if f.msg == nil { // skipped, released, or a dead letter (published after the FETCH)
+			continue
+		}
+		if !f.resolved() {
+			break
+		}
+		if f.err == nil {
+			s.release(f)
+		} // else awaitAcks publishes it again
+	}
+	for _, f := range got[*oldest:] {
 		if s.inflight <= maxInflightBytes {
 			return nil
 		}
@@ -450,8 +486,7 @@ func (s *imapSession) throttle(ctx context.Context, got []*fetched) error {
 			continue
 		}
 		if err := f.result(ctx); err == nil {
-			s.inflight -= len(f.msg.Data)
-			f.msg = nil
+			s.release(f)
 		} else if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -462,11 +497,17 @@ func (s *imapSession) throttle(ctx context.Context, got []*fetched) error {
 	return nil
 }
 
+// release lets go of an acknowledged event: nothing publishes it again.
+func (s *imapSession) release(f *fetched) {
+	s.inflight -= len(f.msg.Data)
+	f.msg, f.fut = nil, nil
+}
+
 // awaitAcks waits, in UID order, for each event to be acknowledged, publishing it again
 // (same Msg-Id) when it failed. It returns how many of got, from the first, are done.
 func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error) {
 	for i, f := range got {
-		if f.fut == nil { // skipped
+		if f.skip {
 			continue
 		}
 		if f.msg != nil { // else: acknowledged while throttling
@@ -487,8 +528,7 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 				}
 				f.done = false
 			}
-			s.inflight -= len(f.msg.Data)
-			f.msg = nil
+			s.release(f)
 		}
 		if f.deadErr == nil {
 			s.w.connLog(slog.LevelDebug, EventPublished, "published "+s.eventID(f.uid), "uid", f.uid)

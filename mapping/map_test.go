@@ -321,6 +321,28 @@ func TestInlineLimit(t *testing.T) {
 	}
 }
 
+// TestInlineBufferReuse: the buffer an attachment is read into is reused by the next
+// one; what an event keeps, and what a sink got, must not change with it.
+func TestInlineBufferReuse(t *testing.T) {
+	sink := &memSink{}
+	opts := &mapping.Options{MaxInlineBytes: 1500, Sink: sink}
+	a := bytes.Repeat([]byte("a"), 1000)
+	b := bytes.Repeat([]byte("b"), 2000) // over the limit: to the sink
+	c := bytes.Repeat([]byte("c"), 1200)
+	evA := mustMap(t, attachmentMsg(a), opts)
+	evB := mustMap(t, attachmentMsg(b), opts)
+	evC := mustMap(t, attachmentMsg(c), opts)
+	if got := evA.Attachments[0].Content; !bytes.Equal(got, a) {
+		t.Errorf("first event's content changed: %.20q...", got)
+	}
+	if ref := evB.Attachments[0].ContentRef; ref == nil || !bytes.Equal(sink.objects[ref.Object], b) {
+		t.Errorf("sink did not get the second attachment: ref %v", ref)
+	}
+	if got := evC.Attachments[0].Content; !bytes.Equal(got, c) || cap(got) > 2*len(c) {
+		t.Errorf("third event's content: %d bytes, cap %d", len(got), cap(got))
+	}
+}
+
 // lazySink reads only a little of what it is given: Map must still hash all of it.
 type lazySink struct{}
 
