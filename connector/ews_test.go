@@ -492,3 +492,36 @@ func TestExchangeWorkerRawAndDeadLetter(t *testing.T) {
 		t.Errorf("dead letter raw object = %q, %v", raw, err)
 	}
 }
+
+// TestExchangeWorkerLargeBatch: a batch whose events hold more than maxInflightBytes makes
+// the worker wait for acknowledgements mid-batch and let go of those events; every item
+// still becomes one event (no dead letter for an item whose event was let go of) and is
+// marked read.
+func TestExchangeWorkerLargeBatch(t *testing.T) {
+	const n = 9 // 4 MB events: 36 MB, just over maxInflightBytes
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	f.add(n)
+	body := strings.Repeat("a line of a long report, repeated to make it big\r\n", 4<<20/50)
+	f.mu.Lock()
+	for _, it := range f.items {
+		it.mime = append(it.mime, body...)
+	}
+	f.mu.Unlock()
+	runEWSWorker(t, rt, ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead))
+
+	// Mapping 36 MB under the race detector takes a while on a busy machine.
+	for deadline := time.Now().Add(2 * time.Minute); f.readCount() < n; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages marked read", f.readCount(), n)
+		}
+	}
+	ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), n)
+	if st := ewsRouteStatus(rt, "exch_inbox"); st.Published != n || st.DeadLettered != 0 {
+		t.Errorf("status = %+v, want %d published, none dead-lettered", st, n)
+	}
+	if dead := ewsStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox")); len(dead) != 0 {
+		t.Errorf("%d dead letters, want none: %s", len(dead), dead[0].Data)
+	}
+}

@@ -308,7 +308,9 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 		p := pend[i]
 		var ee *ewsError
 		switch {
-		case g.Err == nil && p.msg == nil && p.deadErr == nil:
+		// No message and not acknowledged (throttle lets go of acknowledged ones early):
+		// nothing was published for the item.
+		case g.Err == nil && p.msg == nil && !p.acked && p.deadErr == nil:
 			p.deadErr, p.noRaw = errors.New("the server returned no MIME content"), true
 		case g.Err == nil:
 		case errors.As(g.Err, &ee) && ee.Code == "ErrorItemNotFound":
