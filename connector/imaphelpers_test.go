@@ -117,25 +117,38 @@ func startMemIMAP(t testing.TB, caps ...imap.Cap) *memIMAP {
 		t.Fatalf("Create(INBOX) = %v", err)
 	}
 	mem.AddUser(user)
+	addr := serveIMAP(t, capSet(caps...), func() imapserver.Session { return mem.NewSession() })
+	return &memIMAP{addr: addr, user: user}
+}
+
+// capSet is IMAP4rev1 and caps.
+func capSet(caps ...imap.Cap) imap.CapSet {
 	set := imap.CapSet{imap.CapIMAP4rev1: {}}
 	for _, c := range caps {
 		set[c] = struct{}{}
 	}
+	return set
+}
+
+// serveIMAP runs go-imap's server with caps on a free loopback port until the test ends,
+// and returns its address.
+func serveIMAP(tb testing.TB, caps imap.CapSet, newSession func() imapserver.Session) string {
+	tb.Helper()
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
+			return newSession(), nil, nil
 		},
 		InsecureAuth: true,
-		Caps:         set,
+		Caps:         caps,
 		Logger:       log.New(io.Discard, "", 0), // it reports every connection the worker closes
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("net.Listen() = %v", err)
+		tb.Fatalf("net.Listen() = %v", err)
 	}
 	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return &memIMAP{addr: ln.Addr().String(), user: user}
+	tb.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
 }
 
 // memCaps is what a modern server offers beyond IMAP4rev1 (IDLE comes with the session).

@@ -6,8 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -196,21 +194,9 @@ func startOAuthIMAP(t *testing.T, tokens *tokenServer, mechs ...string) *oauthIM
 	}
 	s := &oauthIMAP{memIMAP: memIMAP{user: user}, tokens: tokens, mechs: mechs, logins: map[string]int{}}
 	caps := imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}, imap.CapMove: {}}
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return &oauthSession{UserSession: imapmemserver.NewUserSession(user), srv: s}, nil, nil
-		},
-		InsecureAuth: true,
-		Caps:         caps,
-		Logger:       log.New(io.Discard, "", 0),
+	s.addr = serveIMAP(t, caps, func() imapserver.Session {
+		return &oauthSession{UserSession: imapmemserver.NewUserSession(user), srv: s}
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("net.Listen() = %v", err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	s.addr = ln.Addr().String()
 	return s
 }
 

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -187,25 +185,7 @@ func startMemIMAPUsers(tb testing.TB, n int) *memIMAPUsers {
 		mem.AddUser(u)
 		m.users = append(m.users, u)
 	}
-	set := imap.CapSet{imap.CapIMAP4rev1: {}}
-	for _, c := range memCaps {
-		set[c] = struct{}{}
-	}
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		InsecureAuth: true,
-		Caps:         set,
-		Logger:       log.New(io.Discard, "", 0),
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("net.Listen() = %v", err)
-	}
-	go srv.Serve(ln)
-	tb.Cleanup(func() { srv.Close() })
-	m.addr = ln.Addr().String()
+	m.addr = serveIMAP(tb, capSet(memCaps...), func() imapserver.Session { return mem.NewSession() })
 	return m
 }
 
