@@ -273,30 +273,6 @@ func leaseOwners(t *testing.T, js jetstream.JetStream) map[string]string {
 	return owners
 }
 
-// streamMsgsBySubject reads a whole stream once, grouped by subject.
-func streamMsgsBySubject(t *testing.T, js jetstream.JetStream, stream string) map[string][]*jetstream.RawStreamMsg {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatalf("Stream(%s) = %v", stream, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatalf("Info() = %v", err)
-	}
-	out := map[string][]*jetstream.RawStreamMsg{}
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			continue // deleted
-		}
-		out[m.Subject] = append(out[m.Subject], m)
-	}
-	return out
-}
-
 // mailboxFlags lists the \Seen state and Message-ID of every message of user's INBOX.
 func mailboxFlags(t *testing.T, addr, user string) (seen, total int, msgIDs []string) {
 	t.Helper()

@@ -218,10 +218,10 @@ func testMail(n int, extra string) []byte {
 		"Subject: test %d\r\nMessage-ID: <m%d@example.org>\r\n%s\r\nbody of %d\r\n", n, n, extra, n))
 }
 
-// storedMsgs returns every message stored on subject in stream, in stream order.
-func storedMsgs(t testing.TB, js jetstream.JetStream, stream, subject string) []*jetstream.RawStreamMsg {
+// streamMsgsBySubject reads a whole stream once, grouped by subject.
+func streamMsgsBySubject(t testing.TB, js jetstream.JetStream, stream string) map[string][]*jetstream.RawStreamMsg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
@@ -231,17 +231,21 @@ func storedMsgs(t testing.TB, js jetstream.JetStream, stream, subject string) []
 	if err != nil {
 		t.Fatalf("Info() = %v", err)
 	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+	out := map[string][]*jetstream.RawStreamMsg{}
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if err != nil {
 			continue // deleted
 		}
-		if m.Subject == subject {
-			out = append(out, m)
-		}
+		out[m.Subject] = append(out[m.Subject], m)
 	}
 	return out
+}
+
+// storedMsgs returns every message stored on subject in stream, in stream order.
+func storedMsgs(t testing.TB, js jetstream.JetStream, stream, subject string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	return streamMsgsBySubject(t, js, stream)[subject]
 }
 
 func busEvents(t testing.TB, n *busNATS, bus int, route string) []schemas.Event {
