@@ -201,9 +201,6 @@ func (n *ntlmClient) Next(challenge []byte) ([]byte, error) {
 	return ntlmssp.NewAuthenticateMessage(challenge, n.user, n.password, nil)
 }
 
-// within runs f, an imapclient call that cannot be cancelled, and closes c when ctx ends or
-// d passes first so that f returns. It then reports the timeout or the cancellation rather
-// than the "use of closed connection" f saw.
 // readAheadConn gives a connection's reads a large buffer while they keep filling it: a
 // FETCH of large mail then costs a read system call per 64 KB rather than per 4 KB
 // (imapclient's buffer), which was an eighth of the worker's CPU on a corpus of 1 GB. Once
@@ -262,6 +259,9 @@ func (c *readAheadConn) release() {
 	}
 }
 
+// within runs f, an imapclient call that cannot be cancelled, and closes c when ctx ends or
+// d passes first so that f returns. It then reports the timeout or the cancellation rather
+// than the "use of closed connection" f saw.
 func within(ctx context.Context, d time.Duration, c io.Closer, f func() error) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, d, errIMAPTimeout)
 	defer cancel()
