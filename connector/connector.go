@@ -193,7 +193,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		defs:           st,
 		Metrics:        metrics,
 	}
-	ls := newLeases(storage.Leases, c.cfg.Instance, rt.Status)
+	ls := newLeases(js, storage.Leases, c.cfg.Instance, rt.Status)
 	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories, resync, ls)
 
 	// The routes get their own context: at shutdown they stop only once the control

@@ -445,14 +445,22 @@ func TestReplicasThirtyRoutes(t *testing.T) {
 	stopMailing()
 
 	// Every message published, then every message \Seen.
-	waitUntil(t, 60*time.Second, "every message stored", func() bool {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var short []string
 		for _, u := range users {
-			if stored(u) < uint64(sent[u]) {
-				return false
+			if got := stored(u); got < uint64(sent[u]) {
+				short = append(short, fmt.Sprintf("%s %d/%d", u, got, sent[u]))
 			}
 		}
-		return true
-	})
+		if len(short) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not every message stored after 60 s: %v; lease owners %v", short, leaseOwners(t, n.js))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	for _, u := range users {
 		waitUntil(t, 30*time.Second, "every message of "+u+" \\Seen", func() bool {
 			seen, total, _ := mailboxFlags(t, srv.check, u)

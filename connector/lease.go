@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,22 +15,31 @@ import (
 )
 
 // Route ownership. Each enabled route runs on one replica: the one holding its lease, the
-// key route.<name> in the leases bucket. Leases live by the bucket's MaxAge (LeaseTTL), not
-// by per-key TTLs: nats.go v1.55 drops a per-key TTL on Update, while every write to a key,
-// Update included, restarts its age under MaxAge. So a lease is taken with Create (fails
-// when someone holds it), kept alive with Update over the revision last written (fails
-// when it expired or someone else took it), and released with a Delete over that
-// revision. The revision is the fencing token: a holder whose Update fails stops its
-// worker before the next poll, and the checkpoint's own compare-and-set keeps a late
-// worker from moving the route back.
+// key route.<name> in the leases bucket, whose value names its owner. A lease holds for as
+// long as its owner lives, and an owner lives while its heartbeat key instance.<id> does:
+// that key is written every leaseRenew with a per-message TTL of LeaseTTL, and the server
+// removes it, leaving a marker the others watch, when the writes stop. So an idle replica
+// writes one key per leaseRenew however many routes it holds; route keys are written only
+// when taken, released, or when the route's status changed.
+//
+// A lease is taken with Create when free, or with Update over the revision read when its
+// owner is gone (or is this replica, restarted under the same id); it is released with a
+// Purge over the revision last written. The revision is the fencing token: a holder stops
+// its worker when its status write over that revision is refused, when the leases watch
+// shows the key taken or removed by another, or when its own heartbeat has not been
+// acknowledged for leaseGrace, before its instance key can expire and others take over.
+// The checkpoint's own compare-and-set keeps a late worker from moving the route back.
 const (
-	// leaseRenew is how often a holder renews its leases and its instance key.
+	// leaseRenew is how often a replica writes its instance key, and how often at most a
+	// holder writes a route's status into its lease when only its counters changed.
 	leaseRenew = LeaseTTL / 3
 	// leaseRetry is how often a replica tries to take free routes (and sheds routes above
-	// its share). Freed routes are noticed at once through a watch of the bucket.
+	// its share). Freed routes and replicas gone are noticed at once through a watch of
+	// the bucket.
 	leaseRetry = LeaseTTL / 2
-	// leaseGrace is how long a holder keeps a route while renewals fail without an answer
-	// (NATS unreachable): well inside LeaseTTL, so it stops before another can take over.
+	// leaseGrace is how long a holder keeps its routes while its heartbeats fail without
+	// an answer (NATS unreachable): well inside LeaseTTL, so it stops before another can
+	// take over.
 	leaseGrace = LeaseTTL / 2
 	// stateCheck is how often at most a holder writes a change of its route's state into
 	// the lease, for route.status on the other replicas.
@@ -52,21 +62,32 @@ func instanceKey(instance string) string { return "instance." + instance }
 // lease is a held route lease.
 type lease struct {
 	key string
-	rev uint64
+	// rev is the revision last written: set by the runner, read by the supervisor's watch.
+	rev atomic.Uint64
 }
 
-// leases takes, renews and releases route leases and the heartbeat of one replica.
+func newLease(key string, rev uint64) *lease {
+	ls := &lease{key: key}
+	ls.rev.Store(rev)
+	return ls
+}
+
+// leases takes, writes and releases route leases and the heartbeat of one replica.
 type leases struct {
+	js       jetstream.JetStream
 	kv       jetstream.KeyValue
 	instance string
 	status   *StatusBoard
 
-	mu   sync.Mutex
-	held map[string]bool // routes whose worker runs here under a lease, for the metrics
+	mu    sync.Mutex
+	held  map[string]bool // routes whose worker runs here under a lease, for the metrics
+	beat  time.Time       // when the last heartbeat was acknowledged
+	lapse chan struct{}   // closed when the heartbeat lapsed; see lapsed
+	timer *time.Timer     // closes lapse leaseGrace after the last acknowledged heartbeat
 }
 
-func newLeases(kv jetstream.KeyValue, instance string, status *StatusBoard) *leases {
-	return &leases{kv: kv, instance: instance, status: status, held: make(map[string]bool)}
+func newLeases(js jetstream.JetStream, kv jetstream.KeyValue, instance string, status *StatusBoard) *leases {
+	return &leases{js: js, kv: kv, instance: instance, status: status, held: make(map[string]bool), lapse: make(chan struct{})}
 }
 
 // hold records whether a route runs here under its lease.
@@ -96,81 +117,185 @@ func (l *leases) value(route string) []byte {
 	return b
 }
 
-// acquire takes a route's lease. It reports false without an error when another replica
-// holds it. A lease this instance still holds from before (a restart under the same id)
-// is taken over at once.
+// acquire takes a route's lease: a free one, one whose owner is gone, or one this instance
+// still holds from before (a restart under the same id). It reports false without an
+// error when a live replica holds it, and while this replica's own heartbeat is not
+// acknowledged (the others may count it out).
 func (l *leases) acquire(ctx context.Context, route string) (*lease, bool, error) {
+	if !l.beating() {
+		return nil, false, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, leaseOpTimeout)
 	defer cancel()
 	key := RouteKey(route)
-	rev, err := l.kv.Create(ctx, key, l.value(route))
-	if err == nil {
-		return &lease{key: key, rev: rev}, true, nil
-	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return nil, false, fmt.Errorf("take lease %s: %w", key, err)
-	}
 	e, err := l.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		rev, err := l.kv.Create(ctx, key, l.value(route))
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, false, nil // taken meanwhile
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("take lease %s: %w", key, err)
+		}
+		return newLease(key, rev), true, nil
+	}
 	if err != nil {
-		return nil, false, nil // gone meanwhile: the next try takes it
+		return nil, false, fmt.Errorf("read lease %s: %w", key, err)
 	}
 	var v leaseValue
-	if json.Unmarshal(e.Value(), &v) != nil || v.Owner != l.instance {
-		return nil, false, nil
+	_ = json.Unmarshal(e.Value(), &v) // an unreadable lease has no live owner
+	if v.Owner != l.instance {
+		alive, err := l.alive(ctx, v.Owner)
+		if err != nil || alive {
+			return nil, false, err
+		}
 	}
-	rev, err = l.kv.Update(ctx, key, l.value(route), e.Revision())
+	rev, err := l.kv.Update(ctx, key, l.value(route), e.Revision())
 	if err != nil {
-		return nil, false, nil
+		return nil, false, nil // taken meanwhile
 	}
-	return &lease{key: key, rev: rev}, true, nil
+	return newLease(key, rev), true, nil
 }
 
-// renew writes the lease again over its revision, restarting its age. A refused write is
-// checked once more: a renewal whose acknowledgement was lost (a timeout while the server
-// restarted) did move the revision, and the lease, still this instance's, is kept.
-func (l *leases) renew(ctx context.Context, route string, ls *lease) error {
+// alive reports whether a replica's instance key exists.
+func (l *leases) alive(ctx context.Context, instance string) (bool, error) {
+	if instance == "" {
+		return false, nil
+	}
+	_, err := l.kv.Get(ctx, instanceKey(instance))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("read %s: %w", instanceKey(instance), err)
+	}
+}
+
+// write stores the route's status in its lease over the revision last written. A refused
+// write is checked once more: a write whose acknowledgement was lost (a timeout while the
+// server restarted) did move the revision, and the lease, still this instance's, is kept.
+func (l *leases) write(ctx context.Context, route string, ls *lease, value []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, leaseOpTimeout)
 	defer cancel()
-	rev, err := l.kv.Update(ctx, ls.key, l.value(route), ls.rev)
+	rev, err := l.kv.Update(ctx, ls.key, value, ls.rev.Load())
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		if e, gerr := l.kv.Get(ctx, ls.key); gerr == nil && e.Revision() > ls.rev {
+		if e, gerr := l.kv.Get(ctx, ls.key); gerr == nil && e.Revision() > ls.rev.Load() {
 			var v leaseValue
 			if json.Unmarshal(e.Value(), &v) == nil && v.Owner == l.instance {
-				rev, err = l.kv.Update(ctx, ls.key, l.value(route), e.Revision())
+				rev, err = l.kv.Update(ctx, ls.key, value, e.Revision())
 			}
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("renew lease %s: %w", ls.key, err)
+		return fmt.Errorf("write lease %s: %w", ls.key, err)
 	}
-	ls.rev = rev
+	ls.rev.Store(rev)
 	return nil
 }
 
-// release deletes the lease if it is still ours, so another replica takes the route at
+// release removes the lease if it is still ours, so another replica takes the route at
 // once. It runs at shutdown too, so it does not take the caller's context.
 func (l *leases) release(ls *lease) error {
 	ctx, cancel := context.WithTimeout(context.Background(), leaseOpTimeout)
 	defer cancel()
-	if err := l.kv.Delete(ctx, ls.key, jetstream.LastRevision(ls.rev)); err != nil {
+	if err := l.purge(ctx, ls.key, ls.rev.Load()); err != nil {
 		return fmt.Errorf("release lease %s: %w", ls.key, err)
 	}
 	return nil
 }
 
-// heartbeat writes this replica's instance key.
-func (l *leases) heartbeat(ctx context.Context) error {
+// forget removes the lease of a deleted route left by a replica that is gone, so that
+// the bucket keeps no lease of a route nobody will run.
+func (l *leases) forget(ctx context.Context, route string) {
 	ctx, cancel := context.WithTimeout(ctx, leaseOpTimeout)
 	defer cancel()
-	_, err := l.kv.Put(ctx, instanceKey(l.instance), []byte(`{}`))
+	e, err := l.kv.Get(ctx, RouteKey(route))
+	if err != nil {
+		return
+	}
+	var v leaseValue
+	_ = json.Unmarshal(e.Value(), &v)
+	if alive, err := l.alive(ctx, v.Owner); err == nil && !alive {
+		_ = l.purge(ctx, e.Key(), e.Revision()) // refused: someone took it meanwhile
+	}
+}
+
+// purge removes a key over its revision (0: whatever it holds). The purge marker itself
+// goes after LeaseTTL, so the bucket does not keep one per route or replica ever seen.
+// A purge refused because the key moved on reports ErrKeyRevisionMismatch, as an Update does.
+func (l *leases) purge(ctx context.Context, key string, rev uint64) error {
+	err := l.kv.Purge(ctx, key, jetstream.LastRevision(rev), jetstream.PurgeTTL(LeaseTTL))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("%w: %w", err, jetstream.ErrKeyRevisionMismatch)
+	}
 	return err
 }
 
-// goodbye deletes this replica's instance key.
+// heartbeat writes this replica's instance key, with a TTL of LeaseTTL. The KV API sets a
+// per-key TTL only on Create, so the key is published to directly; every write replaces
+// the last (the bucket keeps one value per key) and so restarts the TTL.
+func (l *leases) heartbeat(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, leaseOpTimeout)
+	defer cancel()
+	subject := "$KV." + l.kv.Bucket() + "." + instanceKey(l.instance)
+	if _, err := l.js.Publish(ctx, subject, []byte(`{}`), jetstream.WithMsgTTL(LeaseTTL)); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.beat = time.Now()
+	if l.timer == nil {
+		l.timer = time.AfterFunc(leaseGrace, l.checkLapse)
+	} else {
+		l.timer.Reset(leaseGrace)
+	}
+	select {
+	case <-l.lapse:
+		l.lapse = make(chan struct{}) // for the routes taken from now on
+	default:
+	}
+	return nil
+}
+
+// lapsed returns a channel closed once this replica's heartbeat goes unacknowledged for
+// leaseGrace, before its instance key can expire: the routes running here stop then.
+func (l *leases) lapsed() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lapse
+}
+
+// checkLapse closes the lapsed channel if the heartbeat has lapsed (its timer may fire
+// just as a heartbeat is acknowledged).
+func (l *leases) checkLapse() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.lapse:
+	default:
+		if time.Since(l.beat) >= leaseGrace {
+			close(l.lapse)
+		}
+	}
+}
+
+// beating reports whether this replica's heartbeat was acknowledged within leaseGrace:
+// if not, its instance key may be about to expire, and its routes with it.
+func (l *leases) beating() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.beat.IsZero() && time.Since(l.beat) < leaseGrace
+}
+
+// goodbye removes this replica's instance key.
 func (l *leases) goodbye() error {
 	ctx, cancel := context.WithTimeout(context.Background(), leaseOpTimeout)
 	defer cancel()
-	return l.kv.Delete(ctx, instanceKey(l.instance))
+	return l.purge(ctx, instanceKey(l.instance), 0)
 }
 
 // replicas counts the live replicas (at least 1: this one).

@@ -62,6 +62,10 @@ var errTokenRenew = errors.New("the access token is about to expire")
 // tokenTimeout bounds one request to the token endpoint.
 const tokenTimeout = 15 * time.Second
 
+// rotateWait is how long a refresh refused for a rotated refresh token waits for the new
+// one to be stored (see awaitNewRefresh).
+const rotateWait = 2 * time.Second
+
 // renewMargin is how long before its expiry a token counts as used up: a fifth of its
 // lifetime, at most maxRenewMargin. Tokens are renewed, and sessions reconnected, then.
 const maxRenewMargin = 5 * time.Minute
@@ -355,8 +359,8 @@ func (s *tokenSource) fetch(ctx context.Context) error {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
 			// Two users of one refresh token raced and the other one won: its new token
-			// is in KV by now.
-			if again := s.latestRefresh(ctx); again != used {
+			// is in KV by now, or will be once the winner has stored it.
+			if again := s.awaitNewRefresh(ctx, used); again != used {
 				used = again
 				tok, err = s.conf.TokenSource(ctx, &oauth2.Token{RefreshToken: used}).Token()
 			}
@@ -392,6 +396,19 @@ func (s *tokenSource) latestRefresh(ctx context.Context) string {
 		}
 	}
 	return s.refresh
+}
+
+// awaitNewRefresh reads the stored refresh token until it is not used, for at most
+// rotateWait: the winner of a race for one refresh token stores its new one a moment
+// after the endpoint refused the loser.
+func (s *tokenSource) awaitNewRefresh(ctx context.Context, used string) string {
+	deadline := time.Now().Add(rotateWait)
+	for {
+		rt := s.latestRefresh(ctx)
+		if rt != used || time.Now().After(deadline) || !sleepUntil(ctx, rotateWait/20) {
+			return rt
+		}
+	}
 }
 
 // save stores a new refresh token in place of old and says what happened, for the check's

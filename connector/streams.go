@@ -2,6 +2,7 @@ package connector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,7 +21,8 @@ type Storage struct {
 const (
 	logMaxAge   = 7 * 24 * time.Hour
 	logMaxBytes = 256 << 20
-	// LeaseTTL is the lifetime of a route ownership lease.
+	// LeaseTTL is how long a replica's heartbeat key lives without renewal: the time a
+	// killed replica's routes wait for another to take them over.
 	LeaseTTL = 10 * time.Second
 )
 
@@ -76,10 +78,7 @@ func EnsureStorage(ctx context.Context, js jetstream.JetStream, n Names, replica
 	}); err != nil {
 		return nil, fmt.Errorf("kv %s: %w", n.StateBucket(), err)
 	}
-	if s.Leases, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: n.LeasesBucket(), Description: "mailbus route ownership leases",
-		TTL: LeaseTTL, Storage: jetstream.FileStorage, Replicas: replicas,
-	}); err != nil {
+	if s.Leases, err = ensureLeases(ctx, js, n.LeasesBucket(), replicas); err != nil {
 		return nil, fmt.Errorf("kv %s: %w", n.LeasesBucket(), err)
 	}
 	if s.Objects, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
@@ -89,4 +88,24 @@ func EnsureStorage(ctx context.Context, js jetstream.JetStream, n Names, replica
 		return nil, fmt.Errorf("object store %s: %w", n.ObjectBucket(), err)
 	}
 	return &s, nil
+}
+
+// ensureLeases creates the leases bucket: no age limit (a route lease lasts as long as its
+// owner), per-key TTLs for the instance keys, and markers when they expire so that the
+// other replicas see a replica go. A bucket of the earlier layout (every key aged out by
+// the bucket's MaxAge) is made anew: its instance keys have no TTL of their own and
+// would never expire without it. Leases are soft state; every replica must run the new
+// layout, so replicas of an earlier build are stopped before an upgrade.
+func ensureLeases(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (jetstream.KeyValue, error) {
+	if kv, err := js.KeyValue(ctx, bucket); err == nil {
+		if st, err := kv.Status(ctx); err == nil && st.TTL() > 0 {
+			if err := js.DeleteKeyValue(ctx, bucket); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+				return nil, err
+			}
+		}
+	}
+	return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: bucket, Description: "mailbus route ownership leases",
+		LimitMarkerTTL: LeaseTTL, Storage: jetstream.FileStorage, Replicas: replicas,
+	})
 }

@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,6 +49,8 @@ type supervisor struct {
 	routes  map[string]schemas.Route
 	want    map[string]wantedRoute // routes that should run somewhere
 	running map[string]*runner
+	// leased is every route lease as the watch of the leases bucket last showed it.
+	leased map[string]leaseSeen
 
 	readyOnce sync.Once
 	ready     chan struct{}
@@ -59,12 +62,23 @@ type runner struct {
 	token  string // the oauth2 refresh token it started with (left out of key)
 	cancel context.CancelFunc
 	done   chan struct{}
-	// lease is renewed by the runner goroutine; read it only after done.
-	lease *lease
+	lease  *lease
 	// keep: the route restarts here with a new spec, so the lease is not released.
 	keep atomic.Bool
-	// lost is set before done closes when the lease could not be renewed.
+	// lost is set before done closes when the lease was lost.
 	lost atomic.Bool
+	// taken is closed when the leases watch shows that another replica took the lease.
+	taken     chan struct{}
+	takenOnce sync.Once
+}
+
+// revoke tells the runner that its lease is no longer its own.
+func (r *runner) revoke() { r.takenOnce.Do(func() { close(r.taken) }) }
+
+// leaseSeen is a route lease as the leases watch showed it.
+type leaseSeen struct {
+	owner string
+	rev   uint64
 }
 
 // wantedRoute is a route that passed every check and should run on the replica holding its lease.
@@ -83,6 +97,7 @@ func newSupervisor(rt *Runtime, kv jetstream.KeyValue, s *sealer, factories map[
 		routes:  make(map[string]schemas.Route),
 		want:    make(map[string]wantedRoute),
 		running: make(map[string]*runner),
+		leased:  make(map[string]leaseSeen),
 		ready:   make(chan struct{}),
 	}
 }
@@ -125,9 +140,9 @@ func (s *supervisor) watch(ctx context.Context) error {
 		return fmt.Errorf("watch %s: %w", s.rt.Names.ConfigBucket(), err)
 	}
 	defer w.Stop()
-	// Leases freed by others (a clean shutdown, a shed route) are taken at once; expired
-	// ones leave no marker and are found by the retry tick.
-	lw, err := s.leases.kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	// Leases freed by others (a clean shutdown, a shed route) and replicas gone (a
+	// goodbye, an instance key expired) are noticed at once.
+	lw, err := s.leases.kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", s.rt.Names.LeasesBucket(), err)
 	}
@@ -156,8 +171,14 @@ func (s *supervisor) watch(ctx context.Context) error {
 			if !ok {
 				return errors.New("leases watcher stopped")
 			}
+			if le == nil {
+				continue // the leases held so far are read
+			}
+			if kind, name, _ := strings.Cut(le.Key(), "."); kind == "route" {
+				s.seeLease(name, le)
+			}
 			// A freed lease, or a replica gone (a larger share for the others).
-			if !initial && le != nil && le.Operation() != jetstream.KeyValuePut {
+			if !initial && le.Operation() != jetstream.KeyValuePut {
 				s.balance(ctx)
 			}
 			continue
@@ -208,6 +229,46 @@ func (s *supervisor) watch(ctx context.Context) error {
 	}
 }
 
+// seeLease records a route lease shown by the watch, and stops a route running here whose
+// lease another replica took or removed. Revisions up to the one the runner last wrote
+// are its own (or older).
+func (s *supervisor) seeLease(name string, e jetstream.KeyValueEntry) {
+	var v leaseValue
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(s.leased, name)
+	} else {
+		_ = json.Unmarshal(e.Value(), &v) // an unreadable lease has no owner
+		s.leased[name] = leaseSeen{owner: v.Owner, rev: e.Revision()}
+	}
+	run, ok := s.running[name]
+	if !ok || e.Revision() <= run.lease.rev.Load() || v.Owner == s.rt.Instance {
+		return // not running here, or a write of this runner's seen before it stored the revision
+	}
+	s.logger.Warn("route lease taken by another replica; stopping its worker", "route", name)
+	run.revoke()
+}
+
+// releaseStale releases the leases that name this replica but that no worker of it runs
+// under: held by this instance before a restart and not taken back (its share is smaller
+// now), or not released when their worker stopped. The others count this replica alive,
+// so nobody else would take those routes.
+func (s *supervisor) releaseStale() {
+	for name, l := range s.leased {
+		if l.owner != s.rt.Instance || s.running[name] != nil {
+			continue
+		}
+		err := s.leases.release(newLease(RouteKey(name), l.rev))
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue // released or taken meanwhile; the watch has not shown it yet
+		}
+		if err != nil {
+			s.logger.Warn("route lease not released", "route", name, "err", err)
+			continue
+		}
+		s.logger.Info("route lease released: held from before, not run here", "route", name)
+	}
+}
+
 // reconcileAll brings every known or running route in line with the definitions.
 func (s *supervisor) reconcileAll(ctx context.Context) {
 	names := make(map[string]bool)
@@ -241,6 +302,7 @@ func (s *supervisor) reconcile(ctx context.Context, name string) {
 	if !ok {
 		delete(s.want, name)
 		s.stop(name, false)
+		s.leases.forget(ctx, name)
 		s.rt.Status.Delete(name)
 		s.rt.Metrics.forget(name)
 		return
@@ -309,15 +371,16 @@ func (s *supervisor) acquire(ctx context.Context, name string, share int) {
 		s.rt.Status.Delete(name)
 		return
 	}
-	s.logger.Info("route lease taken", "route", name, "revision", ls.rev)
+	s.logger.Info("route lease taken", "route", name, "revision", ls.rev.Load())
 	s.start(ctx, name, ls)
 }
 
-// balance forgets runners that lost their lease, sheds a route when this replica holds
+// balance forgets runners that lost their lease, releases leases held from before, sheds a route when this replica holds
 // more than its share (one per call, so that replicas joining together settle without
 // flapping), and tries to take the free wanted routes.
 func (s *supervisor) balance(ctx context.Context) {
 	s.sweep()
+	s.releaseStale()
 	share := s.share(ctx)
 	if len(s.running) > share {
 		names := slices.Sorted(maps.Keys(s.running))
@@ -348,7 +411,7 @@ func (s *supervisor) sweep() {
 func (s *supervisor) start(ctx context.Context, name string, ls *lease) {
 	w := s.want[name]
 	ctx, cancel := context.WithCancel(ctx)
-	run := &runner{key: w.key, token: refreshToken(w.spec), cancel: cancel, done: make(chan struct{}), lease: ls}
+	run := &runner{key: w.key, token: refreshToken(w.spec), cancel: cancel, done: make(chan struct{}), lease: ls, taken: make(chan struct{})}
 	s.running[name] = run
 	s.setStatus(name, schemas.StateStarting, "")
 	go func() {
@@ -357,14 +420,16 @@ func (s *supervisor) start(ctx context.Context, name string, ls *lease) {
 	}()
 }
 
-// runOwned runs a route's worker while it renews the route's lease. When a renewal is
-// refused (the lease expired or another replica took it), or renewals fail for
-// leaseGrace, the worker is stopped at once: another replica may be taking over. A
+// runOwned runs a route's worker under its lease, and writes the route's status into the
+// lease when it changed. The worker is stopped at once when the lease is lost: a status
+// write refused (another replica took it), the leases watch showing it taken, or this
+// replica's heartbeat lapsed (its instance key, and the lease with it, may expire). A
 // stopped runner releases its lease after its worker stopped, unless it is kept.
 func (s *supervisor) runOwned(ctx context.Context, run *runner, spec RouteSpec, factory WorkerFactory) {
 	name := spec.Route.Name
 	s.leases.hold(name, true)
 	defer s.leases.hold(name, false)
+	lapsed := s.leases.lapsed()
 	wctx, stopWorker := context.WithCancel(ctx)
 	defer stopWorker()
 	workerDone := make(chan struct{})
@@ -372,49 +437,72 @@ func (s *supervisor) runOwned(ctx context.Context, run *runner, spec RouteSpec, 
 		defer close(workerDone)
 		s.runRoute(wctx, spec, factory)
 	}()
-	t := time.NewTicker(leaseRenew)
-	defer t.Stop()
-	// The lease carries the route's status for the other replicas; a change of state is
-	// written at once rather than at the next renewal, but at most once per stateCheck
-	// (a route in IDLE goes running and back to idle for every new message).
-	changed, unwatch := s.rt.Status.watchState(name)
+	// A change of state is written soon, at most once per stateCheck (a route in IDLE goes
+	// running and back to idle for every new message); other changes (the counters) at
+	// most every leaseRenew. A route with nothing new writes nothing and wakes up for
+	// nothing: no timer runs while nothing is due.
+	changed, unwatch := s.rt.Status.watch(name)
 	defer unwatch()
-	changes := changed // nil while cooling down after a write for a change
-	var cool <-chan time.Time
 	state := func() string { st, _ := s.rt.Status.Get(name); return st.State }
-	written := state()
-	lastOK := time.Now()
+	var written []byte
+	writtenState, lastWrite := "", time.Time{}
+	due := time.NewTimer(0) // the first write: this runner's own status
+	defer due.Stop()
+	var dueAt time.Time // zero: no write is due
+	schedule := func(gap time.Duration) {
+		at := lastWrite.Add(gap)
+		if now := time.Now(); at.Before(now) {
+			at = now
+		}
+		if dueAt.IsZero() || at.Before(dueAt) {
+			dueAt = at
+			due.Reset(time.Until(at))
+		}
+	}
+	dueAt = time.Now()
 	lost := false
-renew:
+own:
 	for {
 		select {
 		case <-ctx.Done():
-			break renew
-		case <-cool:
-			changes, cool = changed, nil
-			continue
-		case <-changes:
-			if state() == written {
-				continue
+			break own
+		case <-run.taken:
+			lost = true
+			break own
+		case <-lapsed:
+			s.logger.Warn("instance heartbeat lapsed; stopping the route's worker", "route", name)
+			lost = true
+			break own
+		case <-changed:
+			if state() != writtenState {
+				schedule(stateCheck)
+			} else {
+				schedule(leaseRenew)
 			}
-			changes, cool = nil, time.After(stateCheck)
-		case <-t.C:
+			continue
+		case <-due.C:
+			dueAt = time.Time{}
 		}
-		cur := state()
-		err := s.leases.renew(ctx, name, run.lease)
+		cur, v := state(), s.leases.value(name)
+		if bytes.Equal(v, written) {
+			continue
+		}
+		err := s.leases.write(ctx, name, run.lease, v)
 		if err == nil {
-			lastOK, written = time.Now(), cur
+			written, writtenState, lastWrite = v, cur, time.Now()
 			continue
 		}
 		if ctx.Err() != nil {
-			break renew
+			break own
 		}
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) || time.Since(lastOK) >= leaseGrace {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
 			s.logger.Warn("route lease lost; stopping its worker", "route", name, "err", err)
 			lost = true
-			break renew
+			break own
 		}
-		s.logger.Warn("route lease not renewed; retrying", "route", name, "err", err)
+		s.logger.Warn("route status not written to its lease; retrying", "route", name, "err", err)
+		lastWrite = time.Now()
+		schedule(leaseRenew)
 	}
 	stopWorker()
 	<-workerDone
@@ -428,7 +516,7 @@ renew:
 		}
 	case !run.keep.Load():
 		if err := s.leases.release(run.lease); err != nil {
-			s.logger.Warn("route lease not released; it expires by itself", "route", name, "err", err)
+			s.logger.Warn("route lease not released; another replica takes it once this one is gone", "route", name, "err", err)
 		}
 	}
 }

@@ -58,7 +58,7 @@ type Runtime struct {
 type StatusBoard struct {
 	mu      sync.Mutex
 	routes  map[string]*schemas.RouteStatus
-	watches map[string]chan struct{} // see watchState
+	watches map[string]chan struct{} // see watch
 }
 
 // NewStatusBoard returns an empty board.
@@ -75,21 +75,18 @@ func (b *StatusBoard) Update(route string, f func(s *schemas.RouteStatus)) {
 		s = &schemas.RouteStatus{Route: route}
 		b.routes[route] = s
 	}
-	old := s.State
 	f(s)
-	if s.State != old {
-		select {
-		case b.watches[route] <- struct{}{}:
-		default: // a wake-up is pending already (or nobody watches: a nil channel)
-		}
+	select {
+	case b.watches[route] <- struct{}{}:
+	default: // a wake-up is pending already (or nobody watches: a nil channel)
 	}
 }
 
-// watchState returns a channel that receives after the route's state changed (several
+// watch returns a channel that receives after the route's status changed (several
 // changes may come as one), and the function that ends the watch. One watcher per route:
-// the supervisor, which writes the state into the route's lease. A notification instead
-// of a poll keeps a thousand idle routes from waking up a few thousand times a second.
-func (b *StatusBoard) watchState(route string) (<-chan struct{}, func()) {
+// the supervisor, which writes the status into the route's lease. A notification instead
+// of a poll keeps a thousand idle routes from waking up at all.
+func (b *StatusBoard) watch(route string) (<-chan struct{}, func()) {
 	c := make(chan struct{}, 1)
 	b.mu.Lock()
 	defer b.mu.Unlock()
