@@ -73,19 +73,21 @@ func startControl(ctx context.Context, nc *nats.Conn, n Names, version string, c
 		entity, op string
 		h          handler
 		timeout    time.Duration
+		parallel   int // requests handled at once (0: one at a time, in order)
 	}{
-		{"connection", "put", c.connectionPut, 0},
-		{"connection", "get", c.connectionGet, 0},
-		{"connection", "list", c.connectionList, 0},
-		{"connection", "delete", c.connectionDelete, 0},
-		// A check may wait seconds for a silent server before it can say why.
-		{"connection", "test", c.connectionTest, testRequestTimeout},
-		{"connection", "log", c.connectionLog, 0},
-		{"route", "put", c.routePut, 0},
-		{"route", "get", c.routeGet, 0},
-		{"route", "list", c.routeList, 0},
-		{"route", "delete", c.routeDelete, 0},
-		{"route", "status", c.routeStatus, 0},
+		{"connection", "put", c.connectionPut, 0, 0},
+		{"connection", "get", c.connectionGet, 0, 0},
+		{"connection", "list", c.connectionList, 0, 0},
+		{"connection", "delete", c.connectionDelete, 0, 0},
+		// A check may wait seconds for a silent server before it can say why; checks run
+		// side by side, so one silent server does not hold up the checks of the others.
+		{"connection", "test", c.connectionTest, testRequestTimeout, testParallel},
+		{"connection", "log", c.connectionLog, 0, 0},
+		{"route", "put", c.routePut, 0, 0},
+		{"route", "get", c.routeGet, 0, 0},
+		{"route", "list", c.routeList, 0, 0},
+		{"route", "delete", c.routeDelete, 0, 0},
+		{"route", "status", c.routeStatus, 0, 0},
 	}
 	groups := map[string]micro.Group{}
 	for _, e := range endpoints {
@@ -95,7 +97,7 @@ func startControl(ctx context.Context, nc *nats.Conn, n Names, version string, c
 			groups[e.entity] = g
 		}
 		// Endpoint names must be unique in the service; the subject is the group's plus op.
-		if err := g.AddEndpoint(e.entity+"_"+e.op, c.serve(ctx, e.h, e.timeout), micro.WithEndpointSubject(e.op)); err != nil {
+		if err := g.AddEndpoint(e.entity+"_"+e.op, c.serve(ctx, e.h, e.timeout, e.parallel), micro.WithEndpointSubject(e.op)); err != nil {
 			svc.Stop()
 			return nil, fmt.Errorf("control endpoint %s.%s: %w", e.entity, e.op, err)
 		}
@@ -116,26 +118,44 @@ func serviceVersion(v string) string {
 // semver is the rule micro checks a service version with (semver.org).
 var semver = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
 
-// serve turns a handler into a micro handler: decode, time limit, reply.
-func (c *control) serve(ctx context.Context, h handler, timeout time.Duration) micro.Handler {
+// serve turns a handler into a micro handler: decode, time limit, reply. With parallel,
+// up to that many requests are handled at once; more wait for a free slot.
+func (c *control) serve(ctx context.Context, h handler, timeout time.Duration, parallel int) micro.Handler {
 	if timeout == 0 {
 		timeout = requestTimeout
 	}
+	var slots chan struct{}
+	if parallel > 1 {
+		slots = make(chan struct{}, parallel)
+	}
 	return micro.ContextHandler(ctx, func(ctx context.Context, req micro.Request) {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		reply, err := h(ctx, req.Data())
-		if err != nil {
-			c.respondError(req, err)
+		if slots == nil {
+			c.handle(ctx, h, timeout, req)
 			return
 		}
-		// A reply that carries its own error (a failed connection check) is a normal
-		// reply with ok false, not a refused command.
-		reply.OK = reply.Error == nil
-		if err := req.RespondJSON(reply); err != nil {
-			c.logger.Warn("control reply not sent", "subject", req.Subject(), "err", err)
-		}
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots }()
+			c.handle(ctx, h, timeout, req)
+		}()
 	})
+}
+
+// handle answers one request.
+func (c *control) handle(ctx context.Context, h handler, timeout time.Duration, req micro.Request) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	reply, err := h(ctx, req.Data())
+	if err != nil {
+		c.respondError(req, err)
+		return
+	}
+	// A reply that carries its own error (a failed connection check) is a normal reply
+	// with ok false, not a refused command.
+	reply.OK = reply.Error == nil
+	if err := req.RespondJSON(reply); err != nil {
+		c.logger.Warn("control reply not sent", "subject", req.Subject(), "err", err)
+	}
 }
 
 // respondError is the one place an error becomes a control reply: the micro error headers
@@ -171,6 +191,9 @@ func wireError(err error) *schemas.Error {
 
 // testRequestTimeout bounds a connection check: every stage has its own shorter limit.
 const testRequestTimeout = 60 * time.Second
+
+// testParallel is how many connection checks one replica runs at once.
+const testParallel = 8
 
 // connectionTest checks a saved connection ({"name":"x"}) or an unsaved draft, validated
 // as a put is and never stored. A draft without a password takes the saved one of the same

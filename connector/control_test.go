@@ -2,11 +2,13 @@ package connector_test
 
 import (
 	"encoding/json"
+	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/mailbus/mailbus/schemas"
@@ -276,5 +278,55 @@ func TestInvalidCommands(t *testing.T) {
 				t.Errorf("config bucket changed:\nbefore %s\nafter  %s", before, after)
 			}
 		})
+	}
+}
+
+// TestConnectionTestsInParallel: a check waiting for a silent server does not hold up the
+// check of another connection sent after it. The silent server greets only once the second
+// check has answered: one at a time, the first check would have given up on its greeting
+// (after 5 s) before the second could start.
+func TestConnectionTestsInParallel(t *testing.T) {
+	s := startService(t, svcConfig(t), nil, nil)
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	release := make(chan struct{})
+	go func() {
+		c, err := silent.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		<-release
+		c.Write([]byte("* OK [CAPABILITY IMAP4rev1] late\r\n")) // then the connection closes
+	}()
+	draft := func(port int) []byte {
+		c := imapConnection("draft")
+		c["host"], c["port"], c["encryption"] = "127.0.0.1", port, "none"
+		b, _ := json.Marshal(c)
+		return b
+	}
+	slow := make(chan *nats.Msg, 1)
+	go func() {
+		m, err := s.nc.Request("mail.control.connection.test", draft(silent.Addr().(*net.TCPAddr).Port), 30*time.Second)
+		if err != nil {
+			t.Errorf("slow connection.test = %v", err)
+		}
+		slow <- m
+	}()
+	time.Sleep(200 * time.Millisecond) // the slow check is waiting for its greeting
+	r, msg := s.request("mail.control.connection.test", draft(checkFreePort(t)))
+	close(release)
+	if r.OK || !strings.Contains(string(msg.Data), "nothing listens") {
+		t.Fatalf("fast connection.test = %s, want nothing listens", msg.Data)
+	}
+	m := <-slow
+	if m == nil {
+		return // reported by the goroutine
+	}
+	if !strings.Contains(string(m.Data), `"stage":"greeting","ok":true`) {
+		t.Errorf("slow connection.test = %s, want its greeting received after the fast check answered", m.Data)
 	}
 }
