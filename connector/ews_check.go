@@ -66,12 +66,15 @@ func (k *checker) runExchange(ctx context.Context, mailboxes []string) {
 	}
 	raw.Close() // the EWS client makes its own connection
 
-	client, err := newEWSClient(k.c, nil)
+	client, err := newEWSClient(k.c, nil, k.tokens)
 	if err != nil {
 		k.fail("login", invalid("exchangeVersion", "%v", err))
 		return
 	}
 	defer client.Close()
+	if k.tokens != nil && !k.stage("token", func() (string, error) { return k.token(ctx) }) {
+		return
+	}
 	if !k.stage("login", func() (string, error) {
 		if _, err := client.countUnread(ctx, ewsDistinguishedFolder("inbox")); err != nil {
 			return "", ewsCheckFailure(err, endpoint)
@@ -129,6 +132,10 @@ func ewsCheckFailure(err error, endpoint string) *checkFailure {
 		return invalid("mailbox", "%s", ee.Message)
 	case errors.As(err, &ee) && ee.Code == "ErrorInvalidServerVersion":
 		return invalid("exchangeVersion", "the server does not speak this exchangeVersion: %s", ee.Message)
+	case errors.As(err, &ee) && ee.Code == "ErrorImpersonateUserDenied":
+		return invalid("username", "the application may not act for %s: %s", "this mailbox", ee.Message)
+	case IsPermanent(err): // an oauth2 token refused
+		return invalid("oauth2", "%v", err)
 	}
 	return unavailable("%v", err)
 }

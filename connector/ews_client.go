@@ -74,13 +74,18 @@ type ewsClient struct {
 	auth     string
 	user     string
 	password string
-	tr       *http.Transport
-	http     *http.Client
+	tokens   *tokenSource // auth oauth2
+	// impersonate is the mailbox an application token acts for (ExchangeImpersonation and
+	// X-AnchorMailbox, as Exchange Online wants with app-only access); "" for a user's token.
+	impersonate string
+	tr          *http.Transport
+	http        *http.Client
 }
 
 // newEWSClient makes the client of an exchange connection. rootCAs, when not nil, replaces
-// the system roots (tests use it for their own CA).
-func newEWSClient(c *schemas.Connection, rootCAs *x509.CertPool) (*ewsClient, error) {
+// the system roots (tests use it for their own CA); tokens gives the bearer tokens of an
+// oauth2 connection.
+func newEWSClient(c *schemas.Connection, rootCAs *x509.CertPool, tokens *tokenSource) (*ewsClient, error) {
 	endpoint, err := ewsEndpoint(c)
 	if err != nil {
 		return nil, err
@@ -116,8 +121,16 @@ func newEWSClient(c *schemas.Connection, rootCAs *x509.CertPool) (*ewsClient, er
 		// The negotiator turns the basic credentials of each request into the NTLM
 		// handshake, and never sends them as Basic (AllowBasicAuth is false).
 		rt = ntlmssp.Negotiator{RoundTripper: tr}
+	case schemas.AuthOAuth2:
+		if tokens == nil {
+			return nil, errors.New("auth oauth2 needs a token source")
+		}
+		cl.tokens = tokens
+		if tokens.grant == grantClient {
+			cl.impersonate = c.Username
+		}
 	default:
-		return nil, fmt.Errorf("auth %q is not supported for exchange connections: use none, basic or windows", c.Auth)
+		return nil, fmt.Errorf("auth %q is not supported for exchange connections: use none, basic, windows or oauth2", c.Auth)
 	}
 	// Redirects would resend the SOAP request elsewhere; Exchange answers in place.
 	cl.http = &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error {
@@ -217,49 +230,82 @@ const (
 
 // do sends one SOAP request and returns the body of a 200 reply, which the caller must
 // close. Other replies become errors: 401 errEWSAuth, a SOAP fault an *ewsError, the rest an
-// *ewsHTTPError.
+// *ewsHTTPError. With oauth2, a refused token that was not issued just now is replaced
+// once from the token endpoint; a refused fresh one is permanent.
 func (c *ewsClient) do(ctx context.Context, op string, body any) (io.ReadCloser, error) {
 	env := soapEnvelope{SOAP: nsSOAP, Types: nsTypes, Messages: nsMessages}
 	env.Header.Version.Version = c.version
+	if c.impersonate != "" {
+		env.Header.Impersonation = &ewsImpersonation{SMTP: c.impersonate}
+	}
 	env.Body.Op = body
 	var buf bytes.Buffer
 	buf.WriteString(xml.Header)
 	if err := xml.NewEncoder(&buf).Encode(env); err != nil {
 		return nil, fmt.Errorf("ews %s: encode request: %w", op, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(buf.Bytes()))
-	if err != nil {
-		return nil, fmt.Errorf("ews %s: %w", op, err)
+	for try := 0; ; try++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(buf.Bytes()))
+		if err != nil {
+			return nil, fmt.Errorf("ews %s: %w", op, err)
+		}
+		req.Header.Set("Content-Type", "text/xml; charset=utf-8")
+		req.Header.Set("Accept", "text/xml")
+		var tok string
+		var fresh bool
+		switch c.auth {
+		case schemas.AuthBasic, schemas.AuthWindows:
+			req.SetBasicAuth(c.user, c.password)
+		case schemas.AuthOAuth2:
+			if tok, fresh, err = c.tokens.token(ctx); err != nil {
+				return nil, fmt.Errorf("ews %s: oauth2 token: %w", op, err)
+			}
+			req.Header.Set("Authorization", "Bearer "+tok)
+			if c.impersonate != "" {
+				req.Header.Set("X-AnchorMailbox", c.impersonate)
+			}
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("ews %s: %w", op, err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			return resp.Body, nil
+		}
+		err = c.failure(op, resp)
+		if c.auth != schemas.AuthOAuth2 || !errors.Is(err, errEWSAuth) {
+			return nil, err
+		}
+		if fresh || try > 0 || !c.tokens.renewable() {
+			why := "the server refused the access token"
+			if fresh || try > 0 {
+				why += " just issued: the grant was revoked, lacks the EWS scope, or has no access to the mailbox"
+			}
+			return nil, Permanent(fmt.Errorf("ews %s: %s", op, why))
+		}
+		c.tokens.reject(tok)
 	}
-	req.Header.Set("Content-Type", "text/xml; charset=utf-8")
-	req.Header.Set("Accept", "text/xml")
-	if c.auth == schemas.AuthBasic || c.auth == schemas.AuthWindows {
-		req.SetBasicAuth(c.user, c.password)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("ews %s: %w", op, err)
-	}
-	if resp.StatusCode == http.StatusOK {
-		return resp.Body, nil
-	}
+}
+
+// failure turns a reply other than 200 into its error, and closes it.
+func (c *ewsClient) failure(op string, resp *http.Response) error {
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusUnauthorized {
 		if c.auth == schemas.AuthNone || c.auth == "" {
-			return nil, fmt.Errorf("ews %s: %w: it asks for credentials and the connection has auth none", op, errEWSAuth)
+			return fmt.Errorf("ews %s: %w: it asks for credentials and the connection has auth none", op, errEWSAuth)
 		}
-		return nil, fmt.Errorf("ews %s: %w", op, errEWSAuth)
+		return fmt.Errorf("ews %s: %w", op, errEWSAuth)
 	}
 	// EWS sends its faults, ErrorServerBusy among them, with status 500.
 	var fault soapReply[struct{}]
 	if xml.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&fault) == nil && fault.Body.Fault != nil {
-		return nil, fmt.Errorf("ews %s: %w", op, fault.Body.Fault.err())
+		return fmt.Errorf("ews %s: %w", op, fault.Body.Fault.err())
 	}
 	he := &ewsHTTPError{Code: resp.StatusCode, Status: resp.Status, Location: resp.Header.Get("Location")}
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 		he.RetryAfter = time.Duration(s) * time.Second
 	}
-	return nil, fmt.Errorf("ews %s: %w", op, he)
+	return fmt.Errorf("ews %s: %w", op, he)
 }
 
 // ewsCall sends one SOAP request and decodes the reply's body element into out.

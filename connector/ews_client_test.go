@@ -65,7 +65,7 @@ func ewsConn(f *fakeEWS) schemas.Connection {
 
 func newTestEWSClient(t *testing.T, c schemas.Connection, roots *x509.CertPool) *ewsClient {
 	t.Helper()
-	cl, err := newEWSClient(&c, roots)
+	cl, err := newEWSClient(&c, roots, nil)
 	if err != nil {
 		t.Fatalf("newEWSClient() = %v", err)
 	}

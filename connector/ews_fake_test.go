@@ -36,10 +36,12 @@ type fakeEWS struct {
 	folders map[string]string
 	seq     int
 
-	// Auth is "", "basic" or "ntlm"; User is DOMAIN\user for NTLM.
+	// Auth is "", "basic", "ntlm" or "bearer"; User is DOMAIN\user for NTLM.
 	auth, user, password string
-	ntlmConns            map[string]bool    // remote addresses authenticated by NTLM
-	challenges           map[string][8]byte // pending NTLM challenges by remote address
+	// validToken says whether a bearer token is good (auth bearer).
+	validToken func(string) bool
+	ntlmConns  map[string]bool    // remote addresses authenticated by NTLM
+	challenges map[string][8]byte // pending NTLM challenges by remote address
 
 	// Faults to inject.
 	busy     time.Duration // the next request gets ErrorServerBusy with this back-off
@@ -54,6 +56,9 @@ type fakeEWS struct {
 	suppress   []string // SuppressReadReceipts attribute of each UpdateItem ("" when absent)
 	syncStates []string // SyncState of each SyncFolderItems ("" when absent)
 	ntlmUsers  []string // DOMAIN\user of each NTLM authenticate message
+	bearers    int      // requests with a good bearer token
+	anchors    []string // X-AnchorMailbox of each request with a good bearer token
+	imperson   []string // ExchangeImpersonation PrimarySmtpAddress of each request ("" when absent)
 	ntlmNegs   int
 	busyAt     time.Time
 	afterBusy  time.Time
@@ -175,6 +180,11 @@ func (f *fakeEWS) serve(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	f.ops = append(f.ops, op.name.Local)
 	f.versions = append(f.versions, env.child("Header").child("RequestServerVersion").attr("Version"))
+	imp := ""
+	if n := env.child("Header").child("ExchangeImpersonation").child("ConnectingSID").child("PrimarySmtpAddress"); n != nil {
+		imp = n.text
+	}
+	f.imperson = append(f.imperson, imp)
 	if f.busy > 0 {
 		f.fault(w, "ErrorServerBusy", "The server cannot service this request right now. Try again later.", f.busy)
 		f.busy, f.busyAt = 0, time.Now()
@@ -584,6 +594,14 @@ func (f *fakeEWS) authorized(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("WWW-Authenticate", `Basic realm="mail.example.com"`)
 	case "ntlm":
 		return f.ntlm(w, r)
+	case "bearer":
+		// As Exchange Online: a 401 with a Bearer challenge for a missing or bad token.
+		if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && f.validToken(tok) {
+			f.bearers++
+			f.anchors = append(f.anchors, r.Header.Get("X-AnchorMailbox"))
+			return true
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer client_id="00000002-0000-0ff1-ce00-000000000000", error="invalid_token"`)
 	default:
 		return true
 	}

@@ -33,10 +33,16 @@ type soapEnvelope struct {
 		Version struct {
 			Version string `xml:"Version,attr"`
 		} `xml:"t:RequestServerVersion"`
+		Impersonation *ewsImpersonation `xml:"t:ExchangeImpersonation,omitempty"`
 	} `xml:"soap:Header"`
 	Body struct {
 		Op any
 	} `xml:"soap:Body"`
+}
+
+// ewsImpersonation makes a request act for a mailbox: the SMTP address of its owner.
+type ewsImpersonation struct {
+	SMTP string `xml:"t:ConnectingSID>t:PrimarySmtpAddress"`
 }
 
 // soapReply is a reply envelope whose body holds a T or a fault.

@@ -411,7 +411,7 @@ func TestNewExchangeWorkerRefuses(t *testing.T) {
 	for name, mod := range map[string]func(s *RouteSpec){
 		"imap connection": func(s *RouteSpec) { s.Connection.Type = schemas.TypeIMAP },
 		"scheme in url":   func(s *RouteSpec) { s.Connection.ExchangeURL = "https://" + f.host() },
-		"oauth2":          func(s *RouteSpec) { s.Connection.Auth = schemas.AuthOAuth2 },
+		"unknown auth":    func(s *RouteSpec) { s.Connection.Auth = "kerberos" },
 		"move without to": func(s *RouteSpec) { s.Route.After = schemas.AfterMove },
 		"bad select":      func(s *RouteSpec) { s.Route.Select = "recent" },
 	} {

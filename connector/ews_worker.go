@@ -68,7 +68,12 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if pub == nil {
 		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
 	}
-	client, err := newEWSClient(&c, rt.TLSRootCAs)
+	var tokens *tokenSource
+	if c.Auth == schemas.AuthOAuth2 {
+		// As for IMAP: bad settings park the route when the first request asks for a token.
+		tokens = newTokenSource(&c, rt.defs)
+	}
+	client, err := newEWSClient(&c, rt.TLSRootCAs, tokens)
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
 	}

@@ -34,9 +34,10 @@ const (
 	googleScope    = "https://mail.google.com/"
 	// microsoftTokenURL takes the tenant (directory id or domain).
 	microsoftTokenURL = "https://login.microsoftonline.com/%s/oauth2/v2.0/token"
-	// A delegated (user) token for IMAP; offline_access makes the refresh answer carry the
-	// next refresh token.
-	microsoftUserScope = "https://outlook.office365.com/IMAP.AccessAsUser.All"
+	// A delegated (user) token for IMAP, and one for EWS; offline_access makes the refresh
+	// answer carry the next refresh token.
+	microsoftUserScope    = "https://outlook.office365.com/IMAP.AccessAsUser.All"
+	microsoftEWSUserScope = "https://outlook.office365.com/EWS.AccessAsUser.All"
 	// An application token (client credentials) names the resource, not a permission.
 	microsoftAppScope = "https://outlook.office365.com/.default"
 )
@@ -123,9 +124,10 @@ func validateOAuth2(o *schemas.OAuth2) *schemas.Error {
 }
 
 // checkOAuth2Secrets checks what an oauth2 connection needs once its stored secrets are
-// merged in, and fills a provider's scopes: a token endpoint grant needs a tokenUrl and a
-// clientId, and there must be something to get a token with.
-func checkOAuth2Secrets(o *schemas.OAuth2) *schemas.Error {
+// merged in, and fills a provider's scopes (which depend on the connection's type): a token
+// endpoint grant needs a tokenUrl and a clientId, and there must be something to get a
+// token with.
+func checkOAuth2Secrets(o *schemas.OAuth2, connType string) *schemas.Error {
 	if o.ClientSecret != "" && o.ClientID == "" {
 		return errInvalid("oauth2.clientId", "oauth2.clientId is required with a clientSecret")
 	}
@@ -148,6 +150,8 @@ func checkOAuth2Secrets(o *schemas.OAuth2) *schemas.Error {
 			o.Scopes = []string{googleScope}
 		case o.Provider == ProviderMicrosoft && g == grantClient:
 			o.Scopes = []string{microsoftAppScope}
+		case o.Provider == ProviderMicrosoft && connType == schemas.TypeExchange:
+			o.Scopes = []string{microsoftEWSUserScope, "offline_access"}
 		case o.Provider == ProviderMicrosoft:
 			o.Scopes = []string{microsoftUserScope, "offline_access"}
 		}
@@ -264,7 +268,7 @@ func newTokenSource(c *schemas.Connection, st *store) *tokenSource {
 		s.err = Permanent(fmt.Errorf("oauth2: %s", e.Message))
 		return s
 	}
-	if e := checkOAuth2Secrets(&oc); e != nil {
+	if e := checkOAuth2Secrets(&oc, c.Type); e != nil {
 		s.err = Permanent(fmt.Errorf("oauth2: %s", e.Message))
 		return s
 	}

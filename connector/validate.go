@@ -204,7 +204,7 @@ func checkPassword(c *schemas.Connection) *schemas.Error {
 			return errInvalid("password", "password or passwordFrom is required for auth %s", c.Auth)
 		}
 	case schemas.AuthOAuth2:
-		return checkOAuth2Secrets(c.OAuth2)
+		return checkOAuth2Secrets(c.OAuth2, c.Type)
 	}
 	return nil
 }
