@@ -302,12 +302,14 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 		pend[i] = &ewsPending{item: it, id: w.eventID(it.ID)}
 		ids[i] = it.ID
 	}
+	start := time.Now()
 	got, err := w.client.getItems(ctx, ids, func(i int, r io.Reader) error {
 		return w.publish(ctx, pend[i], r, pend[:i])
 	})
 	if err != nil {
 		return 0, err // what was published is published again next time, deduplicated
 	}
+	w.met.fetched(start)
 	var retry error
 	for i, g := range got {
 		p := pend[i]

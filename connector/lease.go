@@ -37,6 +37,8 @@ const (
 	// its share). Freed routes and replicas gone are noticed at once through a watch of
 	// the bucket.
 	leaseRetry = LeaseTTL / 2
+	// heartbeatRetry is how soon a heartbeat that was not acknowledged is sent again.
+	heartbeatRetry = 500 * time.Millisecond
 	// leaseGrace is how long a holder keeps its routes while its heartbeats fail without
 	// an answer (NATS unreachable): well inside LeaseTTL, so it stops before another can
 	// take over.

@@ -72,7 +72,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, route),
 		fetch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "mailbus_route_fetch_seconds",
-			Help: "Duration of one FETCH batch (about 16 MB of mail, 256 to 2,048 messages, mapped and published on the way).",
+			Help: "Duration of one batch fetch, mapped and published on the way: an IMAP FETCH (about 16 MB of mail, 256 to 2,048 messages) or an EWS GetItem (50 items).",
 			// 5 ms to about 80 s.
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 15),
 		}, route),

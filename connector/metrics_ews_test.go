@@ -42,7 +42,7 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string, labels map[st
 }
 
 // TestMetricsExchange: an Exchange route counts its events, dead letters, stored bytes,
-// polls and errors, and its publishes are timed on its bus.
+// polls and errors, its GetItem batches are timed, and its publishes are timed on its bus.
 func TestMetricsExchange(t *testing.T) {
 	rt := newEWSRuntime(t)
 	reg := prometheus.NewRegistry()
@@ -84,6 +84,7 @@ func TestMetricsExchange(t *testing.T) {
 		{"mailbus_route_errors_total", map[string]string{"route": "exch_inbox", "kind": "mailbox"}, 1, false},
 		{"mailbus_route_polls_total", map[string]string{"route": "exch_inbox"}, 2, true},
 		{"mailbus_bus_publish_seconds", map[string]string{"bus": "1"}, 3, true},
+		{"mailbus_route_fetch_seconds", map[string]string{"route": "exch_inbox"}, 1, false}, // one GetItem
 	} {
 		v, ok := gathered(t, reg, c.name, c.labels)
 		if !ok || (c.atLeast && v < c.want) || (!c.atLeast && v != c.want) {

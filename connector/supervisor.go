@@ -43,6 +43,7 @@ type supervisor struct {
 	resync    <-chan struct{} // NATS reconnected: watch again
 	leases    *leases
 	poke      chan struct{} // a runner lost its lease
+	regained  chan struct{} // the heartbeat is acknowledged again after failures
 
 	// Owned by the Run goroutine.
 	conns   map[string]schemas.Connection
@@ -91,14 +92,15 @@ type wantedRoute struct {
 func newSupervisor(rt *Runtime, kv jetstream.KeyValue, s *sealer, factories map[string]WorkerFactory, resync <-chan struct{}, ls *leases) *supervisor {
 	return &supervisor{
 		rt: rt, kv: kv, sealer: s, factories: factories, resync: resync, leases: ls,
-		poke:    make(chan struct{}, 1),
-		logger:  rt.Logger.With("component", "supervisor"),
-		conns:   make(map[string]schemas.Connection),
-		routes:  make(map[string]schemas.Route),
-		want:    make(map[string]wantedRoute),
-		running: make(map[string]*runner),
-		leased:  make(map[string]leaseSeen),
-		ready:   make(chan struct{}),
+		poke:     make(chan struct{}, 1),
+		regained: make(chan struct{}, 1),
+		logger:   rt.Logger.With("component", "supervisor"),
+		conns:    make(map[string]schemas.Connection),
+		routes:   make(map[string]schemas.Route),
+		want:     make(map[string]wantedRoute),
+		running:  make(map[string]*runner),
+		leased:   make(map[string]leaseSeen),
+		ready:    make(chan struct{}),
 	}
 }
 
@@ -166,6 +168,11 @@ func (s *supervisor) watch(ctx context.Context) error {
 			continue
 		case <-s.poke:
 			s.sweep()
+			continue
+		case <-s.regained:
+			if !initial {
+				s.balance(ctx)
+			}
 			continue
 		case le, ok := <-lw.Updates():
 			if !ok {
@@ -530,15 +537,30 @@ func (s *supervisor) heartbeat(ctx context.Context) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(leaseRenew)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
+		failing := false
+		for next := leaseRenew; ; {
+			if !sleepUntil(ctx, next) {
 				return
-			case <-t.C:
-				if err := s.leases.heartbeat(ctx); err != nil && ctx.Err() == nil {
-					s.logger.Warn("instance heartbeat", "err", err)
+			}
+			err := s.leases.heartbeat(ctx)
+			switch {
+			case err == nil:
+				next = leaseRenew
+				if failing {
+					// The routes stopped by the lapse are taken back now, not at the next retry.
+					failing = false
+					s.logger.Info("instance heartbeat acknowledged again")
+					select {
+					case s.regained <- struct{}{}:
+					default:
+					}
+				}
+			case ctx.Err() == nil:
+				// Retried soon: the routes stop if it stays unacknowledged for leaseGrace.
+				next = heartbeatRetry
+				if !failing {
+					failing = true
+					s.logger.Warn("instance heartbeat not acknowledged; retrying", "err", err)
 				}
 			}
 		}
