@@ -208,14 +208,6 @@ func TestLeaseRestartSmallerShare(t *testing.T) {
 
 	startService(t, replicaConfig(t, "nats://"+n.addr, "a"), recs["a"], nil)
 	waitUntil(t, connector.LeaseTTL/2, "every route running on one replica, 2 each", func() bool {
-		count := map[string]int{}
-		on := runningOn(routes, recs)
-		for _, r := range routes {
-			if len(on[r]) != 1 {
-				return false
-			}
-			count[on[r][0]]++
-		}
-		return count["a"] == 2 && count["b"] == 2
+		return runningSplit(routes, recs, map[string]int{"a": 2, "b": 2})
 	})
 }

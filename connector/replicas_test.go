@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -43,6 +44,20 @@ func runningOn(routes []string, recs map[string]*recorder) map[string][]string {
 		}
 	}
 	return on
+}
+
+// runningSplit reports whether every route runs on exactly one recorder, as many on each
+// as want says.
+func runningSplit(routes []string, recs map[string]*recorder, want map[string]int) bool {
+	count := map[string]int{}
+	on := runningOn(routes, recs)
+	for _, r := range routes {
+		if len(on[r]) != 1 {
+			return false
+		}
+		count[on[r][0]]++
+	}
+	return maps.Equal(count, want)
 }
 
 // TestReplicasShareRoutes runs two replicas on one NATS server: each route runs on exactly
@@ -91,15 +106,7 @@ func TestReplicasShareRoutes(t *testing.T) {
 	// A route not taken at once (the other replica held its share) is taken by the retry
 	// tick, so the split settles within one retry.
 	waitUntil(t, connector.LeaseTTL, "every route running on one replica, 2 each", func() bool {
-		count := map[string]int{}
-		on := runningOn(routes, recs)
-		for _, r := range routes {
-			if len(on[r]) != 1 {
-				return false
-			}
-			count[on[r][0]]++
-		}
-		return count["a"] == 2 && count["b"] == 2
+		return runningSplit(routes, recs, map[string]int{"a": 2, "b": 2})
 	})
 	on := runningOn(routes, recs)
 	for _, r := range routes {

@@ -149,6 +149,7 @@ func (s *supervisor) watch(ctx context.Context) error {
 		return fmt.Errorf("watch %s: %w", s.rt.Names.LeasesBucket(), err)
 	}
 	defer lw.Stop()
+	clear(s.leased) // the watch shows every lease again, and not those gone meanwhile
 	tick := time.NewTicker(leaseRetry)
 	defer tick.Stop()
 	initial := true
