@@ -383,12 +383,13 @@ func (s *supervisor) acquire(ctx context.Context, name string, share int) {
 	s.start(ctx, name, ls)
 }
 
-// balance forgets runners that lost their lease, releases leases held from before, sheds a route when this replica holds
+// balance forgets runners that lost their lease, sheds a route when this replica holds
 // more than its share (one per call, so that replicas joining together settle without
-// flapping), and tries to take the free wanted routes.
+// flapping), tries to take the free wanted routes, and then releases the leases in this
+// replica's name that it did not take back.
 func (s *supervisor) balance(ctx context.Context) {
 	s.sweep()
-	s.releaseStale()
+	defer s.releaseStale()
 	share := s.share(ctx)
 	if len(s.running) > share {
 		names := slices.Sorted(maps.Keys(s.running))
@@ -524,22 +525,24 @@ own:
 		}
 	case !run.keep.Load():
 		if err := s.leases.release(run.lease); err != nil {
-			s.logger.Warn("route lease not released; another replica takes it once this one is gone", "route", name, "err", err)
+			s.logger.Warn("route lease not released; retried at the next balance", "route", name, "err", err)
 		}
 	}
 }
 
 // heartbeat writes this replica's instance key now and every leaseRenew until ctx ends.
-// The returned function waits for that and deletes the key.
+// The returned function waits for that and removes the key.
 func (s *supervisor) heartbeat(ctx context.Context) func() {
+	// The first is written before any route is taken: a replica takes none without it.
+	failing, next := false, leaseRenew
 	if err := s.leases.heartbeat(ctx); err != nil {
-		s.logger.Warn("instance heartbeat", "err", err)
+		s.logger.Warn("instance heartbeat not acknowledged; retrying", "err", err)
+		failing, next = true, heartbeatRetry
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		failing := false
-		for next := leaseRenew; ; {
+		for {
 			if !sleepUntil(ctx, next) {
 				return
 			}
