@@ -15,6 +15,8 @@ func FuzzBase64FastPath(f *testing.F) {
 	for _, s := range []string{
 		line[:76] + "\r\n" + line[76:152] + "\r\n" + line[152:] + "\r\n",
 		"QQ==QUJD\r\n", "QUJD\r\nQQ\r\n==\r\n", "QU JD\r\nQ*JD\n", "QUJ-_w\n\n", "QUI=\r\nQUJD", "QUJDQ",
+		// lines of changing length, some a break short of the last one's
+		"QUJDQUJD\r\nQUJD\r\nQUJ\r\nQUJDQUJD\r\n", "QUJD\nQ\nQUJ\nQUJD\nQU\n\nQUJD\n", "QUJDQUJD\nQU\r\nQUJD\n",
 	} {
 		f.Add([]byte(s))
 	}
