@@ -3,7 +3,6 @@ package connector
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -141,7 +140,7 @@ const payloadHeadroom = 4 << 10
 // while the JSON is above limit bytes: the largest inline attachments first, then the
 // bodies (each named in a warning). It fails only when even that is not enough.
 func fitPayload(ctx context.Context, store jetstream.ObjectStore, bucket string, ev *schemas.Event, limit int) ([]byte, error) {
-	b, err := json.Marshal(ev)
+	b, err := marshalEvent(ev)
 	if err != nil || len(b) <= limit {
 		return b, err
 	}
@@ -161,7 +160,7 @@ func fitPayload(ctx context.Context, store jetstream.ObjectStore, bucket string,
 			return nil, fmt.Errorf("store attachment %s: %w", name, err)
 		}
 		a.Content, a.ContentRef = nil, &schemas.ObjectRef{Bucket: bucket, Object: name}
-		if b, err = json.Marshal(ev); err != nil || len(b) <= limit {
+		if b, err = marshalEvent(ev); err != nil || len(b) <= limit {
 			return b, err
 		}
 	}
@@ -180,7 +179,7 @@ func fitPayload(ctx context.Context, store jetstream.ObjectStore, bucket string,
 			"%s (%d bytes) moved to object %s/%s: the event was above the NATS max payload",
 			body.field, len(*body.text), bucket, name))
 		*body.text = ""
-		if b, err = json.Marshal(ev); err != nil || len(b) <= limit {
+		if b, err = marshalEvent(ev); err != nil || len(b) <= limit {
 			return b, err
 		}
 	}

@@ -68,13 +68,25 @@ func (d *base64Reader) Read(p []byte) (int, error) {
 // out must have room for len(in)*3/4+3 bytes more.
 func (d *base64Reader) decode(in, out []byte) []byte {
 	flat := d.flat[:0]
+	step := 0 // length of the last line with its break: encoders write lines of one length
 	for len(in) > 0 {
+		// Looking for each line's end cost as much as decoding it, so a line as long as the
+		// last one is taken as it comes when a '\n' ends it. Should that line hold a break
+		// of its own after all, the fast decoder below either skips it or refuses the
+		// chunk, which then goes through the lenient loop: the result is the same.
 		line := in
-		if i := bytes.IndexByte(in, '\n'); i >= 0 {
-			line = in[:i+1]
+		if step > 0 && len(in) >= step && in[step-1] == '\n' {
+			line, in = in[:step-1], in[step:]
+		} else if i := bytes.IndexByte(in, '\n'); i >= 0 {
+			line, in, step = in[:i], in[i+1:], i+1
+		} else {
+			in = nil
 		}
-		in = in[len(line):]
-		flat = append(flat, bytes.TrimRight(line, "\r\n")...)
+		// By hand rather than with bytes.TrimRight, whose cutset cost more than the copy.
+		for len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		flat = append(flat, line...)
 	}
 	for d.n != 0 && len(flat) > 0 { // finish the quantum the last chunk began
 		out = d.decodeSlow(flat[:1], out)
