@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -15,7 +17,11 @@ import (
 
 // putAttempts bounds the read-merge-write loop of a put that keeps losing the race to
 // other writers of the same key.
-const putAttempts = 5
+const putAttempts = 8
+
+// putBackoff is the first wait, doubled at each attempt, before a lost put tries again; a
+// random part of it, so that two writers racing each other do not lose in step.
+const putBackoff = 5 * time.Millisecond
 
 // store keeps the definitions in the config bucket: connection.<name> and route.<name>,
 // JSON values, secrets sealed. Every write compares the revision it read, so concurrent
@@ -78,10 +84,11 @@ func (s *store) write(ctx context.Context, key string, rev uint64, v any) (uint6
 // writers or a check refuses it. When the request named a revision, the attempt after a
 // lost race finds the stored revision moved on and refuses with a conflict.
 func retryPut(key string, attempt func() error) error {
-	for range putAttempts {
+	for i := range putAttempts {
 		if err := attempt(); !errors.Is(err, errRetry) {
 			return err
 		}
+		time.Sleep(rand.N(putBackoff << i))
 	}
 	return errConflict("", "%s kept changing while writing; try again", key)
 }
