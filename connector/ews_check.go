@@ -133,7 +133,7 @@ func ewsCheckFailure(err error, endpoint string) *checkFailure {
 	case errors.As(err, &ee) && ee.Code == "ErrorInvalidServerVersion":
 		return invalid("exchangeVersion", "the server does not speak this exchangeVersion: %s", ee.Message)
 	case errors.As(err, &ee) && ee.Code == "ErrorImpersonateUserDenied":
-		return invalid("username", "the application may not act for %s: %s", "this mailbox", ee.Message)
+		return invalid("username", "the application may not act for this mailbox (it needs full_access_as_app or ApplicationImpersonation): %s", ee.Message)
 	case IsPermanent(err): // an oauth2 token refused
 		return invalid("oauth2", "%v", err)
 	}

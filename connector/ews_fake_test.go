@@ -49,6 +49,8 @@ type fakeEWS struct {
 	badItems map[string]string
 	// dropMarkRead makes UpdateItem fail with HTTP 500 (a crash between publish and mark).
 	dropMarkRead bool
+	// denyImpersonation refuses every request that impersonates a mailbox.
+	denyImpersonation bool
 
 	// What was seen.
 	ops        []string
@@ -185,6 +187,10 @@ func (f *fakeEWS) serve(w http.ResponseWriter, r *http.Request) {
 		imp = n.text
 	}
 	f.imperson = append(f.imperson, imp)
+	if imp != "" && f.denyImpersonation {
+		f.fault(w, "ErrorImpersonateUserDenied", "The account does not have permission to impersonate the requested user.", 0)
+		return
+	}
 	if f.busy > 0 {
 		f.fault(w, "ErrorServerBusy", "The server cannot service this request right now. Try again later.", f.busy)
 		f.busy, f.busyAt = 0, time.Now()

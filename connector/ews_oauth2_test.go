@@ -196,7 +196,18 @@ func TestExchangeCheckOAuth2(t *testing.T) {
 	}
 	f.mu.Unlock()
 
+	// An application without the right to act for the mailbox.
+	f.mu.Lock()
+	f.denyImpersonation = true
+	f.mu.Unlock()
+	r = checkConnection(context.Background(), ewsOAuthConn(f, ts), []string{"INBOX"}, nil)
+	if r.OK || r.Error == nil || r.Error.Field != "username" || !strings.Contains(r.Error.Message, "may not act for this mailbox") {
+		t.Errorf("impersonation denied: ok %t, stages %q, error %+v", r.OK, checkStages(r), r.Error)
+	}
+
+	f.mu.Lock()
 	f.validToken = func(string) bool { return false }
+	f.mu.Unlock()
 	r = checkConnection(context.Background(), c, []string{"INBOX"}, nil)
 	if r.OK || r.Error == nil || r.Error.Field != "oauth2" || checkStages(r) != "resolve dial token login" {
 		t.Errorf("refused token: ok %t, stages %q, error %+v", r.OK, checkStages(r), r.Error)
