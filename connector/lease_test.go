@@ -209,7 +209,7 @@ func TestLeaseRestartSmallerShare(t *testing.T) {
 	recs["b"].quiet(t, time.Second) // every lease is a's, and a lives
 
 	startService(t, replicaConfig(t, "nats://"+n.addr, "a"), recs["a"], nil)
-	waitUntil(t, connector.LeaseTTL/2, "every route running on one replica, 2 each", func() bool {
+	waitUntil(t, connector.LeaseTTL, "every route running on one replica, 2 each", func() bool {
 		return runningSplit(routes, recs, map[string]int{"a": 2, "b": 2})
 	})
 }

@@ -180,7 +180,11 @@ func (s *supervisor) watch(ctx context.Context) error {
 				return errors.New("leases watcher stopped")
 			}
 			if le == nil {
-				continue // the leases held so far are read
+				// Every lease is read: those held from before and not taken back can go.
+				if !initial {
+					s.balance(ctx)
+				}
+				continue
 			}
 			if kind, name, _ := strings.Cut(le.Key(), "."); kind == "route" {
 				s.seeLease(name, le)
