@@ -3,12 +3,7 @@ package connector
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/json"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,84 +12,13 @@ import (
 	"github.com/mailbus/mailbus/schemas"
 )
 
-// ewsTokenServer is an OAuth2 token endpoint for the Exchange tests: client credentials and
-// refresh tokens for one client, access tokens that live ttl, and a way to make the issued
-// ones stop working before they expire.
-type ewsTokenServer struct {
-	srv          *httptest.Server
-	clientSecret string
-	ttl          time.Duration
-
-	mu     sync.Mutex
-	access map[string]time.Time // working access tokens and their expiry
-	issued []string             // every access token issued
-	grants []string             // the grant_type of each request
-}
-
-func startEWSTokenServer(t *testing.T, ttl time.Duration) *ewsTokenServer {
-	ts := &ewsTokenServer{clientSecret: "cs-" + rand.Text(), ttl: ttl, access: map[string]time.Time{}}
-	ts.srv = httptest.NewServer(http.HandlerFunc(ts.serve))
-	t.Cleanup(ts.srv.Close)
-	return ts
-}
-
-func (ts *ewsTokenServer) serve(w http.ResponseWriter, r *http.Request) {
-	r.ParseForm()
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	ts.grants = append(ts.grants, r.PostForm.Get("grant_type"))
-	w.Header().Set("Content-Type", "application/json")
-	if r.PostForm.Get("client_id") != "mailbus-app" || r.PostForm.Get("client_secret") != ts.clientSecret {
-		w.WriteHeader(http.StatusUnauthorized)
-		w.Write([]byte(`{"error":"invalid_client"}`))
-		return
-	}
-	at := "at-" + rand.Text()
-	ts.access[at] = time.Now().Add(ts.ttl)
-	ts.issued = append(ts.issued, at)
-	json.NewEncoder(w).Encode(map[string]any{"access_token": at, "token_type": "Bearer", "expires_in": int(ts.ttl.Seconds())})
-}
-
-// valid is the fake EWS server's check of a bearer token.
-func (ts *ewsTokenServer) valid(at string) bool {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	exp, ok := ts.access[at]
-	return ok && time.Now().Before(exp)
-}
-
-// invalidate makes every access token issued so far stop working.
-func (ts *ewsTokenServer) invalidate() {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	clear(ts.access)
-}
-
-func (ts *ewsTokenServer) secrets() []string {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	return append(slices.Clone(ts.issued), ts.clientSecret)
-}
-
-func (ts *ewsTokenServer) count(grant string) int {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	n := 0
-	for _, g := range ts.grants {
-		if g == grant {
-			n++
-		}
-	}
-	return n
-}
-
 // ewsOAuthConn is an exchange connection with application access (client credentials)
 // to bot@example.com's mailbox.
-func ewsOAuthConn(f *fakeEWS, ts *ewsTokenServer) schemas.Connection {
+func ewsOAuthConn(f *fakeEWS, ts *TokenServer) schemas.Connection {
 	c := ewsConn(f)
 	c.Auth, c.Username, c.Domain, c.Password = schemas.AuthOAuth2, "bot@example.com", "", ""
 	c.OAuth2 = &schemas.OAuth2{
-		TokenURL: ts.srv.URL + "/token", ClientID: "mailbus-app", ClientSecret: ts.clientSecret,
+		TokenURL: ts.URL(), ClientID: ts.ClientID, ClientSecret: ts.ClientSecret,
 		Scopes: []string{"https://outlook.office365.com/.default"},
 	}
 	return c
@@ -109,9 +33,9 @@ func TestExchangeWorkerOAuth2(t *testing.T) {
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	rt.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ts := startEWSTokenServer(t, time.Hour)
+	ts := StartTokenServer(t, time.Hour, false)
 	f := newFakeEWS(t, false)
-	f.auth, f.validToken = "bearer", ts.valid
+	f.auth, f.validToken = "bearer", ts.Valid
 	f.add(3)
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection = ewsOAuthConn(f, ts)
@@ -119,11 +43,11 @@ func TestExchangeWorkerOAuth2(t *testing.T) {
 	runEWSWorker(t, rt, spec)
 	ewsWaitFor(t, "3 messages marked read", func() bool { return f.readCount() == 3 })
 
-	ts.invalidate() // the server refuses the token in use, an hour before its expiry
+	ts.Revoke() // the server refuses the token in use, an hour before its expiry
 	f.add(2)
 	ewsWaitFor(t, "5 messages marked read", func() bool { return f.readCount() == 5 })
 	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 5)
-	if n := ts.count("client_credentials"); n != 2 {
+	if n := ts.Count("client_credentials"); n != 2 {
 		t.Errorf("%d client_credentials grants, want 2 (the first token, then one after the refusal)", n)
 	}
 	f.mu.Lock()
@@ -142,7 +66,7 @@ func TestExchangeWorkerOAuth2(t *testing.T) {
 	logMu.Lock()
 	text := logs.String() + st.LastError
 	logMu.Unlock()
-	for _, s := range ts.secrets() {
+	for _, s := range ts.Secrets() {
 		if strings.Contains(text, s) {
 			t.Errorf("the log or status holds secret %s", s)
 		}
@@ -153,7 +77,7 @@ func TestExchangeWorkerOAuth2(t *testing.T) {
 // lacks EWS access) parks the route with the reason, and nothing is published.
 func TestExchangeWorkerOAuth2Refused(t *testing.T) {
 	rt := newEWSRuntime(t)
-	ts := startEWSTokenServer(t, time.Hour)
+	ts := StartTokenServer(t, time.Hour, false)
 	f := newFakeEWS(t, false)
 	f.auth, f.validToken = "bearer", func(string) bool { return false }
 	f.add(1)
@@ -167,7 +91,7 @@ func TestExchangeWorkerOAuth2Refused(t *testing.T) {
 	if n := len(ewsEvents(t, rt, "exch_inbox", 1)); n != 0 {
 		t.Errorf("%d events published", n)
 	}
-	if n := ts.count("client_credentials"); n != 1 {
+	if n := ts.Count("client_credentials"); n != 1 {
 		t.Errorf("%d token requests, want 1: a fresh token refused is not retried", n)
 	}
 }
@@ -175,18 +99,18 @@ func TestExchangeWorkerOAuth2Refused(t *testing.T) {
 // TestExchangeCheckOAuth2: the check gets a token in its own stage, then logs in with it. A
 // user's token (refresh token grant) acts as that user: no impersonation.
 func TestExchangeCheckOAuth2(t *testing.T) {
-	ts := startEWSTokenServer(t, time.Hour)
+	ts := StartTokenServer(t, time.Hour, false)
 	f := newFakeEWS(t, false)
-	f.auth, f.validToken = "bearer", ts.valid
+	f.auth, f.validToken = "bearer", ts.Valid
 	f.add(2)
 	c := ewsOAuthConn(f, ts)
-	c.OAuth2.RefreshToken = "rt-user" // the test endpoint takes any refresh token
+	c.OAuth2.RefreshToken = ts.NewRefresh()
 	r := checkConnection(context.Background(), c, []string{"INBOX"}, nil)
 	if !r.OK || checkStages(r) != "resolve dial token login select" || r.Mailbox == nil || r.Mailbox.Unseen != 2 {
 		t.Fatalf("check = ok %t, stages %q, mailbox %+v, error %+v", r.OK, checkStages(r), r.Mailbox, r.Error)
 	}
-	if ts.count("refresh_token") != 1 {
-		t.Errorf("grants %v, want one refresh_token", ts.grants)
+	if n := ts.Count("refresh_token"); n != 1 {
+		t.Errorf("%d refresh_token grants, want 1", n)
 	}
 	f.mu.Lock()
 	for i, m := range f.imperson {

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -20,164 +18,16 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/emersion/go-sasl"
 
+	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/schemas"
 )
-
-// tokenServer is an OAuth2 token endpoint (RFC 6749) for the tests: refresh_token and
-// client_credentials grants, tokens that expire after ttl, refresh tokens that it may
-// rotate (the old one then stops working) and that it can revoke. Its error descriptions
-// quote the refresh token they refuse, so a test can tell whether mailbus repeats them.
-type tokenServer struct {
-	srv                    *httptest.Server
-	clientID, clientSecret string
-
-	mu      sync.Mutex
-	ttl     time.Duration
-	rotate  bool
-	refresh map[string]bool      // refresh tokens that work
-	access  map[string]time.Time // access token -> expiry
-	issued  []string             // every token handed out
-	grants  map[string]int       // successful requests per grant type
-	used    []string             // refresh tokens presented, in order
-	scopes  []string             // the scope parameter of each request
-}
-
-func startTokenServer(t *testing.T, ttl time.Duration, rotate bool) *tokenServer {
-	t.Helper()
-	ts := &tokenServer{
-		clientID: "mailbus-app", clientSecret: "cs-" + rand.Text(), ttl: ttl, rotate: rotate,
-		refresh: map[string]bool{}, access: map[string]time.Time{}, grants: map[string]int{},
-	}
-	ts.srv = httptest.NewServer(http.HandlerFunc(ts.serve))
-	t.Cleanup(ts.srv.Close)
-	return ts
-}
-
-func (ts *tokenServer) url() string { return ts.srv.URL + "/token" }
-
-// newRefresh makes a refresh token that works.
-func (ts *tokenServer) newRefresh() string {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	rt := "rt-" + rand.Text()
-	ts.refresh[rt] = true
-	ts.issued = append(ts.issued, rt)
-	return rt
-}
-
-// newAccess makes an access token that works for d.
-func (ts *tokenServer) newAccess(d time.Duration) string {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	at := "at-" + rand.Text()
-	ts.access[at] = time.Now().Add(d)
-	ts.issued = append(ts.issued, at)
-	return at
-}
-
-// revoke makes every refresh and access token stop working.
-func (ts *tokenServer) revoke() {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	clear(ts.refresh)
-	clear(ts.access)
-}
-
-// valid reports whether an access token works now.
-func (ts *tokenServer) valid(at string) bool {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	exp, ok := ts.access[at]
-	return ok && time.Now().Before(exp)
-}
-
-func (ts *tokenServer) expiry(at string) time.Time {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	return ts.access[at]
-}
-
-func (ts *tokenServer) count(grant string) int {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	return ts.grants[grant]
-}
-
-// secrets is every token handed out, and the client secret.
-func (ts *tokenServer) secrets() []string {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	return append([]string{ts.clientSecret}, ts.issued...)
-}
-
-// workingRefresh lists the refresh tokens that work now.
-func (ts *tokenServer) workingRefresh() []string {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	var l []string
-	for rt, ok := range ts.refresh {
-		if ok {
-			l = append(l, rt)
-		}
-	}
-	return l
-}
-
-func (ts *tokenServer) serve(w http.ResponseWriter, r *http.Request) {
-	fail := func(status int, code, desc string) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
-	}
-	if r.Method != http.MethodPost || r.ParseForm() != nil {
-		fail(http.StatusBadRequest, "invalid_request", "POST a form")
-		return
-	}
-	f := r.PostForm
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	ts.scopes = append(ts.scopes, f.Get("scope"))
-	if f.Get("client_id") != ts.clientID || f.Get("client_secret") != ts.clientSecret {
-		fail(http.StatusUnauthorized, "invalid_client", "unknown client "+f.Get("client_id")+" with secret "+f.Get("client_secret"))
-		return
-	}
-	resp := map[string]any{"token_type": "Bearer", "expires_in": int(ts.ttl / time.Second)}
-	switch g := f.Get("grant_type"); g {
-	case "refresh_token":
-		rt := f.Get("refresh_token")
-		ts.used = append(ts.used, rt)
-		if !ts.refresh[rt] {
-			fail(http.StatusBadRequest, "invalid_grant", "Token has been expired or revoked: "+rt)
-			return
-		}
-		if ts.rotate {
-			delete(ts.refresh, rt)
-			next := "rt-" + rand.Text()
-			ts.refresh[next] = true
-			ts.issued = append(ts.issued, next)
-			resp["refresh_token"] = next
-		}
-		ts.grants[g]++
-	case "client_credentials":
-		ts.grants[g]++
-	default:
-		fail(http.StatusBadRequest, "unsupported_grant_type", g)
-		return
-	}
-	at := "at-" + rand.Text()
-	ts.access[at] = time.Now().Add(ts.ttl)
-	ts.issued = append(ts.issued, at)
-	resp["access_token"] = at
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(resp)
-}
 
 // oauthIMAP is go-imap's in-memory server that lets alice in only with XOAUTH2 or
 // OAUTHBEARER and an access token the token server issued. Like Microsoft 365, it counts a
 // command of a session whose token has expired as a fault.
 type oauthIMAP struct {
 	memIMAP
-	tokens *tokenServer
+	tokens *connector.TokenServer
 	mechs  []string
 
 	mu      sync.Mutex
@@ -186,7 +36,7 @@ type oauthIMAP struct {
 	expired int // commands in a session whose token had expired
 }
 
-func startOAuthIMAP(t *testing.T, tokens *tokenServer, mechs ...string) *oauthIMAP {
+func startOAuthIMAP(t *testing.T, tokens *connector.TokenServer, mechs ...string) *oauthIMAP {
 	t.Helper()
 	user := imapmemserver.NewUser("alice", "unused-"+rand.Text())
 	if err := user.Create("INBOX", nil); err != nil {
@@ -229,7 +79,7 @@ func (s *oauthSession) Authenticate(mech string) (sasl.Server, error) {
 	return &bearerServer{mech: mech, check: func(user, token string) bool {
 		s.srv.mu.Lock()
 		defer s.srv.mu.Unlock()
-		if user != "alice" || !s.srv.tokens.valid(token) {
+		if user != "alice" || !s.srv.tokens.Valid(token) {
 			s.srv.refused++
 			return false
 		}
@@ -241,7 +91,7 @@ func (s *oauthSession) Authenticate(mech string) (sasl.Server, error) {
 
 // live counts a command made after the session's token expired.
 func (s *oauthSession) live() {
-	if s.token != "" && time.Now().After(s.srv.tokens.expiry(s.token)) {
+	if s.token != "" && time.Now().After(s.srv.tokens.Expiry(s.token)) {
 		s.srv.mu.Lock()
 		s.srv.expired++
 		s.srv.mu.Unlock()
@@ -325,14 +175,14 @@ func oauthConn(srv *oauthIMAP, oauth map[string]any) map[string]any {
 }
 
 // refreshSettings is an oauth2 object of the refresh_token grant at ts.
-func refreshSettings(ts *tokenServer, rt string) map[string]any {
-	return map[string]any{"tokenUrl": ts.url(), "clientId": ts.clientID, "clientSecret": ts.clientSecret, "refreshToken": rt}
+func refreshSettings(ts *connector.TokenServer, rt string) map[string]any {
+	return map[string]any{"tokenUrl": ts.URL(), "clientId": ts.ClientID, "clientSecret": ts.ClientSecret, "refreshToken": rt}
 }
 
 // assertNoSecrets greps everything a person or a subscriber can see (the process log, the
 // connection log, the replies of get, list and status, the events) for every token the
 // token server issued and the client secret.
-func assertNoSecrets(t *testing.T, s *testService, ts *tokenServer, route string) {
+func assertNoSecrets(t *testing.T, s *testService, ts *connector.TokenServer, route string) {
 	t.Helper()
 	var seen []string
 	seen = append(seen, s.log.String())
@@ -354,7 +204,7 @@ func assertNoSecrets(t *testing.T, s *testService, ts *tokenServer, route string
 		seen[1] = string(msg.Data)
 		return strings.Contains(seen[1], "route="+route)
 	})
-	for _, sec := range ts.secrets() {
+	for _, sec := range ts.Secrets() {
 		for _, text := range seen {
 			if strings.Contains(text, sec) {
 				t.Errorf("secret %s leaked: %s", sec, text)
@@ -374,11 +224,11 @@ func waitEvents(t *testing.T, s *testService, route string, n uint64) {
 // busy machine), so the server never refuses a token nor sees a command on an expired one,
 // and mail keeps flowing (XOAUTH2, the only mechanism offered).
 func TestOAuthRefreshBeforeExpiry(t *testing.T) {
-	ts := startTokenServer(t, 5*time.Second, false)
+	ts := connector.StartTokenServer(t, 5*time.Second, false)
 	srv := startOAuthIMAP(t, ts, "XOAUTH2")
 	s := runService(t, svcConfig(t), nil)
 	srv.append(t, "INBOX", testMail(1, ""))
-	s.ok("mail.control.connection.put", oauthConn(srv, refreshSettings(ts, ts.newRefresh())))
+	s.ok("mail.control.connection.put", oauthConn(srv, refreshSettings(ts, ts.NewRefresh())))
 	s.ok("mail.control.route.put", map[string]any{"name": "o_refresh", "connection": "oauth"})
 	waitEvents(t, s, "o_refresh", 1)
 	for i := 2; i <= 6; i++ {
@@ -387,7 +237,7 @@ func TestOAuthRefreshBeforeExpiry(t *testing.T) {
 		waitEvents(t, s, "o_refresh", uint64(i))
 	}
 	logins, refused, expired := srv.stats()
-	if refreshes := ts.count("refresh_token"); refreshes < 3 || logins["XOAUTH2"] < 3 || refused != 0 || expired != 0 {
+	if refreshes := ts.Count("refresh_token"); refreshes < 3 || logins["XOAUTH2"] < 3 || refused != 0 || expired != 0 {
 		t.Fatalf("refreshes %d, logins %v, refused %d, commands on expired tokens %d; want >= 3, >= 3 XOAUTH2, 0, 0\nlog:\n%s",
 			refreshes, logins, refused, expired, s.log)
 	}
@@ -405,20 +255,20 @@ func TestOAuthRefreshBeforeExpiry(t *testing.T) {
 func TestOAuthRotatedRefreshToken(t *testing.T) {
 	// 4 s tokens: renewed 0.8 s before expiry, room enough on a busy machine for none to be
 	// refused.
-	ts := startTokenServer(t, 4*time.Second, true)
+	ts := connector.StartTokenServer(t, 4*time.Second, true)
 	srv := startOAuthIMAP(t, ts, "XOAUTH2", "OAUTHBEARER")
 	key := make([]byte, 32)
 	rand.Read(key)
 	cfg := svcConfig(t)
 	cfg.SecretKey = base64.StdEncoding.EncodeToString(key)
 	s := runService(t, cfg, nil)
-	first := ts.newRefresh()
+	first := ts.NewRefresh()
 	s.ok("mail.control.connection.put", oauthConn(srv, refreshSettings(ts, first)))
 	putRaw := s.raw("connection.oauth")
 	srv.append(t, "INBOX", testMail(1, ""))
 	s.ok("mail.control.route.put", map[string]any{"name": "o_rotate", "connection": "oauth"})
 	waitEvents(t, s, "o_rotate", 1)
-	waitUntil(t, 20*time.Second, "three refreshes", func() bool { return ts.count("refresh_token") >= 3 })
+	waitUntil(t, 20*time.Second, "three refreshes", func() bool { return ts.Count("refresh_token") >= 3 })
 
 	// The stored token is sealed, is not any token in clear, and is the one that works.
 	waitUntil(t, 5*time.Second, "the stored refresh token to change", func() bool {
@@ -429,12 +279,12 @@ func TestOAuthRotatedRefreshToken(t *testing.T) {
 	if err := json.Unmarshal(raw, &stored); err != nil || stored.OAuth2 == nil || !strings.HasPrefix(stored.OAuth2.RefreshToken, "enc:v1:") {
 		t.Fatalf("stored connection = %s (%v), want a sealed refresh token", raw, err)
 	}
-	for _, sec := range ts.secrets() {
+	for _, sec := range ts.Secrets() {
 		if bytes.Contains(raw, []byte(sec)) {
 			t.Fatalf("KV holds token %s in clear: %s", sec, raw)
 		}
 	}
-	if w := ts.workingRefresh(); len(w) != 1 || slices.Contains(w, first) {
+	if w := ts.WorkingRefresh(); len(w) != 1 || slices.Contains(w, first) {
 		t.Fatalf("working refresh tokens = %v, want one new one", w)
 	}
 	r, msg := s.request("mail.control.connection.test", map[string]string{"name": "oauth"})
@@ -450,19 +300,17 @@ func TestOAuthRotatedRefreshToken(t *testing.T) {
 
 	// A draft with a refresh token of its own is checked with it; its replacement is not
 	// stored over the connection's.
-	r, msg = s.request("mail.control.connection.test", oauthConn(srv, refreshSettings(ts, ts.newRefresh())))
+	r, msg = s.request("mail.control.connection.test", oauthConn(srv, refreshSettings(ts, ts.NewRefresh())))
 	if !r.OK || len(r.Stages) < 5 || !strings.Contains(r.Stages[4].Detail, "not stored") {
 		t.Fatalf("connection.test of a draft = %s", msg.Data)
 	}
 
 	// An operator puts another refresh token: the next refresh uses it, whatever the route
 	// had in memory, and it is not overwritten by an older one.
-	mine := ts.newRefresh()
-	s.ok("mail.control.connection.put", oauthConn(srv, map[string]any{"tokenUrl": ts.url(), "clientId": ts.clientID, "refreshToken": mine}))
+	mine := ts.NewRefresh()
+	s.ok("mail.control.connection.put", oauthConn(srv, map[string]any{"tokenUrl": ts.URL(), "clientId": ts.ClientID, "refreshToken": mine}))
 	waitUntil(t, 10*time.Second, "the operator's refresh token to be used", func() bool {
-		ts.mu.Lock()
-		defer ts.mu.Unlock()
-		return slices.Contains(ts.used, mine)
+		return slices.Contains(ts.Used(), mine)
 	})
 	srv.append(t, "INBOX", testMail(2, ""))
 	waitEvents(t, s, "o_rotate", 2)
@@ -470,13 +318,12 @@ func TestOAuthRotatedRefreshToken(t *testing.T) {
 	if logins["OAUTHBEARER"] < 2 || logins["XOAUTH2"] != 0 || refused != 0 {
 		t.Errorf("logins %v, refused %d: want OAUTHBEARER only, none refused", logins, refused)
 	}
-	ts.mu.Lock()
-	for i, rt := range ts.used {
-		if slices.Contains(ts.used[i+1:], rt) {
+	used := ts.Used()
+	for i, rt := range used {
+		if slices.Contains(used[i+1:], rt) {
 			t.Errorf("refresh token %d was presented again after it was replaced", i)
 		}
 	}
-	ts.mu.Unlock()
 	assertNoSecrets(t, s, ts, "o_rotate")
 }
 
@@ -484,14 +331,14 @@ func TestOAuthRotatedRefreshToken(t *testing.T) {
 // state error saying so, without the token or the endpoint's description (which quotes
 // it); the check fails at its token stage naming oauth2.refreshToken.
 func TestOAuthRevokedRefreshToken(t *testing.T) {
-	ts := startTokenServer(t, 2*time.Second, false)
+	ts := connector.StartTokenServer(t, 2*time.Second, false)
 	srv := startOAuthIMAP(t, ts, "XOAUTH2")
 	s := runService(t, svcConfig(t), nil)
 	srv.append(t, "INBOX", testMail(1, ""))
-	s.ok("mail.control.connection.put", oauthConn(srv, refreshSettings(ts, ts.newRefresh())))
+	s.ok("mail.control.connection.put", oauthConn(srv, refreshSettings(ts, ts.NewRefresh())))
 	s.ok("mail.control.route.put", map[string]any{"name": "o_revoked", "connection": "oauth"})
 	waitEvents(t, s, "o_revoked", 1)
-	ts.revoke()
+	ts.Revoke()
 	st := s.waitStatus("o_revoked", 10*time.Second, func(st schemas.RouteStatus) bool { return st.State == schemas.StateError })
 	if !strings.Contains(st.LastError, "invalid_grant") || !strings.Contains(st.LastError, "refresh token") ||
 		strings.Contains(st.LastError, "expired or revoked:") {
@@ -504,7 +351,7 @@ func TestOAuthRevokedRefreshToken(t *testing.T) {
 	// The operator puts a new refresh token: the parked route takes it now, not at its
 	// next retry minutes later.
 	srv.append(t, "INBOX", testMail(2, ""))
-	s.ok("mail.control.connection.put", oauthConn(srv, refreshSettings(ts, ts.newRefresh())))
+	s.ok("mail.control.connection.put", oauthConn(srv, refreshSettings(ts, ts.NewRefresh())))
 	waitEvents(t, s, "o_revoked", 2)
 	assertNoSecrets(t, s, ts, "o_revoked")
 }
@@ -512,10 +359,10 @@ func TestOAuthRevokedRefreshToken(t *testing.T) {
 // TestOAuthFreshTokenRefused: a token issued just now that the server refuses (here: it is
 // alice's, the connection says bob) parks the route; retrying cannot help.
 func TestOAuthFreshTokenRefused(t *testing.T) {
-	ts := startTokenServer(t, time.Hour, false)
+	ts := connector.StartTokenServer(t, time.Hour, false)
 	srv := startOAuthIMAP(t, ts, "OAUTHBEARER")
 	s := runService(t, svcConfig(t), nil)
-	c := oauthConn(srv, refreshSettings(ts, ts.newRefresh()))
+	c := oauthConn(srv, refreshSettings(ts, ts.NewRefresh()))
 	c["username"] = "bob"
 	s.ok("mail.control.connection.put", c)
 	s.ok("mail.control.route.put", map[string]any{"name": "o_bob", "connection": "oauth"})
@@ -532,18 +379,18 @@ func TestOAuthFreshTokenRefused(t *testing.T) {
 // TestOAuthRefreshAfterRefusedToken: a given access token the server refuses is replaced
 // once from the token endpoint, on the same connection, and the route runs.
 func TestOAuthRefreshAfterRefusedToken(t *testing.T) {
-	ts := startTokenServer(t, time.Hour, false)
+	ts := connector.StartTokenServer(t, time.Hour, false)
 	srv := startOAuthIMAP(t, ts, "XOAUTH2")
 	s := runService(t, svcConfig(t), nil)
 	srv.append(t, "INBOX", testMail(1, ""))
-	o := refreshSettings(ts, ts.newRefresh())
-	o["accessToken"] = ts.newAccess(-time.Minute) // issued, but already expired
+	o := refreshSettings(ts, ts.NewRefresh())
+	o["accessToken"] = ts.NewAccess(-time.Minute) // issued, but already expired
 	s.ok("mail.control.connection.put", oauthConn(srv, o))
 	s.ok("mail.control.route.put", map[string]any{"name": "o_retry", "connection": "oauth"})
 	waitEvents(t, s, "o_retry", 1)
 	logins, refused, _ := srv.stats()
-	if refused != 1 || logins["XOAUTH2"] != 1 || ts.count("refresh_token") != 1 {
-		t.Errorf("refused %d, logins %v, refreshes %d; want 1, 1, 1", refused, logins, ts.count("refresh_token"))
+	if refused != 1 || logins["XOAUTH2"] != 1 || ts.Count("refresh_token") != 1 {
+		t.Errorf("refused %d, logins %v, refreshes %d; want 1, 1, 1", refused, logins, ts.Count("refresh_token"))
 	}
 	if st := s.status("o_retry"); st.LastError != "" {
 		t.Errorf("status = %+v, want no error", st)
@@ -554,14 +401,14 @@ func TestOAuthRefreshAfterRefusedToken(t *testing.T) {
 // TestOAuthStaticAccessToken: an access token alone is used as it is; when the server
 // refuses it there is nothing to renew it with, and the route parks saying so.
 func TestOAuthStaticAccessToken(t *testing.T) {
-	ts := startTokenServer(t, time.Hour, false)
+	ts := connector.StartTokenServer(t, time.Hour, false)
 	srv := startOAuthIMAP(t, ts, "OAUTHBEARER")
 	s := runService(t, svcConfig(t), nil)
 	srv.append(t, "INBOX", testMail(1, ""))
-	s.ok("mail.control.connection.put", oauthConn(srv, map[string]any{"accessToken": ts.newAccess(time.Hour)}))
+	s.ok("mail.control.connection.put", oauthConn(srv, map[string]any{"accessToken": ts.NewAccess(time.Hour)}))
 	s.ok("mail.control.route.put", map[string]any{"name": "o_static", "connection": "oauth"})
 	waitEvents(t, s, "o_static", 1)
-	if n := ts.count("refresh_token") + ts.count("client_credentials"); n != 0 {
+	if n := ts.Count("refresh_token") + ts.Count("client_credentials"); n != 0 {
 		t.Errorf("%d token requests for a static token", n)
 	}
 	r := s.ok("mail.control.connection.test", map[string]string{"name": "oauth"})
@@ -570,7 +417,7 @@ func TestOAuthStaticAccessToken(t *testing.T) {
 	}
 	assertNoSecrets(t, s, ts, "o_static")
 
-	ts.revoke()
+	ts.Revoke()
 	s.ok("mail.control.route.put", map[string]any{"name": "o_static", "connection": "oauth", "disabled": true})
 	s.waitStatus("o_static", 10*time.Second, func(st schemas.RouteStatus) bool { return st.State == schemas.StateDisabled })
 	s.ok("mail.control.route.put", map[string]any{"name": "o_static", "connection": "oauth"})
@@ -584,31 +431,29 @@ func TestOAuthStaticAccessToken(t *testing.T) {
 // TestOAuthClientCredentials: Microsoft 365 application access. The scope is the preset's
 // .default, and the client secret goes to the endpoint only.
 func TestOAuthClientCredentials(t *testing.T) {
-	ts := startTokenServer(t, time.Hour, false)
+	ts := connector.StartTokenServer(t, time.Hour, false)
 	srv := startOAuthIMAP(t, ts, "XOAUTH2")
 	s := runService(t, svcConfig(t), nil)
 	srv.append(t, "INBOX", testMail(1, ""))
 	r := s.ok("mail.control.connection.put", oauthConn(srv, map[string]any{
-		"provider": "microsoft", "tenant": "contoso.onmicrosoft.com", "tokenUrl": ts.url(),
-		"clientId": ts.clientID, "clientSecret": ts.clientSecret,
+		"provider": "microsoft", "tenant": "contoso.onmicrosoft.com", "tokenUrl": ts.URL(),
+		"clientId": ts.ClientID, "clientSecret": ts.ClientSecret,
 	}))
-	if o := r.Connection.OAuth2; o == nil || !o.ClientSecretSet || o.TokenURL != ts.url() ||
+	if o := r.Connection.OAuth2; o == nil || !o.ClientSecretSet || o.TokenURL != ts.URL() ||
 		!slices.Equal(o.Scopes, []string{"https://outlook.office365.com/.default"}) {
 		t.Fatalf("put reply oauth2 = %+v", r.Connection.OAuth2)
 	}
 	s.ok("mail.control.route.put", map[string]any{"name": "o_app", "connection": "oauth"})
 	waitEvents(t, s, "o_app", 1)
-	ts.mu.Lock()
-	scopes := slices.Clone(ts.scopes)
-	ts.mu.Unlock()
-	if ts.count("client_credentials") != 1 || ts.count("refresh_token") != 0 || scopes[0] != "https://outlook.office365.com/.default" {
-		t.Errorf("client_credentials %d, refresh %d, scopes %q", ts.count("client_credentials"), ts.count("refresh_token"), scopes)
+	scopes := ts.Scopes()
+	if ts.Count("client_credentials") != 1 || ts.Count("refresh_token") != 0 || scopes[0] != "https://outlook.office365.com/.default" {
+		t.Errorf("client_credentials %d, refresh %d, scopes %q", ts.Count("client_credentials"), ts.Count("refresh_token"), scopes)
 	}
 	assertNoSecrets(t, s, ts, "o_app")
 
 	// A wrong secret fails the check at its token stage, naming the field to fix.
-	c := oauthConn(srv, map[string]any{"provider": "microsoft", "tenant": "contoso.onmicrosoft.com", "tokenUrl": ts.url(),
-		"clientId": ts.clientID, "clientSecret": "wrong-secret-" + rand.Text()})
+	c := oauthConn(srv, map[string]any{"provider": "microsoft", "tenant": "contoso.onmicrosoft.com", "tokenUrl": ts.URL(),
+		"clientId": ts.ClientID, "clientSecret": "wrong-secret-" + rand.Text()})
 	r, msg := s.request("mail.control.connection.test", c)
 	if r.OK || r.Error == nil || r.Error.Field != "oauth2.clientSecret" || !strings.Contains(r.Error.Message, "invalid_client") ||
 		strings.Contains(string(msg.Data), "wrong-secret-") {
