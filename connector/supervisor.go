@@ -50,8 +50,11 @@ type supervisor struct {
 	routes  map[string]schemas.Route
 	want    map[string]wantedRoute // routes that should run somewhere
 	running map[string]*runner
-	// leased is every route lease as the watch of the leases bucket last showed it.
-	leased map[string]leaseSeen
+	// leased is every route lease, and live every replica with an instance key, as the
+	// watch of the leases bucket last showed them; leasesRead: it has shown them all.
+	leased     map[string]leaseSeen
+	live       map[string]bool
+	leasesRead bool
 
 	readyOnce sync.Once
 	ready     chan struct{}
@@ -100,6 +103,7 @@ func newSupervisor(rt *Runtime, kv jetstream.KeyValue, s *sealer, factories map[
 		want:     make(map[string]wantedRoute),
 		running:  make(map[string]*runner),
 		leased:   make(map[string]leaseSeen),
+		live:     make(map[string]bool),
 		ready:    make(chan struct{}),
 	}
 }
@@ -149,7 +153,10 @@ func (s *supervisor) watch(ctx context.Context) error {
 		return fmt.Errorf("watch %s: %w", s.rt.Names.LeasesBucket(), err)
 	}
 	defer lw.Stop()
-	clear(s.leased) // the watch shows every lease again, and not those gone meanwhile
+	// The watch shows every key again, and not those gone meanwhile.
+	clear(s.leased)
+	clear(s.live)
+	s.leasesRead = false
 	tick := time.NewTicker(leaseRetry)
 	defer tick.Stop()
 	initial := true
@@ -181,13 +188,21 @@ func (s *supervisor) watch(ctx context.Context) error {
 			}
 			if le == nil {
 				// Every lease is read: those held from before and not taken back can go.
+				s.leasesRead = true
 				if !initial {
 					s.balance(ctx)
 				}
 				continue
 			}
-			if kind, name, _ := strings.Cut(le.Key(), "."); kind == "route" {
+			switch kind, name, _ := strings.Cut(le.Key(), "."); kind {
+			case "route":
 				s.seeLease(name, le)
+			case "instance":
+				if le.Operation() == jetstream.KeyValuePut {
+					s.live[name] = true
+				} else {
+					delete(s.live, name)
+				}
 			}
 			// A freed lease, or a replica gone (a larger share for the others).
 			if !initial && le.Operation() != jetstream.KeyValuePut {
@@ -361,7 +376,15 @@ func (s *supervisor) reconcile(ctx context.Context, name string) {
 // share is how many routes this replica may own: the wanted routes spread evenly over the
 // live replicas, rounded up.
 func (s *supervisor) share(ctx context.Context) int {
-	n := s.leases.replicas(ctx)
+	var n int
+	if s.leasesRead {
+		n = len(s.live)
+		if !s.live[s.rt.Instance] {
+			n++ // this one, before its first heartbeat shows
+		}
+	} else {
+		n = s.leases.replicas(ctx) // the watch has not shown every instance key yet
+	}
 	return (len(s.want) + n - 1) / n
 }
 
