@@ -206,7 +206,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	svc, err := startControl(routesCtx, nc, c.names, c.version, &control{
 		store: st, status: rt.Status, instance: c.cfg.Instance, logger: c.logger.With("component", "control"),
 		sealer: c.sealer, js: js, names: c.names,
-		leases: ls,
+		leases: ls, state: storage.State,
 	})
 	if err != nil {
 		stopRoutes()

@@ -48,6 +48,7 @@ type control struct {
 	sealer   *sealer
 	js       jetstream.JetStream
 	names    Names
+	state    jetstream.KeyValue // route checkpoints; nil: none to remove
 }
 
 // handler serves one command: the request body in, the reply out (OK is set by the caller)
@@ -378,6 +379,12 @@ func (c *control) routeDelete(ctx context.Context, data []byte) (*schemas.Reply,
 	}
 	if err := c.store.DeleteRoute(ctx, req.Name); err != nil {
 		return nil, err
+	}
+	// A route created again under this name starts afresh, not from this checkpoint.
+	if c.state != nil {
+		if err := purgeCheckpoint(ctx, c.state, req.Name); err != nil {
+			return nil, err
+		}
 	}
 	return &schemas.Reply{}, nil
 }

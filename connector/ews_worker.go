@@ -45,10 +45,17 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	}
 	switch r.Select {
 	case "":
-		r.Select = schemas.SelectUnseen
+		r.Select = schemas.SelectAll
 	case schemas.SelectUnseen, schemas.SelectAll:
 	default:
 		return nil, Permanent(fmt.Errorf("route %s: unknown select %q", r.Name, r.Select))
+	}
+	switch r.Backlog {
+	case "":
+		r.Backlog = schemas.BacklogUnseen
+	case schemas.BacklogUnseen, schemas.BacklogAll, schemas.BacklogNone:
+	default:
+		return nil, Permanent(fmt.Errorf("route %s: unknown backlog %q", r.Name, r.Backlog))
 	}
 	switch r.After {
 	case "":

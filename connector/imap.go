@@ -37,10 +37,17 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	}
 	switch r.Select {
 	case "":
-		r.Select = schemas.SelectUnseen
+		r.Select = schemas.SelectAll
 	case schemas.SelectUnseen, schemas.SelectAll:
 	default:
 		return nil, Permanent(fmt.Errorf("route %s: unknown select %q", r.Name, r.Select))
+	}
+	switch r.Backlog {
+	case "":
+		r.Backlog = schemas.BacklogUnseen
+	case schemas.BacklogUnseen, schemas.BacklogAll, schemas.BacklogNone:
+	default:
+		return nil, Permanent(fmt.Errorf("route %s: unknown backlog %q", r.Name, r.Backlog))
 	}
 	switch r.After {
 	case "":
@@ -74,6 +81,8 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		conn:    c,
 		pub:     pub,
 		cps:     newCheckpointStore(rt.Storage.State, r.Name),
+		src:     CheckpointSource{Connection: c.Name, Server: IMAPAddr(&c), User: c.Username, Mailbox: r.Mailbox},
+		foreign: make(map[string]bool),
 		subject: rt.Names.BusSubject(r.Bus, r.Name),
 		source:  "mailbus/" + eventPrefix,
 		idPfx:   eventPrefix,
@@ -85,11 +94,15 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 // imapWorker runs one route: sessions (connect, cycle, wait, cycle...) until ctx ends,
 // with backoff between failed sessions.
 type imapWorker struct {
-	rt      *Runtime
-	route   schemas.Route
-	conn    schemas.Connection
-	pub     *busPublisher
-	cps     *checkpointStore
+	rt    *Runtime
+	route schemas.Route
+	conn  schemas.Connection
+	pub   *busPublisher
+	cps   *checkpointStore
+	src   CheckpointSource // what the checkpoint belongs to
+	// foreign holds the Msg-Ids of events the stream held already though this route never
+	// published them (see awaitAcks), until one of them is stored after all.
+	foreign map[string]bool
 	subject string
 	source  string // ce-source
 	idPfx   string // <connection>/<mailbox>, the event Id without /<uidvalidity>/<uid>
@@ -225,6 +238,13 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 	if err != nil {
 		return err
 	}
+	if change := w.src.changeFrom(cp.Source); change != "" {
+		w.connLog(slog.LevelWarn, EventState, fmt.Sprintf(
+			"checkpoint reset: the route's source changed (%s); backlog %s decides what of the mail in the mailbox is published",
+			change, w.route.Backlog))
+		cp = Checkpoint{}
+	}
+	cp.Source = &w.src
 	s := &imapSession{
 		w: w, c: c, cp: cp, wake: wake,
 		renewAt: w.tokens.renewAt(),

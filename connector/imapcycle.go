@@ -52,14 +52,34 @@ type imapSession struct {
 	// expired); zero: never.
 	renewAt time.Time
 	avgSize int // of the messages of the last batch, for the size of the next
+	// published is cp.PublishedTo before the current batch raised it: a duplicate
+	// acknowledgement up to it may be of an event published before a crash.
+	published uint32
 }
+
+// candidate is a UID the search found above the checkpoint, and whether the route passes it
+// over rather than publishing it.
+type candidate struct {
+	uid  imap.UID
+	pass int // passNone, passBacklog, passSeen
+}
+
+const (
+	passNone    = iota
+	passBacklog // already in the mailbox when the checkpoint began, and left out by backlog
+	passSeen    // already read, and left out by select unseen (counted in skippedSeen)
+)
 
 // fetched is one message of a batch on its way: published and waiting for its
 // acknowledgement, skipped, or to be dead-lettered.
 type fetched struct {
 	uid  imap.UID
-	skip bool // a probe (ProbeHeader): nothing published, no after action (the check
-	// removes its probe itself); the checkpoint moves past it like past any message
+	skip bool // a probe (ProbeHeader), or passed over (see candidate): nothing published,
+	// no after action (the check removes its probe itself); the checkpoint moves past it
+	// like past any message
+	pass    int   // why skipped, for the count and the log
+	retried bool  // published more than once by this worker
+	dup     bool  // the stream acknowledged it as a duplicate of a stored Msg-Id
 	deadErr error // why the mapping rejected it; dead-lettered once the FETCH is over
 	// msg is the event (or dead letter) held for a retry, and fut its publish (which
 	// holds it too); both are let go of once it is acknowledged (release).
@@ -75,8 +95,8 @@ func (f *fetched) result(ctx context.Context) error {
 		return f.err
 	}
 	select {
-	case <-f.fut.Ok():
-		f.err = nil
+	case ack := <-f.fut.Ok():
+		f.err, f.dup = nil, ack.Duplicate
 	case f.err = <-f.fut.Err():
 	case <-ctx.Done():
 		return ctx.Err()
@@ -91,8 +111,8 @@ func (f *fetched) resolved() bool {
 		return true
 	}
 	select {
-	case <-f.fut.Ok():
-		f.err = nil
+	case ack := <-f.fut.Ok():
+		f.err, f.dup = nil, ack.Duplicate
 	case f.err = <-f.fut.Err():
 	default:
 		return false
@@ -117,6 +137,11 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 			return err
 		}
 	}
+	if len(s.cp.Journal) > 0 {
+		if err := s.settle(ctx); err != nil {
+			return err
+		}
+	}
 
 	// An EXISTS from here on may be mail this search misses: keep it for the next wait.
 	select {
@@ -127,11 +152,11 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	if err != nil {
 		return err
 	}
-	if len(uids) > 0 {
-		w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("%d messages to publish", len(uids)))
+	if n := countPublish(uids); n > 0 {
+		w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("%d messages to publish", n))
 	}
 	for len(uids) > 0 {
-		w.status(func(st *schemas.RouteStatus) { st.Pending = int64(len(uids)) })
+		w.status(func(st *schemas.RouteStatus) { st.Pending = int64(countPublish(uids)) })
 		n := min(len(uids), s.batchSize())
 		if err := s.batch(ctx, uids[:n]); err != nil {
 			return err
@@ -169,11 +194,22 @@ func (s *imapSession) selectMailbox(ctx context.Context) error {
 	if sel.UIDValidity != s.cp.UidValidity {
 		if s.cp.UidValidity != 0 {
 			w.connLog(slog.LevelWarn, EventUIDValidity, fmt.Sprintf(
-				"mailbox %q: UIDVALIDITY changed from %d to %d: checkpoint reset, select %s publishes its messages again under new Ids",
-				w.route.Mailbox, s.cp.UidValidity, sel.UIDValidity, w.route.Select),
+				"mailbox %q: UIDVALIDITY changed from %d to %d: checkpoint reset, backlog %s publishes its messages again under new Ids",
+				w.route.Mailbox, s.cp.UidValidity, sel.UIDValidity, w.route.Backlog),
 				"oldUidValidity", s.cp.UidValidity, "uidValidity", sel.UIDValidity)
 		}
-		s.cp = Checkpoint{UidValidity: sel.UIDValidity}
+		// The mail in the mailbox now is the backlog; UIDNEXT says where it ends.
+		top := uint32(sel.UIDNext) - 1
+		if sel.UIDNext == 0 {
+			var err error
+			if top, err = s.highestUID(ctx); err != nil {
+				return err
+			}
+		}
+		s.cp = Checkpoint{Source: &w.src, UidValidity: sel.UIDValidity, Backlog: top}
+		if w.route.Backlog == schemas.BacklogNone {
+			s.cp.LastUid = top
+		}
 		if err := w.cps.Save(ctx, s.cp); err != nil {
 			return err
 		}
@@ -182,32 +218,123 @@ func (s *imapSession) selectMailbox(ctx context.Context) error {
 	return nil
 }
 
-// search returns, in order, the UIDs above the checkpoint that the route selects.
-func (s *imapSession) search(ctx context.Context) ([]imap.UID, error) {
-	last := imap.UID(s.cp.LastUid)
-	crit := &imap.SearchCriteria{UID: []imap.UIDSet{{{Start: last + 1, Stop: 0}}}}
-	if s.w.route.Select == schemas.SelectUnseen {
-		crit.NotFlag = []imap.Flag{imap.FlagSeen}
+// search returns, in UID order, the UIDs above the checkpoint: those the route publishes,
+// and those it passes over (read ones left out by backlog or select unseen), so that the
+// checkpoint moves past them too. Up to cp.Backlog the route's backlog rule applies,
+// above it its select rule.
+func (s *imapSession) search(ctx context.Context) ([]candidate, error) {
+	r := s.w.route
+	last := s.cp.LastUid
+	var out []candidate
+	if last < s.cp.Backlog && r.Backlog != schemas.BacklogNone {
+		c, err := s.searchRange(ctx, last+1, s.cp.Backlog, r.Backlog == schemas.BacklogUnseen, passBacklog)
+		if err != nil {
+			return nil, err
+		}
+		out = c
+		last = s.cp.Backlog
 	}
+	c, err := s.searchRange(ctx, max(last, s.cp.Backlog)+1, 0, r.Select == schemas.SelectUnseen, passSeen)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, c...), nil
+}
+
+// searchRange finds the UIDs from..to (to 0: the highest); with unseen, the read ones are
+// marked pass.
+func (s *imapSession) searchRange(ctx context.Context, from, to uint32, unseen bool, pass int) ([]candidate, error) {
+	crit := &imap.SearchCriteria{UID: []imap.UIDSet{{{Start: imap.UID(from), Stop: imap.UID(to)}}}}
 	var data *imap.SearchData
+	var seen map[imap.UID]bool
 	err := within(ctx, imapCommandTimeout, s.c, func() (err error) {
-		data, err = s.c.UIDSearch(crit, nil).Wait()
-		return err
+		if data, err = s.c.UIDSearch(crit, nil).Wait(); err != nil || !unseen {
+			return err
+		}
+		// The read ones, in a search of their own: the server tells the flags, so a
+		// message read between two searches is at worst published, never missed.
+		read, err := s.c.UIDSearch(&imap.SearchCriteria{UID: crit.UID, Flag: []imap.Flag{imap.FlagSeen}}, nil).Wait()
+		if err != nil {
+			return err
+		}
+		seen = make(map[imap.UID]bool)
+		for _, u := range read.AllUIDs() {
+			seen[u] = true
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("uid search: %w", err)
 	}
-	// "n:*" always matches the highest UID, even below n: drop what is not above last.
-	uids := slices.DeleteFunc(data.AllUIDs(), func(u imap.UID) bool { return u <= last })
+	// "n:*" always matches the highest UID, even below n: drop what is not above from.
+	uids := slices.DeleteFunc(data.AllUIDs(), func(u imap.UID) bool {
+		return u < imap.UID(from) || (to != 0 && u > imap.UID(to))
+	})
 	slices.Sort(uids)
-	return uids, nil
+	out := make([]candidate, len(uids))
+	for i, u := range uids {
+		out[i] = candidate{uid: u}
+		if seen[u] {
+			out[i].pass = pass
+		}
+	}
+	return out, nil
+}
+
+// highestUID is the highest UID in the selected mailbox, for a server that did not tell
+// UIDNEXT; 0 when the mailbox is empty.
+func (s *imapSession) highestUID(ctx context.Context) (uint32, error) {
+	var data *imap.SearchData
+	err := within(ctx, imapCommandTimeout, s.c, func() (err error) {
+		data, err = s.c.UIDSearch(&imap.SearchCriteria{}, nil).Wait()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("uid search: %w", err)
+	}
+	var top imap.UID
+	for _, u := range data.AllUIDs() {
+		top = max(top, u)
+	}
+	return uint32(top), nil
+}
+
+func countPublish(c []candidate) int {
+	n := 0
+	for _, x := range c {
+		if x.pass == passNone {
+			n++
+		}
+	}
+	return n
 }
 
 // batch fetches, maps and publishes the messages uids, then waits for the acknowledgements
 // and, for the acknowledged run of UIDs from the lowest, applies the after action and
 // only then moves the checkpoint. A crash anywhere leaves the checkpoint at or below what
 // the mailbox shows; republishing uses the same Msg-Ids, which the stream deduplicates.
-func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
+func (s *imapSession) batch(ctx context.Context, cands []candidate) error {
+	var uids []imap.UID
+	var got []*fetched
+	for _, c := range cands {
+		if c.pass == passNone {
+			uids = append(uids, c.uid)
+		} else {
+			got = append(got, &fetched{uid: c.uid, skip: true, pass: c.pass})
+		}
+	}
+	if len(uids) == 0 {
+		return s.apply(ctx, got)
+	}
+	// Written before publishing: after a crash, a duplicate acknowledgement up to here may
+	// be of an event published before it (see awaitAcks).
+	s.published = s.cp.PublishedTo
+	if top := uint32(slices.Max(uids)); top > s.cp.PublishedTo {
+		s.cp.PublishedTo = top
+		if err := s.w.cps.Save(ctx, s.cp); err != nil {
+			return err
+		}
+	}
 	start := time.Now()
 	fetch := s.c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{
 		UID: true, RFC822Size: true, InternalDate: true,
@@ -215,7 +342,6 @@ func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
 	})
 	watch := newProgressWatch(s.c, imapCommandTimeout)
 	defer watch.stop()
-	var got []*fetched
 	var size, sized int // bytes and number of the literals, for avgSize
 	oldest := 0         // of got, the first not yet known to be acknowledged (throttle)
 	for {
@@ -429,7 +555,8 @@ func isProbe(ev *schemas.Event) bool {
 	return false
 }
 
-// eventID is <connection>/<mailbox>/<uidvalidity>/<uid>: the Id and Msg-Id of the event.
+// eventID is <connection>/<mailbox>/<uidvalidity>/<uid>: the Id of the event (its Msg-Id
+// is <route>/<Id>).
 func (s *imapSession) eventID(uid imap.UID) string {
 	return s.w.idPfx + "/" + strconv.FormatUint(uint64(s.cp.UidValidity), 10) + "/" + strconv.FormatUint(uint64(uid), 10)
 }
@@ -449,7 +576,8 @@ func (w *imapWorker) eventMsg(ev *schemas.Event, data []byte) *nats.Msg {
 		t = *ev.ReceivedAt
 	}
 	h := m.Header
-	h.Set(jetstream.MsgIDHeader, ev.Id)
+	// Unique per route and mail: two routes on one mailbox and one bus each store theirs.
+	h.Set(jetstream.MsgIDHeader, ev.Route+"/"+ev.Id)
 	h.Set("Content-Type", "application/json")
 	h.Set("ce-specversion", "1.0")
 	h.Set("ce-id", ev.Id)
@@ -505,10 +633,22 @@ func (s *imapSession) release(f *fetched) {
 
 // awaitAcks waits, in UID order, for each event to be acknowledged, publishing it again
 // (same Msg-Id) when it failed. It returns how many of got, from the first, are done.
+//
+// A duplicate acknowledgement is success when this route may have published the event
+// before: a retry here, or a UID up to the PublishedTo of an earlier run. Otherwise the
+// stream holds an event of this route's Msg-Id that the route never published (a route
+// deleted and created again, a connection pointed at another server whose UIDs happen to
+// match, or another deployment on the same stream): the mail would be lost, so it counts
+// as not acknowledged, and is published again once the duplicate window is over.
 func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error) {
+	w := s.w
 	for i, f := range got {
 		if f.skip {
 			continue
+		}
+		id := w.route.Name + "/" + s.eventID(f.uid)
+		if f.deadErr != nil {
+			id = "dead/" + id
 		}
 		if f.msg != nil { // else: acknowledged while throttling
 			for attempt := 1; ; attempt++ {
@@ -523,21 +663,37 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 				if err := sleepCtx(ctx, time.Duration(attempt)*250*time.Millisecond); err != nil {
 					return i, err
 				}
-				if f.fut, err = s.w.pub.publish(ctx, f.msg); err != nil {
+				if f.fut, err = w.pub.publish(ctx, f.msg); err != nil {
 					return i, err
 				}
-				f.done = false
+				f.done, f.retried = false, true
 			}
 			s.release(f)
 		}
-		if f.deadErr == nil {
-			s.w.connLog(slog.LevelDebug, EventPublished, "published "+s.eventID(f.uid), "uid", f.uid)
+		switch {
+		case f.dup && (w.foreign[id] || !f.retried && uint32(f.uid) > s.published):
+			w.foreign[id] = true
+			w.met.duplicate()
+			w.status(func(st *schemas.RouteStatus) { st.Duplicates++ })
+			w.connLog(slog.LevelWarn, EventError, "the stream already holds an event with Msg-Id "+id+
+				" that this route did not publish; the message is left as it is and published again once the duplicate window is over", "uid", f.uid)
+			return i, fmt.Errorf("publish %s: the stream holds this Msg-Id from an event this route did not publish: waiting for the duplicate window to pass", id)
+		case f.dup:
+			w.met.duplicate()
+		default:
+			delete(w.foreign, id)
+			w.met.done(f.deadErr != nil)
+			if f.deadErr == nil {
+				w.connLog(slog.LevelDebug, EventPublished, "published "+s.eventID(f.uid), "uid", f.uid)
+			}
 		}
-		s.w.met.done(f.deadErr != nil)
-		s.w.status(func(st *schemas.RouteStatus) {
-			if f.deadErr != nil {
+		w.status(func(st *schemas.RouteStatus) {
+			switch {
+			case f.dup:
+				st.Duplicates++
+			case f.deadErr != nil:
 				st.DeadLettered++
-			} else {
+			default:
 				st.Published++
 			}
 		})
@@ -545,31 +701,49 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 	return len(got), nil
 }
 
-// apply runs the after action on the acknowledged messages done (in UID order), then
-// moves the checkpoint past the last of them. Nothing here runs for a message whose event
-// was not acknowledged.
+// apply moves the checkpoint past the acknowledged messages done (in UID order) and the
+// ones passed over, with the UIDs to act on in its journal, then runs the after action on
+// them (settle). Nothing here runs for a message whose event was not acknowledged. Should
+// the action fail, or the process die before it ran, the next cycle runs it on the
+// journal's UIDs without publishing them again.
 func (s *imapSession) apply(ctx context.Context, done []*fetched) error {
 	if len(done) == 0 {
 		return nil
 	}
-	var set imap.UIDSet
+	w := s.w
+	var seen int
 	for _, f := range done {
-		if !f.skip {
-			set.AddNum(f.uid)
+		switch {
+		case f.pass == passSeen:
+			seen++
+			w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("UID %d skipped: already read, and the route selects unseen mail", f.uid), "uid", f.uid)
+		case !f.skip && w.route.After != schemas.AfterNone:
+			s.cp.Journal = append(s.cp.Journal, uint32(f.uid))
 		}
-	}
-	if len(set) > 0 {
-		if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
-			return fmt.Errorf("after %s: %w", s.w.route.After, err)
-		}
-		s.w.connLog(slog.LevelDebug, EventAction, fmt.Sprintf("%s: %d messages", s.w.route.After, len(done)))
 	}
 	s.cp.LastUid = uint32(done[len(done)-1].uid)
-	if err := s.w.cps.Save(ctx, s.cp); err != nil {
+	if err := w.cps.Save(ctx, s.cp); err != nil {
 		return err
 	}
-	s.w.status(func(st *schemas.RouteStatus) { st.LastUid = s.cp.LastUid })
-	return nil
+	w.status(func(st *schemas.RouteStatus) { st.LastUid, st.SkippedSeen = s.cp.LastUid, st.SkippedSeen+uint64(seen) })
+	if len(s.cp.Journal) == 0 {
+		return nil
+	}
+	return s.settle(ctx)
+}
+
+// settle runs the after action on the UIDs of the checkpoint's journal, then empties it.
+func (s *imapSession) settle(ctx context.Context) error {
+	var set imap.UIDSet
+	for _, u := range s.cp.Journal {
+		set.AddNum(imap.UID(u))
+	}
+	if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
+		return fmt.Errorf("after %s: %w", s.w.route.After, err)
+	}
+	s.w.connLog(slog.LevelDebug, EventAction, fmt.Sprintf("%s: %d messages", s.w.route.After, len(s.cp.Journal)))
+	s.cp.Journal = nil
+	return s.w.cps.Save(ctx, s.cp)
 }
 
 func (s *imapSession) after(set imap.UIDSet) error {
