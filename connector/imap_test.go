@@ -19,6 +19,7 @@ import (
 
 // TestIMAPCycle runs the whole cycle for each select and after: three messages (the second
 // already seen) are in the mailbox when the route starts, a fourth arrives while it idles.
+// With select all the route takes its backlog all too.
 func TestIMAPCycle(t *testing.T) {
 	for _, sel := range []string{schemas.SelectUnseen, schemas.SelectAll} {
 		for _, after := range []string{schemas.AfterMarkRead, schemas.AfterNone, schemas.AfterDelete, schemas.AfterMove} {
@@ -34,6 +35,9 @@ func TestIMAPCycle(t *testing.T) {
 				srv.append(t, "INBOX", testMail(3, ""))
 				rt := newIMAPRuntime(t, n)
 				route := imapRoute("r_"+sel+"_"+after, sel, after)
+				if sel == schemas.SelectAll {
+					route.Backlog = schemas.BacklogAll
+				}
 				runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 				waitRouteIdle(t, rt, route.Name, 3)
 				srv.append(t, "INBOX", testMail(4, ""))
@@ -122,7 +126,7 @@ func TestIMAPEventHeaders(t *testing.T) {
 	}
 	h := msgs[0].Header
 	for k, want := range map[string]string{
-		"Nats-Msg-Id": ev.Id, "Content-Type": "application/json", "ce-specversion": "1.0",
+		"Nats-Msg-Id": ev.Route + "/" + ev.Id, "Content-Type": "application/json", "ce-specversion": "1.0",
 		"ce-id": ev.Id, "ce-type": "mail.received", "ce-source": "mailbus/c1/INBOX",
 		"ce-time": ev.ReceivedAt.Format(time.RFC3339),
 	} {
@@ -208,7 +212,7 @@ func TestIMAPDeadLetter(t *testing.T) {
 	if d.Route != route.Name || d.Connection != "c1" || d.Mailbox != "INBOX" || d.Uid != 2 || d.UidValidity == 0 || d.Error == "" || d.RawRef == nil {
 		t.Fatalf("dead letter %+v", d)
 	}
-	if id := dead[0].Header.Get("Nats-Msg-Id"); id != fmt.Sprintf("dead/c1/INBOX/%d/2", d.UidValidity) {
+	if id := dead[0].Header.Get("Nats-Msg-Id"); id != fmt.Sprintf("dead/%s/c1/INBOX/%d/2", route.Name, d.UidValidity) {
 		t.Errorf("dead letter Msg-Id %q", id)
 	}
 	// The raw copy is what the server serves as BODY[] (go-imap's memory server serves
