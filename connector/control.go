@@ -49,6 +49,7 @@ type control struct {
 	js       jetstream.JetStream
 	names    Names
 	state    jetstream.KeyValue // route checkpoints; nil: none to remove
+	probes   *probeKeys         // signs the check's probe; nil: unsigned
 }
 
 // handler serves one command: the request body in, the reply out (OK is set by the caller)
@@ -256,7 +257,13 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		}
 		ts = newTokenSource(&conn, tokens)
 	}
-	return checkConnection(ctx, conn, mailboxes, ts), nil
+	var probeKey []byte
+	if c.probes != nil {
+		if probeKey, err = c.probes.get(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return signedCheck(ctx, conn, mailboxes, ts, probeKey), nil
 }
 
 // connectionLog reads a connection's log from its stream, so any replica can answer.

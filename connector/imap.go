@@ -245,8 +245,12 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 		cp = Checkpoint{}
 	}
 	cp.Source = &w.src
+	probeKey, err := w.rt.probeKeys().get(ctx)
+	if err != nil {
+		return err
+	}
 	s := &imapSession{
-		w: w, c: c, cp: cp, wake: wake,
+		w: w, c: c, cp: cp, wake: wake, probeKey: probeKey,
 		renewAt: w.tokens.renewAt(),
 		idle:    caps.Has(imap.CapIdle) && w.conn.IdleEnabled(),
 		move:    caps.Has(imap.CapMove),

@@ -52,6 +52,7 @@ type imapSession struct {
 	// expired); zero: never.
 	renewAt time.Time
 	avgSize int // of the messages of the last batch, for the size of the next
+	probeKey []byte // see isProbe
 	// published is cp.PublishedTo before the current batch raised it: a duplicate
 	// acknowledgement up to it may be of an event published before a crash.
 	published uint32
@@ -450,7 +451,7 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 	case !seen:
 		f.deadErr = errors.New("the server returned no body")
 		return f, nil
-	case isProbe(ev):
+	case isProbe(ev, s.probeKey):
 		f.skip = true
 		return f, nil
 	}
@@ -546,9 +547,11 @@ func (w *imapWorker) headers() []string {
 	return append(slices.Clip(w.route.Headers), ProbeHeader)
 }
 
-func isProbe(ev *schemas.Event) bool {
+// isProbe reports whether ev is the connection check's probe: its ProbeHeader carries a
+// value signed with key. Any other message with the header is ordinary mail.
+func isProbe(ev *schemas.Event, key []byte) bool {
 	for _, h := range ev.CustomHeaders {
-		if strings.EqualFold(h.Name, ProbeHeader) {
+		if strings.EqualFold(h.Name, ProbeHeader) && slices.ContainsFunc(h.ListValues, func(v string) bool { return probeSigned(key, v) }) {
 			return true
 		}
 	}

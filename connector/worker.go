@@ -52,6 +52,10 @@ type Runtime struct {
 	// defs stores the refresh token an OAuth2 token endpoint replaces; nil (a Runtime made
 	// outside a Connector) keeps it in memory only.
 	defs *store
+
+	// probes signs and checks the connection check's probe (see probeKeys).
+	probes    *probeKeys
+	probeOnce sync.Once
 }
 
 // StatusBoard holds the status of the routes this replica runs, for route.status.
