@@ -50,8 +50,8 @@ type imapSession struct {
 	// renewAt ends the session between cycles, so that the next one logs in with a new
 	// access token before the old one expires (Microsoft 365 drops a session whose token
 	// expired); zero: never.
-	renewAt time.Time
-	avgSize int // of the messages of the last batch, for the size of the next
+	renewAt  time.Time
+	avgSize  int    // of the messages of the last batch, for the size of the next
 	probeKey []byte // see isProbe
 	// published is cp.PublishedTo before the current batch raised it: a duplicate
 	// acknowledgement up to it may be of an event published before a crash.

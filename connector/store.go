@@ -223,7 +223,9 @@ func (s *store) ListConnections(ctx context.Context) ([]schemas.Connection, erro
 	})
 }
 
-// PutRoute validates and stores a route whose connection exists.
+// PutRoute validates and stores a route whose connection exists. Routes may share a
+// mailbox (each gets every mail it selects), except when one of them deletes or moves what
+// it took: the others would lose that mail, so such a put is refused with a conflict.
 func (s *store) PutRoute(ctx context.Context, in schemas.Route) (schemas.Route, error) {
 	if e := validateRoute(&in); e != nil {
 		return in, e
@@ -247,11 +249,49 @@ func (s *store) PutRoute(ctx context.Context, in schemas.Route) (schemas.Route, 
 		} else if !ok {
 			return errInvalid("connection", "no connection named %s", in.Connection)
 		}
+		if e, err := s.sharedMailbox(ctx, &in); e != nil || err != nil {
+			if err != nil {
+				return err
+			}
+			return e
+		}
 		out = in
 		out.Revision, err = s.write(ctx, key, rev, out)
 		return err
 	})
 	return out, err
+}
+
+// sharedMailbox refuses r when it would share its connection and mailbox with another route
+// and one of the two deletes or moves the mail it took.
+func (s *store) sharedMailbox(ctx context.Context, r *schemas.Route) (*schemas.Error, error) {
+	routes, err := s.ListRoutes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	removes := func(after string) bool { return after == schemas.AfterDelete || after == schemas.AfterMove }
+	for _, o := range routes {
+		if o.Name == r.Name || o.Connection != r.Connection || !sameMailbox(o.Mailbox, r.Mailbox) {
+			continue
+		}
+		switch {
+		case removes(r.After):
+			return errConflict("after", "route %s reads mailbox %s of connection %s too: with after %s this route would take the mail away from it; use after markRead or none, or another mailbox",
+				o.Name, r.Mailbox, r.Connection, r.After), nil
+		case removes(o.After):
+			return errConflict("mailbox", "route %s reads mailbox %s of connection %s with after %s, which takes the mail away from every other route on it; use another mailbox, or change route %s first",
+				o.Name, r.Mailbox, r.Connection, o.After, o.Name), nil
+		}
+	}
+	return nil, nil
+}
+
+// sameMailbox compares mailbox names as IMAP does: INBOX in any case is INBOX.
+func sameMailbox(a, b string) bool {
+	if strings.EqualFold(a, defaultMailbox) && strings.EqualFold(b, defaultMailbox) {
+		return true
+	}
+	return a == b
 }
 
 // GetRoute reads one route.
