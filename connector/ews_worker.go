@@ -130,6 +130,7 @@ type ewsWorker struct {
 	// acknowledgement for one of these may be of an event published before a crash.
 	published map[string]bool
 	foreign   map[string]bool // as imapWorker.foreign
+	legacy    bool            // st was written by an earlier version
 }
 
 // Run implements Worker. It returns only when ctx ends: failures are retried here, with
@@ -342,6 +343,9 @@ func (w *ewsWorker) loadState(ctx context.Context) error {
 			change, w.route.Backlog))
 		st = ewsState{}
 	}
+	// A state of an earlier version records no source and no Publishing: any of its items
+	// may have been published.
+	w.legacy = st.Source == nil && w.state.rev != 0
 	st.Source = &w.src
 	w.st = st
 	return nil
@@ -567,7 +571,7 @@ func (w *ewsWorker) ack(ctx context.Context, p *ewsPending) error {
 	id := p.msg.Header.Get(jetstream.MsgIDHeader)
 	// As for IMAP (imapSession.awaitAcks): a duplicate of an event this route never
 	// published is not taken for its own.
-	if dup && (w.foreign[id] || !p.retried && !w.published[p.item.ID.ID]) {
+	if dup && (w.foreign[id] || !p.retried && !w.legacy && !w.published[p.item.ID.ID]) {
 		w.foreign[id] = true
 		w.met.duplicate()
 		w.status(func(s *schemas.RouteStatus) { s.Duplicates++ })

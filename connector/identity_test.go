@@ -625,3 +625,32 @@ func TestRoutePutSharedMailboxConflict(t *testing.T) {
 		t.Errorf("%q does not name the other route", e.Message)
 	}
 }
+
+// TestIMAPLegacyCheckpointAdopted: a checkpoint written before checkpoints recorded their
+// source is taken as the route's own, not reset: an upgrade publishes nothing again.
+func TestIMAPLegacyCheckpointAdopted(t *testing.T) {
+	n := startBusNATS(t)
+	srv := startMemIMAP(t, memCaps...)
+	for i := 1; i <= 3; i++ {
+		srv.append(t, "INBOX", testMail(i, ""))
+	}
+	ctx := context.Background()
+	if _, err := n.st.State.Put(ctx, connector.RouteKey("legacy"), []byte(`{"uidValidity":1,"lastUid":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	rt := newIMAPRuntime(t, n)
+	route := imapRoute("legacy", "", schemas.AfterNone)
+	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	waitRouteIdle(t, rt, route.Name, 3)
+	if got := uidsOf(busEvents(t, n, 1, route.Name)); !slices.Equal(got, []uint32{3}) {
+		t.Fatalf("events for UIDs %v, want 3 only", got)
+	}
+	e, err := n.st.State.Get(ctx, connector.RouteKey("legacy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cp connector.Checkpoint
+	if err := json.Unmarshal(e.Value(), &cp); err != nil || cp.Source == nil || cp.Source.Mailbox != "INBOX" || cp.Source.User != "alice" {
+		t.Errorf("checkpoint %s: want its source recorded", e.Value())
+	}
+}

@@ -244,13 +244,16 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 			change, w.route.Backlog))
 		cp = Checkpoint{}
 	}
+	// A checkpoint of an earlier version records no source and no PublishedTo: whatever
+	// the mailbox holds may have been published (see selectMailbox).
+	legacy := cp.Source == nil && cp.UidValidity != 0
 	cp.Source = &w.src
 	probeKey, err := w.rt.probeKeys().get(ctx)
 	if err != nil {
 		return err
 	}
 	s := &imapSession{
-		w: w, c: c, cp: cp, wake: wake, probeKey: probeKey,
+		w: w, c: c, cp: cp, wake: wake, probeKey: probeKey, legacy: legacy,
 		renewAt: w.tokens.renewAt(),
 		idle:    caps.Has(imap.CapIdle) && w.conn.IdleEnabled(),
 		move:    caps.Has(imap.CapMove),

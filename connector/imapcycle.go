@@ -53,6 +53,7 @@ type imapSession struct {
 	renewAt  time.Time
 	avgSize  int    // of the messages of the last batch, for the size of the next
 	probeKey []byte // see isProbe
+	legacy   bool   // cp was written by an earlier version, without PublishedTo
 	// published is cp.PublishedTo before the current batch raised it: a duplicate
 	// acknowledgement up to it may be of an event published before a crash.
 	published uint32
@@ -214,7 +215,11 @@ func (s *imapSession) selectMailbox(ctx context.Context) error {
 		if err := w.cps.Save(ctx, s.cp); err != nil {
 			return err
 		}
+	} else if s.legacy {
+		// Its events may all have been published, up to the last mail there now.
+		s.cp.PublishedTo = max(s.cp.PublishedTo, uint32(max(sel.UIDNext, 1)-1))
 	}
+	s.legacy = false
 	w.status(func(st *schemas.RouteStatus) { st.UidValidity, st.LastUid = s.cp.UidValidity, s.cp.LastUid })
 	return nil
 }
