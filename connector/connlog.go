@@ -205,18 +205,18 @@ func (n msgNote) ref() string {
 	return fmt.Sprintf("UID %d", n.uid)
 }
 
-// args are the note as key, value pairs: uid or itemId, then the rest.
-func (n msgNote) args() []any {
-	a := make([]any, 0, 14)
+// refArg is ref as a key, value pair: uid or itemId.
+func (n msgNote) refArg() (string, any) {
 	if n.item != "" {
-		a = append(a, "itemId", n.item)
-	} else {
-		a = append(a, "uid", n.uid)
+		return "itemId", n.item
 	}
-	if n.messageID != "" || n.subject != "" || n.size != 0 {
-		a = append(a, "messageId", n.messageID, "subject", n.subject, "size", n.size)
-	}
-	return append(a, "eventId", n.eventID, "bus", n.bus)
+	return "uid", n.uid
+}
+
+// args are the note of a published message as key, value pairs.
+func (n msgNote) args() []any {
+	key, val := n.refArg()
+	return []any{key, val, "messageId", n.messageID, "subject", n.subject, "size", n.size, "eventId", n.eventID, "bus", n.bus}
 }
 
 // wants reports whether an entry of level and event would be written anywhere, so that
@@ -279,7 +279,7 @@ func (r *routeLog) connected(addr string) {
 		return
 	}
 	user := r.c.Username
-	if r.c.Domain != "" && r.c.Auth == schemas.AuthWindows {
+	if r.c.Domain != "" { // Exchange: DOMAIN\user, as the server is given it
 		user = r.c.Domain + `\` + user
 	}
 	r.log(slog.LevelDebug, EventLogin, fmt.Sprintf("logged in as %s (auth %s)", user, r.c.Auth),
@@ -323,8 +323,9 @@ func (r *routeLog) publishedMsg(n msgNote) {
 // UID or item and the event Id) and why.
 func (r *routeLog) deadLettered(n msgNote, why error) {
 	r.dead++
+	key, val := n.refArg()
 	r.log(slog.LevelWarn, EventError, fmt.Sprintf("%s cannot become an event, dead-lettered as %s: %v", n.ref(), n.eventID, why),
-		append(n.args(), "error", why.Error())...)
+		key, val, "eventId", n.eventID, "error", why.Error())
 }
 
 // acted logs the after action run on n messages of the mailbox, less those actionFailed
@@ -350,8 +351,9 @@ func (r *routeLog) acted(after, moveTo string, n int, which string) {
 // the mailbox to be published again (and deduplicated).
 func (r *routeLog) actionFailed(after string, n msgNote, err error) {
 	r.refused++
+	key, val := n.refArg()
 	r.log(slog.LevelError, EventAction, fmt.Sprintf("%s %s (%s): %v", after, n.ref(), n.eventID, err),
-		append(n.args(), "action", after, "error", err.Error())...)
+		key, val, "eventId", n.eventID, "action", after, "error", err.Error())
 }
 
 // failed logs that the route's session or cycle failed and what happens next: state
