@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"mime"
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,6 +73,20 @@ func controlRequest(t *testing.T, rt *Runtime, op string, body any) (schemas.Rep
 // connection's log read through connection.log (decoded and raw) and the events.
 func runLoggedRoute(t *testing.T, rt *Runtime, spec RouteSpec, newWorker WorkerFactory, want int) ([]schemas.LogEntry, []byte, []schemas.Event) {
 	t.Helper()
+	stop := startLoggedRoute(t, rt, spec, newWorker)
+	ewsWaitFor(t, "the route done and idle", func() bool {
+		st := ewsRouteStatus(rt, spec.Route.Name)
+		return st.Published == uint64(want) && st.DeadLettered == 1 && st.State == schemas.StateIdle
+	})
+	stop()
+	entries, raw := readRouteLog(t, rt, spec.Connection.Name)
+	return entries, raw, ewsEvents(t, rt, spec.Route.Name, spec.Route.Bus)
+}
+
+// startLoggedRoute saves the connection through the control service and runs the route
+// until stop, which waits for the worker to end.
+func startLoggedRoute(t *testing.T, rt *Runtime, spec RouteSpec, newWorker WorkerFactory) (stop func()) {
+	t.Helper()
 	controlRequest(t, rt, "connection.put", spec.Connection)
 	w, err := newWorker(rt, spec)
 	if err != nil {
@@ -84,24 +100,29 @@ func runLoggedRoute(t *testing.T, rt *Runtime, spec RouteSpec, newWorker WorkerF
 			t.Errorf("Run() = %v", err)
 		}
 	}()
-	ewsWaitFor(t, "the route done and idle", func() bool {
-		st := ewsRouteStatus(rt, spec.Route.Name)
-		return st.Published == uint64(want) && st.DeadLettered == 1 && st.State == schemas.StateIdle
-	})
-	cancel()
-	<-done
-	// Every entry of the route has been written; wait for JetStream to have them all.
+	stop = func() {
+		cancel()
+		<-done
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// readRouteLog reads a connection's log through connection.log once every entry written
+// so far reached JetStream.
+func readRouteLog(t *testing.T, rt *Runtime, name string) ([]schemas.LogEntry, []byte) {
+	t.Helper()
 	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer fcancel()
 	if err := rt.ConnLog.Flush(fctx); err != nil {
 		t.Fatalf("Flush() = %v", err)
 	}
-	r, raw := controlRequest(t, rt, "connection.log", map[string]any{"name": spec.Connection.Name, "limit": 10000})
+	r, raw := controlRequest(t, rt, "connection.log", map[string]any{"name": name, "limit": 10000})
 	if testing.Verbose() {
-		text, _ := controlRequest(t, rt, "connection.log", map[string]any{"name": spec.Connection.Name, "format": "text"})
-		t.Logf("connection.log of %s:\n%s", spec.Connection.Name, text.Text)
+		text, _ := controlRequest(t, rt, "connection.log", map[string]any{"name": name, "format": "text"})
+		t.Logf("connection.log of %s:\n%s", name, text.Text)
 	}
-	return r.Entries, raw, ewsEvents(t, rt, spec.Route.Name, spec.Route.Bus)
+	return r.Entries, raw
 }
 
 // checkRouteLog checks a route's log at level against its events; ref is the field
@@ -274,4 +295,63 @@ func startConnLogIMAP(t *testing.T) (string, *imapmemserver.User) {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String(), user
+}
+
+// TestRouteConnLogScrubsSecrets: an Exchange server that quotes the access token it was
+// given in an item's error: the dead letter's entry says so with the token redacted, in the
+// connection log and in the process log alike; neither holds the client secret.
+func TestRouteConnLogScrubsSecrets(t *testing.T) {
+	rt := connLogRuntime(t)
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	rt.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ts := StartTokenServer(t, time.Hour, false)
+	f := newFakeEWS(t, false)
+	f.auth, f.validToken = "bearer", ts.Valid
+	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec.Connection = ewsOAuthConn(f, ts)
+	spec.Connection.LogLevel, spec.Connection.PollInterval = schemas.LogFull, schemas.Duration(time.Second)
+	stop := startLoggedRoute(t, rt, spec, NewExchangeWorker)
+	ewsWaitFor(t, "an access token issued", func() bool { return ts.Count("client_credentials") > 0 })
+	var token string
+	for _, s := range ts.Secrets() {
+		if ts.Valid(s) {
+			token = s
+		}
+	}
+	if token == "" {
+		t.Fatal("no valid access token issued")
+	}
+	ids := f.add(2)
+	f.mu.Lock()
+	f.badItems[ids[1]] = "ErrorCorruptData(" + token + ")"
+	f.mu.Unlock()
+	ewsWaitFor(t, "one item published and one dead-lettered", func() bool {
+		st := ewsRouteStatus(rt, spec.Route.Name)
+		return st.Published == 1 && st.DeadLettered == 1 && st.State == schemas.StateIdle
+	})
+	stop()
+	entries, raw := readRouteLog(t, rt, spec.Connection.Name)
+
+	var dead bool
+	for _, e := range entries {
+		dead = dead || e.Event == EventError && strings.Contains(e.Message, "ErrorCorruptData([redacted])")
+	}
+	if !dead {
+		t.Errorf("no dead letter entry quoting the server with the token redacted: %+v", entries)
+	}
+	logMu.Lock()
+	proc := logs.String()
+	logMu.Unlock()
+	if !strings.Contains(proc, "ErrorCorruptData([redacted])") {
+		t.Errorf("process log does not quote the server with the token redacted:\n%s", proc)
+	}
+	for _, secret := range ts.Secrets() {
+		if bytes.Contains(raw, []byte(secret)) {
+			t.Errorf("connection.log holds the secret %q", secret)
+		}
+		if strings.Contains(proc, secret) {
+			t.Errorf("process log holds the secret %q", secret)
+		}
+	}
 }
