@@ -185,6 +185,7 @@ type msgNote struct {
 	size      int64
 	eventID   string
 	bus       int
+	moved     []string // what fitPayload moved to the object store, from the event's warnings
 }
 
 // maxNoteSubject bounds the subject a log entry repeats: a subject may be any length.
@@ -193,8 +194,14 @@ const maxNoteSubject = 500
 // noteOf takes the note of ev (its Id, Bus and Uid set); item is the EWS ItemId, "" for
 // IMAP.
 func noteOf(ev *schemas.Event, item string) msgNote {
-	return msgNote{uid: ev.Uid, item: item, messageID: ev.MessageId, subject: truncateUTF8(ev.Subject, maxNoteSubject),
+	n := msgNote{uid: ev.Uid, item: item, messageID: ev.MessageId, subject: truncateUTF8(ev.Subject, maxNoteSubject),
 		size: ev.Size, eventID: ev.Id, bus: ev.Bus}
+	for _, w := range ev.Warnings {
+		if strings.Contains(w, "NATS max payload") {
+			n.moved = append(n.moved, w)
+		}
+	}
+	return n
 }
 
 // ref names the message in the mailbox: "UID 42" or "item AAMk...".
@@ -308,9 +315,14 @@ func (r *routeLog) polled(mailbox string) {
 		"mailbox", mailbox, "found", found, "published", published, "deadLettered", dead)
 }
 
-// publishedMsg logs a message whose event JetStream acknowledged.
+// publishedMsg logs a message whose event JetStream acknowledged, after a warning for
+// each part moved out of its event to fit the NATS max payload.
 func (r *routeLog) publishedMsg(n msgNote) {
 	r.published++
+	key, val := n.refArg()
+	for _, m := range n.moved {
+		r.log(slog.LevelWarn, EventPublished, fmt.Sprintf("%s: %s", n.ref(), m), key, val, "eventId", n.eventID)
+	}
 	if !r.wants(slog.LevelDebug, EventPublished) {
 		return
 	}

@@ -345,11 +345,6 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 	if err != nil {
 		return nil, err
 	}
-	for _, warn := range ev.Warnings {
-		if strings.Contains(warn, "NATS max payload") {
-			w.connLog(slog.LevelWarn, EventPublished, warn, "uid", uid)
-		}
-	}
 	f.msg, f.note = w.eventMsg(ev, data), noteOf(ev, "")
 	if f.fut, err = w.pub.publish(ctx, f.msg); err != nil {
 		return nil, err
