@@ -155,7 +155,7 @@ func wanted(level string, e schemas.LogEntry) bool {
 // routeLog is the log of one route, the single path by which the IMAP and the Exchange
 // workers say what they do: each entry goes to the process log (at its slog level) and,
 // when the connection's logLevel wants it, to the connection log. Both copies are scrubbed
-// of the connection's secrets and of the access tokens its token source was given. A
+// of the connection's secrets and of the tokens its token source was given. A
 // routeLog also counts the messages of the poll in progress for its poll entry, so it is
 // for the worker's goroutine only. A nil ConnLog writes the process log only.
 type routeLog struct {
@@ -192,10 +192,10 @@ type msgNote struct {
 const maxNoteSubject = 500
 
 // noteOf takes the note of ev (its Id, Bus and Uid set); item is the EWS ItemId, "" for
-// IMAP.
+// IMAP. The strings are copied, so that the note holds on to nothing of the mapping's.
 func noteOf(ev *schemas.Event, item string) msgNote {
-	n := msgNote{uid: ev.Uid, item: item, messageID: ev.MessageId, subject: truncateUTF8(ev.Subject, maxNoteSubject),
-		size: ev.Size, eventID: ev.Id, bus: ev.Bus}
+	n := msgNote{uid: ev.Uid, item: item, messageID: strings.Clone(ev.MessageId),
+		subject: strings.Clone(truncateUTF8(ev.Subject, maxNoteSubject)), size: ev.Size, eventID: ev.Id, bus: ev.Bus}
 	for _, w := range ev.Warnings {
 		if strings.Contains(w, "NATS max payload") {
 			n.moved = append(n.moved, w)
