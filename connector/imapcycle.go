@@ -87,8 +87,9 @@ type fetched struct {
 	// holds it too); both are let go of once it is acknowledged (release).
 	msg  *nats.Msg
 	fut  jetstream.PubAckFuture
-	done bool  // fut has resolved (err holds how)
-	err  error // the publish's outcome once done
+	done bool    // fut has resolved (err holds how)
+	err  error   // the publish's outcome once done
+	note msgNote // for the connection log
 }
 
 // result waits for the publish to resolve and remembers how, so it can be asked twice.
@@ -154,9 +155,7 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	if err != nil {
 		return err
 	}
-	if n := countPublish(uids); n > 0 {
-		w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("%d messages to publish", n))
-	}
+	w.clog.listed(countPublish(uids))
 	for len(uids) > 0 {
 		w.status(func(st *schemas.RouteStatus) { st.Pending = int64(countPublish(uids)) })
 		n := min(len(uids), s.batchSize())
@@ -168,6 +167,7 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	end := time.Now().UTC()
 	w.status(func(st *schemas.RouteStatus) { st.Pending, st.LastSuccessAt, st.LastError = 0, &end, "" })
 	w.log.Debug("cycle done", "took", end.Sub(now), "reselect", reselect, "lastUid", s.cp.LastUid)
+	w.clog.polled(w.route.Mailbox)
 	return nil
 }
 
@@ -477,12 +477,7 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 	if err != nil {
 		return nil, err
 	}
-	for _, warn := range ev.Warnings {
-		if strings.Contains(warn, "NATS max payload") {
-			w.connLog(slog.LevelWarn, EventPublished, warn, "uid", uid)
-		}
-	}
-	f.msg = w.eventMsg(ev, data)
+	f.msg, f.note = w.eventMsg(ev, data), noteOf(ev, "")
 	if f.fut, err = w.pub.publish(ctx, f.msg); err != nil {
 		return nil, err
 	}
@@ -692,7 +687,7 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 			delete(w.foreign, id)
 			w.met.done(f.deadErr != nil)
 			if f.deadErr == nil {
-				w.connLog(slog.LevelDebug, EventPublished, "published "+s.eventID(f.uid), "uid", f.uid)
+				w.clog.publishedMsg(f.note)
 			}
 		}
 		w.status(func(st *schemas.RouteStatus) {
@@ -749,7 +744,7 @@ func (s *imapSession) settle(ctx context.Context) error {
 	if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
 		return fmt.Errorf("after %s: %w", s.w.route.After, err)
 	}
-	s.w.connLog(slog.LevelDebug, EventAction, fmt.Sprintf("%s: %d messages", s.w.route.After, len(s.cp.Journal)))
+	s.w.clog.acted(s.w.route.After, s.w.route.MoveTo, len(s.cp.Journal), "UIDs "+set.String())
 	s.cp.Journal = nil
 	return s.w.cps.Save(ctx, s.cp)
 }
@@ -833,7 +828,7 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 	if err != nil {
 		return err
 	}
-	w.connLog(slog.LevelWarn, EventError, "message cannot become an event: "+f.deadErr.Error(), "uid", f.uid)
+	w.clog.deadLettered(msgNote{uid: uint32(f.uid), eventID: id}, f.deadErr)
 	f.msg = msg
 	if f.fut, err = w.pub.publish(ctx, msg); err != nil {
 		return err
