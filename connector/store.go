@@ -286,6 +286,13 @@ func (s *store) sharedMailbox(ctx context.Context, r *schemas.Route) (*schemas.E
 	return nil, nil
 }
 
+// fillRouteDefaults gives a route stored by an earlier version the fields it lacks.
+func fillRouteDefaults(r *schemas.Route) {
+	if r.Backlog == "" {
+		r.Backlog = schemas.BacklogUnseen
+	}
+}
+
 // sameMailbox compares mailbox names as IMAP does: INBOX in any case is INBOX.
 func sameMailbox(a, b string) bool {
 	if strings.EqualFold(a, defaultMailbox) && strings.EqualFold(b, defaultMailbox) {
@@ -308,6 +315,7 @@ func (s *store) GetRoute(ctx context.Context, name string) (schemas.Route, error
 		return r, errNotFound("no route named %s", name)
 	}
 	r.Revision = rev
+	fillRouteDefaults(&r)
 	return r, nil
 }
 
@@ -324,6 +332,7 @@ func (s *store) DeleteRoute(ctx context.Context, name string) error {
 func (s *store) ListRoutes(ctx context.Context) ([]schemas.Route, error) {
 	return list[schemas.Route](ctx, s, "route", func(r *schemas.Route, rev uint64) string {
 		r.Revision = rev
+		fillRouteDefaults(r)
 		return r.Name
 	})
 }
