@@ -391,6 +391,11 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 	w.inflight = 0
 	w.clog.listed(len(items))
 	pend := make([]*ewsPending, len(items))
+	defer func() {
+		if err != nil {
+			w.tallyStored(pend)
+		}
+	}()
 	ids := make([]ewsID, len(items))
 	for i, it := range items {
 		pend[i] = &ewsPending{item: it, id: w.eventID(it.ID)}
@@ -567,6 +572,7 @@ func (w *ewsWorker) ack(ctx context.Context, p *ewsPending) error {
 			break
 		}
 		if attempt > publishRetries {
+			p.fut = nil // its outcome is read: nothing to tally
 			return fmt.Errorf("publish %s: not acknowledged after %d tries: %w", p.id, attempt, err)
 		}
 		if err := sleepCtx(ctx, time.Duration(attempt)*250*time.Millisecond); err != nil {
@@ -582,6 +588,7 @@ func (w *ewsWorker) ack(ctx context.Context, p *ewsPending) error {
 	// published is not taken for its own.
 	if dup && (w.foreign[id] || !p.retried && !w.legacy && !w.published[p.item.ID.ID]) {
 		w.foreign[id] = true
+		p.fut = nil // counted here
 		w.met.duplicate()
 		w.status(func(s *schemas.RouteStatus) { s.Duplicates++ })
 		w.connLog(slog.LevelWarn, EventError, "the stream already holds an event with Msg-Id "+id+
@@ -610,6 +617,50 @@ func (w *ewsWorker) ack(ctx context.Context, p *ewsPending) error {
 		}
 	})
 	return nil
+}
+
+// tallyStored counts, when a batch failed before its end, the events of pend the stream
+// acknowledged all the same (waiting a little for those in flight), as imapSession's does.
+func (w *ewsWorker) tallyStored(pend []*ewsPending) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, p := range pend {
+		if p == nil || p.fut == nil || p.acked {
+			continue
+		}
+		var ack *jetstream.PubAck
+		select {
+		case ack = <-p.fut.Ok():
+		case <-p.fut.Err():
+		case <-ctx.Done():
+		}
+		if ack == nil {
+			continue
+		}
+		dup := ack.Duplicate
+		if dup && !p.retried && !w.legacy && !w.published[p.item.ID.ID] {
+			continue // judged when it is published again
+		}
+		p.fut = nil
+		if dup {
+			w.met.duplicate()
+		} else {
+			w.met.done(p.deadErr != nil)
+			if p.deadErr == nil {
+				w.clog.publishedMsg(p.note)
+			}
+		}
+		w.status(func(s *schemas.RouteStatus) {
+			switch {
+			case dup:
+				s.Duplicates++
+			case p.deadErr != nil:
+				s.DeadLettered++
+			default:
+				s.Published++
+			}
+		})
+	}
 }
 
 func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {

@@ -384,27 +384,6 @@ func TestIMAPUIDValidityChange(t *testing.T) {
 	}
 }
 
-// TestIMAPProbeSkipped: the connection check's probe is never published nor touched.
-func TestIMAPProbeSkipped(t *testing.T) {
-	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
-	srv.append(t, "INBOX", testMail(1, connector.ProbeHeader+": 1\r\n"))
-	srv.append(t, "INBOX", testMail(2, ""))
-	rt := newIMAPRuntime(t, n)
-	route := imapRoute("probe", schemas.SelectUnseen, schemas.AfterMarkRead)
-	route.Headers = []string{"X-Other"}
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
-	waitRouteIdle(t, rt, route.Name, 2)
-	if evs := busEvents(t, n, 1, route.Name); len(evs) != 1 || evs[0].Uid != 2 {
-		t.Fatalf("events %+v", evs)
-	}
-	for _, m := range listMailbox(t, dialPlain(srv.addr), "INBOX") {
-		if seen := hasIMAPFlag(m.flags, imap.FlagSeen); seen != (m.uid == 2) {
-			t.Errorf("UID %d: \\Seen %v", m.uid, seen)
-		}
-	}
-}
-
 // TestIMAPPermanentErrors: bad credentials, a missing mailbox and an after action the
 // server cannot do park the route in state error with the reason, without the password.
 func TestIMAPPermanentErrors(t *testing.T) {

@@ -82,6 +82,7 @@ type fetched struct {
 	pass    int   // why skipped, for the count and the log
 	retried bool  // published more than once by this worker
 	dup     bool  // the stream acknowledged it as a duplicate of a stored Msg-Id
+	counted bool  // in the status and the metrics (tally)
 	deadErr error // why the mapping rejected it; dead-lettered once the FETCH is over
 	// msg is the event (or dead letter) held for a retry, and fut its publish (which
 	// holds it too); both are let go of once it is acknowledged (release).
@@ -237,7 +238,13 @@ func (s *imapSession) search(ctx context.Context) ([]candidate, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = c
+		// Of the read ones left out, only the last is kept: the checkpoint moves past it,
+		// and so past the others, which are neither counted nor logged.
+		for i, x := range c {
+			if x.pass == passNone || i == len(c)-1 {
+				out = append(out, x)
+			}
+		}
 		last = s.cp.Backlog
 	}
 	c, err := s.searchRange(ctx, max(last, s.cp.Backlog)+1, 0, r.Select == schemas.SelectUnseen, passSeen)
@@ -319,9 +326,14 @@ func countPublish(c []candidate) int {
 // and, for the acknowledged run of UIDs from the lowest, applies the after action and
 // only then moves the checkpoint. A crash anywhere leaves the checkpoint at or below what
 // the mailbox shows; republishing uses the same Msg-Ids, which the stream deduplicates.
-func (s *imapSession) batch(ctx context.Context, cands []candidate) error {
+func (s *imapSession) batch(ctx context.Context, cands []candidate) (err error) {
 	var uids []imap.UID
 	var got []*fetched
+	defer func() {
+		if err != nil {
+			s.tallyStored(got)
+		}
+	}()
 	for _, c := range cands {
 		if c.pass == passNone {
 			uids = append(uids, c.uid)
@@ -371,7 +383,7 @@ func (s *imapSession) batch(ctx context.Context, cands []candidate) error {
 		}
 	}
 	watch.arm()
-	err := fetch.Close()
+	err = fetch.Close()
 	watch.disarm()
 	if err != nil {
 		return watch.explain(fmt.Errorf("uid fetch: %w", err))
@@ -673,35 +685,83 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 			}
 			s.release(f)
 		}
-		switch {
-		case f.dup && (w.foreign[id] || !f.retried && uint32(f.uid) > s.published):
+		if s.foreign(f, id) {
 			w.foreign[id] = true
 			w.met.duplicate()
 			w.status(func(st *schemas.RouteStatus) { st.Duplicates++ })
+			f.counted = true
 			w.connLog(slog.LevelWarn, EventError, "the stream already holds an event with Msg-Id "+id+
 				" that this route did not publish; the message is left as it is and published again once the duplicate window is over", "uid", f.uid)
 			return i, fmt.Errorf("publish %s: the stream holds this Msg-Id from an event this route did not publish: waiting for the duplicate window to pass", id)
-		case f.dup:
-			w.met.duplicate()
-		default:
+		}
+		if !f.dup {
 			delete(w.foreign, id)
-			w.met.done(f.deadErr != nil)
-			if f.deadErr == nil {
+			if f.deadErr == nil && !f.counted {
 				w.clog.publishedMsg(f.note)
 			}
 		}
-		w.status(func(st *schemas.RouteStatus) {
-			switch {
-			case f.dup:
-				st.Duplicates++
-			case f.deadErr != nil:
-				st.DeadLettered++
-			default:
-				st.Published++
-			}
-		})
+		s.tally(f)
 	}
 	return len(got), nil
+}
+
+// foreign reports whether f's acknowledgement is a duplicate of an event this route never
+// published (see awaitAcks).
+func (s *imapSession) foreign(f *fetched, id string) bool {
+	return f.dup && (s.w.foreign[id] || !f.retried && uint32(f.uid) > s.published)
+}
+
+// tally counts f's acknowledgement, once: stored (published or dead-lettered) or dropped
+// as a duplicate.
+func (s *imapSession) tally(f *fetched) {
+	if f.counted {
+		return
+	}
+	f.counted = true
+	w := s.w
+	if f.dup {
+		w.met.duplicate()
+	} else {
+		w.met.done(f.deadErr != nil)
+	}
+	w.status(func(st *schemas.RouteStatus) {
+		switch {
+		case f.dup:
+			st.Duplicates++
+		case f.deadErr != nil:
+			st.DeadLettered++
+		default:
+			st.Published++
+		}
+	})
+}
+
+// tallyStored counts, when a batch failed before its end, the events of got the stream
+// acknowledged all the same (waiting a little for those in flight): they are stored, and
+// published again by the next try, which the stream drops as duplicates. Without it,
+// published counted fewer events than the stream held, and duplicates more.
+func (s *imapSession) tallyStored(got []*fetched) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, f := range got {
+		if f.skip || f.counted || (f.msg == nil && !f.done) {
+			continue // passed over, counted, or never published
+		}
+		if !f.done && f.result(ctx) != nil || f.err != nil {
+			continue
+		}
+		id := s.w.route.Name + "/" + s.eventID(f.uid)
+		if f.deadErr != nil {
+			id = "dead/" + id
+		}
+		if s.foreign(f, id) {
+			continue // judged when it is published again
+		}
+		if !f.dup && f.deadErr == nil {
+			s.w.clog.publishedMsg(f.note)
+		}
+		s.tally(f)
+	}
 }
 
 // apply moves the checkpoint past the acknowledged messages done (in UID order) and the

@@ -227,7 +227,7 @@ func validateRoute(r *schemas.Route) *schemas.Error {
 	if r.Select == "" {
 		r.Select = schemas.SelectAll
 	}
-	if e := oneOf("select", r.Select, schemas.SelectAll, schemas.SelectUnseen); e != nil {
+	if e := oneOf("select", r.Select, schemas.SelectUnseen, schemas.SelectAll); e != nil {
 		return e
 	}
 	if r.Backlog == "" {
