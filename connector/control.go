@@ -196,11 +196,12 @@ const testRequestTimeout = 60 * time.Second
 const testParallel = 8
 
 // connectionTest checks a saved connection ({"name":"x"}) or an unsaved draft, validated
-// as a put is and never stored. A draft without a password takes the saved one of the same
-// name, as a put would.
+// as a put is and never stored. A draft never uses stored secrets: it could send them to a
+// server they were not given for, so it must carry its own.
 func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var conn schemas.Connection
 	var only map[string]json.RawMessage
+	draft := true
 	if json.Unmarshal(data, &only) == nil && len(only) == 1 && only["name"] != nil {
 		var in schemas.NameRequest
 		if e := decodeRequest(data, &in); e != nil {
@@ -210,7 +211,7 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		if err != nil {
 			return nil, err
 		}
-		conn = stored
+		conn, draft = stored, false
 	} else {
 		if e := decodeRequest(data, &conn); e != nil {
 			return nil, e
@@ -218,18 +219,26 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		if e := validateConnection(&conn); e != nil {
 			return nil, e
 		}
+		if e := c.sealer.fence.check(&conn); e != nil {
+			return nil, e
+		}
+		// Sealed like a put's, so a draft cannot pass off a copied ciphertext as its own.
 		if err := c.sealer.sealConnection(&conn); err != nil {
 			return nil, err
 		}
-		if stored, err := c.store.GetConnection(ctx, conn.Name); err == nil {
-			keepSecrets(&conn, &stored)
-		}
 		if e := checkPassword(&conn); e != nil {
+			if e.Field == "password" || e.Field == "oauth2" {
+				e.Message += " (a test of an unsaved connection does not use stored secrets: give them, or test the saved connection by name)"
+			}
 			return nil, e
 		}
 	}
 	conn, err := c.sealer.usable(conn)
 	if err != nil {
+		var e *schemas.Error
+		if errors.As(err, &e) {
+			return nil, e
+		}
 		return nil, &schemas.Error{Code: schemas.CodeInvalid, Field: "passwordFrom", Message: err.Error()}
 	}
 	routes, err := c.store.ListRoutes(ctx)
@@ -248,6 +257,9 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		// replaces it, the new one is stored; a draft's own other refresh token is used as
 		// it is and its replacement kept nowhere.
 		tokens := c.store
+		if draft && !c.sameTokenEndpoint(ctx, &conn) {
+			tokens = nil
+		}
 		if conn.OAuth2 != nil && conn.OAuth2.RefreshToken != "" {
 			if stored, ok := c.store.refreshToken(ctx, conn.Name); !ok || stored != conn.OAuth2.RefreshToken {
 				tokens = nil
@@ -256,6 +268,14 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		ts = newTokenSource(&conn, tokens)
 	}
 	return checkConnection(ctx, conn, mailboxes, ts), nil
+}
+
+// sameTokenEndpoint reports whether a draft sends its tokens where the saved connection
+// of its name does: only then may its check read the stored refresh token and store the
+// one the endpoint rotates it to.
+func (c *control) sameTokenEndpoint(ctx context.Context, draft *schemas.Connection) bool {
+	stored, err := c.store.GetConnection(ctx, draft.Name)
+	return err == nil && rebound(draft, &stored) == ""
 }
 
 // connectionLog reads a connection's log from its stream, so any replica can answer.
