@@ -219,7 +219,7 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		if e := validateConnection(&conn); e != nil {
 			return nil, e
 		}
-		if e := c.sealer.fence.check(&conn); e != nil {
+		if e := c.sealer.fence.probe(&conn); e != nil {
 			return nil, e
 		}
 		// Sealed like a put's, so a draft cannot pass off a copied ciphertext as its own.

@@ -224,53 +224,81 @@ func (f *fence) readEnv(name string) (string, error) {
 // directory, reached through symbolic links that stay in it, holding one line (a trailing
 // newline is dropped). Errors name the file, never what it holds.
 func (f *fence) readFile(name string) (string, error) {
+	v, _, e := f.openFile(name)
+	if e != nil {
+		return "", e
+	}
+	return v, nil
+}
+
+// probe refuses at a put or a test what check cannot see without reading: a
+// passwordFrom.file that is there but is no one-line regular file inside the directory.
+// A missing one is let through: it may be mounted only where the routes run, and a route
+// that finds none says so in its status.
+func (f *fence) probe(c *schemas.Connection) *schemas.Error {
+	if f == nil {
+		f = defaultFence
+	}
+	if e := f.check(c); e != nil {
+		return e
+	}
+	if p := c.PasswordFrom; p != nil && p.File != "" {
+		if _, missing, e := f.openFile(p.File); e != nil && !missing {
+			return e
+		}
+	}
+	return nil
+}
+
+// openFile is readFile that also reports whether the file (or the directory) is missing.
+func (f *fence) openFile(name string) (v string, missing bool, _ *schemas.Error) {
 	const field = "passwordFrom.file"
 	rel, e := f.credentialPath(name)
 	if e != nil {
-		return "", e
+		return "", false, e
 	}
 	// os.Root resolves every link inside the directory and refuses one that leaves it.
 	root, err := os.OpenRoot(f.dir)
 	if err != nil {
-		return "", errInvalid(field, "credential directory: %v", err)
+		return "", errors.Is(err, fs.ErrNotExist), errInvalid(field, "credential directory: %v", err)
 	}
 	defer root.Close()
 	// Stat before opening, so a FIFO or device never gets opened (and blocks).
-	if err := regularFile(root.Stat(rel)); err != nil {
-		return "", errInvalid(field, "file %s: %v", name, err)
+	st, err := root.Stat(rel)
+	if err := regularFile(st, err); err != nil {
+		return "", errors.Is(err, fs.ErrNotExist), errInvalid(field, "file %s: %v", name, err)
 	}
 	fh, err := root.Open(rel)
 	if err != nil {
-		return "", errInvalid(field, "file %s: %v", name, pathCause(err))
+		return "", errors.Is(err, fs.ErrNotExist), errInvalid(field, "file %s: %v", name, pathCause(err))
 	}
 	defer fh.Close()
-	st, err := fh.Stat()
+	st, err = fh.Stat()
 	if err := regularFile(st, err); err != nil {
-		return "", errInvalid(field, "file %s: %v", name, err)
+		return "", false, errInvalid(field, "file %s: %v", name, err)
 	}
 	for _, own := range f.ownFiles {
 		if o, err := os.Stat(own); err == nil && os.SameFile(o, st) {
-			return "", errInvalid(field, "file %s: a file of mailbus's own settings is never read as a password", name)
+			return "", false, errInvalid(field, "file %s: a file of mailbus's own settings is never read as a password", name)
 		}
 	}
 	b, err := io.ReadAll(io.LimitReader(fh, maxCredentialFile+1))
 	if err != nil {
-		return "", errInvalid(field, "file %s: %v", name, pathCause(err))
+		return "", false, errInvalid(field, "file %s: %v", name, pathCause(err))
 	}
 	if len(b) > maxCredentialFile {
-		return "", errInvalid(field, "file %s is larger than %d bytes: want one line", name, maxCredentialFile)
+		return "", false, errInvalid(field, "file %s is larger than %d bytes: want one line", name, maxCredentialFile)
 	}
 	// Mounted secrets often end with a newline nobody meant to be part of the password.
-	v := string(b)
-	v = strings.TrimSuffix(v, "\n")
+	v = strings.TrimSuffix(string(b), "\n")
 	v = strings.TrimSuffix(v, "\r")
 	if strings.ContainsAny(v, "\r\n") {
-		return "", errInvalid(field, "file %s holds more than one line", name)
+		return "", false, errInvalid(field, "file %s holds more than one line", name)
 	}
 	if v == "" {
-		return "", errInvalid(field, "file %s is empty", name)
+		return "", false, errInvalid(field, "file %s is empty", name)
 	}
-	return v, nil
+	return v, false, nil
 }
 
 // regularFile turns a stat result into an error unless it is a regular file.
@@ -278,10 +306,17 @@ func regularFile(st fs.FileInfo, err error) error {
 	if err != nil {
 		return pathCause(err)
 	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("not a regular file (%s)", st.Mode().Type())
+	switch m := st.Mode(); {
+	case m.IsRegular():
+		return nil
+	case m.IsDir():
+		return errors.New("a directory, not a regular file")
+	case m&fs.ModeNamedPipe != 0:
+		return errors.New("a named pipe, not a regular file")
+	case m&(fs.ModeDevice|fs.ModeCharDevice) != 0:
+		return errors.New("a device, not a regular file")
 	}
-	return nil
+	return errors.New("not a regular file")
 }
 
 // pathCause is the cause of a path error without the path, which the message gives as the

@@ -109,7 +109,7 @@ func (s *store) PutConnection(ctx context.Context, in schemas.Connection) (schem
 	if e := validateConnection(&in); e != nil {
 		return in, e
 	}
-	if e := s.sealer.fence.check(&in); e != nil {
+	if e := s.sealer.fence.probe(&in); e != nil {
 		return in, e
 	}
 	want := in.Revision
