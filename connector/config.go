@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -38,9 +39,10 @@ type Config struct {
 	// in CredentialDir. Empty means the default.
 	CredentialEnvPrefix string `envconfig:"CREDENTIAL_ENV_PREFIX" default:"MAILBUS_CRED_"`
 	CredentialDir       string `envconfig:"CREDENTIAL_DIR" default:"/run/secrets"`
-	// AllowedHosts are the host patterns (imap.example.com, *.example.com) that hosts,
-	// Exchange URLs and OAuth2 token URLs may name; empty: any.
-	AllowedHosts []string `envconfig:"ALLOWED_HOSTS"`
+	// AllowedHosts is a comma list of host patterns (imap.example.com, *.example.com) that
+	// hosts, Exchange URLs and OAuth2 token URLs may name; empty: any. A string, not a
+	// slice, so that Config stays comparable.
+	AllowedHosts string `envconfig:"ALLOWED_HOSTS"`
 }
 
 // EnvPrefix is the envconfig prefix of every variable.
@@ -79,7 +81,7 @@ func (c *Config) Check() error {
 	if !filepath.IsAbs(c.CredentialDir) {
 		return fmt.Errorf("MAILBUS_CREDENTIAL_DIR %q: want an absolute path", c.CredentialDir)
 	}
-	for _, h := range c.AllowedHosts {
+	for _, h := range strings.Split(c.AllowedHosts, ",") {
 		if err := checkHostPattern(h); err != nil {
 			return err
 		}

@@ -67,7 +67,7 @@ func newFence(cfg Config) *fence {
 			f.ownFiles = append(f.ownFiles, p)
 		}
 	}
-	for _, h := range cfg.AllowedHosts {
+	for _, h := range strings.Split(cfg.AllowedHosts, ",") {
 		if h = normalHost(h); h != "" {
 			f.hosts = append(f.hosts, h)
 		}

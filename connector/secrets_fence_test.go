@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -416,7 +418,7 @@ func TestAllowedHosts(t *testing.T) {
 	evil := connector.StartHostileIMAP(t)
 	evilTokens := connector.StartHostileTokenEndpoint(t)
 	cfg := svcConfig(t)
-	cfg.AllowedHosts = []string{"localhost", "*.example.com"}
+	cfg.AllowedHosts = "localhost, *.example.com,"
 	s := startService(t, cfg, nil, nil)
 	s.ok(cput, imapConnection("kept"))
 	before := s.snapshot()
@@ -467,8 +469,8 @@ func TestCredentialConfig(t *testing.T) {
 	}{
 		{"prefix with a dash", func(c *connector.Config) { c.CredentialEnvPrefix = "MY-CRED_" }, "MAILBUS_CREDENTIAL_ENV_PREFIX"},
 		{"relative dir", func(c *connector.Config) { c.CredentialDir = "secrets" }, "MAILBUS_CREDENTIAL_DIR"},
-		{"host with a path", func(c *connector.Config) { c.AllowedHosts = []string{"example.com/x"} }, "MAILBUS_ALLOWED_HOSTS"},
-		{"inner wildcard", func(c *connector.Config) { c.AllowedHosts = []string{"imap.*.com"} }, "MAILBUS_ALLOWED_HOSTS"},
+		{"host with a path", func(c *connector.Config) { c.AllowedHosts = "example.com/x" }, "MAILBUS_ALLOWED_HOSTS"},
+		{"inner wildcard", func(c *connector.Config) { c.AllowedHosts = "imap.example.com,imap.*.com" }, "MAILBUS_ALLOWED_HOSTS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := svcConfig(t)
@@ -482,4 +484,25 @@ func TestCredentialConfig(t *testing.T) {
 	if err := cfg.Check(); err != nil || cfg.CredentialEnvPrefix != "MAILBUS_CRED_" || cfg.CredentialDir != "/run/secrets" {
 		t.Errorf("Check() = %v, defaults %q %q", err, cfg.CredentialEnvPrefix, cfg.CredentialDir)
 	}
+}
+
+// TestTokenEndpointRedirectNotFollowed: a token endpoint that redirects does not get the
+// form (client secret, refresh token) resent to the host it names.
+func TestTokenEndpointRedirectNotFollowed(t *testing.T) {
+	evilTokens := connector.StartHostileTokenEndpoint(t)
+	redirect := httptest.NewServer(http.RedirectHandler(evilTokens.URL(), http.StatusTemporaryRedirect))
+	t.Cleanup(redirect.Close)
+	mail := connector.StartHostileIMAP(t)
+	s := startService(t, svcConfig(t), nil, nil)
+	secrets := []string{"cs-" + rand.Text(), "rt-" + rand.Text()}
+	r, msg := s.request(ctest, map[string]any{"name": "redir", "type": "imap", "host": mail.Host(), "port": mail.Port(),
+		"encryption": "none", "auth": "oauth2", "username": "bot@example.com",
+		"oauth2": map[string]any{"tokenUrl": redirect.URL + "/token", "clientId": "id", "clientSecret": secrets[0], "refreshToken": secrets[1]}})
+	if r.OK {
+		t.Errorf("connection.test through a redirecting token endpoint = %s", msg.Data)
+	}
+	if n := evilTokens.Requests(); n != 0 {
+		t.Errorf("the redirect was followed: the endpoint it names got %d requests", n)
+	}
+	noLeak(t, "the endpoint a redirect names", evilTokens.Leaked(secrets...))
 }
