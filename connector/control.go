@@ -130,24 +130,24 @@ func (c *control) serve(ctx context.Context, h handler, timeout time.Duration, p
 	}
 	return micro.ContextHandler(ctx, func(ctx context.Context, req micro.Request) {
 		if slots == nil {
-			c.handle(ctx, h, timeout, req)
+			c.handle(ctx, h, timeout, req, false)
 			return
 		}
 		slots <- struct{}{}
 		go func() {
 			defer func() { <-slots }()
-			c.handle(ctx, h, timeout, req)
+			c.handle(ctx, h, timeout, req, true)
 		}()
 	})
 }
 
-// handle answers one request.
-func (c *control) handle(ctx context.Context, h handler, timeout time.Duration, req micro.Request) {
+// handle answers one request; async says it runs after micro's handler returned.
+func (c *control) handle(ctx context.Context, h handler, timeout time.Duration, req micro.Request, async bool) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	reply, err := h(ctx, req.Data())
 	if err != nil {
-		c.respondError(req, err)
+		c.respondError(req, err, async)
 		return
 	}
 	// A reply that carries its own error (a failed connection check) is a normal reply
@@ -159,8 +159,10 @@ func (c *control) handle(ctx context.Context, h handler, timeout time.Duration, 
 }
 
 // respondError is the one place an error becomes a control reply: the micro error headers
-// and the JSON body {"ok":false,"error":{...}}.
-func (c *control) respondError(req micro.Request, err error) {
+// and the JSON body {"ok":false,"error":{...}}. An async reply sets the headers itself:
+// req.Error records the error in the request, which micro reads for its statistics once
+// its handler returned, and that would race with a reply sent after it.
+func (c *control) respondError(req micro.Request, err error, async bool) {
 	e := wireError(err)
 	if e.Code == schemas.CodeInternal {
 		c.logger.Error("control request failed", "subject", req.Subject(), "err", err)
@@ -168,7 +170,14 @@ func (c *control) respondError(req micro.Request, err error) {
 		c.logger.Debug("control request refused", "subject", req.Subject(), "code", e.Code, "field", e.Field)
 	}
 	body, _ := json.Marshal(schemas.Reply{OK: false, Error: e})
-	if err := req.Error(errorHeaderCodes[e.Code], e.Error(), body); err != nil {
+	if async {
+		err = req.Respond(body, micro.WithHeaders(micro.Headers{
+			micro.ErrorCodeHeader: {errorHeaderCodes[e.Code]}, micro.ErrorHeader: {e.Error()},
+		}))
+	} else {
+		err = req.Error(errorHeaderCodes[e.Code], e.Error(), body)
+	}
+	if err != nil {
 		c.logger.Warn("control reply not sent", "subject", req.Subject(), "err", err)
 	}
 }
