@@ -396,11 +396,10 @@ func TestOAuth2SecretsBoundToTokenEndpoint(t *testing.T) {
 	d := conn(map[string]any{"tokenUrl": evilTokens.URL(), "clientId": ts.ClientID, "refreshToken": "rt-of-the-draft"}, nil)
 	s.request(ctest, d)
 
-	r, msg := s.request(ctest, map[string]string{"name": "oauth"})
+	_, msg := s.request(ctest, map[string]string{"name": "oauth"})
 	if ts.Count("refresh_token") == 0 {
 		t.Errorf("the saved connection did not ask its own token endpoint: %s", msg.Data)
 	}
-	_ = r
 	noLeak(t, "the hostile token endpoint", evilTokens.Leaked(secrets...))
 	noLeak(t, "the hostile IMAP server", evil.Leaked(secrets...))
 	if n := evil.Connections(); n != 0 {
