@@ -449,7 +449,7 @@ func (w *imapWorker) eventMsg(ev *schemas.Event, data []byte) *nats.Msg {
 		t = *ev.ReceivedAt
 	}
 	h := m.Header
-	h.Set(jetstream.MsgIDHeader, ev.Id)
+	h.Set(nats.MsgIdHdr, ev.Route+"/"+ev.Id)
 	h.Set("Content-Type", "application/json")
 	h.Set("ce-specversion", "1.0")
 	h.Set("ce-id", ev.Id)
