@@ -52,6 +52,7 @@ type imapSession struct {
 	// expired); zero: never.
 	renewAt time.Time
 	avgSize int // of the messages of the last batch, for the size of the next
+	flt     imapFilterState
 }
 
 // fetched is one message of a batch on its way: published and waiting for its
@@ -127,6 +128,9 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	if err != nil {
 		return err
 	}
+	if uids, err = s.filter(ctx, uids); err != nil {
+		return err
+	}
 	if len(uids) > 0 {
 		w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("%d messages to publish", len(uids)))
 	}
@@ -137,6 +141,9 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 			return err
 		}
 		uids = uids[n:]
+	}
+	if err := s.pass(ctx); err != nil {
+		return err
 	}
 	end := time.Now().UTC()
 	w.status(func(st *schemas.RouteStatus) { st.Pending, st.LastSuccessAt, st.LastError = 0, &end, "" })
