@@ -1,0 +1,116 @@
+package connector
+
+import (
+	"fmt"
+	"mime"
+	"slices"
+	"testing"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// ewsFilterMail is one message of the shared Exchange mailbox and the routes it must reach.
+type ewsFilterMail struct {
+	from, to, subject, extra string
+	routes                   []string
+}
+
+func (m ewsFilterMail) raw(n int) []byte {
+	return []byte(fmt.Sprintf("From: %s\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: <e%d@example.org>\r\n%s"+
+		"Content-Type: text/plain; charset=utf-8\r\n\r\nbody of message %d\r\n", m.from, m.to, mime.BEncoding.Encode("UTF-8", m.subject), n, m.extra, n))
+}
+
+// TestExchangeFilterTwoRoutes runs two routes with different filters on one Exchange
+// mailbox. invoices (select unseen, after markRead) reads FindItem: its restriction carries
+// IsRead=false and the subject (non-ASCII), and mailbus checks the sender on the headers.
+// support (select all, after none) reads SyncFolderItems, which takes no restriction: its
+// whole filter is checked on the headers. (Both cannot mark read: a route that lists unread
+// mail only would miss what the other matched and marked read first.) Every message reaches
+// exactly the routes whose filter it matches, mail matching none stays unread, and the MIME
+// content of mail passed over is never fetched.
+func TestExchangeFilterTwoRoutes(t *testing.T) {
+	f := newFakeEWS(t, false)
+	mails := []ewsFilterMail{
+		{"Billing <billing@billing.example>", "accounts@example.com", "Счёт №1", "", []string{"invoices"}},
+		{"customer@example.net", "Support <support@example.com>", "Help please", "X-Priority-Tag: High\r\n", []string{"support"}},
+		{"billing@billing.example", "support@example.com", "Ваш СЧЁТ №3", "X-Priority-Tag: HIGH\r\n", []string{"invoices", "support"}},
+		{"billing@billing.example", "accounts@example.com", "Newsletter", "", nil},                    // from, not subject
+		{"someone@example.net", "support@example.com", "Счёт от поставщика", "", nil},                  // subject, not from
+		{"customer@example.net", "support@example.com", "Low priority", "X-Priority-Tag: low\r\n", nil}, // tag, not high
+		{"BILLING@Billing.Example", "accounts@example.com", "счёт №7", "", []string{"invoices"}},
+	}
+	var raws [][]byte
+	for i, m := range mails {
+		raws = append(raws, m.raw(i+1))
+	}
+	ids := f.addMail(raws...)
+	rt := newEWSRuntime(t)
+
+	inv := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	inv.Route.Name = "invoices"
+	inv.Route.Filter = &schemas.RouteFilter{From: "@billing.example", Subject: "счёт"}
+	sup := ewsSpec(f, schemas.SelectAll, schemas.AfterNone)
+	sup.Route.Name = "support"
+	sup.Route.Filter = &schemas.RouteFilter{To: "support@", Headers: []schemas.FilterHeader{{Name: "x-priority-tag", Contains: "high"}}}
+	runEWSWorker(t, rt, inv)
+	runEWSWorker(t, rt, sup)
+
+	want := func(route string) []string {
+		var out []string
+		for i, m := range mails {
+			if slices.Contains(m.routes, route) {
+				out = append(out, fmt.Sprintf("<e%d@example.org>", i+1))
+			}
+		}
+		return out
+	}
+	for _, route := range []string{"invoices", "support"} {
+		ewsWaitFor(t, "the events of "+route, func() bool { return len(ewsEvents(t, rt, route, 1)) >= len(want(route)) })
+	}
+	// Some more cycles (polls every 100 ms): nothing more comes, nothing is counted twice.
+	polls := f.countOps("FindItem")
+	ewsWaitFor(t, "three more polls", func() bool { return f.countOps("FindItem") >= polls+3 })
+	for _, route := range []string{"invoices", "support"} {
+		var got []string
+		for _, ev := range ewsEvents(t, rt, route, 1) {
+			got = append(got, ev.MessageId)
+		}
+		if !slices.Equal(got, want(route)) {
+			t.Errorf("route %s: events %q, want %q", route, got, want(route))
+		}
+	}
+	// invoices counts what mailbus passed over (the subject matched, the sender did not:
+	// message 5), not what the server's restriction left out; support counts every miss.
+	if st := ewsRouteStatus(rt, "invoices"); st.Filtered != 1 {
+		t.Errorf("invoices: filtered %d, want 1", st.Filtered)
+	}
+	if st := ewsRouteStatus(rt, "support"); st.Filtered != 5 {
+		t.Errorf("support: filtered %d, want 5", st.Filtered)
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	wantRestriction := "And(IsEqualTo(message:IsRead,false),Contains(item:Subject,счёт))"
+	if len(f.restrictions) == 0 || f.restrictions[0] != wantRestriction {
+		t.Errorf("FindItem restrictions %q, want %q", f.restrictions, wantRestriction)
+	}
+	for i, m := range mails {
+		it := f.item(ids[i])
+		if it.read != slices.Contains(m.routes, "invoices") {
+			t.Errorf("message %d (routes %v): read %t", i+1, m.routes, it.read)
+		}
+		if slices.Contains(f.mimeGets, ids[i]) != (len(m.routes) > 0) {
+			t.Errorf("message %d (routes %v): MIME fetched %t", i+1, m.routes, len(m.routes) == 0)
+		}
+	}
+	// The headers of the item invoices passed over were read once, not at every poll.
+	n := 0
+	for _, id := range f.headerGets {
+		if id == ids[4] {
+			n++
+		}
+	}
+	if n != 2 { // once by each route
+		t.Errorf("headers of message 5 read %d times, want 2", n)
+	}
+}
