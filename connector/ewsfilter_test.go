@@ -34,8 +34,8 @@ func TestExchangeFilterTwoRoutes(t *testing.T) {
 		{"Billing <billing@billing.example>", "accounts@example.com", "Счёт №1", "", []string{"invoices"}},
 		{"customer@example.net", "Support <support@example.com>", "Help please", "X-Priority-Tag: High\r\n", []string{"support"}},
 		{"billing@billing.example", "support@example.com", "Ваш СЧЁТ №3", "X-Priority-Tag: HIGH\r\n", []string{"invoices", "support"}},
-		{"billing@billing.example", "accounts@example.com", "Newsletter", "", nil},                    // from, not subject
-		{"someone@example.net", "support@example.com", "Счёт от поставщика", "", nil},                  // subject, not from
+		{"billing@billing.example", "accounts@example.com", "Newsletter", "", nil},                      // from, not subject
+		{"someone@example.net", "support@example.com", "Счёт от поставщика", "", nil},                   // subject, not from
 		{"customer@example.net", "support@example.com", "Low priority", "X-Priority-Tag: low\r\n", nil}, // tag, not high
 		{"BILLING@Billing.Example", "accounts@example.com", "счёт №7", "", []string{"invoices"}},
 	}

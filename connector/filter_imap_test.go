@@ -46,8 +46,8 @@ var sharedMail = []filterMail{
 	{"Billing <billing@billing.example>", "accounts@example.com", bq("Счёт №1"), "", []string{"invoices"}},
 	{"customer@example.net", "Support <support@example.com>", "Help please", "X-Priority-Tag: High\r\n", []string{"support"}},
 	{"billing@billing.example", "support@example.com", bq("Ваш СЧЁТ №3 и вопрос"), "X-Priority-Tag: HIGH\r\n", []string{"invoices", "support"}},
-	{"billing@billing.example", "accounts@example.com", "Newsletter", "", nil},                    // from, not subject
-	{"someone@example.net", "support@example.com", bq("Счёт от поставщика"), "", nil},              // subject, not from; no tag
+	{"billing@billing.example", "accounts@example.com", "Newsletter", "", nil},                      // from, not subject
+	{"someone@example.net", "support@example.com", bq("Счёт от поставщика"), "", nil},               // subject, not from; no tag
 	{"customer@example.net", "support@example.com", "Low priority", "X-Priority-Tag: low\r\n", nil}, // tag, not high
 	{"Billing <BILLING@Billing.Example>", "accounts@example.com", bq("СЧЁТ №7"), "", []string{"invoices"}},
 	{"customer@example.net", "sales@example.com", "Urgent", "X-Priority-Tag: high\r\n", nil}, // tag, not to support
