@@ -63,7 +63,7 @@ var lateMail = []filterMail{
 type filterServer struct {
 	conn    schemas.Connection
 	dial    func() (*imapclient.Client, error)
-	deliver func(t *testing.T, raw []byte)
+	deliver func(t testing.TB, raw []byte)
 	rootCAs *dovecottest.Server
 	// bodies returns the UIDs whose whole message a client fetched (nil: not known).
 	bodies func() []imap.UID
@@ -94,7 +94,7 @@ func TestIMAPFilterTwoRoutesDovecot(t *testing.T) {
 	srv := dovecottest.Start(t, nil)
 	runFilterTwoRoutes(t, &filterServer{
 		conn: imapConn(srv.TLSAddr, schemas.EncryptionSSL), dial: dovecotTLS(srv), rootCAs: srv,
-		deliver: func(t *testing.T, raw []byte) { srv.Deliver(t, "alice", raw) },
+		deliver: func(t testing.TB, raw []byte) { srv.Deliver(t, "alice", raw) },
 	})
 }
 
@@ -174,7 +174,7 @@ func runFilterTwoRoutes(t *testing.T, srv *filterServer) {
 
 // memFilterServer is go-imap's in-memory server behind a session that records the UIDs of
 // every FETCH of a whole message and, with noUTF8, refuses a SEARCH with other than ASCII.
-func memFilterServer(t *testing.T, noUTF8 bool) *filterServer {
+func memFilterServer(t testing.TB, noUTF8 bool) *filterServer {
 	mem := imapmemserver.New()
 	user := imapmemserver.NewUser("alice", "secret")
 	if err := user.Create("INBOX", nil); err != nil {
@@ -187,7 +187,7 @@ func memFilterServer(t *testing.T, noUTF8 bool) *filterServer {
 	})
 	return &filterServer{
 		conn: imapConn(addr, schemas.EncryptionNone), dial: dialPlain(addr),
-		deliver: func(t *testing.T, raw []byte) {
+		deliver: func(t testing.TB, raw []byte) {
 			if _, err := user.Append("INBOX", memLiteral{bytes.NewReader(raw)}, &imap.AppendOptions{}); err != nil {
 				t.Fatalf("Append() = %v", err)
 			}
