@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/emersion/go-message/charset"
 )
 
 // The fake's FindItem restrictions and header-only GetItem: it applies a restriction to its
@@ -46,7 +48,7 @@ func (f *fakeEWS) fakeField(uri string, it *fakeItem) (string, bool) {
 		return strconv.FormatBool(it.read), true
 	case "item:Subject":
 		s := fakeHeader(it).Get("Subject")
-		if d, err := new(mime.WordDecoder).DecodeHeader(s); err == nil {
+		if d, err := (&mime.WordDecoder{CharsetReader: charset.Reader}).DecodeHeader(s); err == nil {
 			s = d
 		}
 		return s, true

@@ -50,7 +50,8 @@ var sharedMail = []filterMail{
 	{"someone@example.net", "support@example.com", bq("Счёт от поставщика"), "", nil},               // subject, not from; no tag
 	{"customer@example.net", "support@example.com", "Low priority", "X-Priority-Tag: low\r\n", nil}, // tag, not high
 	{"Billing <BILLING@Billing.Example>", "accounts@example.com", bq("СЧЁТ №7"), "", []string{"invoices"}},
-	{"customer@example.net", "sales@example.com", "Urgent", "X-Priority-Tag: high\r\n", nil}, // tag, not to support
+	{"customer@example.net", "sales@example.com", "Urgent", "X-Priority-Tag: high\r\n", nil},                               // tag, not to support
+	{"billing@billing.example", "accounts@example.com", "=?KOI8-R?B?896j1CAxMCAoS09JOC1SKQ==?=", "", []string{"invoices"}}, // another charset
 }
 
 // lateMail arrives while the routes run (IDLE).
