@@ -69,6 +69,7 @@ type filterServer struct {
 	// bodies returns the UIDs whose whole message a client fetched (nil: not known).
 	bodies func() []imap.UID
 	rec    *fetchRecorder
+	warm   func() // readies the server before a benchmark's clock starts (nil: nothing)
 }
 
 // TestIMAPFilterTwoRoutesMem runs the shared mailbox against go-imap's in-memory server,
