@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -123,4 +124,75 @@ func TestExchangeFilterTwoRoutes(t *testing.T) {
 	if n != 2 { // once by each route
 		t.Errorf("headers of message 5 read %d times, want 2", n)
 	}
+}
+
+// TestExchangeFilterDatesAndSizes: since, before, minSize and maxSize, bounds as the
+// contract says, both where the server applies them (FindItem restriction) and where
+// mailbus does (SyncFolderItems routes check the headers, size and reception time).
+func TestExchangeFilterDatesAndSizes(t *testing.T) {
+	day := func(d, h int) time.Time { return time.Date(2026, 11, d, h, 0, 0, 0, time.UTC) }
+	mails := []struct {
+		at     time.Time
+		pad    int
+		wanted bool
+	}{
+		{day(9, 23), 0, false},     // the day before since
+		{day(10, 0), 0, true},      // since is inclusive
+		{day(19, 23), 0, true},     // the last day before before
+		{day(20, 0), 0, false},     // before is exclusive
+		{day(15, 12), 5000, false}, // over maxSize
+		{day(15, 12), 1000, true},
+	}
+	for _, mode := range []struct{ sel, after string }{
+		{schemas.SelectUnseen, schemas.AfterMarkRead}, // FindItem
+		{schemas.SelectAll, schemas.AfterNone},        // SyncFolderItems
+	} {
+		t.Run(mode.sel+"_"+mode.after, func(t *testing.T) {
+			f := newFakeEWS(t, false)
+			var raws [][]byte
+			for i, m := range mails {
+				raws = append(raws, append(fakeMIME(i+1), strings.Repeat("x", m.pad)...))
+			}
+			ids := f.addMail(raws...)
+			sizes := make([]int, len(raws))
+			for i := range mails {
+				f.item(ids[i]).received = mails[i].at
+				sizes[i] = len(raws[i])
+			}
+			rt := newEWSRuntime(t)
+			spec := ewsSpec(f, mode.sel, mode.after)
+			spec.Route.Filter = &schemas.RouteFilter{Since: "2026-11-10", Before: "2026-11-20",
+				MinSize: int64(slices.Min(sizes)), MaxSize: int64(sizes[5])}
+			runEWSWorker(t, rt, spec)
+			var want []string
+			for i, m := range mails {
+				if m.wanted {
+					want = append(want, fmt.Sprintf("message %d", i+1))
+				}
+			}
+			ewsWaitFor(t, "the events", func() bool { return len(ewsEvents(t, rt, spec.Route.Name, 1)) >= len(want) })
+			polls := len(f.syncStatesOrFinds())
+			ewsWaitFor(t, "two more polls", func() bool { return len(f.syncStatesOrFinds()) >= polls+2 })
+			var got []string
+			for _, ev := range ewsEvents(t, rt, spec.Route.Name, 1) {
+				got = append(got, ev.Subject)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("events %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// syncStatesOrFinds counts the listings (SyncFolderItems and FindItem) so far.
+func (f *fakeEWS) syncStatesOrFinds() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, op := range f.ops {
+		if op == "SyncFolderItems" || op == "FindItem" {
+			out = append(out, op)
+		}
+	}
+	return out
 }
