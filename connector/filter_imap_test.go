@@ -308,3 +308,39 @@ func TestIMAPFilterDatesAndSizes(t *testing.T) {
 		t.Errorf("filtered %d, want %d", st.Filtered, len(mails)-len(want))
 	}
 }
+
+// TestIMAPFilterChange: a new filter applies from the route's next start, to mail above
+// its checkpoint. Mail the old filter passed over is not taken by the new one; mail that
+// arrives later is judged by the new filter only.
+func TestIMAPFilterChange(t *testing.T) {
+	n := startBusNATS(t)
+	srv := startMemIMAP(t, memCaps...)
+	mail := func(i int, subject string) []byte {
+		return []byte(fmt.Sprintf("From: a@example.org\r\nSubject: %s\r\nMessage-ID: <c%d@example.org>\r\n\r\nbody\r\n", subject, i))
+	}
+	srv.append(t, "INBOX", mail(1, "invoice 1"))
+	srv.append(t, "INBOX", mail(2, "order 2")) // passed over by the first filter
+	rt := newIMAPRuntime(t, n)
+	r := imapRoute("changing", schemas.SelectAll, schemas.AfterNone)
+	r.Filter = &schemas.RouteFilter{Subject: "invoice"}
+	conn := imapConn(srv.addr, schemas.EncryptionNone)
+	stop := runIMAPWorker(t, rt, connector.RouteSpec{Route: r, Connection: conn})
+	waitRouteIdle(t, rt, r.Name, 2)
+	stop()
+
+	srv.append(t, "INBOX", mail(3, "invoice 3")) // the new filter does not take it
+	srv.append(t, "INBOX", mail(4, "order 4"))
+	r.Filter = &schemas.RouteFilter{Subject: "order"}
+	runIMAPWorker(t, rt, connector.RouteSpec{Route: r, Connection: conn})
+	st := waitRouteIdle(t, rt, r.Name, 4)
+	var got []string
+	for _, ev := range busEvents(t, n, 1, r.Name) {
+		got = append(got, ev.MessageId)
+	}
+	if want := []string{"<c1@example.org>", "<c4@example.org>"}; !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q", got, want)
+	}
+	if st.Filtered != 2 {
+		t.Errorf("filtered %d, want 2 (messages 2 and 3)", st.Filtered)
+	}
+}
