@@ -48,6 +48,22 @@ func (h header) values(key string) []string {
 	return vs
 }
 
+// readHeader's warnings for lines of the header it drops.
+const (
+	headerCutWarning    = "header larger than 1 MiB: the rest of it was skipped"
+	headerFoldedWarning = "header starts with a folded line: skipped"
+)
+
+// headerCut reports whether readHeader's warnings say that part of the header was dropped.
+func headerCut(warns []string) bool {
+	for _, w := range warns {
+		if w == headerCutWarning || w == headerFoldedWarning {
+			return true
+		}
+	}
+	return false
+}
+
 // readHeader reads the top-level header. It is more lenient than go-message's: an mbox
 // "From " line is skipped, and a line that is not a field ends the header (the line becomes
 // the first line of the body, as Python's email package does) instead of failing. Only when not
@@ -75,13 +91,13 @@ func readHeader(br *bufio.Reader) (h header, body io.Reader, warns []string, err
 		budget -= len(line)
 		if budget < 0 {
 			if budget+len(line) >= 0 {
-				warns = append(warns, "header larger than 1 MiB: the rest of it was skipped")
+				warns = append(warns, headerCutWarning)
 			}
 			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			if len(h) == 0 {
-				warns = append(warns, "header starts with a folded line: skipped")
+				warns = append(warns, headerFoldedWarning)
 				continue
 			}
 			h[len(h)-1].Value = joinFolded(h[len(h)-1].Value, line)
