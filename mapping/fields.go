@@ -124,7 +124,8 @@ var looseAddress = regexp.MustCompile(`[^\s<>()\[\],;:"]+@[^\s<>()\[\],;:"]+`)
 
 func (m *mapper) salvageAddresses(v string) []*mail.Address {
 	var out []*mail.Address
-	for _, part := range splitList(v) {
+	parts := splitList(v)
+	for i, part := range parts {
 		// Drop a group's display name ("Team: a@x") and its terminator.
 		part = strings.Trim(part, " \t;")
 		if i := strings.IndexByte(part, ':'); i >= 0 && !strings.ContainsAny(part[:i], `"<@`) {
@@ -144,6 +145,16 @@ func (m *mapper) salvageAddresses(v string) []*mail.Address {
 				a.Name = strings.Trim(strings.Replace(part, s, "", 1), ` <>"'(),`)
 			}
 			out = append(out, a)
+		}
+		// No domain: a bare local part ("From: foo", as cron and some scripts write) is kept
+		// as written rather than dropped; but a word before "Name <address>" is the start of
+		// a display name cut at its unquoted comma ("Smith, John <js@x.org>").
+		nameCut := i+1 < len(parts) && strings.Contains(parts[i+1], "<")
+		if len(found) == 0 && !nameCut {
+			if bare := strings.Trim(part, " \t<>\"'"); bare != "" && !strings.ContainsAny(bare, " \t<>\"") {
+				m.warn("address %q in %s has no domain: kept as written", clip(bare, 100), m.where)
+				out = append(out, &mail.Address{Address: bare})
+			}
 		}
 	}
 	return out

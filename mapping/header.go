@@ -8,8 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-
-	gmtextproto "github.com/emersion/go-message/textproto"
 )
 
 // maxHeaderBytes bounds the header block kept in memory; fields past it are skipped.
@@ -168,23 +166,6 @@ func joinFolded(v string, line []byte) string {
 		return string(l)
 	}
 	return v + " " + string(l)
-}
-
-// partHeader converts the header go-message read for a multipart part, keeping the names as
-// written.
-func partHeader(th gmtextproto.Header) header {
-	var h header
-	fs := th.Fields()
-	for fs.Next() {
-		name := fs.Key()
-		if raw, err := fs.Raw(); err == nil {
-			if i := bytes.IndexByte(raw, ':'); i > 0 {
-				name = string(bytes.TrimSpace(raw[:i]))
-			}
-		}
-		h = append(h, field{Name: name, Key: fs.Key(), Value: fs.Value()})
-	}
-	return h
 }
 
 // parseParams parses a Content-Type or Content-Disposition value into its lower-case first

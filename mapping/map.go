@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	gmtextproto "github.com/emersion/go-message/textproto"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -289,7 +288,7 @@ func (m *mapper) entity(h header, mt string, params map[string]string, body io.R
 
 	// Keep what comes before the first boundary: if there is none, that is the whole body.
 	pre := &capture{r: body, max: maxBodyBytes}
-	mr := gmtextproto.NewMultipartReader(pre, boundary)
+	mr := newMultipartReader(pre, boundary)
 	n := 0
 	for {
 		p, err := mr.NextPart()
@@ -316,7 +315,11 @@ func (m *mapper) entity(h header, mt string, params map[string]string, body io.R
 			pre.stop()
 		}
 		n++
-		ph := partHeader(p.Header)
+		ph := p.Header
+		for _, w := range p.Warnings {
+			m.partial = true
+			m.warn("%s in %s", w, "part "+partName(path)+"."+strconv.Itoa(n))
+		}
 		def := "text/plain"
 		if mt == "multipart/digest" {
 			def = "message/rfc822"
