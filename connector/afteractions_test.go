@@ -82,6 +82,7 @@ func TestIMAPDovecotMoveToMissingFolderWithoutMove(t *testing.T) {
 		st, _ = rt.Status.Get(route.Name)
 		return st.State == schemas.StateError
 	})
+	t.Logf("lastError: %s", st.LastError)
 	if !strings.Contains(st.LastError, `"Processed"`) {
 		t.Errorf("lastError %q, want it to name the folder", st.LastError)
 	}
