@@ -65,10 +65,11 @@ type fetched struct {
 	// holds it too); both are let go of once it is acknowledged (release).
 	msg  *nats.Msg
 	fut  jetstream.PubAckFuture
-	done bool  // fut has resolved (err holds how)
-	err  error // the publish's outcome once done
+	done bool    // fut has resolved (err holds how)
+	err  error   // the publish's outcome once done
+	note msgNote // for the connection log
 	// noRaw: no raw copy of the message could be stored (the server returned no body), so
-	// the after action leaves it alone: the mailbox is its only copy.
+	// the after action neither deletes nor moves it: the mailbox is its only copy.
 	noRaw bool
 	// partial is an event that keeps only part of its message, held until the raw copy is
 	// stored after the FETCH (publishPartial); then it is published with RawRef.
@@ -133,9 +134,7 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	if err != nil {
 		return err
 	}
-	if len(uids) > 0 {
-		w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("%d messages to publish", len(uids)))
-	}
+	w.clog.listed(len(uids))
 	for len(uids) > 0 {
 		w.status(func(st *schemas.RouteStatus) { st.Pending = int64(len(uids)) })
 		n := min(len(uids), s.batchSize())
@@ -147,6 +146,7 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	end := time.Now().UTC()
 	w.status(func(st *schemas.RouteStatus) { st.Pending, st.LastSuccessAt, st.LastError = 0, &end, "" })
 	w.log.Debug("cycle done", "took", end.Sub(now), "reselect", reselect, "lastUid", s.cp.LastUid)
+	w.clog.polled(w.route.Mailbox)
 	return nil
 }
 
@@ -371,12 +371,7 @@ func (s *imapSession) publishEvent(ctx context.Context, f *fetched, ev *schemas.
 	if err != nil {
 		return err
 	}
-	for _, warn := range ev.Warnings {
-		if strings.Contains(warn, "NATS max payload") {
-			w.connLog(slog.LevelWarn, EventPublished, warn, "uid", f.uid)
-		}
-	}
-	f.msg = w.eventMsg(ev, data)
+	f.msg, f.note = w.eventMsg(ev, data), noteOf(ev, "")
 	if f.fut, err = w.pub.publish(ctx, f.msg); err != nil {
 		return err
 	}
@@ -578,7 +573,7 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 			s.release(f)
 		}
 		if f.deadErr == nil {
-			s.w.connLog(slog.LevelDebug, EventPublished, "published "+s.eventID(f.uid), "uid", f.uid)
+			s.w.clog.publishedMsg(f.note)
 		}
 		s.w.met.done(f.deadErr != nil)
 		s.w.status(func(st *schemas.RouteStatus) {
@@ -620,7 +615,8 @@ func (s *imapSession) apply(ctx context.Context, done []*fetched) error {
 		if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
 			return fmt.Errorf("after %s: %w", s.w.route.After, err)
 		}
-		s.w.connLog(slog.LevelDebug, EventAction, fmt.Sprintf("%s: %d messages", s.w.route.After, len(done)))
+		uids, _ := set.Nums()
+		s.w.clog.acted(s.w.route.After, s.w.route.MoveTo, len(uids), "UIDs "+set.String())
 	}
 	s.cp.LastUid = uint32(done[len(done)-1].uid)
 	if err := s.w.cps.Save(ctx, s.cp); err != nil {
@@ -683,19 +679,19 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 	if err != nil {
 		return err
 	}
-	why := f.deadErr.Error()
+	why := f.deadErr
 	if ref == nil {
 		f.noRaw = true
-		why += " (and no raw copy could be stored: the message is neither deleted nor moved)"
+		why = fmt.Errorf("%w (and no raw copy could be stored: the message is neither deleted nor moved)", why)
 	}
 	msg, err := deadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), id, &DeadLetter{
 		Route: w.route.Name, Connection: w.conn.Name, Mailbox: w.route.Mailbox,
-		UidValidity: s.cp.UidValidity, Uid: uint32(f.uid), Error: why, RawRef: ref,
+		UidValidity: s.cp.UidValidity, Uid: uint32(f.uid), Error: why.Error(), RawRef: ref,
 	})
 	if err != nil {
 		return err
 	}
-	w.connLog(slog.LevelWarn, EventError, "message cannot become an event: "+why, "uid", f.uid)
+	w.clog.deadLettered(msgNote{uid: uint32(f.uid), eventID: id}, why)
 	f.msg = msg
 	if f.fut, err = w.pub.publish(ctx, msg); err != nil {
 		return err
