@@ -103,6 +103,11 @@ func (m *mapper) addresses(h header, key string) []schemas.Address {
 		}
 		m.where = "header " + key
 		list, err := m.addrParser.ParseList(v)
+		if bare, ok := bareLocal(v); err != nil && ok {
+			// The whole field is one bare local part: the warning below is enough.
+			m.warn("address %q in %s has no domain: kept as written", clip(bare, 100), m.where)
+			list, err = []*mail.Address{{Address: bare}}, nil
+		}
 		if err != nil {
 			list = m.salvageAddresses(v)
 			m.warn("bad address list in %s %q: kept %d address(es)", key, clip(v, 200), len(list))
@@ -117,6 +122,12 @@ func (m *mapper) addresses(h header, key string) []schemas.Address {
 		}
 	}
 	return out
+}
+
+// bareLocal returns s as an address without a domain ("foo", "<foo>"): one word, no '@'.
+func bareLocal(s string) (string, bool) {
+	bare := strings.Trim(s, " \t<>\"'")
+	return bare, bare != "" && !strings.ContainsAny(bare, " \t<>\",;:@()[]")
 }
 
 // looseAddress finds something that looks like an address in a broken list element.
@@ -151,7 +162,7 @@ func (m *mapper) salvageAddresses(v string) []*mail.Address {
 		// a display name cut at its unquoted comma ("Smith, John <js@x.org>").
 		nameCut := i+1 < len(parts) && strings.Contains(parts[i+1], "<")
 		if len(found) == 0 && !nameCut {
-			if bare := strings.Trim(part, " \t<>\"'"); bare != "" && !strings.ContainsAny(bare, " \t<>\"") {
+			if bare, ok := bareLocal(part); ok {
 				m.warn("address %q in %s has no domain: kept as written", clip(bare, 100), m.where)
 				out = append(out, &mail.Address{Address: bare})
 			}

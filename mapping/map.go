@@ -288,7 +288,8 @@ func (m *mapper) entity(h header, mt string, params map[string]string, body io.R
 
 	// Keep what comes before the first boundary: if there is none, that is the whole body.
 	pre := &capture{r: body, max: maxBodyBytes}
-	mr := newMultipartReader(pre, boundary)
+	parent, _ := body.(*multipartPart)
+	mr := newMultipartReader(pre, boundary, parent)
 	n := 0
 	for {
 		p, err := mr.NextPart()
@@ -443,9 +444,12 @@ func (s *softEOF) Read(p []byte) (int, error) {
 	s.m.partial = true
 	if !s.m.truncated {
 		s.m.truncated = true
-		if errors.Is(err, io.ErrUnexpectedEOF) {
+		switch {
+		case errors.Is(err, errEnclosingBoundary):
+			s.m.warn("%s ends at a boundary of an enclosing multipart, before its own: kept what was there, and read on", s.where)
+		case errors.Is(err, io.ErrUnexpectedEOF):
 			s.m.warn("message truncated in %s: kept what was there", s.where)
-		} else {
+		default:
 			s.m.warn("cannot read %s: %v: kept what was there", s.where, err)
 		}
 	}

@@ -33,6 +33,8 @@ const (
 // multipartReader iterates over the parts of a multipart body.
 type multipartReader struct {
 	br *bufio.Reader
+	// parent is the part of an enclosing multipart this one is read from, if any.
+	parent *multipartPart
 
 	current   *multipartPart
 	partsRead int
@@ -43,9 +45,16 @@ type multipartReader struct {
 	dashBoundary     []byte // "--boundary"
 }
 
-func newMultipartReader(r io.Reader, boundary string) *multipartReader {
+// errEnclosingBoundary ends a part whose input ended at a delimiter of an enclosing
+// multipart before the part's own delimiter came.
+var errEnclosingBoundary = fmt.Errorf("%w: a boundary of an enclosing multipart came first", io.ErrUnexpectedEOF)
+
+// newMultipartReader reads the multipart body r; parent is the enclosing multipart's part
+// that r reads from (nil if none).
+func newMultipartReader(r io.Reader, boundary string, parent *multipartPart) *multipartReader {
 	b := []byte("\r\n--" + boundary + "--")
 	return &multipartReader{
+		parent:           parent,
 		br:               bufio.NewReaderSize(&stickyErrorReader{r: r}, multipartBufferSize),
 		nl:               b[:2],
 		nlDashBoundary:   b[:len(b)-2],
@@ -173,6 +182,9 @@ func (p *multipartPart) Read(d []byte) (int, error) {
 			_, p.readErr = br.Peek(len(peek) + 1)
 			if p.readErr == io.EOF {
 				p.readErr = io.ErrUnexpectedEOF
+				if par := p.mr.parent; par != nil && par.err == io.EOF && par.n == 0 {
+					p.readErr = errEnclosingBoundary
+				}
 			}
 		}
 	}
