@@ -151,3 +151,28 @@ func TestExchangePartialRawRef(t *testing.T) {
 		t.Errorf("raw copy %q, %v; want the whole item", raw, err)
 	}
 }
+
+// TestExchangeMoveFolderGone: a folder removed after the route checked it makes MoveItem
+// fail for each item; the items stay in the inbox, unread, and are moved once the folder is
+// back (each published once).
+func TestExchangeMoveFolderGone(t *testing.T) {
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMove)
+	spec.Connection.Auth, spec.Route.MoveTo = schemas.AuthNone, "Archive"
+	runEWSWorker(t, rt, spec)
+	ewsWaitFor(t, "a first cycle", func() bool { return f.countOps("FindItem") > 0 })
+	f.mu.Lock()
+	delete(f.folders, "Archive")
+	f.mu.Unlock()
+	f.add(3)
+	ewsWaitFor(t, "moves refused", func() bool { return f.countOps("MoveItem") >= 2 })
+	if n := f.folderCount("inbox"); n != 3 || f.readCount() != 0 {
+		t.Fatalf("inbox holds %d items (%d read), want 3 unread", n, f.readCount())
+	}
+	f.mu.Lock()
+	f.folders["Archive"] = "AAMkFolderArchive="
+	f.mu.Unlock()
+	ewsWaitFor(t, "the items moved", func() bool { return f.folderCount("AAMkFolderArchive=") == 3 })
+	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 3)
+}

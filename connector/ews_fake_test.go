@@ -386,10 +386,18 @@ func (f *fakeEWS) moveItems(op *fakeNode) string {
 		to = f.folderOf(op.child("ToFolderId"))
 	}
 	var b strings.Builder
+	exists := op.child("ToFolderId") == nil || op.child("ToFolderId").child("DistinguishedFolderId") != nil
+	for _, id := range f.folders {
+		exists = exists || id == to
+	}
 	for _, id := range op.child("ItemIds").kids {
 		it := f.item(id.attr("Id"))
-		if it == nil {
+		switch {
+		case it == nil:
 			b.WriteString(fakeErrorMessage(name, "ErrorItemNotFound", "The specified object was not found in the store."))
+			continue
+		case !exists:
+			b.WriteString(fakeErrorMessage(name, "ErrorToFolderNotFound", "The destination folder does not exist."))
 			continue
 		}
 		it.folder = to
