@@ -3,6 +3,8 @@ package connector
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -31,6 +33,16 @@ type Config struct {
 	Instance       string        `envconfig:"INSTANCE"`
 	LogLevel       string        `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat      string        `envconfig:"LOG_FORMAT" default:"json"`
+
+	// Where a connection's passwordFrom may read (see docs/security.md): variables whose
+	// name starts with CredentialEnvPrefix (never mailbus's own settings) and regular files
+	// in CredentialDir. Empty means the default.
+	CredentialEnvPrefix string `envconfig:"CREDENTIAL_ENV_PREFIX" default:"MAILBUS_CRED_"`
+	CredentialDir       string `envconfig:"CREDENTIAL_DIR" default:"/run/secrets"`
+	// AllowedHosts is a comma list of host patterns (imap.example.com, *.example.com) that
+	// hosts, Exchange URLs and OAuth2 token URLs may name; empty: any. A string, not a
+	// slice, so that Config stays comparable.
+	AllowedHosts string `envconfig:"ALLOWED_HOSTS"`
 }
 
 // EnvPrefix is the envconfig prefix of every variable.
@@ -56,6 +68,23 @@ func (c *Config) Check() error {
 	}
 	if c.MaxInlineBytes < 0 {
 		return fmt.Errorf("MAILBUS_MAX_INLINE_BYTES %d: want 0 or more", c.MaxInlineBytes)
+	}
+	if c.CredentialEnvPrefix == "" {
+		c.CredentialEnvPrefix = DefaultCredentialEnvPrefix
+	}
+	if !envNameRule.MatchString(c.CredentialEnvPrefix) {
+		return fmt.Errorf("MAILBUS_CREDENTIAL_ENV_PREFIX %q: want letters, digits or _", c.CredentialEnvPrefix)
+	}
+	if c.CredentialDir == "" {
+		c.CredentialDir = DefaultCredentialDir
+	}
+	if !filepath.IsAbs(c.CredentialDir) {
+		return fmt.Errorf("MAILBUS_CREDENTIAL_DIR %q: want an absolute path", c.CredentialDir)
+	}
+	for _, h := range strings.Split(c.AllowedHosts, ",") {
+		if err := checkHostPattern(h); err != nil {
+			return err
+		}
 	}
 	return nil
 }

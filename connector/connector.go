@@ -75,6 +75,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Connector, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.fence = newFence(cfg)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}

@@ -47,6 +47,8 @@ type fakeEWS struct {
 	busy     time.Duration // the next request gets ErrorServerBusy with this back-off
 	fail500  int           // the next fail500 requests get a bare HTTP 500
 	badItems map[string]string
+	// noMime holds items whose GetItem succeeds without MimeContent.
+	noMime map[string]bool
 	// dropMarkRead makes UpdateItem fail with HTTP 500 (a crash between publish and mark).
 	dropMarkRead bool
 	// denyImpersonation refuses every request that impersonates a mailbox.
@@ -65,6 +67,10 @@ type fakeEWS struct {
 	busyAt     time.Time
 	afterBusy  time.Time
 	pageSizes  []int
+	// restrictions are the FindItem restrictions, as fakeExprString writes them.
+	restrictions []string
+	mimeGets     []string // ids of the items whose MIME content a GetItem returned
+	headerGets   []string // ids of the items whose InternetMessageHeaders a GetItem returned
 }
 
 type fakeItem struct {
@@ -80,6 +86,7 @@ func newFakeEWS(t *testing.T, tls bool) *fakeEWS {
 	f := &fakeEWS{
 		t: t, folders: map[string]string{"Archive": "AAMkFolderArchive="},
 		ntlmConns: map[string]bool{}, challenges: map[string][8]byte{}, badItems: map[string]string{},
+		noMime: map[string]bool{},
 	}
 	if tls {
 		f.srv = httptest.NewTLSServer(http.HandlerFunc(f.serve))
@@ -284,10 +291,14 @@ func (f *fakeEWS) findItem(op *fakeNode) string {
 	if op.attr("Traversal") != "Shallow" {
 		f.t.Errorf("FindItem Traversal = %q", op.attr("Traversal"))
 	}
-	eq := op.child("Restriction").child("IsEqualTo")
-	if eq.child("FieldURI").attr("FieldURI") != "message:IsRead" ||
-		eq.child("FieldURIOrConstant").child("Constant").attr("Value") != "false" {
-		f.t.Errorf("FindItem restriction is not IsRead=false")
+	r := op.child("Restriction")
+	if len(r.kids) != 1 {
+		f.t.Errorf("FindItem restriction with %d expressions, want 1", len(r.kids))
+		return ""
+	}
+	f.restrictions = append(f.restrictions, fakeExprString(r.kids[0]))
+	if !fakeRequiresUnread(r.kids[0]) {
+		f.t.Errorf("FindItem restriction %s does not require IsRead=false", fakeExprString(r.kids[0]))
 	}
 	fo := op.child("SortOrder").child("FieldOrder")
 	if fo.attr("Order") != "Ascending" || fo.child("FieldURI").attr("FieldURI") != "item:DateTimeReceived" {
@@ -297,7 +308,13 @@ func (f *fakeEWS) findItem(op *fakeNode) string {
 	max, _ := strconv.Atoi(view.attr("MaxEntriesReturned"))
 	offset, _ := strconv.Atoi(view.attr("Offset"))
 	f.pageSizes = append(f.pageSizes, max)
-	all := f.unread(f.folderOf(op.child("ParentFolderIds")))
+	var all []*fakeItem
+	folder := f.folderOf(op.child("ParentFolderIds"))
+	for _, it := range f.items {
+		if it.folder == folder && f.restrict(r.kids[0], it) {
+			all = append(all, it)
+		}
+	}
 	page := all[min(offset, len(all)):min(offset+max, len(all))]
 	var b strings.Builder
 	for _, it := range page {
@@ -325,7 +342,7 @@ func (f *fakeEWS) getItem(op *fakeNode) string {
 		props = append(props, p.attr("FieldURI"))
 	}
 	if !slices.Contains(props, "item:MimeContent") {
-		f.t.Errorf("GetItem without item:MimeContent: %v", props)
+		return f.getHeaders(op, props)
 	}
 	var b strings.Builder
 	for _, id := range op.child("ItemIds").kids {
@@ -335,7 +352,12 @@ func (f *fakeEWS) getItem(op *fakeNode) string {
 			b.WriteString(fakeErrorMessage("GetItem", "ErrorItemNotFound", "The specified object was not found in the store."))
 		case f.badItems[it.id] != "":
 			b.WriteString(fakeErrorMessage("GetItem", f.badItems[it.id], "The item cannot be read."))
+		case f.noMime[it.id]:
+			fmt.Fprintf(&b, `<m:GetItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:Items><t:Message>`+
+				`<t:ItemId Id="%s" ChangeKey="CQAAABYAAAA"/><t:DateTimeReceived>%s</t:DateTimeReceived></t:Message></m:Items></m:GetItemResponseMessage>`,
+				it.id, it.received.Format(time.RFC3339))
 		default:
+			f.mimeGets = append(f.mimeGets, it.id)
 			fmt.Fprintf(&b, `<m:GetItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:Items><t:Message>`+
 				`<t:MimeContent CharacterSet="UTF-8">%s</t:MimeContent><t:ItemId Id="%s" ChangeKey="CQAAABYAAAA"/>`+
 				`<t:DateTimeReceived>%s</t:DateTimeReceived><t:Size>%d</t:Size></t:Message></m:Items></m:GetItemResponseMessage>`,
@@ -379,10 +401,18 @@ func (f *fakeEWS) moveItems(op *fakeNode) string {
 		to = f.folderOf(op.child("ToFolderId"))
 	}
 	var b strings.Builder
+	exists := op.child("ToFolderId") == nil || op.child("ToFolderId").child("DistinguishedFolderId") != nil
+	for _, id := range f.folders {
+		exists = exists || id == to
+	}
 	for _, id := range op.child("ItemIds").kids {
 		it := f.item(id.attr("Id"))
-		if it == nil {
+		switch {
+		case it == nil:
 			b.WriteString(fakeErrorMessage(name, "ErrorItemNotFound", "The specified object was not found in the store."))
+			continue
+		case !exists:
+			b.WriteString(fakeErrorMessage(name, "ErrorToFolderNotFound", "The destination folder does not exist."))
 			continue
 		}
 		it.folder = to
@@ -527,16 +557,22 @@ var fakeMessagesNS = []string{
 // fakeOrder is the documented sequence of the children of the elements mailbus sends:
 // EWS validates requests against its schema, where order matters.
 var fakeOrder = map[string][]string{
-	"FindItem":        {"ItemShape", "IndexedPageItemView", "Restriction", "SortOrder", "ParentFolderIds"},
-	"GetItem":         {"ItemShape", "ItemIds"},
-	"ItemShape":       {"BaseShape", "IncludeMimeContent", "AdditionalProperties"},
-	"FolderShape":     {"BaseShape", "AdditionalProperties"},
-	"SyncFolderItems": {"ItemShape", "SyncFolderId", "SyncState", "Ignore", "MaxChangesReturned", "SyncScope"},
-	"ItemChange":      {"ItemId", "Updates"},
-	"SetItemField":    {"FieldURI", "Message"},
-	"IsEqualTo":       {"FieldURI", "FieldURIOrConstant"},
-	"MoveItem":        {"ToFolderId", "ItemIds"},
-	"FindFolder":      {"FolderShape", "Restriction", "ParentFolderIds"},
+	"FindItem":               {"ItemShape", "IndexedPageItemView", "Restriction", "SortOrder", "ParentFolderIds"},
+	"GetItem":                {"ItemShape", "ItemIds"},
+	"ItemShape":              {"BaseShape", "IncludeMimeContent", "AdditionalProperties"},
+	"FolderShape":            {"BaseShape", "AdditionalProperties"},
+	"SyncFolderItems":        {"ItemShape", "SyncFolderId", "SyncState", "Ignore", "MaxChangesReturned", "SyncScope"},
+	"ItemChange":             {"ItemId", "Updates"},
+	"SetItemField":           {"FieldURI", "Message"},
+	"IsEqualTo":              {"FieldURI", "FieldURIOrConstant"},
+	"IsNotEqualTo":           {"FieldURI", "FieldURIOrConstant"},
+	"IsGreaterThan":          {"FieldURI", "FieldURIOrConstant"},
+	"IsGreaterThanOrEqualTo": {"FieldURI", "FieldURIOrConstant"},
+	"IsLessThan":             {"FieldURI", "FieldURIOrConstant"},
+	"IsLessThanOrEqualTo":    {"FieldURI", "FieldURIOrConstant"},
+	"Contains":               {"FieldURI", "Constant"},
+	"MoveItem":               {"ToFolderId", "ItemIds"},
+	"FindFolder":             {"FolderShape", "Restriction", "ParentFolderIds"},
 }
 
 // fakeNonEmpty are elements the schema requires at least one child of.

@@ -89,11 +89,17 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
 	}
+	filter, err := newMailFilter(r.Filter)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
+	}
 	idPfx := c.Name + "/" + r.Mailbox
 	subject := rt.Names.BusSubject(r.Bus, r.Name)
+	sync := r.Select == schemas.SelectAll || r.After == schemas.AfterNone || r.Backlog != schemas.BacklogUnseen
 	w := &ewsWorker{
 		rt: rt, route: r, conn: c, client: client, pub: pub,
-		sync:    r.Select == schemas.SelectAll || r.After == schemas.AfterNone || r.Backlog != schemas.BacklogUnseen,
+		sync:    sync,
+		filter:  newEWSFilter(filter, sync),
 		state:   &ewsStateStore{kv: rt.Storage.State, key: RouteKey(r.Name)},
 		src:     CheckpointSource{Connection: c.Name, Server: c.ExchangeURL, User: c.Username, Mailbox: r.Mailbox},
 		foreign: make(map[string]bool),
@@ -124,6 +130,7 @@ type ewsWorker struct {
 	log    *slog.Logger
 	met    *routeMetrics
 	clog   *routeLog
+	filter *ewsFilter
 
 	folder, moveTo *ewsFolder // resolved on the first cycle
 	inflight       int        // bytes of published, unacknowledged events
@@ -255,8 +262,9 @@ func (w *ewsWorker) resolve(ctx context.Context) error {
 // still unread behind the route (failed ones) end.
 func (w *ewsWorker) unreadCycle(ctx context.Context) error {
 	offset := 0
+	w.filter.newCycle()
 	for {
-		items, more, err := w.client.findUnread(ctx, *w.folder, offset, ewsBatch)
+		items, more, err := w.client.findUnread(ctx, *w.folder, offset, ewsBatch, w.filter.restrict...)
 		if err != nil || len(items) == 0 {
 			return err
 		}
@@ -264,6 +272,11 @@ func (w *ewsWorker) unreadCycle(ctx context.Context) error {
 		n := len(items)
 		items = slices.DeleteFunc(items, func(it ewsItem) bool { return slices.Contains(w.st.Journal, it.ID.ID) })
 		offset += n - len(items)
+		items, passed, err := w.filterItems(ctx, items)
+		if err != nil {
+			return err
+		}
+		offset += passed // they stay unread
 		w.status(func(s *schemas.RouteStatus) { s.Pending = int64(len(items)) })
 		if len(items) == 0 {
 			if !more {
@@ -316,6 +329,9 @@ func (w *ewsWorker) syncCycle(ctx context.Context) error {
 			})
 			skipped = n - len(items)
 		}
+		if items, _, err = w.filterItems(ctx, items); err != nil {
+			return err
+		}
 		w.status(func(s *schemas.RouteStatus) { s.Pending = int64(len(items)) })
 		if len(items) > 0 {
 			if _, err := w.batch(ctx, items); err != nil {
@@ -365,7 +381,10 @@ type ewsPending struct {
 	id      string // event Id
 	gone    bool   // deleted or moved since it was listed
 	deadErr error  // why it cannot become an event
-	noRaw   bool   // the server would not give its MIME: dead letter without RawRef
+	noRaw   bool   // no raw copy stored (the server would not give its MIME): left alone by after
+	// partial is an event that keeps only part of its message, held until the raw copy is
+	// stored after the GetItem (publishPartial); then it is published with RawRef.
+	partial *schemas.Event
 	msg     *nats.Msg
 	fut     jetstream.PubAckFuture
 	acked   bool
@@ -387,6 +406,9 @@ var ewsTransientItem = []string{
 // those the server refused to change stay in the journal. A transient error on one item does not hold the others up:
 // it is returned once they are done, so the cycle backs off and retries.
 func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err error) {
+	if len(items) == 0 { // all passed over by the filter
+		return 0, nil
+	}
 	// Whatever an earlier, failed batch left in flight is no longer waited for.
 	w.inflight = 0
 	w.clog.listed(len(items))
@@ -430,7 +452,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 		switch {
 		// No message and not acknowledged (throttle lets go of acknowledged ones early):
 		// nothing was published for the item.
-		case g.Err == nil && p.msg == nil && !p.acked && p.deadErr == nil:
+		case g.Err == nil && p.msg == nil && !p.acked && p.deadErr == nil && p.partial == nil:
 			p.deadErr, p.noRaw = errors.New("the server returned no MIME content"), true
 		case g.Err == nil:
 		case errors.As(g.Err, &ee) && ee.Code == "ErrorItemNotFound":
@@ -439,6 +461,11 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 			retry = fmt.Errorf("ews GetItem: item %s: %w", p.id, g.Err)
 		default:
 			p.deadErr, p.noRaw = fmt.Errorf("ews GetItem: %w", g.Err), true
+		}
+		if p.partial != nil {
+			if err := w.publishPartial(ctx, p); err != nil {
+				return 0, err
+			}
 		}
 		if p.deadErr != nil {
 			if err := w.deadLetter(ctx, p); err != nil {
@@ -450,14 +477,18 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 		return 0, err
 	}
 	// The journal: acknowledged, not published again, to be acted upon (settle).
+	destroys := w.route.After == schemas.AfterDelete || w.route.After == schemas.AfterMove
+	var kept []ewsID
 	for _, p := range pend {
 		if p.acked || p.gone {
 			w.st.Publishing = slices.DeleteFunc(w.st.Publishing, func(id string) bool { return id == p.item.ID.ID })
 		}
-		if p.acked {
-			if w.route.After != schemas.AfterNone {
-				w.st.Journal = append(w.st.Journal, p.item.ID.ID)
-			}
+		switch {
+		case !p.acked || w.route.After == schemas.AfterNone:
+		case p.noRaw && destroys:
+			kept = append(kept, p.item.ID)
+		default:
+			w.st.Journal = append(w.st.Journal, p.item.ID.ID)
 		}
 	}
 	if err := w.state.save(ctx, &w.st); err != nil {
@@ -468,6 +499,27 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 		if !p.acked && !p.gone {
 			left++
 		}
+	}
+	if len(kept) > 0 {
+		// Neither deleted nor moved: the folder holds the only copy. Read from unread items,
+		// the route marks them read instead, or every poll would read them again; a sync
+		// route's SyncState passes them by.
+		how := "left as they are"
+		if !w.sync {
+			how = "only marked read"
+			errs, err := w.client.markRead(ctx, kept)
+			if err != nil {
+				return 0, fmt.Errorf("after %s: mark read the items without a raw copy: %w", w.route.After, err)
+			}
+			for _, e := range errs {
+				if e != nil {
+					left++
+				}
+			}
+		}
+		w.connLog(slog.LevelWarn, EventAction, fmt.Sprintf(
+			"after %s not applied to %d items: no raw copy of them could be stored (the server returned no MIME), so they stay in the folder, %s",
+			w.route.After, len(kept), how))
 	}
 	if len(w.st.Journal) > 0 {
 		if err := w.settle(ctx); err != nil {
@@ -488,7 +540,7 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 		r = tee
 	}
 	in := &trackedReader{r: r}
-	ev, mapErr := mapping.Map(in, &mapping.Options{
+	res, mapErr := w.rt.mapSafely(in, &mapping.Options{
 		Headers:        w.route.Headers,
 		Attributes:     w.route.Attributes,
 		MaxInlineBytes: w.rt.MaxInlineBytes,
@@ -504,13 +556,14 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 			return sink.failed()
 		case errors.As(in.err, &corrupt):
 			p.deadErr = fmt.Errorf("the server sent MIME content that is not base64: %w", in.err)
-		case in.err != nil:
+		case in.failed() != nil:
 			return fmt.Errorf("read item %s: %w", p.id, in.err)
 		default:
 			p.deadErr = mapErr
 		}
 		return nil
 	}
+	ev := res.Event
 	if tee != nil {
 		if err := tee.finish(); err != nil {
 			return err
@@ -522,6 +575,19 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 		t = t.UTC()
 		ev.ReceivedAt = &t
 	}
+	if res.Partial && ev.RawRef == nil {
+		p.partial = ev
+		return nil
+	}
+	if err := w.publishEvent(ctx, p, ev); err != nil {
+		return err
+	}
+	return w.throttle(ctx, earlier)
+}
+
+// publishEvent publishes the event of p without waiting for its acknowledgement; an event
+// too large for NATS marks p for the dead letters instead.
+func (w *ewsWorker) publishEvent(ctx context.Context, p *ewsPending, ev *schemas.Event) error {
 	limit := max(int(w.rt.NC.MaxPayload())-payloadHeadroom, 1024)
 	data, err := fitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, limit)
 	if errors.Is(err, errEventTooLarge) {
@@ -536,7 +602,25 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 		return err
 	}
 	w.inflight += len(p.msg.Data)
-	return w.throttle(ctx, earlier)
+	return nil
+}
+
+// publishPartial stores the raw copy of an item the mapping kept only part of (fetched
+// again: the first read went into the mapping) and publishes its event with RawRef to it,
+// whatever includeRaw says.
+func (w *ewsWorker) publishPartial(ctx context.Context, p *ewsPending) error {
+	ev := p.partial
+	p.partial = nil
+	ref, err := w.storeRaw(ctx, p)
+	if err != nil {
+		return err
+	}
+	if ref == nil {
+		p.noRaw = true
+		w.connLog(slog.LevelWarn, EventError, "item keeps only part of it in its event and the server returned no MIME for its raw copy: it is neither deleted nor moved", "id", p.id)
+	}
+	ev.RawRef = ref
+	return w.publishEvent(ctx, p, ev)
 }
 
 // throttle waits for acknowledgements while the route holds too many event bytes.
@@ -680,32 +764,46 @@ func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {
 func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 	var ref *schemas.ObjectRef
 	if !p.noRaw {
-		name := objectName(p.id, "raw")
-		_, err := w.client.getItems(ctx, []ewsID{p.item.ID}, func(_ int, r io.Reader) error {
-			if _, err := putObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
-				return fmt.Errorf("store raw message %s: %w", name, err)
-			}
-			ref = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: name}
-			return nil
-		})
-		if err != nil {
+		var err error
+		if ref, err = w.storeRaw(ctx, p); err != nil {
 			return err
 		}
 	}
+	why := p.deadErr
+	if ref == nil {
+		// The after action leaves it: the folder holds its only copy.
+		p.noRaw = true
+		why = fmt.Errorf("%w (and no raw copy could be stored: the item is neither deleted nor moved)", why)
+	}
 	msg, err := deadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), p.id, &DeadLetter{
 		Route: w.route.Name, Connection: w.conn.Name, Mailbox: w.route.Mailbox,
-		Error: p.deadErr.Error(), RawRef: ref,
+		Error: why.Error(), RawRef: ref,
 	})
 	if err != nil {
 		return err
 	}
-	w.clog.deadLettered(msgNote{item: p.item.ID.ID, eventID: p.id}, p.deadErr)
+	w.clog.deadLettered(msgNote{item: p.item.ID.ID, eventID: p.id}, why)
 	p.msg = msg
 	if p.fut, err = w.pub.publish(ctx, msg); err != nil {
 		return err
 	}
 	w.inflight += len(msg.Data)
 	return nil
+}
+
+// storeRaw fetches the MIME of p again and stores it as the object <event id>/raw. It
+// returns nil (and no error) when the server gave no MIME for it.
+func (w *ewsWorker) storeRaw(ctx context.Context, p *ewsPending) (*schemas.ObjectRef, error) {
+	var ref *schemas.ObjectRef
+	name := objectName(p.id, "raw")
+	_, err := w.client.getItems(ctx, []ewsID{p.item.ID}, func(_ int, r io.Reader) error {
+		if _, err := putObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
+			return fmt.Errorf("store raw message %s: %w", name, err)
+		}
+		ref = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: name}
+		return nil
+	})
+	return ref, err
 }
 
 // settle applies the route's after action, in one request, to the items of the journal,

@@ -2,9 +2,17 @@ package connector
 
 import (
 	"context"
+	"io"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mailbus/mailbus/mapping"
 )
+
+// SetMapping replaces the mapping function of rt's workers, for tests that make it panic.
+func SetMapping(rt *Runtime, f func(io.Reader, *mapping.Options) (*mapping.Result, error)) {
+	rt.mapMessage = f
+}
 
 // SignedProbeValue is the X-Mailbus-Probe value the connection check of the deployment
 // with secretKey (MAILBUS_SECRET_KEY, "" for none) and state bucket kv writes for id: what

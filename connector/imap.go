@@ -63,6 +63,10 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if r.Mailbox == "" {
 		r.Mailbox = "INBOX"
 	}
+	filter, err := newMailFilter(r.Filter)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
+	}
 	pub := rt.Publishers.bus(r.Bus)
 	if pub == nil {
 		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
@@ -76,6 +80,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	}
 	w := &imapWorker{
 		tokens:  tokens,
+		filter:  filter,
 		rt:      rt,
 		route:   r,
 		conn:    c,
@@ -112,6 +117,7 @@ type imapWorker struct {
 	tokens  *tokenSource // oauth2 only
 	met     *routeMetrics
 	clog    *routeLog
+	filter  *mailFilter // nil: every message the route selects
 }
 
 func (rt *Runtime) logger() *slog.Logger {
@@ -223,6 +229,9 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 		return err
 	}
 	w.clog.connected(IMAPAddr(&w.conn))
+	if err := w.checkMoveTo(ctx, c); err != nil {
+		return err
+	}
 	cp, err := w.cps.Load(ctx)
 	if err != nil {
 		return err
@@ -271,6 +280,28 @@ func (w *imapWorker) checkCaps(caps imap.CapSet) error {
 		if !caps.Has(imap.CapMove) && !caps.Has(imap.CapUIDPlus) {
 			return Permanent(errors.New("after move needs the server's MOVE or UIDPLUS, which it lacks"))
 		}
+	}
+	return nil
+}
+
+// checkMoveTo makes sure, before anything is published, that the folder of after move
+// exists: a route that would publish and then fail to move every message is parked in
+// state error instead, its status naming the folder.
+func (w *imapWorker) checkMoveTo(ctx context.Context, c *imapclient.Client) error {
+	if w.route.After != schemas.AfterMove {
+		return nil
+	}
+	err := within(ctx, imapCommandTimeout, c, func() error {
+		_, err := c.Status(w.route.MoveTo, &imap.StatusOptions{NumMessages: true}).Wait()
+		return err
+	})
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		// Whatever the server's reason (missing, no right to it), no move can succeed.
+		return Permanent(fmt.Errorf("moveTo folder %q does not exist or cannot be opened: %w", w.route.MoveTo, err))
+	}
+	if err != nil {
+		return fmt.Errorf("moveTo folder %q: %w", w.route.MoveTo, err)
 	}
 	return nil
 }

@@ -99,6 +99,8 @@ type RouteStatus struct {
 	UidValidity uint32 `json:"uidValidity"`
 	LastUid     uint32 `json:"lastUid"`
 	Pending     int64  `json:"pending"`
+	// Filtered counts messages the route's filter passed over.
+	Filtered uint64 `json:"filtered"`
 }
 
 // Stage is one timed step of a connection check.

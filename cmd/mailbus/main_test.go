@@ -59,6 +59,9 @@ func TestConfigDefaults(t *testing.T) {
 		HTTPAddr:       ":8080",
 		LogLevel:       "info",
 		LogFormat:      "json",
+
+		CredentialEnvPrefix: "MAILBUS_CRED_",
+		CredentialDir:       "/run/secrets",
 	}
 	if cfg != want {
 		t.Errorf("defaults = %+v\nwant       %+v", cfg, want)
