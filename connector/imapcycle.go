@@ -57,7 +57,7 @@ type imapSession struct {
 	// published is cp.PublishedTo before the current batch raised it: a duplicate
 	// acknowledgement up to it may be of an event published before a crash.
 	published uint32
-	flt      imapFilterState
+	flt       imapFilterState
 }
 
 // candidate is a UID the search found above the checkpoint, and whether the route passes it
