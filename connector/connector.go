@@ -264,9 +264,12 @@ func (c *Connector) Run(ctx context.Context) error {
 // (a cluster electing its meta leader, a server still starting).
 func (c *Connector) ensureStorage(ctx context.Context, js jetstream.JetStream) (*Storage, error) {
 	for attempt := 0; ; attempt++ {
-		s, err := EnsureStorage(ctx, js, c.names, c.cfg.StreamReplicas, c.cfg.DedupWindow)
+		s, err := OpenStorage(ctx, js, c.names, c.cfg.Storage())
 		if err == nil {
 			return s, nil
+		}
+		if errors.Is(err, ErrStorageCheck) {
+			return nil, err
 		}
 		c.logger.Warn("jetstream storage not ready; retrying", "err", err)
 		if !sleepUntil(ctx, restartDelay(min(attempt, 3))) {
