@@ -178,6 +178,11 @@ func (c *Connector) Run(ctx context.Context) error {
 	registerNATS(reg, nc)
 	pubs.measure(metrics)
 	st := &store{kv: storage.Config, sealer: c.sealer}
+	if c.cfg.Definitions != "" {
+		if err := c.applyDefinitions(ctx, st); err != nil {
+			return err
+		}
+	}
 	rt := &Runtime{
 		Names:          c.names,
 		NC:             nc,
@@ -274,6 +279,37 @@ func (c *Connector) ensureStorage(ctx context.Context, js jetstream.JetStream) (
 		c.logger.Warn("jetstream storage not ready; retrying", "err", err)
 		if !sleepUntil(ctx, restartDelay(min(attempt, 3))) {
 			return nil, fmt.Errorf("storage: %w", ctx.Err())
+		}
+	}
+}
+
+// applyDefinitions applies the file of MAILBUS_DEFINITIONS, retrying while the storage
+// does not answer. A file that cannot be read or is refused stops the start.
+func (c *Connector) applyDefinitions(ctx context.Context, st *store) error {
+	path := c.cfg.Definitions
+	defs, err := ReadDefinitions(path)
+	if err != nil {
+		return fmt.Errorf("MAILBUS_DEFINITIONS: %w", err)
+	}
+	req := &schemas.ApplyRequest{Connections: defs.Connections, Routes: defs.Routes}
+	for attempt := 0; ; attempt++ {
+		changes, err := st.Apply(ctx, req)
+		var refused *schemas.Error
+		switch {
+		case err == nil:
+			counts := map[string]int{}
+			for _, ch := range changes {
+				counts[ch.Action]++
+			}
+			c.logger.Info("definitions applied", "file", path, "created", counts[schemas.ActionCreate],
+				"updated", counts[schemas.ActionUpdate], "unchanged", counts[schemas.ActionUnchanged])
+			return nil
+		case errors.As(err, &refused):
+			return fmt.Errorf("MAILBUS_DEFINITIONS: %s: %w", path, err)
+		}
+		c.logger.Warn("definitions not applied yet; retrying", "file", path, "err", err)
+		if !sleepUntil(ctx, restartDelay(min(attempt, 3))) {
+			return fmt.Errorf("MAILBUS_DEFINITIONS: %w", ctx.Err())
 		}
 	}
 }
