@@ -365,7 +365,7 @@ func cmdTest(ctx context.Context, c *client.Client, args []string, w io.Writer) 
 		if !s.OK {
 			result, detail = "FAILED", s.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%dms\t%s\n", s.Stage, result, s.MS, oneLine(detail))
+		fmt.Fprintf(tw, "%s\t%s\t%dms\t%s\n", s.Stage, result, s.MS, dash(oneLine(detail)))
 	}
 	tw.Flush()
 	if len(r.Capabilities) > 0 {
