@@ -335,4 +335,3 @@ func TestCLIUsage(t *testing.T) {
 		t.Errorf("get routes without a server: exit %d (%v), want 1", exitCode(err), err)
 	}
 }
-
