@@ -32,7 +32,7 @@ connections:
     host: imap.example.com
     encryption: tls
     username: sales@example.com
-    passwordFrom: {env: SALES_PASSWORD}
+    passwordFrom: {env: MAILBUS_CRED_SALES_PASSWORD}
 routes:
   - name: support_inbox
     connection: support_imap
@@ -194,7 +194,7 @@ func TestApplyBadFile(t *testing.T) {
 // nothing.
 func TestDefinitionsAtStart(t *testing.T) {
 	t.Setenv("SUPPORT_PASSWORD", "s3cret")
-	t.Setenv("SALES_PASSWORD", "s3cret-sales")
+	t.Setenv("MAILBUS_CRED_SALES_PASSWORD", "s3cret-sales")
 	url, js := natsFor(t)
 	file := filepath.Join(t.TempDir(), "defs.yaml")
 	if err := os.WriteFile(file, []byte(defsYAML), 0o600); err != nil {
