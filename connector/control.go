@@ -90,6 +90,7 @@ func startControl(ctx context.Context, nc *nats.Conn, n Names, version string, c
 		{"route", "list", c.routeList, 0, 0},
 		{"route", "delete", c.routeDelete, 0, 0},
 		{"route", "status", c.routeStatus, 0, 0},
+		{"definitions", "apply", c.definitionsApply, applyRequestTimeout, 0},
 	}
 	groups := map[string]micro.Group{}
 	for _, e := range endpoints {
@@ -312,6 +313,23 @@ func (c *control) connectionLog(ctx context.Context, data []byte) (*schemas.Repl
 		return nil, r.Error
 	}
 	return r, nil
+}
+
+// applyRequestTimeout bounds one definitions.apply: a few thousand definitions, each read
+// and perhaps written.
+const applyRequestTimeout = 2 * time.Minute
+
+// definitionsApply applies many definitions at once (mailbus apply).
+func (c *control) definitionsApply(ctx context.Context, data []byte) (*schemas.Reply, error) {
+	var req schemas.ApplyRequest
+	if e := decodeRequest(data, &req); e != nil {
+		return nil, e
+	}
+	changes, err := c.store.Apply(ctx, &req)
+	if err != nil {
+		return nil, err
+	}
+	return &schemas.Reply{Changes: changes}, nil
 }
 
 func (c *control) connectionPut(ctx context.Context, data []byte) (*schemas.Reply, error) {

@@ -561,6 +561,9 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 		default:
 			p.deadErr = mapErr
 		}
+		if err := sink.drop(); err != nil {
+			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", err)
+		}
 		return nil
 	}
 	ev := res.Event
@@ -591,6 +594,9 @@ func (w *ewsWorker) publishEvent(ctx context.Context, p *ewsPending, ev *schemas
 	limit := max(int(w.rt.NC.MaxPayload())-payloadHeadroom, 1024)
 	data, err := fitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, limit)
 	if errors.Is(err, errEventTooLarge) {
+		if derr := dropObjects(ctx, w.rt.Storage.Objects, eventObjects(ev)); derr != nil {
+			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", derr)
+		}
 		p.deadErr = err
 		return nil
 	}

@@ -536,6 +536,9 @@ func (s *imapSession) publishEvent(ctx context.Context, f *fetched, ev *schemas.
 	w := s.w
 	data, err := fitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, w.maxPayload())
 	if errors.Is(err, errEventTooLarge) {
+		if derr := dropObjects(ctx, w.rt.Storage.Objects, eventObjects(ev)); derr != nil {
+			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", derr)
+		}
 		f.deadErr = err
 		return nil
 	}
@@ -611,6 +614,9 @@ func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, lit *tracked
 		}
 		if err := in.failed(); err != nil {
 			return nil, false, nil, fmt.Errorf("read message %d: %w", uid, err)
+		}
+		if err := sink.drop(); err != nil {
+			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", err)
 		}
 		return nil, false, mapErr, nil
 	}
