@@ -624,6 +624,23 @@ func TestRoutePutSharedMailboxConflict(t *testing.T) {
 	if !strings.Contains(e.Message, "taker2") {
 		t.Errorf("%q does not name the other route", e.Message)
 	}
+
+	// definitions.apply checks the same, against the stored routes and within the request.
+	before = s.snapshot()
+	e = s.fail("mail.control.definitions.apply", map[string]any{"routes": []map[string]any{
+		{"name": "reader", "connection": "c1"},
+		{"name": "bulk_taker", "connection": "c1", "after": "delete"},
+	}}, "conflict", "routes[1].after")
+	if !strings.Contains(e.Message, "reader") {
+		t.Errorf("apply: %q does not name the other route", e.Message)
+	}
+	s.fail("mail.control.definitions.apply", map[string]any{"routes": []map[string]any{
+		{"name": "c3_a", "connection": "c2", "mailbox": "Shared", "after": "move", "moveTo": "Done"},
+		{"name": "c3_b", "connection": "c2", "mailbox": "Shared"},
+	}}, "conflict", "routes[0].after")
+	if after := s.snapshot(); after != before {
+		t.Errorf("a refused apply changed the bucket:\n%s\n%s", before, after)
+	}
 }
 
 // TestIMAPLegacyCheckpointAdopted: a checkpoint written before checkpoints recorded their

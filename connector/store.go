@@ -364,6 +364,70 @@ func (s *store) sharedMailbox(ctx context.Context, r *schemas.Route) (*schemas.E
 	return nil, nil
 }
 
+// sharedMailboxes is sharedMailbox for the routes of an apply, against each other and
+// against the stored routes that stay (with prune, those declared).
+func (s *store) sharedMailboxes(ctx context.Context, routes []schemas.Route, req *schemas.ApplyRequest) error {
+	stored, err := s.ListRoutes(ctx)
+	if err != nil {
+		return err
+	}
+	key := func(r *schemas.Route) string {
+		mb := r.Mailbox
+		if strings.EqualFold(mb, defaultMailbox) {
+			mb = defaultMailbox
+		}
+		return r.Connection + "\x00" + mb
+	}
+	inRequest := make(map[string]bool, len(routes))
+	for _, r := range routes {
+		inRequest[r.Name] = true
+	}
+	var keep map[string]bool
+	if req.Prune && req.Declared != nil {
+		keep = make(map[string]bool, len(req.Declared.Routes))
+		for _, n := range req.Declared.Routes {
+			keep[n] = true
+		}
+	}
+	byMailbox := map[string][]schemas.Route{}
+	for _, r := range stored {
+		if !inRequest[r.Name] && (keep == nil || keep[r.Name]) {
+			byMailbox[key(&r)] = append(byMailbox[key(&r)], r)
+		}
+	}
+	for _, r := range routes {
+		byMailbox[key(&r)] = append(byMailbox[key(&r)], r)
+	}
+	removes := func(after string) bool { return after == schemas.AfterDelete || after == schemas.AfterMove }
+	// The routes that delete or move first: the refusal names the one to change.
+	order := make([]int, 0, len(routes))
+	for i, r := range routes {
+		if removes(r.After) {
+			order = append(order, i)
+		}
+	}
+	for i, r := range routes {
+		if !removes(r.After) {
+			order = append(order, i)
+		}
+	}
+	for _, i := range order {
+		r := routes[i]
+		for _, o := range byMailbox[key(&r)] {
+			switch {
+			case o.Name == r.Name:
+			case removes(r.After):
+				return applyError("route", i, r.Name, errConflict("after", "route %s reads mailbox %s of connection %s too: with after %s this route would take the mail away from it; use after markRead or none, or another mailbox",
+					o.Name, r.Mailbox, r.Connection, r.After))
+			case removes(o.After):
+				return applyError("route", i, r.Name, errConflict("mailbox", "route %s reads mailbox %s of connection %s with after %s, which takes the mail away from every other route on it; use another mailbox, or change route %s first",
+					o.Name, r.Mailbox, r.Connection, o.After, o.Name))
+			}
+		}
+	}
+	return nil
+}
+
 // fillRouteDefaults gives a route stored by an earlier version the fields it lacks.
 func fillRouteDefaults(r *schemas.Route) {
 	if r.Backlog == "" {
