@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -146,7 +147,7 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 		w.status(func(s *schemas.RouteStatus) {
 			s.State = state
 			if err != nil {
-				s.LastError = err.Error()
+				s.LastError = statusError(err, "Exchange", w.rt.natsUp())
 			}
 		})
 		if sleepCtx(ctx, wait) != nil {
@@ -279,6 +280,7 @@ type ewsPending struct {
 	msg     *nats.Msg
 	fut     jetstream.PubAckFuture
 	acked   bool
+	err     error // fut failed: published again by awaitAcks
 }
 
 // ewsTransientItem are per-item errors worth retrying on the next cycle rather than
@@ -398,6 +400,9 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 		return err
 	}
 	p.msg = w.wire.eventMsg(ev, data)
+	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		return err
+	}
 	if p.fut, err = w.pub.publish(ctx, p.msg); err != nil {
 		return err
 	}
@@ -405,49 +410,43 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 	return w.throttle(ctx, earlier)
 }
 
-// throttle waits for acknowledgements while the route holds too many event bytes.
+// throttle waits for acknowledgements while the route holds too many event bytes. A
+// failed publish is left to awaitAcks.
 func (w *ewsWorker) throttle(ctx context.Context, pend []*ewsPending) error {
 	for _, p := range pend {
 		if w.inflight <= maxInflightBytes {
 			return nil
 		}
-		if err := w.ack(ctx, p); err != nil {
-			return err
+		if err := w.result(ctx, p); err != nil && ctx.Err() != nil {
+			return ctx.Err()
 		}
+	}
+	if w.inflight > maxInflightBytes {
+		return errors.New("publish: events are not being acknowledged")
 	}
 	return nil
 }
 
-// ack waits for the acknowledgement of p, publishing it again (same Msg-Id) when it
-// failed, and then lets go of its message.
-func (w *ewsWorker) ack(ctx context.Context, p *ewsPending) error {
-	if p.fut == nil || p.acked {
-		return nil
+// result waits for the publish of p to resolve. Once it is acknowledged, its message is let
+// go of and it is counted; a failure is returned, and remembered (a future tells it once)
+// until awaitAcks publishes p again.
+func (w *ewsWorker) result(ctx context.Context, p *ewsPending) error {
+	if p.fut == nil || p.acked || p.err != nil {
+		return p.err
 	}
-	for attempt := 1; ; attempt++ {
-		var err error
-		select {
-		case <-p.fut.Ok():
-		case err = <-p.fut.Err():
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if err == nil {
-			break
-		}
-		if attempt > publishRetries {
-			return fmt.Errorf("publish %s: not acknowledged after %d tries: %w", p.id, attempt, err)
-		}
-		if err := sleepCtx(ctx, time.Duration(attempt)*250*time.Millisecond); err != nil {
-			return err
-		}
-		if p.fut, err = w.pub.publish(ctx, p.msg); err != nil {
-			return err
-		}
+	select {
+	case <-p.fut.Ok():
+	case p.err = <-p.fut.Err():
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	p.acked = true
 	w.inflight -= len(p.msg.Data)
 	p.msg, p.fut = nil, nil // the future holds the message too
+	if p.deadErr == nil {
+		w.connLog(slog.LevelDebug, EventPublished, "published "+p.id)
+	}
 	w.met.done(p.deadErr != nil)
 	w.status(func(s *schemas.RouteStatus) {
 		if p.deadErr != nil {
@@ -459,16 +458,42 @@ func (w *ewsWorker) ack(ctx context.Context, p *ewsPending) error {
 	return nil
 }
 
+// awaitAcks waits for the acknowledgement of every item of pend. The failed ones are
+// published again all together (same Msg-Id), once NATS is connected, up to
+// publishRetries times: as for IMAP (see imapSession.awaitAcks), not one by one.
 func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {
-	for _, p := range pend {
-		if err := w.ack(ctx, p); err != nil {
+	for round := 1; ; round++ {
+		var failed []*ewsPending
+		var err error
+		for _, p := range pend {
+			if ferr := w.result(ctx, p); ferr != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				failed = append(failed, p)
+				err = cmp.Or(err, ferr)
+			}
+		}
+		if len(failed) == 0 {
+			return nil
+		}
+		if round > publishRetries {
+			return fmt.Errorf("publish %s: not acknowledged after %d tries: %w", failed[0].id, round, err)
+		}
+		if err := w.rt.awaitNATS(ctx, w.status); err != nil {
 			return err
 		}
-		if p.acked && p.deadErr == nil {
-			w.connLog(slog.LevelDebug, EventPublished, "published "+p.id)
+		if err := sleepCtx(ctx, time.Duration(round)*250*time.Millisecond); err != nil {
+			return err
+		}
+		for _, p := range failed {
+			fut, err := w.pub.publish(ctx, p.msg)
+			if err != nil {
+				return err
+			}
+			p.fut, p.err = fut, nil
 		}
 	}
-	return nil
 }
 
 // deadLetter publishes the dead letter of p, with its raw message in the object store
@@ -497,6 +522,9 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 	}
 	w.connLog(slog.LevelWarn, EventError, "message cannot become an event: "+p.deadErr.Error(), "id", p.id)
 	p.msg = msg
+	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		return err
+	}
 	if p.fut, err = w.pub.publish(ctx, msg); err != nil {
 		return err
 	}

@@ -137,7 +137,8 @@ func (w *imapWorker) Run(ctx context.Context) error {
 			attempt++
 			w.connLog(slog.LevelWarn, EventState, fmt.Sprintf("retry in %s: %v", wait.Round(time.Millisecond), err))
 		}
-		w.status(func(s *schemas.RouteStatus) { s.State, s.LastError = state, err.Error() })
+		text := statusError(err, "IMAP", w.rt.natsUp())
+		w.status(func(s *schemas.RouteStatus) { s.State, s.LastError = state, text })
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

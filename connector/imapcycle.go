@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,8 +35,8 @@ const (
 	// maxInflightBytes bounds the events a route holds for a possible retry (published,
 	// not yet acknowledged); above it the FETCH waits for acknowledgements.
 	maxInflightBytes = 32 << 20
-	// publishRetries is how often an unacknowledged event is published again (same
-	// Msg-Id) before the cycle gives up.
+	// publishRetries is how often the unacknowledged events of a batch are published
+	// again (same Msg-Id) before the cycle gives up.
 	publishRetries = 3
 )
 
@@ -52,6 +53,8 @@ type imapSession struct {
 	// expired); zero: never.
 	renewAt time.Time
 	avgSize int // of the messages of the last batch, for the size of the next
+	// litFailed: a literal of the FETCH being given up failed to read (see quit).
+	litFailed bool
 }
 
 // fetched is one message of a batch on its way: published and waiting for its
@@ -227,7 +230,7 @@ func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
 		}
 		f, err := s.message(ctx, m, watch, &size)
 		if err != nil {
-			// The session ends and closes the connection, which ends the FETCH.
+			s.quit(fetch) // the session ends
 			return watch.explain(err)
 		}
 		if f != nil {
@@ -235,6 +238,7 @@ func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
 			sized++
 		}
 		if err := s.throttle(ctx, got, &oldest); err != nil {
+			s.quit(fetch)
 			return err
 		}
 	}
@@ -351,6 +355,11 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 		}
 	}
 	f.msg = w.eventMsg(ev, data)
+	// Not into the client's reconnect buffer: an outage shows in the status, and the
+	// FETCH waits for NATS rather than filling memory.
+	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		return nil, err
+	}
 	if f.fut, err = w.pub.publish(ctx, f.msg); err != nil {
 		return nil, err
 	}
@@ -358,14 +367,34 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 	return f, nil
 }
 
-// abandon gives up the FETCH in the middle of a literal: the session ends. imapclient's
-// reader goroutine waits until the literal is read to its end or to an error, and reading
-// a literal again after an error races with that goroutine; so the connection is closed,
-// the literal read (through lit, which never reads again after an error) until it fails,
-// and nothing of the FETCH is touched after that.
+// abandon gives up the FETCH in the middle of a literal: the session ends. The connection
+// is closed and the literal read (through lit, which never reads again after an error) to
+// its end or its error; the caller then lets go of the FETCH with quit.
 func (s *imapSession) abandon(lit *trackedReader) {
-	s.c.Close()
+	s.closeConn()
 	io.Copy(io.Discard, lit)
+	s.litFailed = lit.failed() != nil
+}
+
+// quit lets go of a FETCH the session gives up before its end. imapclient's reader
+// goroutine hands the FETCH over message by message and waits until each literal is
+// read; Close waits for that goroutine, so a FETCH left unread made the session's Close
+// wait forever (a NATS outage stopping the worker in the middle of a FETCH stalled its
+// route for good). So the connection is closed and the FETCH read to its end, which comes
+// soon on the closed connection. After a literal failed, nothing of the FETCH is read
+// again: reading a literal again after an error races with that goroutine, which went on
+// past it and fails on the closed connection by itself.
+func (s *imapSession) quit(fetch *imapclient.FetchCommand) {
+	s.closeConn()
+	if !s.litFailed {
+		fetch.Close()
+	}
+}
+
+// closeConn closes the connection without waiting for imapclient's reader goroutine,
+// which Close does: the caller may be what that goroutine waits for.
+func (s *imapSession) closeConn() {
+	go s.c.Close()
 }
 
 // mapMessage turns the literal into an event. err is a failure to read the message or to
@@ -503,32 +532,64 @@ func (s *imapSession) release(f *fetched) {
 	f.msg, f.fut = nil, nil
 }
 
-// awaitAcks waits, in UID order, for each event to be acknowledged, publishing it again
-// (same Msg-Id) when it failed. It returns how many of got, from the first, are done.
+// awaitAcks waits for the acknowledgement of every event of got. The failed ones are
+// published again (same Msg-Id: the stream drops what it has already) all together, once
+// NATS is connected, up to publishRetries times: a reconnect fails every publish in
+// flight at once, and publishing them again one by one, each after its own pause, stalled
+// a route for minutes. It returns how many of got, from the first, are done (acknowledged
+// or skipped).
 func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error) {
-	for i, f := range got {
+	n := 0 // of got, the first not yet counted
+	for round := 1; ; round++ {
+		var failed []*fetched
+		var err error
+		for _, f := range got {
+			if f.msg == nil { // skipped, or acknowledged while throttling
+				continue
+			}
+			if ferr := f.result(ctx); ferr == nil {
+				s.release(f)
+			} else if ctx.Err() != nil {
+				break
+			} else {
+				failed = append(failed, f)
+				err = cmp.Or(err, ferr)
+			}
+		}
+		n = s.count(got, n)
+		switch {
+		case ctx.Err() != nil:
+			return n, ctx.Err()
+		case len(failed) == 0:
+			return n, nil
+		case round > publishRetries:
+			return n, fmt.Errorf("publish %s: not acknowledged after %d tries: %w",
+				failed[0].msg.Header.Get(jetstream.MsgIDHeader), round, err)
+		}
+		if err := s.w.rt.awaitNATS(ctx, s.w.status); err != nil {
+			return n, err
+		}
+		// One pause for the round: a stream that lost its leader needs a moment.
+		if err := sleepCtx(ctx, time.Duration(round)*250*time.Millisecond); err != nil {
+			return n, err
+		}
+		for _, f := range failed {
+			fut, err := s.w.pub.publish(ctx, f.msg)
+			if err != nil {
+				return n, err
+			}
+			f.fut, f.done = fut, false
+		}
+	}
+}
+
+// count records the events of got from n on that are done, up to the first one still
+// waiting for its acknowledgement, and returns the index of that one.
+func (s *imapSession) count(got []*fetched, n int) int {
+	for ; n < len(got) && got[n].msg == nil; n++ {
+		f := got[n]
 		if f.skip {
 			continue
-		}
-		if f.msg != nil { // else: acknowledged while throttling
-			for attempt := 1; ; attempt++ {
-				err := f.result(ctx)
-				if err == nil {
-					break
-				}
-				if ctx.Err() != nil || attempt > publishRetries {
-					return i, fmt.Errorf("publish %s: not acknowledged after %d tries: %w",
-						f.msg.Header.Get(jetstream.MsgIDHeader), attempt, err)
-				}
-				if err := sleepCtx(ctx, time.Duration(attempt)*250*time.Millisecond); err != nil {
-					return i, err
-				}
-				if f.fut, err = s.w.pub.publish(ctx, f.msg); err != nil {
-					return i, err
-				}
-				f.done = false
-			}
-			s.release(f)
 		}
 		if f.deadErr == nil {
 			s.w.connLog(slog.LevelDebug, EventPublished, "published "+s.eventID(f.uid), "uid", f.uid)
@@ -542,7 +603,7 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 			}
 		})
 	}
-	return len(got), nil
+	return n
 }
 
 // apply runs the after action on the acknowledged messages done (in UID order), then
@@ -630,6 +691,7 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 			}
 			if err != nil {
 				s.abandon(lit)
+				s.quit(fetch)
 				if err := lit.failed(); err != nil {
 					return watch.explain(fmt.Errorf("read message %d: %w", f.uid, err))
 				}
@@ -653,6 +715,9 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 	}
 	w.connLog(slog.LevelWarn, EventError, "message cannot become an event: "+f.deadErr.Error(), "uid", f.uid)
 	f.msg = msg
+	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		return err
+	}
 	if f.fut, err = w.pub.publish(ctx, msg); err != nil {
 		return err
 	}

@@ -2,8 +2,8 @@ package connector
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/mailbus/mailbus/schemas"
@@ -70,7 +70,7 @@ func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) (reselect b
 	case <-ctx.Done():
 		return false, ctx.Err()
 	case <-s.c.Closed():
-		return false, errors.New("idle: connection closed by the server")
+		return false, fmt.Errorf("idle: connection closed by the server: %w", net.ErrClosed)
 	case <-s.wake:
 	case <-t.C:
 		reselect = true
