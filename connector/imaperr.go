@@ -68,6 +68,10 @@ const (
 	serverDown      = "the %s server is unreachable"
 )
 
+// errClosedByServer is a connection's end seen without an error to tell it (imapclient's
+// Closed while in IDLE).
+var errClosedByServer = errors.New("the server closed the connection")
+
 // statusError is what a route's status says of err, a failure of a worker talking to a
 // mail server of the given kind ("IMAP", "Exchange"): while the NATS connection is down
 // (natsUp false) every temporary failure is that outage's; a connection the server closed
@@ -101,7 +105,7 @@ func statusError(err error, server string, natsUp bool) string {
 		}
 		return down
 	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+	if errors.Is(err, errClosedByServer) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED) {
 		return fmt.Sprintf(serverClosed, server)
 	}

@@ -3,7 +3,6 @@ package connector
 import (
 	"context"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/mailbus/mailbus/schemas"
@@ -70,7 +69,7 @@ func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) (reselect b
 	case <-ctx.Done():
 		return false, ctx.Err()
 	case <-s.c.Closed():
-		return false, fmt.Errorf("idle: connection closed by the server: %w", net.ErrClosed)
+		return false, fmt.Errorf("idle: %w", errClosedByServer)
 	case <-s.wake:
 	case <-t.C:
 		reselect = true

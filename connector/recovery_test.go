@@ -1,14 +1,12 @@
+//go:build unix
+
 package connector_test
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"maps"
 	"net"
-	"os"
-	"os/exec"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -18,85 +16,13 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/dovecottest"
 	"github.com/mailbus/mailbus/schemas"
 )
-
-// natsProcess is a NATS server with JetStream, as mailbus embeds it (StartEmbedded), in a
-// process of its own, so that a test can kill it with SIGKILL and start it again on the
-// same port and store.
-type natsProcess struct {
-	t    *testing.T
-	dir  string
-	addr string // host:port, kept across restarts
-	cmd  *exec.Cmd
-}
-
-func startNATSProcess(t *testing.T) *natsProcess {
-	p := &natsProcess{t: t, dir: t.TempDir(), addr: "127.0.0.1:-1"}
-	p.start()
-	t.Cleanup(p.kill)
-	return p
-}
-
-// start runs the server and waits until it takes clients (its store recovered).
-func (p *natsProcess) start() {
-	p.t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestNATSServerChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childEnv+"=nats", "MAILBUS_TEST_NATS_LISTEN="+p.addr, "MAILBUS_TEST_NATS_DIR="+p.dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("start nats server: %v", err)
-	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "nats listening on "); ok {
-				addr <- a
-				break
-			}
-		}
-		io.Copy(io.Discard, out)
-	}()
-	select {
-	case p.addr = <-addr:
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		cmd.Wait()
-		p.t.Fatalf("nats server on %s: not ready in 60s", p.addr)
-	}
-	p.cmd = cmd
-}
-
-// kill sends SIGKILL: nothing is flushed, no client is told.
-func (p *natsProcess) kill() {
-	if p.cmd == nil {
-		return
-	}
-	p.cmd.Process.Kill()
-	p.cmd.Wait()
-	p.cmd = nil
-}
-
-// TestNATSServerChild is the NATS server process of natsProcess; it runs only there.
-func TestNATSServerChild(t *testing.T) {
-	if os.Getenv(childEnv) != "nats" {
-		t.Skip("runs as the NATS server of a fault test")
-	}
-	s, err := connector.StartEmbedded(os.Getenv("MAILBUS_TEST_NATS_LISTEN"), os.Getenv("MAILBUS_TEST_NATS_DIR"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Println("nats listening on " + s.Addr().String())
-	s.WaitForShutdown() // never: the test kills it
-}
 
 // runtimeCatcher is the IMAP worker factory, keeping the Runtime the Connector gives its
 // workers, so that a test can read the route status on the replica itself while NATS,
@@ -187,28 +113,58 @@ func dumpGoroutines(t *testing.T) {
 	t.Logf("goroutines:\n%s", b.String())
 }
 
+// killMail is a message of about 1 KB for the NATS kill tests.
+func killMail(i int) []byte {
+	pad := "X-Pad: " + strings.Repeat("p", 64) + "\r\n"
+	return append(testMail(i, pad), strings.Repeat("line of body text for padding\r\n", 24)...)
+}
+
 // TestIMAPFaultNATSKill kills the NATS server with SIGKILL twice while a replica reads
-// 20,000 messages, and starts it again on its store: once for a moment, once for longer
-// than the replica's heartbeat grace (its workers stop and are taken back). While NATS is
-// down the route's status says so in plain words; once it is back, the route makes
-// progress again within a few seconds; at the end every message has exactly one event.
+// 20,000 messages from go-imap's in-memory server, and starts it again on its store
+// (see natsKill).
 func TestIMAPFaultNATSKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test")
 	}
-	const total = 20000
-	n := startNATSProcess(t)
 	srv := startMemIMAP(t, memCaps...)
-	pad := "X-Pad: " + strings.Repeat("p", 64) + "\r\n"
-	for i := 1; i <= total; i++ {
-		srv.append(t, "INBOX", append(testMail(i, pad), strings.Repeat("line of body text for padding\r\n", 24)...))
+	for i := 1; i <= natsKillMail; i++ {
+		srv.append(t, "INBOX", killMail(i))
 	}
+	natsKill(t, imapConn(srv.addr, schemas.EncryptionNone), dialPlain(srv.addr))
+}
+
+// TestIMAPFaultNATSKillDovecot is TestIMAPFaultNATSKill against Dovecot
+// (MAILBUS_TEST_DOVECOT=1), over STARTTLS.
+func TestIMAPFaultNATSKillDovecot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test")
+	}
+	srv := dovecottest.Start(t, nil)
+	for i := 1; i <= natsKillMail; i++ {
+		srv.Deliver(t, "alice", killMail(i))
+	}
+	natsKill(t, imapConn(srv.Addr, schemas.EncryptionTLS), dovecotTLS(srv), connector.WithTLSRootCAs(srv.CA))
+}
+
+// natsKillMail is how many messages the NATS kill tests read.
+const natsKillMail = 20000
+
+// natsKill runs a replica (a whole Connector on a NATS server process) with a route on
+// conn, whose INBOX holds natsKillMail messages, and kills the NATS server with SIGKILL
+// twice while the route reads them, starting it again on its store: once for a moment,
+// once for longer than the replica's heartbeat grace (its workers stop and are taken
+// back). While NATS is down the route's status says so in plain words; once it is back,
+// the route makes progress again within a few seconds; at the end every message has
+// exactly one event and is marked read.
+func natsKill(t *testing.T, conn schemas.Connection, dial func() (*imapclient.Client, error), opts ...connector.Option) {
+	const total = natsKillMail
+	n := connector.StartNATSProcess(t)
 	cfg := svcConfig(t)
-	cfg.NATSURL = "nats://" + n.addr
+	cfg.NATSURL = n.URL()
 	cfg.DedupWindow = 10 * time.Minute
 	catch := &runtimeCatcher{}
-	svc := runService(t, cfg, nil, connector.WithWorkers(map[string]connector.WorkerFactory{schemas.TypeIMAP: catch.factory}))
-	conn := imapConn(srv.addr, schemas.EncryptionNone)
+	opts = append(opts, connector.WithWorkers(map[string]connector.WorkerFactory{schemas.TypeIMAP: catch.factory}))
+	svc := runService(t, cfg, nil, opts...)
 	route := imapRoute("natskill", schemas.SelectUnseen, schemas.AfterMarkRead)
 	route.MoveTo = ""
 	svc.ok("mail.control.connection.put", conn)
@@ -235,7 +191,7 @@ func TestIMAPFaultNATSKill(t *testing.T) {
 		{at: 9000, down: 7 * time.Second}, // beyond leaseGrace: the workers stop
 	} {
 		waitStored(fault.at, 3*time.Minute)
-		n.kill()
+		n.Kill()
 		killed := time.Now()
 		// While it is down the route says so, in plain words, to the end.
 		time.Sleep(fault.down)
@@ -244,7 +200,7 @@ func TestIMAPFaultNATSKill(t *testing.T) {
 		if !plainOutage(seen) {
 			t.Errorf("kill %d: status after %s without NATS = %+v, want lastError in plain words", i+1, time.Since(killed).Round(time.Millisecond), st)
 		}
-		n.start()
+		n.Start()
 		back := time.Now()
 		base := stored()
 		// Within a few seconds of NATS being back, mail flows again: the client reconnects
@@ -279,7 +235,7 @@ func TestIMAPFaultNATSKill(t *testing.T) {
 		}
 	}
 	unseen := 0
-	for _, m := range listMailbox(t, dialPlain(srv.addr), "INBOX") {
+	for _, m := range listMailbox(t, dial, "INBOX") {
 		if !hasIMAPFlag(m.flags, imap.FlagSeen) {
 			unseen++
 		}
