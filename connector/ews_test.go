@@ -119,7 +119,7 @@ func ewsEvents(t *testing.T, rt *Runtime, route string, bus int) []schemas.Event
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
 			t.Fatalf("event %s: %v", m.Data, err)
 		}
-		if m.Header.Get(jetstream.MsgIDHeader) != ev.Id || m.Header.Get("ce-id") != ev.Id {
+		if m.Header.Get(jetstream.MsgIDHeader) != ev.Route+"/"+ev.Id || m.Header.Get("ce-id") != ev.Id {
 			t.Errorf("event %s: Nats-Msg-Id %q, ce-id %q", ev.Id, m.Header.Get(jetstream.MsgIDHeader), m.Header.Get("ce-id"))
 		}
 		evs = append(evs, ev)

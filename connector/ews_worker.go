@@ -78,19 +78,28 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
 	}
+	filter, err := newMailFilter(r.Filter)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
+	}
 	idPfx := c.Name + "/" + r.Mailbox
 	subject := rt.Names.BusSubject(r.Bus, r.Name)
-	return &ewsWorker{
+	sync := r.Select == schemas.SelectAll || r.After == schemas.AfterNone
+	w := &ewsWorker{
 		rt: rt, route: r, conn: c, client: client, pub: pub,
-		sync:  r.Select == schemas.SelectAll || r.After == schemas.AfterNone,
-		state: &ewsStateStore{kv: rt.Storage.State, key: RouteKey(r.Name)},
-		idPfx: idPfx,
+		sync:   sync,
+		filter: newEWSFilter(filter, sync),
+		state:  &ewsStateStore{kv: rt.Storage.State, key: RouteKey(r.Name)},
+		idPfx:  idPfx,
 		// The wire form (Msg-Id, CloudEvents headers) is the IMAP worker's, so that both
 		// kinds of route publish exactly the same way.
 		wire: &imapWorker{subject: subject, source: "mailbus/" + idPfx},
 		log:  rt.logger().With("route", r.Name, "connection", c.Name),
 		met:  rt.Metrics.route(r.Name, r.Bus),
-	}, nil
+	}
+	w.clog = newRouteLog(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
+	client.accepted = func() { w.clog.reached(client.url) }
+	return w, nil
 }
 
 // ewsWorker runs one route of an exchange connection: a cycle every poll interval until
@@ -107,6 +116,8 @@ type ewsWorker struct {
 	wire   *imapWorker
 	log    *slog.Logger
 	met    *routeMetrics
+	clog   *routeLog
+	filter *ewsFilter
 
 	folder, moveTo *ewsFolder // resolved on the first cycle
 	inflight       int        // bytes of published, unacknowledged events
@@ -133,7 +144,7 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 		case IsPermanent(err) || ewsPermanent(err):
 			w.met.failed(err, true)
 			state, wait = schemas.StateError, max(permanentRetry, 5*w.pollInterval())
-			w.connLog(slog.LevelError, EventError, "route parked: "+err.Error())
+			w.clog.failed(state, wait, err)
 		default:
 			w.met.failed(err, false)
 			// The server's own figure wins: ErrorServerBusy says how long it wants.
@@ -142,7 +153,7 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 				wait = backoff(attempt)
 				attempt++
 			}
-			w.connLog(slog.LevelWarn, EventState, fmt.Sprintf("retry in %s: %v", wait.Round(time.Millisecond), err))
+			w.clog.failed(state, wait, err)
 		}
 		w.status(func(s *schemas.RouteStatus) {
 			s.State = state
@@ -169,8 +180,10 @@ func (w *ewsWorker) status(f func(s *schemas.RouteStatus)) {
 	}
 }
 
+// connLog writes to the process log and to the connection log (see routeLog). args are
+// key, value pairs.
 func (w *ewsWorker) connLog(level slog.Level, event, msg string, args ...any) {
-	w.log.Log(context.Background(), level, msg, append([]any{"event", event}, args...)...)
+	w.clog.log(level, event, msg, args...)
 }
 
 // cycle publishes everything the route selects, batch by batch.
@@ -192,6 +205,7 @@ func (w *ewsWorker) cycle(ctx context.Context) error {
 	}
 	now = time.Now().UTC()
 	w.status(func(s *schemas.RouteStatus) { s.Pending, s.LastSuccessAt, s.LastError = 0, &now, "" })
+	w.clog.polled(w.route.Mailbox)
 	return nil
 }
 
@@ -219,11 +233,17 @@ func (w *ewsWorker) resolve(ctx context.Context) error {
 // still unread behind the route (failed ones) end.
 func (w *ewsWorker) unreadCycle(ctx context.Context) error {
 	offset := 0
+	w.filter.newCycle()
 	for {
-		items, more, err := w.client.findUnread(ctx, *w.folder, offset, ewsBatch)
+		items, more, err := w.client.findUnread(ctx, *w.folder, offset, ewsBatch, w.filter.restrict...)
 		if err != nil || len(items) == 0 {
 			return err
 		}
+		items, passed, err := w.filterItems(ctx, items)
+		if err != nil {
+			return err
+		}
+		offset += passed // they stay unread
 		w.status(func(s *schemas.RouteStatus) { s.Pending = int64(len(items)) })
 		left, err := w.batch(ctx, items)
 		if err != nil {
@@ -250,6 +270,9 @@ func (w *ewsWorker) syncCycle(ctx context.Context) error {
 		}
 		if w.route.Select == schemas.SelectUnseen {
 			items = slices.DeleteFunc(items, func(it ewsItem) bool { return it.IsRead })
+		}
+		if items, _, err = w.filterItems(ctx, items); err != nil {
+			return err
 		}
 		w.status(func(s *schemas.RouteStatus) { s.Pending = int64(len(items)) })
 		if len(items) > 0 {
@@ -280,7 +303,8 @@ type ewsPending struct {
 	msg     *nats.Msg
 	fut     jetstream.PubAckFuture
 	acked   bool
-	err     error // fut failed: published again by awaitAcks
+	note    msgNote // for the connection log
+	err     error   // fut failed: published again by awaitAcks
 }
 
 // ewsTransientItem are per-item errors worth retrying on the next cycle rather than
@@ -296,8 +320,12 @@ var ewsTransientItem = []string{
 // it left unread in the folder. A transient error on one item does not hold the others up:
 // it is returned once they are done, so the cycle backs off and retries.
 func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err error) {
+	if len(items) == 0 { // all passed over by the filter
+		return 0, nil
+	}
 	// Whatever an earlier, failed batch left in flight is no longer waited for.
 	w.inflight = 0
+	w.clog.listed(len(items))
 	pend := make([]*ewsPending, len(items))
 	ids := make([]ewsID, len(items))
 	for i, it := range items {
@@ -399,7 +427,7 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 	if err != nil {
 		return err
 	}
-	p.msg = w.wire.eventMsg(ev, data)
+	p.msg, p.note = w.wire.eventMsg(ev, data), noteOf(ev, p.item.ID.ID)
 	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
 		return err
 	}
@@ -445,7 +473,7 @@ func (w *ewsWorker) result(ctx context.Context, p *ewsPending) error {
 	w.inflight -= len(p.msg.Data)
 	p.msg, p.fut = nil, nil // the future holds the message too
 	if p.deadErr == nil {
-		w.connLog(slog.LevelDebug, EventPublished, "published "+p.id)
+		w.clog.publishedMsg(p.note)
 	}
 	w.met.done(p.deadErr != nil)
 	w.status(func(s *schemas.RouteStatus) {
@@ -520,7 +548,7 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 	if err != nil {
 		return err
 	}
-	w.connLog(slog.LevelWarn, EventError, "message cannot become an event: "+p.deadErr.Error(), "id", p.id)
+	w.clog.deadLettered(msgNote{item: p.item.ID.ID, eventID: p.id}, p.deadErr)
 	p.msg = msg
 	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
 		return err
@@ -565,10 +593,10 @@ func (w *ewsWorker) after(ctx context.Context, pend []*ewsPending) (int, error) 
 	for i, e := range errs {
 		if e != nil {
 			left++
-			w.connLog(slog.LevelWarn, EventAction, fmt.Sprintf("after %s: %v", w.route.After, e), "id", w.eventID(done[i]))
+			w.clog.actionFailed(w.route.After, msgNote{item: done[i].ID, eventID: w.eventID(done[i])}, e)
 		}
 	}
-	w.connLog(slog.LevelDebug, EventAction, fmt.Sprintf("%s: %d messages", w.route.After, len(done)))
+	w.clog.acted(w.route.After, w.route.MoveTo, len(done), "")
 	return left, nil
 }
 

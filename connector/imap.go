@@ -56,6 +56,10 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if r.Mailbox == "" {
 		r.Mailbox = "INBOX"
 	}
+	filter, err := newMailFilter(r.Filter)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
+	}
 	pub := rt.Publishers.bus(r.Bus)
 	if pub == nil {
 		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
@@ -67,8 +71,9 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		// parks the route with the reason rather than failing its start.
 		tokens = newTokenSource(&c, rt.defs)
 	}
-	return &imapWorker{
+	w := &imapWorker{
 		tokens:  tokens,
+		filter:  filter,
 		rt:      rt,
 		route:   r,
 		conn:    c,
@@ -79,7 +84,9 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		idPfx:   eventPrefix,
 		log:     rt.logger().With("route", r.Name, "connection", c.Name),
 		met:     rt.Metrics.route(r.Name, r.Bus),
-	}, nil
+	}
+	w.clog = newRouteLog(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
+	return w, nil
 }
 
 // imapWorker runs one route: sessions (connect, cycle, wait, cycle...) until ctx ends,
@@ -96,6 +103,8 @@ type imapWorker struct {
 	log     *slog.Logger
 	tokens  *tokenSource // oauth2 only
 	met     *routeMetrics
+	clog    *routeLog
+	filter  *mailFilter // nil: every message the route selects
 }
 
 func (rt *Runtime) logger() *slog.Logger {
@@ -131,11 +140,11 @@ func (w *imapWorker) Run(ctx context.Context) error {
 		if IsPermanent(err) {
 			state = schemas.StateError
 			wait = max(permanentRetry, 5*w.pollInterval())
-			w.connLog(slog.LevelError, EventState, "route parked: "+err.Error())
+			w.clog.failed(state, wait, err)
 		} else {
 			wait = backoff(attempt)
 			attempt++
-			w.connLog(slog.LevelWarn, EventState, fmt.Sprintf("retry in %s: %v", wait.Round(time.Millisecond), err))
+			w.clog.failed(state, wait, err)
 		}
 		text := statusError(err, "IMAP", w.rt.natsUp())
 		w.status(func(s *schemas.RouteStatus) { s.State, s.LastError = state, text })
@@ -172,24 +181,10 @@ func (w *imapWorker) status(f func(s *schemas.RouteStatus)) {
 	}
 }
 
-// connLog writes to the process log and to the connection log (which filters by the
-// connection's logLevel). args are key, value pairs.
+// connLog writes to the process log and to the connection log (see routeLog). args are
+// key, value pairs.
 func (w *imapWorker) connLog(level slog.Level, event, msg string, args ...any) {
-	w.log.Log(context.Background(), level, msg, append([]any{"event", event}, args...)...)
-	e := schemas.LogEntry{Level: LevelInfo, Route: w.route.Name, Event: event, Message: msg}
-	switch {
-	case level >= slog.LevelError:
-		e.Level = LevelError
-	case level >= slog.LevelWarn:
-		e.Level = LevelWarn
-	}
-	if len(args) > 1 {
-		e.Fields = make(map[string]any, len(args)/2)
-		for i := 0; i+1 < len(args); i += 2 {
-			e.Fields[fmt.Sprint(args[i])] = args[i+1]
-		}
-	}
-	w.rt.ConnLog.Write(&w.conn, e)
+	w.clog.log(level, event, msg, args...)
 }
 
 // session connects, then runs cycles until an error or ctx ends. attempt is reset once a
@@ -221,7 +216,7 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 	if err := w.checkCaps(caps); err != nil {
 		return err
 	}
-	w.connLog(slog.LevelDebug, EventLogin, "connected to "+IMAPAddr(&w.conn), "encryption", w.conn.Encryption)
+	w.clog.connected(IMAPAddr(&w.conn))
 	cp, err := w.cps.Load(ctx)
 	if err != nil {
 		return err

@@ -53,6 +53,7 @@ type imapSession struct {
 	// expired); zero: never.
 	renewAt time.Time
 	avgSize int // of the messages of the last batch, for the size of the next
+	flt     imapFilterState
 	// litFailed: a literal of the FETCH being given up failed to read (see quit).
 	litFailed bool
 }
@@ -68,8 +69,9 @@ type fetched struct {
 	// holds it too); both are let go of once it is acknowledged (release).
 	msg  *nats.Msg
 	fut  jetstream.PubAckFuture
-	done bool  // fut has resolved (err holds how)
-	err  error // the publish's outcome once done
+	done bool    // fut has resolved (err holds how)
+	err  error   // the publish's outcome once done
+	note msgNote // for the connection log
 }
 
 // result waits for the publish to resolve and remembers how, so it can be asked twice.
@@ -130,9 +132,10 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	if err != nil {
 		return err
 	}
-	if len(uids) > 0 {
-		w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("%d messages to publish", len(uids)))
+	if uids, err = s.filter(ctx, uids); err != nil {
+		return err
 	}
+	w.clog.listed(len(uids))
 	for len(uids) > 0 {
 		w.status(func(st *schemas.RouteStatus) { st.Pending = int64(len(uids)) })
 		n := min(len(uids), s.batchSize())
@@ -141,9 +144,13 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 		}
 		uids = uids[n:]
 	}
+	if err := s.pass(ctx); err != nil {
+		return err
+	}
 	end := time.Now().UTC()
 	w.status(func(st *schemas.RouteStatus) { st.Pending, st.LastSuccessAt, st.LastError = 0, &end, "" })
 	w.log.Debug("cycle done", "took", end.Sub(now), "reselect", reselect, "lastUid", s.cp.LastUid)
+	w.clog.polled(w.route.Mailbox)
 	return nil
 }
 
@@ -349,12 +356,7 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 	if err != nil {
 		return nil, err
 	}
-	for _, warn := range ev.Warnings {
-		if strings.Contains(warn, "NATS max payload") {
-			w.connLog(slog.LevelWarn, EventPublished, warn, "uid", uid)
-		}
-	}
-	f.msg = w.eventMsg(ev, data)
+	f.msg, f.note = w.eventMsg(ev, data), noteOf(ev, "")
 	// Not into the client's reconnect buffer: an outage shows in the status, and the
 	// FETCH waits for NATS rather than filling memory.
 	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
@@ -478,7 +480,7 @@ func (w *imapWorker) eventMsg(ev *schemas.Event, data []byte) *nats.Msg {
 		t = *ev.ReceivedAt
 	}
 	h := m.Header
-	h.Set(jetstream.MsgIDHeader, ev.Id)
+	h.Set(nats.MsgIdHdr, ev.Route+"/"+ev.Id)
 	h.Set("Content-Type", "application/json")
 	h.Set("ce-specversion", "1.0")
 	h.Set("ce-id", ev.Id)
@@ -592,7 +594,7 @@ func (s *imapSession) count(got []*fetched, n int) int {
 			continue
 		}
 		if f.deadErr == nil {
-			s.w.connLog(slog.LevelDebug, EventPublished, "published "+s.eventID(f.uid), "uid", f.uid)
+			s.w.clog.publishedMsg(f.note)
 		}
 		s.w.met.done(f.deadErr != nil)
 		s.w.status(func(st *schemas.RouteStatus) {
@@ -623,7 +625,8 @@ func (s *imapSession) apply(ctx context.Context, done []*fetched) error {
 		if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
 			return fmt.Errorf("after %s: %w", s.w.route.After, err)
 		}
-		s.w.connLog(slog.LevelDebug, EventAction, fmt.Sprintf("%s: %d messages", s.w.route.After, len(done)))
+		uids, _ := set.Nums()
+		s.w.clog.acted(s.w.route.After, s.w.route.MoveTo, len(uids), "UIDs "+set.String())
 	}
 	s.cp.LastUid = uint32(done[len(done)-1].uid)
 	if err := s.w.cps.Save(ctx, s.cp); err != nil {
@@ -713,7 +716,7 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 	if err != nil {
 		return err
 	}
-	w.connLog(slog.LevelWarn, EventError, "message cannot become an event: "+f.deadErr.Error(), "uid", f.uid)
+	w.clog.deadLettered(msgNote{uid: uint32(f.uid), eventID: id}, f.deadErr)
 	f.msg = msg
 	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
 		return err
