@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -179,7 +180,7 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 		w.status(func(s *schemas.RouteStatus) {
 			s.State = state
 			if err != nil {
-				s.LastError = err.Error()
+				s.LastError = statusError(err, "Exchange", w.rt.natsUp())
 			}
 		})
 		if sleepCtx(ctx, wait) != nil {
@@ -390,6 +391,7 @@ type ewsPending struct {
 	acked   bool
 	retried bool    // published more than once
 	note    msgNote // for the connection log
+	err     error   // fut failed: published again by awaitAcks
 }
 
 // ewsTransientItem are per-item errors worth retrying on the next cycle rather than
@@ -604,6 +606,9 @@ func (w *ewsWorker) publishEvent(ctx context.Context, p *ewsPending, ev *schemas
 		return err
 	}
 	p.msg, p.note = w.wire.eventMsg(ev, data), noteOf(ev, p.item.ID.ID)
+	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		return err
+	}
 	if p.fut, err = w.pub.publish(ctx, p.msg); err != nil {
 		return err
 	}
@@ -629,61 +634,55 @@ func (w *ewsWorker) publishPartial(ctx context.Context, p *ewsPending) error {
 	return w.publishEvent(ctx, p, ev)
 }
 
-// throttle waits for acknowledgements while the route holds too many event bytes.
+// throttle waits for acknowledgements while the route holds too many event bytes. A
+// failed publish is left to awaitAcks.
 func (w *ewsWorker) throttle(ctx context.Context, pend []*ewsPending) error {
 	for _, p := range pend {
 		if w.inflight <= maxInflightBytes {
 			return nil
 		}
-		if err := w.ack(ctx, p); err != nil {
-			return err
+		if err := w.result(ctx, p); err != nil && ctx.Err() != nil {
+			return ctx.Err()
 		}
+	}
+	if w.inflight > maxInflightBytes {
+		return errors.New("publish: events are not being acknowledged")
 	}
 	return nil
 }
 
-// ack waits for the acknowledgement of p, publishing it again (same Msg-Id) when it
-// failed, and then lets go of its message.
-func (w *ewsWorker) ack(ctx context.Context, p *ewsPending) error {
-	if p.fut == nil || p.acked {
-		return nil
+// errForeign is the acknowledgement of a duplicate of an event this route never published.
+var errForeign = errors.New("the stream holds this Msg-Id from an event this route did not publish: waiting for the duplicate window to pass")
+
+// result waits for the publish of p to resolve. Once it is acknowledged, its message is let
+// go of and it is counted; a failure is returned, and remembered (a future tells it once)
+// until awaitAcks publishes p again.
+//
+// As for IMAP (imapSession.awaitAcks), a duplicate of an event this route never published
+// is not taken for its own: it is errForeign, which awaitAcks does not publish again.
+func (w *ewsWorker) result(ctx context.Context, p *ewsPending) error {
+	if p.fut == nil || p.acked || p.err != nil {
+		return p.err
 	}
 	var dup bool
-	for attempt := 1; ; attempt++ {
-		var err error
-		select {
-		case ack := <-p.fut.Ok():
-			dup = ack.Duplicate
-		case err = <-p.fut.Err():
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if err == nil {
-			break
-		}
-		if attempt > publishRetries {
-			p.fut = nil // its outcome is read: nothing to tally
-			return fmt.Errorf("publish %s: not acknowledged after %d tries: %w", p.id, attempt, err)
-		}
-		if err := sleepCtx(ctx, time.Duration(attempt)*250*time.Millisecond); err != nil {
-			return err
-		}
-		if p.fut, err = w.pub.publish(ctx, p.msg); err != nil {
-			return err
-		}
-		p.retried = true
+	select {
+	case ack := <-p.fut.Ok():
+		dup = ack.Duplicate
+	case p.err = <-p.fut.Err():
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	id := p.msg.Header.Get(jetstream.MsgIDHeader)
-	// As for IMAP (imapSession.awaitAcks): a duplicate of an event this route never
-	// published is not taken for its own.
 	if dup && (w.foreign[id] || !p.retried && !w.legacy && !w.published[p.item.ID.ID]) {
 		w.foreign[id] = true
 		p.fut = nil // counted here
+		p.err = fmt.Errorf("publish %s: %w", id, errForeign)
 		w.met.duplicate()
 		w.status(func(s *schemas.RouteStatus) { s.Duplicates++ })
 		w.connLog(slog.LevelWarn, EventError, "the stream already holds an event with Msg-Id "+id+
 			" that this route did not publish; the item is left as it is and published again once the duplicate window is over", "id", p.id)
-		return fmt.Errorf("publish %s: the stream holds this Msg-Id from an event this route did not publish: waiting for the duplicate window to pass", id)
+		return p.err
 	}
 	if !dup {
 		delete(w.foreign, id)
@@ -694,6 +693,9 @@ func (w *ewsWorker) ack(ctx context.Context, p *ewsPending) error {
 	if dup {
 		w.met.duplicate()
 	} else {
+		if p.deadErr == nil {
+			w.clog.publishedMsg(p.note)
+		}
 		w.met.done(p.deadErr != nil)
 	}
 	w.status(func(s *schemas.RouteStatus) {
@@ -715,7 +717,7 @@ func (w *ewsWorker) tallyStored(pend []*ewsPending) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, p := range pend {
-		if p == nil || p.fut == nil || p.acked {
+		if p == nil || p.fut == nil || p.acked || p.err != nil {
 			continue
 		}
 		var ack *jetstream.PubAck
@@ -753,16 +755,45 @@ func (w *ewsWorker) tallyStored(pend []*ewsPending) {
 	}
 }
 
+// awaitAcks waits for the acknowledgement of every item of pend. The failed ones are
+// published again all together (same Msg-Id), once NATS is connected, up to
+// publishRetries times: as for IMAP (see imapSession.awaitAcks), not one by one.
 func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {
-	for _, p := range pend {
-		if err := w.ack(ctx, p); err != nil {
+	for round := 1; ; round++ {
+		var failed []*ewsPending
+		var err error
+		for _, p := range pend {
+			if ferr := w.result(ctx, p); ferr != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if errors.Is(ferr, errForeign) {
+					return ferr
+				}
+				failed = append(failed, p)
+				err = cmp.Or(err, ferr)
+			}
+		}
+		if len(failed) == 0 {
+			return nil
+		}
+		if round > publishRetries {
+			return fmt.Errorf("publish %s: not acknowledged after %d tries: %w", failed[0].id, round, err)
+		}
+		if err := w.rt.awaitNATS(ctx, w.status); err != nil {
 			return err
 		}
-		if p.acked && p.deadErr == nil {
-			w.clog.publishedMsg(p.note)
+		if err := sleepCtx(ctx, time.Duration(round)*250*time.Millisecond); err != nil {
+			return err
+		}
+		for _, p := range failed {
+			fut, err := w.pub.publish(ctx, p.msg)
+			if err != nil {
+				return err
+			}
+			p.fut, p.err, p.retried = fut, nil, true
 		}
 	}
-	return nil
 }
 
 // deadLetter publishes the dead letter of p, with its raw message in the object store
@@ -790,6 +821,9 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 	}
 	w.clog.deadLettered(msgNote{item: p.item.ID.ID, eventID: p.id}, why)
 	p.msg = msg
+	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		return err
+	}
 	if p.fut, err = w.pub.publish(ctx, msg); err != nil {
 		return err
 	}

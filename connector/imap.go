@@ -159,7 +159,8 @@ func (w *imapWorker) Run(ctx context.Context) error {
 			attempt++
 			w.clog.failed(state, wait, err)
 		}
-		w.status(func(s *schemas.RouteStatus) { s.State, s.LastError = state, err.Error() })
+		text := statusError(err, "IMAP", w.rt.natsUp())
+		w.status(func(s *schemas.RouteStatus) { s.State, s.LastError = state, text })
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,8 +35,8 @@ const (
 	// maxInflightBytes bounds the events a route holds for a possible retry (published,
 	// not yet acknowledged); above it the FETCH waits for acknowledgements.
 	maxInflightBytes = 32 << 20
-	// publishRetries is how often an unacknowledged event is published again (same
-	// Msg-Id) before the cycle gives up.
+	// publishRetries is how often the unacknowledged events of a batch are published
+	// again (same Msg-Id) before the cycle gives up.
 	publishRetries = 3
 )
 
@@ -58,6 +59,8 @@ type imapSession struct {
 	// acknowledgement up to it may be of an event published before a crash.
 	published uint32
 	flt       imapFilterState
+	// litFailed: a literal of the FETCH being given up failed to read (see quit).
+	litFailed bool
 }
 
 // candidate is a UID the search found above the checkpoint, and whether the route passes it
@@ -404,7 +407,7 @@ func (s *imapSession) batch(ctx context.Context, cands []candidate) (err error) 
 		}
 		f, err := s.message(ctx, m, watch, &size)
 		if err != nil {
-			// The session ends and closes the connection, which ends the FETCH.
+			s.quit(fetch) // the session ends
 			return watch.explain(err)
 		}
 		if f != nil {
@@ -412,6 +415,7 @@ func (s *imapSession) batch(ctx context.Context, cands []candidate) (err error) 
 			sized++
 		}
 		if err := s.throttle(ctx, got, &oldest); err != nil {
+			s.quit(fetch)
 			return err
 		}
 	}
@@ -546,6 +550,11 @@ func (s *imapSession) publishEvent(ctx context.Context, f *fetched, ev *schemas.
 		return err
 	}
 	f.msg, f.note = w.eventMsg(ev, data), noteOf(ev, "")
+	// Not into the client's reconnect buffer: an outage shows in the status, and the
+	// FETCH waits for NATS rather than filling memory.
+	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		return err
+	}
 	if f.fut, err = w.pub.publish(ctx, f.msg); err != nil {
 		return err
 	}
@@ -572,14 +581,34 @@ func (s *imapSession) publishPartial(ctx context.Context, f *fetched) error {
 	return s.publishEvent(ctx, f, ev)
 }
 
-// abandon gives up the FETCH in the middle of a literal: the session ends. imapclient's
-// reader goroutine waits until the literal is read to its end or to an error, and reading
-// a literal again after an error races with that goroutine; so the connection is closed,
-// the literal read (through lit, which never reads again after an error) until it fails,
-// and nothing of the FETCH is touched after that.
+// abandon gives up the FETCH in the middle of a literal: the session ends. The connection
+// is closed and the literal read (through lit, which never reads again after an error) to
+// its end or its error; the caller then lets go of the FETCH with quit.
 func (s *imapSession) abandon(lit *trackedReader) {
-	s.c.Close()
+	s.closeConn()
 	io.Copy(io.Discard, lit)
+	s.litFailed = lit.failed() != nil
+}
+
+// quit lets go of a FETCH the session gives up before its end. imapclient's reader
+// goroutine hands the FETCH over message by message and waits until each literal is
+// read; Close waits for that goroutine, so a FETCH left unread made the session's Close
+// wait forever (a NATS outage stopping the worker in the middle of a FETCH stalled its
+// route for good). So the connection is closed and the FETCH read to its end, which comes
+// soon on the closed connection. After a literal failed, nothing of the FETCH is read
+// again: reading a literal again after an error races with that goroutine, which went on
+// past it and fails on the closed connection by itself.
+func (s *imapSession) quit(fetch *imapclient.FetchCommand) {
+	s.closeConn()
+	if !s.litFailed {
+		fetch.Close()
+	}
+}
+
+// closeConn closes the connection without waiting for imapclient's reader goroutine,
+// which Close does: the caller may be what that goroutine waits for.
+func (s *imapSession) closeConn() {
+	go s.c.Close()
 }
 
 // mapMessage turns the literal into an event. err is a failure to read the message or to
@@ -726,8 +755,12 @@ func (s *imapSession) release(f *fetched) {
 	f.msg, f.fut = nil, nil
 }
 
-// awaitAcks waits, in UID order, for each event to be acknowledged, publishing it again
-// (same Msg-Id) when it failed. It returns how many of got, from the first, are done.
+// awaitAcks waits for the acknowledgement of every event of got. The failed ones are
+// published again (same Msg-Id: the stream drops what it has already) all together, once
+// NATS is connected, up to publishRetries times: a reconnect fails every publish in
+// flight at once, and publishing them again one by one, each after its own pause, stalled
+// a route for minutes. It returns how many of got, from the first, are done (acknowledged
+// or skipped).
 //
 // A duplicate acknowledgement is success when this route may have published the event
 // before: a retry here, or a UID up to the PublishedTo of an earlier run. Otherwise the
@@ -736,34 +769,67 @@ func (s *imapSession) release(f *fetched) {
 // match, or another deployment on the same stream): the mail would be lost, so it counts
 // as not acknowledged, and is published again once the duplicate window is over.
 func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error) {
+	n := 0 // of got, the first not yet counted
+	for round := 1; ; round++ {
+		var failed []*fetched
+		var err error
+		for _, f := range got {
+			if f.msg == nil { // skipped, or acknowledged while throttling
+				continue
+			}
+			if ferr := f.result(ctx); ferr == nil {
+				s.release(f)
+			} else if ctx.Err() != nil {
+				break
+			} else {
+				failed = append(failed, f)
+				err = cmp.Or(err, ferr)
+			}
+		}
+		var foreign error
+		n, foreign = s.count(got, n)
+		switch {
+		case foreign != nil:
+			return n, foreign
+		case ctx.Err() != nil:
+			return n, ctx.Err()
+		case len(failed) == 0:
+			return n, nil
+		case round > publishRetries:
+			return n, fmt.Errorf("publish %s: not acknowledged after %d tries: %w",
+				failed[0].msg.Header.Get(jetstream.MsgIDHeader), round, err)
+		}
+		if err := s.w.rt.awaitNATS(ctx, s.w.status); err != nil {
+			return n, err
+		}
+		// One pause for the round: a stream that lost its leader needs a moment.
+		if err := sleepCtx(ctx, time.Duration(round)*250*time.Millisecond); err != nil {
+			return n, err
+		}
+		for _, f := range failed {
+			fut, err := s.w.pub.publish(ctx, f.msg)
+			if err != nil {
+				return n, err
+			}
+			f.fut, f.done, f.retried = fut, false, true
+		}
+	}
+}
+
+// count records the events of got from n on that are done, up to the first one still
+// waiting for its acknowledgement, and returns the index of that one. It stops with an
+// error at an acknowledgement that is a duplicate of an event this route never published
+// (see awaitAcks), which is not done.
+func (s *imapSession) count(got []*fetched, n int) (int, error) {
 	w := s.w
-	for i, f := range got {
+	for ; n < len(got) && got[n].msg == nil; n++ {
+		f := got[n]
 		if f.skip {
 			continue
 		}
 		id := w.route.Name + "/" + s.eventID(f.uid)
 		if f.deadErr != nil {
 			id = "dead/" + id
-		}
-		if f.msg != nil { // else: acknowledged while throttling
-			for attempt := 1; ; attempt++ {
-				err := f.result(ctx)
-				if err == nil {
-					break
-				}
-				if ctx.Err() != nil || attempt > publishRetries {
-					return i, fmt.Errorf("publish %s: not acknowledged after %d tries: %w",
-						f.msg.Header.Get(jetstream.MsgIDHeader), attempt, err)
-				}
-				if err := sleepCtx(ctx, time.Duration(attempt)*250*time.Millisecond); err != nil {
-					return i, err
-				}
-				if f.fut, err = w.pub.publish(ctx, f.msg); err != nil {
-					return i, err
-				}
-				f.done, f.retried = false, true
-			}
-			s.release(f)
 		}
 		if s.foreign(f, id) {
 			w.foreign[id] = true
@@ -772,7 +838,7 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 			f.counted = true
 			w.connLog(slog.LevelWarn, EventError, "the stream already holds an event with Msg-Id "+id+
 				" that this route did not publish; the message is left as it is and published again once the duplicate window is over", "uid", f.uid)
-			return i, fmt.Errorf("publish %s: the stream holds this Msg-Id from an event this route did not publish: waiting for the duplicate window to pass", id)
+			return n, fmt.Errorf("publish %s: the stream holds this Msg-Id from an event this route did not publish: waiting for the duplicate window to pass", id)
 		}
 		if !f.dup {
 			delete(w.foreign, id)
@@ -782,7 +848,7 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 		}
 		s.tally(f)
 	}
-	return len(got), nil
+	return n, nil
 }
 
 // foreign reports whether f's acknowledgement is a duplicate of an event this route never
@@ -966,6 +1032,9 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 	}
 	w.clog.deadLettered(msgNote{uid: uint32(f.uid), eventID: id}, why)
 	f.msg = msg
+	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		return err
+	}
 	if f.fut, err = w.pub.publish(ctx, msg); err != nil {
 		return err
 	}
@@ -1009,6 +1078,7 @@ func (s *imapSession) storeRaw(ctx context.Context, uid imap.UID) (*schemas.Obje
 			}
 			if err != nil {
 				s.abandon(lit)
+				s.quit(fetch)
 				if err := lit.failed(); err != nil {
 					return nil, watch.explain(fmt.Errorf("read message %d: %w", uid, err))
 				}
