@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mailbus/mailbus/connector/secrets"
 )
 
 // Config is the process configuration, read from MAILBUS_* environment variables by
@@ -56,6 +59,34 @@ type Config struct {
 // EnvPrefix is the envconfig prefix of every variable.
 const EnvPrefix = "MAILBUS"
 
+// Where passwordFrom may read, unless MAILBUS_CREDENTIAL_ENV_PREFIX and
+// MAILBUS_CREDENTIAL_DIR say otherwise.
+const (
+	DefaultCredentialEnvPrefix = secrets.DefaultEnvPrefix
+	DefaultCredentialDir       = secrets.DefaultDir
+)
+
+// fence is where c's connections may read passwordFrom and which hosts they may name.
+func (c *Config) fence() *secrets.Fence {
+	return secrets.NewFence(secrets.FenceConfig{
+		EnvPrefix: c.CredentialEnvPrefix, Dir: c.CredentialDir, AllowedHosts: c.AllowedHosts,
+		OwnVars:  ownSettings(),
+		OwnFiles: []string{c.NATSCreds, c.NATSNKey, c.NATSTLSCA, c.NATSTLSCert, c.NATSTLSKey},
+	})
+}
+
+// ownSettings is the name of every variable Config reads, in upper case.
+func ownSettings() []string {
+	var own []string
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		if name := t.Field(i).Tag.Get("envconfig"); name != "" {
+			own = append(own, strings.ToUpper(EnvPrefix+"_"+name))
+		}
+	}
+	return own
+}
+
 // Check fills derived defaults and refuses values the process cannot run with.
 func (c *Config) Check() error {
 	if c.Instance == "" {
@@ -89,7 +120,7 @@ func (c *Config) Check() error {
 	if c.CredentialEnvPrefix == "" {
 		c.CredentialEnvPrefix = DefaultCredentialEnvPrefix
 	}
-	if !envNameRule.MatchString(c.CredentialEnvPrefix) {
+	if !secrets.ValidEnvName(c.CredentialEnvPrefix) {
 		return fmt.Errorf("MAILBUS_CREDENTIAL_ENV_PREFIX %q: want letters, digits or _", c.CredentialEnvPrefix)
 	}
 	if c.CredentialDir == "" {
@@ -99,7 +130,7 @@ func (c *Config) Check() error {
 		return fmt.Errorf("MAILBUS_CREDENTIAL_DIR %q: want an absolute path", c.CredentialDir)
 	}
 	for _, h := range strings.Split(c.AllowedHosts, ",") {
-		if err := checkHostPattern(h); err != nil {
+		if err := secrets.CheckHostPattern(h); err != nil {
 			return err
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -30,7 +31,7 @@ type Connector struct {
 	names     Names
 	version   string
 	factories map[string]WorkerFactory
-	sealer    *sealer
+	sealer    *secrets.Sealer
 	roots     *x509.CertPool
 
 	life    context.Context // ended by Close
@@ -71,11 +72,10 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Connector, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
-	s, err := newSealer(cfg.SecretKey)
+	s, err := secrets.NewSealer(cfg.SecretKey, cfg.fence())
 	if err != nil {
 		return nil, err
 	}
-	s.fence = newFence(cfg)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -113,7 +113,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	defer context.AfterFunc(c.life, cancel)()
 	log := c.logger
 
-	if !c.sealer.enabled() {
+	if !c.sealer.Enabled() {
 		log.Warn("MAILBUS_SECRET_KEY is not set: connection passwords are stored in KV unencrypted")
 	}
 

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -513,7 +514,7 @@ func logLine(e schemas.LogEntry) string {
 // secretsOf lists the connection's secrets that must never be logged or replied.
 func secretsOf(c *schemas.Connection) []string {
 	var s []string
-	for _, f := range secretFields(c) {
+	for _, f := range secrets.Fields(c) {
 		if *f != "" {
 			s = append(s, *f)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
+	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -35,7 +36,7 @@ func connLogRuntime(t *testing.T) *Runtime {
 	t.Helper()
 	rt := newEWSRuntime(t)
 	rt.ConnLog = NewConnLog(rt.JS, rt.Names, rt.Logger)
-	s := &sealer{}
+	s := &secrets.Sealer{}
 	svc, err := startControl(context.Background(), rt.NC, rt.Names, "test", &control{
 		store: &store{kv: rt.Storage.Config, sealer: s}, status: rt.Status, instance: rt.Instance,
 		logger: rt.Logger, sealer: s, js: rt.JS, names: rt.Names,

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -45,7 +46,7 @@ type control struct {
 	leases   *leases // who owns the routes not running here; nil: no lookup
 	instance string
 	logger   *slog.Logger
-	sealer   *sealer
+	sealer   *secrets.Sealer
 	js       jetstream.JetStream
 	names    Names
 	state    jetstream.KeyValue // route checkpoints; nil: none to remove
@@ -231,11 +232,11 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		if e := validateConnection(&conn); e != nil {
 			return nil, e
 		}
-		if e := c.sealer.fence.probe(&conn); e != nil {
+		if e := c.sealer.Probe(&conn); e != nil {
 			return nil, e
 		}
 		// Sealed like a put's, so a draft cannot pass off a copied ciphertext as its own.
-		if err := c.sealer.sealConnection(&conn); err != nil {
+		if err := c.sealer.SealConnection(&conn); err != nil {
 			return nil, err
 		}
 		if e := checkPassword(&conn); e != nil {
@@ -245,7 +246,7 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 			return nil, e
 		}
 	}
-	conn, err := c.sealer.usable(conn)
+	conn, err := c.sealer.Usable(conn)
 	if err != nil {
 		var e *schemas.Error
 		if errors.As(err, &e) {
@@ -341,7 +342,7 @@ func (c *control) connectionPut(ctx context.Context, data []byte) (*schemas.Repl
 	if err != nil {
 		return nil, err
 	}
-	r := redact(out)
+	r := secrets.Redact(out)
 	return &schemas.Reply{Connection: &r}, nil
 }
 
@@ -354,7 +355,7 @@ func (c *control) connectionGet(ctx context.Context, data []byte) (*schemas.Repl
 	if err != nil {
 		return nil, err
 	}
-	r := redact(out)
+	r := secrets.Redact(out)
 	return &schemas.Reply{Connection: &r}, nil
 }
 
@@ -368,7 +369,7 @@ func (c *control) connectionList(ctx context.Context, data []byte) (*schemas.Rep
 		return nil, err
 	}
 	for i := range all {
-		all[i] = redact(all[i])
+		all[i] = secrets.Redact(all[i])
 	}
 	return &schemas.Reply{Connections: all}, nil
 }

@@ -420,7 +420,7 @@ func (s *store) writePlans(ctx context.Context, plans []planned, replan func(con
 func (s *store) planConnection(ctx context.Context, c schemas.Connection) (planned, error) {
 	key := ConnectionKey(c.Name)
 	p := planned{key: key, change: schemas.Change{Kind: "connection", Name: c.Name}}
-	if e := s.sealer.fence.probe(&c); e != nil {
+	if e := s.sealer.Probe(&c); e != nil {
 		return p, e
 	}
 	c.Revision, c.PasswordSet = 0, false
@@ -441,7 +441,7 @@ func (s *store) planConnection(ctx context.Context, c schemas.Connection) (plann
 			o := *cur.OAuth2
 			cur.OAuth2 = &o
 		}
-		opened = s.sealer.openConnection(&cur) == nil
+		opened = s.sealer.OpenConnection(&cur) == nil
 		cur.Revision = 0
 		if opened {
 			if e := keepSecrets(&c, &cur); e != nil {
@@ -467,7 +467,7 @@ func (s *store) planConnection(ctx context.Context, c schemas.Connection) (plann
 		}
 		p.change.Action, p.change.Fields = schemas.ActionUpdate, changedFields(had, want)
 	}
-	if err := s.sealer.sealConnection(&c); err != nil {
+	if err := s.sealer.SealConnection(&c); err != nil {
 		return p, err
 	}
 	p.value, err = json.Marshal(c)

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -21,9 +22,9 @@ func TestSaveRefreshToken(t *testing.T) {
 	rt := newEWSRuntime(t)
 	key := make([]byte, 32)
 	rand.Read(key)
-	sl, err := newSealer(base64.StdEncoding.EncodeToString(key))
+	sl, err := secrets.NewSealer(base64.StdEncoding.EncodeToString(key), nil)
 	if err != nil {
-		t.Fatalf("newSealer() = %v", err)
+		t.Fatalf("NewSealer() = %v", err)
 	}
 	st := &store{kv: rt.Storage.Config, sealer: sl}
 	ctx := context.Background()

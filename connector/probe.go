@@ -33,7 +33,7 @@ type probeKeys struct {
 }
 
 // newProbeKeys makes the probe keys of a deployment. secretKey is MAILBUS_SECRET_KEY as
-// configured (already checked by newSealer); "" keeps the key in kv.
+// configured (already checked by secrets.NewSealer); "" keeps the key in kv.
 func newProbeKeys(secretKey string, kv jetstream.KeyValue) *probeKeys {
 	p := &probeKeys{kv: kv}
 	if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(secretKey)); err == nil && len(raw) > 0 {

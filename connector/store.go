@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -32,7 +33,7 @@ const putBackoff = 5 * time.Millisecond
 // copes with either outcome by reporting the route's status as an error.
 type store struct {
 	kv     jetstream.KeyValue
-	sealer *sealer
+	sealer *secrets.Sealer
 }
 
 // errRetry says a write lost to a concurrent one and the put should start over.
@@ -109,7 +110,7 @@ func (s *store) PutConnection(ctx context.Context, in schemas.Connection) (schem
 	if e := validateConnection(&in); e != nil {
 		return in, e
 	}
-	if e := s.sealer.fence.probe(&in); e != nil {
+	if e := s.sealer.Probe(&in); e != nil {
 		return in, e
 	}
 	want := in.Revision
@@ -121,7 +122,7 @@ func (s *store) PutConnection(ctx context.Context, in schemas.Connection) (schem
 	}
 	// Seal what the request brought before merging, so kept values (already sealed) are
 	// never sealed twice.
-	if err := s.sealer.sealConnection(&in); err != nil {
+	if err := s.sealer.SealConnection(&in); err != nil {
 		return in, err
 	}
 	key := ConnectionKey(in.Name)
@@ -525,7 +526,7 @@ func (s *store) refreshToken(ctx context.Context, name string) (string, bool) {
 	if err != nil || !ok || c.OAuth2 == nil {
 		return "", false
 	}
-	rt, err := s.sealer.open(name, c.OAuth2.RefreshToken)
+	rt, err := s.sealer.Open(name, c.OAuth2.RefreshToken)
 	return rt, err == nil
 }
 
@@ -535,7 +536,7 @@ func (s *store) refreshToken(ctx context.Context, name string) (string, bool) {
 // reports false.
 func (s *store) saveRefreshToken(ctx context.Context, name, old, new string) (saved bool, err error) {
 	key := ConnectionKey(name)
-	sealed, err := s.sealer.seal(name, new)
+	sealed, err := s.sealer.Seal(name, new)
 	if err != nil {
 		return false, err
 	}
@@ -546,7 +547,7 @@ func (s *store) saveRefreshToken(ctx context.Context, name, old, new string) (sa
 		if err != nil || !ok || c.OAuth2 == nil {
 			return err
 		}
-		if cur, err := s.sealer.open(name, c.OAuth2.RefreshToken); err != nil || cur != old {
+		if cur, err := s.sealer.Open(name, c.OAuth2.RefreshToken); err != nil || cur != old {
 			return err
 		}
 		c.OAuth2.RefreshToken = sealed

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -37,7 +38,7 @@ const (
 type supervisor struct {
 	rt        *Runtime
 	kv        jetstream.KeyValue
-	sealer    *sealer
+	sealer    *secrets.Sealer
 	factories map[string]WorkerFactory
 	logger    *slog.Logger
 	resync    <-chan struct{} // NATS reconnected: watch again
@@ -92,7 +93,7 @@ type wantedRoute struct {
 	key     string
 }
 
-func newSupervisor(rt *Runtime, kv jetstream.KeyValue, s *sealer, factories map[string]WorkerFactory, resync <-chan struct{}, ls *leases) *supervisor {
+func newSupervisor(rt *Runtime, kv jetstream.KeyValue, s *secrets.Sealer, factories map[string]WorkerFactory, resync <-chan struct{}, ls *leases) *supervisor {
 	return &supervisor{
 		rt: rt, kv: kv, sealer: s, factories: factories, resync: resync, leases: ls,
 		poke:     make(chan struct{}, 1),
@@ -725,7 +726,7 @@ func (s *supervisor) runRoute(ctx context.Context, spec RouteSpec, factory Worke
 
 // runWorker resolves the connection's secrets, makes the worker and runs it.
 func (s *supervisor) runWorker(ctx context.Context, spec RouteSpec, factory WorkerFactory) error {
-	c, err := s.sealer.usable(spec.Connection)
+	c, err := s.sealer.Usable(spec.Connection)
 	if err != nil {
 		return Permanent(err)
 	}

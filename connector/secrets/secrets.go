@@ -1,4 +1,6 @@
-package connector
+// Package secrets keeps connection secrets: sealed with MAILBUS_SECRET_KEY in KV, removed
+// from replies, and read from passwordFrom only inside the fence of the process's settings.
+package secrets
 
 import (
 	"crypto/aes"
@@ -16,18 +18,19 @@ import (
 // key scheme live beside this one.
 const sealedPrefix = "enc:v1:"
 
-// sealer encrypts connection secrets before they reach KV and decrypts them for workers.
-// Without a key it stores them as they are (the connector warns once at start).
-type sealer struct {
+// Sealer encrypts connection secrets before they reach KV and decrypts them for workers.
+// Without a key it stores them as they are (the connector warns once at start). The zero
+// Sealer stores secrets as they are and reads passwordFrom inside the default fence.
+type Sealer struct {
 	aead  cipher.AEAD // nil: no MAILBUS_SECRET_KEY
-	fence *fence      // where passwordFrom may read; nil: the default fence
+	fence *Fence      // where passwordFrom may read; nil: the default fence
 }
 
-// newSealer reads MAILBUS_SECRET_KEY: empty, or standard base64 of exactly 32 bytes.
-// The error never contains the key.
-func newSealer(key string) (*sealer, error) {
+// NewSealer reads MAILBUS_SECRET_KEY: empty, or standard base64 of exactly 32 bytes. f is
+// where passwordFrom may read; nil is the default fence. The error never contains the key.
+func NewSealer(key string, f *Fence) (*Sealer, error) {
 	if key == "" {
-		return &sealer{}, nil
+		return &Sealer{fence: f}, nil
 	}
 	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(key))
 	if err != nil {
@@ -44,15 +47,15 @@ func newSealer(key string) (*sealer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("MAILBUS_SECRET_KEY: %w", err)
 	}
-	return &sealer{aead: aead}, nil
+	return &Sealer{aead: aead, fence: f}, nil
 }
 
-// enabled reports whether secrets are encrypted at rest.
-func (s *sealer) enabled() bool { return s.aead != nil }
+// Enabled reports whether secrets are encrypted at rest.
+func (s *Sealer) Enabled() bool { return s.aead != nil }
 
-// seal encrypts one secret. The connection name is the additional data, so a ciphertext
+// Seal encrypts one secret. The connection name is the additional data, so a ciphertext
 // copied into another connection's definition does not decrypt.
-func (s *sealer) seal(owner, plain string) (string, error) {
+func (s *Sealer) Seal(owner, plain string) (string, error) {
 	if s.aead == nil || plain == "" {
 		return plain, nil
 	}
@@ -64,9 +67,9 @@ func (s *sealer) seal(owner, plain string) (string, error) {
 	return sealedPrefix + base64.StdEncoding.EncodeToString(out), nil
 }
 
-// open decrypts what seal made. A value without the prefix was stored before a key was set
+// Open decrypts what Seal made. A value without the prefix was stored before a key was set
 // and is returned as it is.
-func (s *sealer) open(owner, stored string) (string, error) {
+func (s *Sealer) Open(owner, stored string) (string, error) {
 	b64, ok := strings.CutPrefix(stored, sealedPrefix)
 	if !ok {
 		return stored, nil
@@ -86,9 +89,9 @@ func (s *sealer) open(owner, stored string) (string, error) {
 	return string(plain), nil
 }
 
-// secretFields lists the secret fields of a connection, so seal, open and redact cannot miss
+// Fields lists the secret fields of a connection, so seal, open and redact cannot miss
 // one.
-func secretFields(c *schemas.Connection) []*string {
+func Fields(c *schemas.Connection) []*string {
 	f := []*string{&c.Password}
 	if c.OAuth2 != nil {
 		f = append(f, &c.OAuth2.AccessToken, &c.OAuth2.ClientSecret, &c.OAuth2.RefreshToken)
@@ -96,10 +99,10 @@ func secretFields(c *schemas.Connection) []*string {
 	return f
 }
 
-// sealConnection encrypts every secret of c in place.
-func (s *sealer) sealConnection(c *schemas.Connection) error {
-	for _, f := range secretFields(c) {
-		v, err := s.seal(c.Name, *f)
+// SealConnection encrypts every secret of c in place.
+func (s *Sealer) SealConnection(c *schemas.Connection) error {
+	for _, f := range Fields(c) {
+		v, err := s.Seal(c.Name, *f)
 		if err != nil {
 			return err
 		}
@@ -108,10 +111,10 @@ func (s *sealer) sealConnection(c *schemas.Connection) error {
 	return nil
 }
 
-// openConnection decrypts every secret of c in place.
-func (s *sealer) openConnection(c *schemas.Connection) error {
-	for _, f := range secretFields(c) {
-		v, err := s.open(c.Name, *f)
+// OpenConnection decrypts every secret of c in place.
+func (s *Sealer) OpenConnection(c *schemas.Connection) error {
+	for _, f := range Fields(c) {
+		v, err := s.Open(c.Name, *f)
 		if err != nil {
 			return err
 		}
@@ -120,9 +123,9 @@ func (s *sealer) openConnection(c *schemas.Connection) error {
 	return nil
 }
 
-// redact returns c as a reply shows it: secrets removed, the *Set flags saying which are
+// Redact returns c as a reply shows it: secrets removed, the *Set flags saying which are
 // stored. The OAuth2 object is copied, so the stored definition is left alone.
-func redact(c schemas.Connection) schemas.Connection {
+func Redact(c schemas.Connection) schemas.Connection {
 	c.PasswordSet = c.Password != ""
 	c.Password = ""
 	if c.OAuth2 != nil {
@@ -137,7 +140,7 @@ func redact(c schemas.Connection) schemas.Connection {
 
 // resolvePassword reads a passwordFrom source inside the fence. Errors name the variable
 // or file, never a value.
-func (f *fence) resolvePassword(src *schemas.SecretSource) (string, error) {
+func (f *Fence) resolvePassword(src *schemas.SecretSource) (string, error) {
 	if f == nil {
 		f = defaultFence
 	}
@@ -147,14 +150,14 @@ func (f *fence) resolvePassword(src *schemas.SecretSource) (string, error) {
 	case src.File != "":
 		return f.readFile(src.File)
 	}
-	return "", errInvalid("passwordFrom", "neither env nor file is set")
+	return "", invalid("passwordFrom", "neither env nor file is set")
 }
 
-// usable returns a copy of a stored connection as a worker or a check needs it: secrets
+// Usable returns a copy of a stored connection as a worker or a check needs it: secrets
 // decrypted and passwordFrom read. The fence is checked again, since the definition may
 // be older than the process's settings. Errors name the connection, never a secret; a
 // refusal of the fence wraps the *schemas.Error naming the field.
-func (s *sealer) usable(c schemas.Connection) (schemas.Connection, error) {
+func (s *Sealer) Usable(c schemas.Connection) (schemas.Connection, error) {
 	if c.OAuth2 != nil {
 		o := *c.OAuth2
 		c.OAuth2 = &o
@@ -162,7 +165,7 @@ func (s *sealer) usable(c schemas.Connection) (schemas.Connection, error) {
 	if e := s.fence.check(&c); e != nil {
 		return c, fmt.Errorf("connection %s: %w", c.Name, e)
 	}
-	if err := s.openConnection(&c); err != nil {
+	if err := s.OpenConnection(&c); err != nil {
 		return c, fmt.Errorf("connection %s: %w", c.Name, err)
 	}
 	if c.PasswordFrom != nil {
@@ -173,4 +176,16 @@ func (s *sealer) usable(c schemas.Connection) (schemas.Connection, error) {
 		c.Password = p
 	}
 	return c, nil
+}
+
+// Probe refuses at a put or a test a connection outside the sealer's fence: a
+// passwordFrom outside it, a host outside MAILBUS_ALLOWED_HOSTS, or a passwordFrom.file
+// that is there but is no one-line regular file. A missing file is let through.
+func (s *Sealer) Probe(c *schemas.Connection) *schemas.Error {
+	return s.fence.probe(c)
+}
+
+// invalid is the error of a bad field, as the control plane replies it.
+func invalid(field, format string, args ...any) *schemas.Error {
+	return &schemas.Error{Code: schemas.CodeInvalid, Field: field, Message: fmt.Sprintf(format, args...)}
 }

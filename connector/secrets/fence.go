@@ -1,4 +1,4 @@
-package connector
+package secrets
 
 import (
 	"errors"
@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"strings"
 
@@ -19,8 +18,8 @@ import (
 // Where passwordFrom may read, unless MAILBUS_CREDENTIAL_ENV_PREFIX and
 // MAILBUS_CREDENTIAL_DIR say otherwise.
 const (
-	DefaultCredentialEnvPrefix = "MAILBUS_CRED_"
-	DefaultCredentialDir       = "/run/secrets"
+	DefaultEnvPrefix = "MAILBUS_CRED_"
+	DefaultDir       = "/run/secrets"
 )
 
 // maxCredentialFile bounds what passwordFrom.file reads: a password, not a document.
@@ -29,19 +28,32 @@ const maxCredentialFile = 16 << 10
 // envNameRule is what a portable environment variable name looks like.
 var envNameRule = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
+// ValidEnvName reports whether name is a portable environment variable name (letters,
+// digits, _, not starting with a digit).
+func ValidEnvName(name string) bool { return envNameRule.MatchString(name) }
+
 // ownSettingPrefixes are name prefixes of mailbus's own settings, present and future, that
 // passwordFrom.env never reads whatever MAILBUS_CREDENTIAL_ENV_PREFIX says: NATS
 // credentials, the secret key, the console token and the fence's own settings.
 var ownSettingPrefixes = []string{
-	EnvPrefix + "_NATS_", EnvPrefix + "_SECRET", EnvPrefix + "_ADMIN", EnvPrefix + "_CREDENTIAL_",
-	EnvPrefix + "_ALLOWED_",
+	"MAILBUS_NATS_", "MAILBUS_SECRET", "MAILBUS_ADMIN", "MAILBUS_CREDENTIAL_", "MAILBUS_ALLOWED_",
 }
 
-// fence says where connection secrets may come from and which servers a connection may
+// FenceConfig is what a Fence is made of: MAILBUS_CREDENTIAL_ENV_PREFIX,
+// MAILBUS_CREDENTIAL_DIR, MAILBUS_ALLOWED_HOSTS and what mailbus's own settings are.
+type FenceConfig struct {
+	EnvPrefix    string   // passwordFrom.env reads only variables named so; "": DefaultEnvPrefix
+	Dir          string   // passwordFrom.file reads only files in it; "": DefaultDir
+	AllowedHosts string   // comma list of host patterns (imap.example.com, *.example.com); "": any
+	OwnVars      []string // variables of mailbus's own settings, never read by passwordFrom.env
+	OwnFiles     []string // files mailbus's own settings name, never read by passwordFrom.file; "" skipped
+}
+
+// Fence says where connection secrets may come from and which servers a connection may
 // name: the control plane is trusted with telling mailbus where to log in, not with reading
 // the process's environment and files, nor with sending stored secrets elsewhere. A nil
-// fence is the default one.
-type fence struct {
+// Fence is the default one.
+type Fence struct {
 	envPrefix string
 	dir       string
 	own       map[string]bool // mailbus's own settings (upper case), never read by passwordFrom.env
@@ -49,20 +61,23 @@ type fence struct {
 	hosts     []string        // allowed host patterns, lower case; empty: any
 }
 
-// newFence makes the fence of cfg, whose Check has filled the defaults.
-func newFence(cfg Config) *fence {
-	f := &fence{
-		envPrefix: cfg.CredentialEnvPrefix,
-		dir:       filepath.Clean(cfg.CredentialDir),
-		own:       ownSettings(),
+// NewFence makes the fence of cfg.
+func NewFence(cfg FenceConfig) *Fence {
+	f := &Fence{
+		envPrefix: cfg.EnvPrefix,
+		dir:       filepath.Clean(cfg.Dir),
+		own:       map[string]bool{},
 	}
 	if f.envPrefix == "" {
-		f.envPrefix = DefaultCredentialEnvPrefix
+		f.envPrefix = DefaultEnvPrefix
 	}
-	if cfg.CredentialDir == "" {
-		f.dir = DefaultCredentialDir
+	if cfg.Dir == "" {
+		f.dir = DefaultDir
 	}
-	for _, p := range []string{cfg.NATSCreds, cfg.NATSNKey, cfg.NATSTLSCA, cfg.NATSTLSCert, cfg.NATSTLSKey} {
+	for _, v := range cfg.OwnVars {
+		f.own[strings.ToUpper(v)] = true
+	}
+	for _, p := range cfg.OwnFiles {
 		if p != "" {
 			f.ownFiles = append(f.ownFiles, p)
 		}
@@ -75,24 +90,13 @@ func newFence(cfg Config) *fence {
 	return f
 }
 
-// defaultFence is the fence of a sealer made without one.
-var defaultFence = newFence(Config{})
+// defaultFence is the fence of a sealer made without one. It knows mailbus's own settings
+// only by ownSettingPrefixes; none of the others starts with DefaultEnvPrefix.
+var defaultFence = NewFence(FenceConfig{})
 
-// ownSettings is the name of every variable Config reads, in upper case.
-func ownSettings() map[string]bool {
-	own := map[string]bool{}
-	t := reflect.TypeFor[Config]()
-	for i := range t.NumField() {
-		if name := t.Field(i).Tag.Get("envconfig"); name != "" {
-			own[strings.ToUpper(EnvPrefix+"_"+name)] = true
-		}
-	}
-	return own
-}
-
-// checkHostPattern refuses an entry of MAILBUS_ALLOWED_HOSTS that is not a host name, an
+// CheckHostPattern refuses an entry of MAILBUS_ALLOWED_HOSTS that is not a host name, an
 // address, or *. followed by a domain.
-func checkHostPattern(p string) error {
+func CheckHostPattern(p string) error {
 	if strings.TrimSpace(p) == "" {
 		return nil // "a,b," is a list of two
 	}
@@ -113,7 +117,7 @@ func normalHost(h string) string {
 
 // hostAllowed reports whether host matches an allowed pattern: the same name or address,
 // or, for *.example.com, a name ending in .example.com.
-func (f *fence) hostAllowed(host string) bool {
+func (f *Fence) hostAllowed(host string) bool {
 	if len(f.hosts) == 0 {
 		return true
 	}
@@ -133,7 +137,7 @@ func (f *fence) hostAllowed(host string) bool {
 // check refuses a connection whose passwordFrom reads outside the fence or that names a
 // host outside MAILBUS_ALLOWED_HOSTS. It reads nothing: a put is checked on any replica,
 // and the file may be mounted only where the routes run.
-func (f *fence) check(c *schemas.Connection) *schemas.Error {
+func (f *Fence) check(c *schemas.Connection) *schemas.Error {
 	if f == nil {
 		f = defaultFence
 	}
@@ -155,28 +159,28 @@ func (f *fence) check(c *schemas.Connection) *schemas.Error {
 	switch c.Type {
 	case schemas.TypeIMAP:
 		if !f.hostAllowed(c.Host) {
-			return errInvalid("host", "host %q is not in MAILBUS_ALLOWED_HOSTS", c.Host)
+			return invalid("host", "host %q is not in MAILBUS_ALLOWED_HOSTS", c.Host)
 		}
 	case schemas.TypeExchange:
 		u, err := url.Parse("https://" + c.ExchangeURL)
 		if err != nil || !f.hostAllowed(u.Hostname()) {
-			return errInvalid("exchangeUrl", "exchangeUrl %q: its host is not in MAILBUS_ALLOWED_HOSTS", c.ExchangeURL)
+			return invalid("exchangeUrl", "exchangeUrl %q: its host is not in MAILBUS_ALLOWED_HOSTS", c.ExchangeURL)
 		}
 	}
 	if c.Auth == schemas.AuthOAuth2 && c.OAuth2 != nil && c.OAuth2.TokenURL != "" {
 		u, err := url.Parse(c.OAuth2.TokenURL)
 		if err != nil || !f.hostAllowed(u.Hostname()) {
-			return errInvalid("oauth2.tokenUrl", "oauth2.tokenUrl %q: its host is not in MAILBUS_ALLOWED_HOSTS", c.OAuth2.TokenURL)
+			return invalid("oauth2.tokenUrl", "oauth2.tokenUrl %q: its host is not in MAILBUS_ALLOWED_HOSTS", c.OAuth2.TokenURL)
 		}
 	}
 	return nil
 }
 
 // checkEnv refuses a passwordFrom.env outside the prefix or naming a setting of mailbus.
-func (f *fence) checkEnv(name string) *schemas.Error {
+func (f *Fence) checkEnv(name string) *schemas.Error {
 	const field = "passwordFrom.env"
 	if !envNameRule.MatchString(name) {
-		return errInvalid(field, "passwordFrom.env %q: want a variable name (letters, digits, _)", name)
+		return invalid(field, "passwordFrom.env %q: want a variable name (letters, digits, _)", name)
 	}
 	up := strings.ToUpper(name)
 	own := f.own[up]
@@ -184,10 +188,10 @@ func (f *fence) checkEnv(name string) *schemas.Error {
 		own = own || strings.HasPrefix(up, p)
 	}
 	if own {
-		return errInvalid(field, "passwordFrom.env %q: a setting of mailbus itself is never read as a password", name)
+		return invalid(field, "passwordFrom.env %q: a setting of mailbus itself is never read as a password", name)
 	}
 	if !strings.HasPrefix(name, f.envPrefix) || name == f.envPrefix {
-		return errInvalid(field, "passwordFrom.env %q: mailbus reads only variables named %s* (MAILBUS_CREDENTIAL_ENV_PREFIX)", name, f.envPrefix)
+		return invalid(field, "passwordFrom.env %q: mailbus reads only variables named %s* (MAILBUS_CREDENTIAL_ENV_PREFIX)", name, f.envPrefix)
 	}
 	return nil
 }
@@ -195,7 +199,7 @@ func (f *fence) checkEnv(name string) *schemas.Error {
 // credentialPath is where a passwordFrom.file lives: a relative name is taken inside the
 // credential directory, an absolute one must be in it once cleaned. It returns the path
 // relative to the directory.
-func (f *fence) credentialPath(name string) (string, *schemas.Error) {
+func (f *Fence) credentialPath(name string) (string, *schemas.Error) {
 	const field = "passwordFrom.file"
 	p := name
 	if !filepath.IsAbs(p) {
@@ -203,19 +207,19 @@ func (f *fence) credentialPath(name string) (string, *schemas.Error) {
 	}
 	rel, err := filepath.Rel(f.dir, filepath.Clean(p))
 	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		return "", errInvalid(field, "passwordFrom.file %q: mailbus reads only files in %s (MAILBUS_CREDENTIAL_DIR)", name, f.dir)
+		return "", invalid(field, "passwordFrom.file %q: mailbus reads only files in %s (MAILBUS_CREDENTIAL_DIR)", name, f.dir)
 	}
 	return rel, nil
 }
 
 // readEnv reads a passwordFrom.env inside the fence.
-func (f *fence) readEnv(name string) (string, error) {
+func (f *Fence) readEnv(name string) (string, error) {
 	if e := f.checkEnv(name); e != nil {
 		return "", e
 	}
 	v, ok := os.LookupEnv(name)
 	if !ok || v == "" {
-		return "", errInvalid("passwordFrom.env", "environment variable %s is not set", name)
+		return "", invalid("passwordFrom.env", "environment variable %s is not set", name)
 	}
 	return v, nil
 }
@@ -223,7 +227,7 @@ func (f *fence) readEnv(name string) (string, error) {
 // readFile reads a passwordFrom.file inside the fence: a regular file in the credential
 // directory, reached through symbolic links that stay in it, holding one line (a trailing
 // newline is dropped). Errors name the file, never what it holds.
-func (f *fence) readFile(name string) (string, error) {
+func (f *Fence) readFile(name string) (string, error) {
 	v, _, e := f.openFile(name)
 	if e != nil {
 		return "", e
@@ -235,7 +239,7 @@ func (f *fence) readFile(name string) (string, error) {
 // passwordFrom.file that is there but is no one-line regular file inside the directory.
 // A missing one is let through: it may be mounted only where the routes run, and a route
 // that finds none says so in its status.
-func (f *fence) probe(c *schemas.Connection) *schemas.Error {
+func (f *Fence) probe(c *schemas.Connection) *schemas.Error {
 	if f == nil {
 		f = defaultFence
 	}
@@ -251,7 +255,7 @@ func (f *fence) probe(c *schemas.Connection) *schemas.Error {
 }
 
 // openFile is readFile that also reports whether the file (or the directory) is missing.
-func (f *fence) openFile(name string) (v string, missing bool, _ *schemas.Error) {
+func (f *Fence) openFile(name string) (v string, missing bool, _ *schemas.Error) {
 	const field = "passwordFrom.file"
 	rel, e := f.credentialPath(name)
 	if e != nil {
@@ -260,43 +264,43 @@ func (f *fence) openFile(name string) (v string, missing bool, _ *schemas.Error)
 	// os.Root resolves every link inside the directory and refuses one that leaves it.
 	root, err := os.OpenRoot(f.dir)
 	if err != nil {
-		return "", errors.Is(err, fs.ErrNotExist), errInvalid(field, "credential directory: %v", err)
+		return "", errors.Is(err, fs.ErrNotExist), invalid(field, "credential directory: %v", err)
 	}
 	defer root.Close()
 	// Stat before opening, so a FIFO or device never gets opened (and blocks).
 	st, err := root.Stat(rel)
 	if err := regularFile(st, err); err != nil {
-		return "", errors.Is(err, fs.ErrNotExist), errInvalid(field, "file %s: %v", name, err)
+		return "", errors.Is(err, fs.ErrNotExist), invalid(field, "file %s: %v", name, err)
 	}
 	fh, err := root.Open(rel)
 	if err != nil {
-		return "", errors.Is(err, fs.ErrNotExist), errInvalid(field, "file %s: %v", name, pathCause(err))
+		return "", errors.Is(err, fs.ErrNotExist), invalid(field, "file %s: %v", name, pathCause(err))
 	}
 	defer fh.Close()
 	st, err = fh.Stat()
 	if err := regularFile(st, err); err != nil {
-		return "", false, errInvalid(field, "file %s: %v", name, err)
+		return "", false, invalid(field, "file %s: %v", name, err)
 	}
 	for _, own := range f.ownFiles {
 		if o, err := os.Stat(own); err == nil && os.SameFile(o, st) {
-			return "", false, errInvalid(field, "file %s: a file of mailbus's own settings is never read as a password", name)
+			return "", false, invalid(field, "file %s: a file of mailbus's own settings is never read as a password", name)
 		}
 	}
 	b, err := io.ReadAll(io.LimitReader(fh, maxCredentialFile+1))
 	if err != nil {
-		return "", false, errInvalid(field, "file %s: %v", name, pathCause(err))
+		return "", false, invalid(field, "file %s: %v", name, pathCause(err))
 	}
 	if len(b) > maxCredentialFile {
-		return "", false, errInvalid(field, "file %s is larger than %d bytes: want one line", name, maxCredentialFile)
+		return "", false, invalid(field, "file %s is larger than %d bytes: want one line", name, maxCredentialFile)
 	}
 	// Mounted secrets often end with a newline nobody meant to be part of the password.
 	v = strings.TrimSuffix(string(b), "\n")
 	v = strings.TrimSuffix(v, "\r")
 	if strings.ContainsAny(v, "\r\n") {
-		return "", false, errInvalid(field, "file %s holds more than one line", name)
+		return "", false, invalid(field, "file %s holds more than one line", name)
 	}
 	if v == "" {
-		return "", false, errInvalid(field, "file %s is empty", name)
+		return "", false, invalid(field, "file %s is empty", name)
 	}
 	return v, false, nil
 }

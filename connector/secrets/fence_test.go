@@ -1,10 +1,13 @@
-package connector
+package secrets_test
 
 import (
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mailbus/mailbus/connector/secrets"
+	"github.com/mailbus/mailbus/schemas"
 )
 
 // TestFenceFiles: links that stay in the credential directory are followed (a Kubernetes
@@ -29,14 +32,22 @@ func TestFenceFiles(t *testing.T) {
 	if err := os.WriteFile(token, []byte("one-line-nats-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := newFence(Config{CredentialDir: dir, NATSCreds: token})
+	s, err := secrets.NewSealer("", secrets.NewFence(secrets.FenceConfig{Dir: dir, OwnFiles: []string{token}}))
+	if err != nil {
+		t.Fatalf("NewSealer() = %v", err)
+	}
+	// readFile reads a passwordFrom.file as a worker does.
+	readFile := func(name string) (string, error) {
+		c, err := s.Usable(schemas.Connection{Name: "c", PasswordFrom: &schemas.SecretSource{File: name}})
+		return c.Password, err
+	}
 
 	for _, name := range []string{"imap", filepath.Join(dir, "imap"), "./..data/imap"} {
-		if v, err := f.readFile(name); err != nil || v != "k8s-pw" {
+		if v, err := readFile(name); err != nil || v != "k8s-pw" {
 			t.Errorf("readFile(%s) = %q, %v; want k8s-pw", name, v, err)
 		}
 	}
-	v, err := f.readFile("nats.token")
+	v, err := readFile("nats.token")
 	if err == nil || !strings.Contains(err.Error(), "own settings") || v != "" {
 		t.Errorf("readFile(nats.token) = %q, %v; want refused as a file of mailbus's own settings", v, err)
 	}
