@@ -21,6 +21,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -57,12 +58,12 @@ func CheckConnection(ctx context.Context, c schemas.Connection, mailboxes []stri
 
 // checkConnection is CheckConnection with the token source of an oauth2 connection (nil: a
 // new one that keeps a replaced refresh token in memory).
-func checkConnection(ctx context.Context, c schemas.Connection, mailboxes []string, ts *tokenSource) *schemas.Reply {
+func checkConnection(ctx context.Context, c schemas.Connection, mailboxes []string, ts *oauth2.Source) *schemas.Reply {
 	return signedCheck(ctx, c, mailboxes, ts, nil)
 }
 
 // signedCheck is checkConnection with the key that signs the probe (nil: unsigned).
-func signedCheck(ctx context.Context, c schemas.Connection, mailboxes []string, ts *tokenSource, probeKey []byte) *schemas.Reply {
+func signedCheck(ctx context.Context, c schemas.Connection, mailboxes []string, ts *oauth2.Source, probeKey []byte) *schemas.Reply {
 	if c.Auth == schemas.AuthOAuth2 && ts == nil {
 		ts = newTokenSource(&c, nil)
 	}
@@ -85,7 +86,7 @@ func signedCheck(ctx context.Context, c schemas.Connection, mailboxes []string, 
 	}
 	secrets := secretsOf(&c)
 	if ts != nil {
-		secrets = append(secrets, ts.secrets()...)
+		secrets = append(secrets, ts.Secrets()...)
 	}
 	scrubReply(k.reply, secrets)
 	return k.reply
@@ -97,7 +98,7 @@ type checker struct {
 	reply  *schemas.Reply
 	host   string
 	port   int
-	tokens *tokenSource // oauth2 only
+	tokens *oauth2.Source // oauth2 only
 	// probeKey signs the probe's ProbeHeader; nil: unsigned.
 	probeKey []byte
 }
@@ -412,12 +413,12 @@ func (k *checker) login(ctx context.Context, client *imapclient.Client, caps ima
 		return "logged in as " + k.c.Username, nil
 	}
 	var ie *imap.Error
-	var te *tokenError
+	var te *oauth2.TokenError
 	switch {
-	case errors.As(err, &te) && te.field != "":
-		return "", invalid(te.field, "%s", te.msg)
+	case errors.As(err, &te) && te.Field != "":
+		return "", invalid(te.Field, "%s", te.Message())
 	case errors.As(err, &te):
-		return "", unavailable("%s", te.msg)
+		return "", unavailable("%s", te.Message())
 	case k.tokens != nil && IsPermanent(err) && !errors.Is(err, errIMAPTimeout):
 		return "", invalid("oauth2", "%v", err)
 	case errors.As(err, &ie):
@@ -433,15 +434,15 @@ func (k *checker) login(ctx context.Context, client *imapclient.Client, caps ima
 // token gets the access token the login will use, so that a failure of the token endpoint
 // shows as such and not as a refused login.
 func (k *checker) token(ctx context.Context) (string, error) {
-	_, _, err := k.tokens.token(ctx)
-	var te *tokenError
+	_, _, err := k.tokens.Token(ctx)
+	var te *oauth2.TokenError
 	switch {
 	case err == nil:
-		return k.tokens.describe(), nil
-	case errors.As(err, &te) && te.field != "":
-		return "", invalid(te.field, "%s", te.msg)
+		return k.tokens.Describe(), nil
+	case errors.As(err, &te) && te.Field != "":
+		return "", invalid(te.Field, "%s", te.Message())
 	case errors.As(err, &te):
-		return "", unavailable("%s", te.msg)
+		return "", unavailable("%s", te.Message())
 	case IsPermanent(err):
 		return "", invalid("oauth2", "%v", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -279,7 +280,7 @@ func (c *Connector) ensureStorage(ctx context.Context, js jetstream.JetStream) (
 			return nil, err
 		}
 		c.logger.Warn("jetstream storage not ready; retrying", "err", err)
-		if !sleepUntil(ctx, restartDelay(min(attempt, 3))) {
+		if !retry.Sleep(ctx, restartDelay(min(attempt, 3))) {
 			return nil, fmt.Errorf("storage: %w", ctx.Err())
 		}
 	}
@@ -310,7 +311,7 @@ func (c *Connector) applyDefinitions(ctx context.Context, st *store) error {
 			return fmt.Errorf("MAILBUS_DEFINITIONS: %s: %w", path, err)
 		}
 		c.logger.Warn("definitions not applied yet; retrying", "file", path, "err", err)
-		if !sleepUntil(ctx, restartDelay(min(attempt, 3))) {
+		if !retry.Sleep(ctx, restartDelay(min(attempt, 3))) {
 			return fmt.Errorf("MAILBUS_DEFINITIONS: %w", ctx.Err())
 		}
 	}

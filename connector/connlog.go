@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -164,14 +165,14 @@ type routeLog struct {
 	c      *schemas.Connection // the worker's copy
 	route  string
 	proc   *slog.Logger
-	tokens *tokenSource // oauth2 only
+	tokens *oauth2.Source // oauth2 only
 
 	up                     bool // connect and login were logged since the start or the last failure
 	found, published, dead int  // of the poll in progress
 	refused                int  // action failures since the last action entry
 }
 
-func newRouteLog(l *ConnLog, c *schemas.Connection, route string, proc *slog.Logger, tokens *tokenSource) *routeLog {
+func newRouteLog(l *ConnLog, c *schemas.Connection, route string, proc *slog.Logger, tokens *oauth2.Source) *routeLog {
 	return &routeLog{l: l, c: c, route: route, proc: proc, tokens: tokens}
 }
 
@@ -254,7 +255,7 @@ func (r *routeLog) log(level slog.Level, event, msg string, args ...any) {
 		secrets = secretsOf(r.c)
 	}
 	if r.tokens != nil {
-		secrets = append(secrets, r.tokens.secrets()...)
+		secrets = append(secrets, r.tokens.Secrets()...)
 	}
 	msg = scrub(msg, secrets)
 	args = slices.Clone(args)

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -264,7 +265,7 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 			mailboxes = append(mailboxes, r.Mailbox)
 		}
 	}
-	var ts *tokenSource
+	var ts *oauth2.Source
 	if conn.Auth == schemas.AuthOAuth2 {
 		// The stored refresh token is read again before the refresh and, when the endpoint
 		// replaces it, the new one is stored; a draft's own other refresh token is used as
@@ -274,7 +275,7 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 			tokens = nil
 		}
 		if conn.OAuth2 != nil && conn.OAuth2.RefreshToken != "" {
-			if stored, ok := c.store.refreshToken(ctx, conn.Name); !ok || stored != conn.OAuth2.RefreshToken {
+			if stored, ok := c.store.RefreshToken(ctx, conn.Name); !ok || stored != conn.OAuth2.RefreshToken {
 				tokens = nil
 			}
 		}

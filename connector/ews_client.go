@@ -19,6 +19,7 @@ import (
 
 	ntlmssp "github.com/Azure/go-ntlmssp"
 
+	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -74,7 +75,7 @@ type ewsClient struct {
 	auth     string
 	user     string
 	password string
-	tokens   *tokenSource // auth oauth2
+	tokens   *oauth2.Source // auth oauth2
 	// impersonate is the mailbox an application token acts for (ExchangeImpersonation and
 	// X-AnchorMailbox, as Exchange Online wants with app-only access); "" for a user's token.
 	impersonate string
@@ -88,7 +89,7 @@ type ewsClient struct {
 // newEWSClient makes the client of an exchange connection. rootCAs, when not nil, replaces
 // the system roots (tests use it for their own CA); tokens gives the bearer tokens of an
 // oauth2 connection.
-func newEWSClient(c *schemas.Connection, rootCAs *x509.CertPool, tokens *tokenSource) (*ewsClient, error) {
+func newEWSClient(c *schemas.Connection, rootCAs *x509.CertPool, tokens *oauth2.Source) (*ewsClient, error) {
 	endpoint, err := ewsEndpoint(c)
 	if err != nil {
 		return nil, err
@@ -129,7 +130,7 @@ func newEWSClient(c *schemas.Connection, rootCAs *x509.CertPool, tokens *tokenSo
 			return nil, errors.New("auth oauth2 needs a token source")
 		}
 		cl.tokens = tokens
-		if tokens.grant == grantClient {
+		if tokens.Grant() == oauth2.GrantClient {
 			cl.impersonate = c.Username
 		}
 	default:
@@ -260,7 +261,7 @@ func (c *ewsClient) do(ctx context.Context, op string, body any) (io.ReadCloser,
 		case schemas.AuthBasic, schemas.AuthWindows:
 			req.SetBasicAuth(c.user, c.password)
 		case schemas.AuthOAuth2:
-			if tok, fresh, err = c.tokens.token(ctx); err != nil {
+			if tok, fresh, err = c.tokens.Token(ctx); err != nil {
 				return nil, fmt.Errorf("ews %s: oauth2 token: %w", op, err)
 			}
 			req.Header.Set("Authorization", "Bearer "+tok)
@@ -282,14 +283,14 @@ func (c *ewsClient) do(ctx context.Context, op string, body any) (io.ReadCloser,
 		if c.auth != schemas.AuthOAuth2 || !errors.Is(err, errEWSAuth) {
 			return nil, err
 		}
-		if fresh || try > 0 || !c.tokens.renewable() {
+		if fresh || try > 0 || !c.tokens.Renewable() {
 			why := "the server refused the access token"
 			if fresh || try > 0 {
 				why += " just issued: the grant was revoked, lacks the EWS scope, or has no access to the mailbox"
 			}
 			return nil, Permanent(fmt.Errorf("ews %s: %s", op, why))
 		}
-		c.tokens.reject(tok)
+		c.tokens.Reject(tok)
 	}
 }
 

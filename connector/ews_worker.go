@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -81,7 +82,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if pub == nil {
 		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
 	}
-	var tokens *tokenSource
+	var tokens *oauth2.Source
 	if c.Auth == schemas.AuthOAuth2 {
 		// As for IMAP: bad settings park the route when the first request asks for a token.
 		tokens = newTokenSource(&c, rt.defs)

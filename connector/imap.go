@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -72,7 +73,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
 	}
 	eventPrefix := c.Name + "/" + r.Mailbox
-	var tokens *tokenSource
+	var tokens *oauth2.Source
 	if c.Auth == schemas.AuthOAuth2 {
 		// Its settings are checked when the first session asks for a token, so a bad one
 		// parks the route with the reason rather than failing its start.
@@ -114,7 +115,7 @@ type imapWorker struct {
 	source  string // ce-source
 	idPfx   string // <connection>/<mailbox>, the event Id without /<uidvalidity>/<uid>
 	log     *slog.Logger
-	tokens  *tokenSource // oauth2 only
+	tokens  *oauth2.Source // oauth2 only
 	met     *routeMetrics
 	clog    *routeLog
 	filter  *mailFilter // nil: every message the route selects
@@ -253,7 +254,7 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 	}
 	s := &imapSession{
 		w: w, c: c, cp: cp, wake: wake, probeKey: probeKey, legacy: legacy,
-		renewAt: w.tokens.renewAt(),
+		renewAt: w.tokens.RenewAt(),
 		idle:    caps.Has(imap.CapIdle) && w.conn.IdleEnabled(),
 		move:    caps.Has(imap.CapMove),
 	}

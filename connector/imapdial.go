@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
 
+	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -55,7 +56,7 @@ func DialIMAP(ctx context.Context, conn *schemas.Connection, roots *x509.CertPoo
 }
 
 // dialIMAP is DialIMAP with the token source of an oauth2 connection (nil: a new one).
-func dialIMAP(ctx context.Context, conn *schemas.Connection, roots *x509.CertPool, opts *imapclient.Options, ts *tokenSource) (*imapclient.Client, error) {
+func dialIMAP(ctx context.Context, conn *schemas.Connection, roots *x509.CertPool, opts *imapclient.Options, ts *oauth2.Source) (*imapclient.Client, error) {
 	if opts == nil {
 		opts = &imapclient.Options{}
 	}
@@ -131,7 +132,7 @@ func tlsError(addr string, err error) error {
 // authenticate logs in as the connection's auth says, oauth2 with tokens from ts (nil: a
 // new source). A refusal by the server is permanent: trying the same credentials again soon
 // only risks locking the account.
-func authenticate(ctx context.Context, c *imapclient.Client, conn *schemas.Connection, ts *tokenSource) error {
+func authenticate(ctx context.Context, c *imapclient.Client, conn *schemas.Connection, ts *oauth2.Source) error {
 	caps := c.Caps()
 	var err error
 	switch conn.Auth {
@@ -271,4 +272,61 @@ func within(ctx context.Context, d time.Duration, c io.Closer, f func() error) e
 		return fmt.Errorf("%w (after %s)", context.Cause(ctx), d)
 	}
 	return err
+}
+
+// errTokenRenew ends an IMAP session whose access token is about to expire; the worker
+// reconnects at once, which is not a failure.
+var errTokenRenew = errors.New("the access token is about to expire")
+
+// oauthMechanism picks the SASL mechanism the server offers, OAUTHBEARER first.
+func oauthMechanism(caps imap.CapSet) string {
+	for _, m := range []string{oauth2.MechOAuthBearer, oauth2.MechXOAuth2} {
+		if caps.Has(imap.Cap("AUTH=" + m)) {
+			return m
+		}
+	}
+	return ""
+}
+
+// newTokenSource makes the token source of a connection whose secrets are resolved. st
+// stores a refresh token the endpoint replaces; nil keeps it in memory only.
+func newTokenSource(c *schemas.Connection, st *store) *oauth2.Source {
+	if st == nil { // a nil *store is no nil oauth2.RefreshStore
+		return oauth2.NewSource(c, nil)
+	}
+	return oauth2.NewSource(c, st)
+}
+
+// oauthLogin authenticates with an access token. A refused token that was not issued just
+// now (a static one, or one cached from an earlier login) is replaced once from the token
+// endpoint; a refused fresh one is permanent: the grant was revoked or lacks the mail scope.
+func oauthLogin(ctx context.Context, c *imapclient.Client, conn *schemas.Connection, ts *oauth2.Source, host string, port int) error {
+	mech := oauthMechanism(c.Caps())
+	if mech == "" {
+		return Permanent(fmt.Errorf("login: oauth2 needs AUTH=OAUTHBEARER or AUTH=XOAUTH2, which the server does not offer (it offers %s)", authMechs(c.Caps())))
+	}
+	for try := 0; ; try++ {
+		tok, fresh, err := ts.Token(ctx)
+		if err != nil {
+			return fmt.Errorf("oauth2 token: %w", err)
+		}
+		sc := &oauth2.SASLClient{Mech: mech, User: conn.Username, Token: tok, Host: host, Port: port}
+		err = c.Authenticate(sc)
+		if err == nil {
+			return nil
+		}
+		var ie *imap.Error
+		if !errors.As(err, &ie) {
+			return fmt.Errorf("login as %q with %s: %w", conn.Username, mech, err)
+		}
+		why := fmt.Sprintf("login as %q with %s: the server refused the access token (%s%s)",
+			conn.Username, mech, scrub(ie.Text, []string{tok}), sc.Status())
+		if fresh || try > 0 || !ts.Renewable() {
+			if fresh || try > 0 {
+				why += ": a newly issued token was refused, so the grant was revoked, lacks the mail scope, or is for another user"
+			}
+			return Permanent(errors.New(why))
+		}
+		ts.Reject(tok)
+	}
 }

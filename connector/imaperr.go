@@ -11,23 +11,13 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/nats-io/nats.go"
+
+	"github.com/mailbus/mailbus/connector/retry"
 )
-
-// permanentError marks a failure that retrying soon cannot fix: bad credentials, a missing
-// mailbox, a certificate that does not verify, a definition the server cannot serve.
-type permanentError struct{ err error }
-
-func (e *permanentError) Error() string { return e.err.Error() }
-func (e *permanentError) Unwrap() error { return e.err }
 
 // Permanent marks err as permanent: a route failing with it is parked in state error and
 // retried slowly instead of backing off quickly. Permanent(nil) is nil.
-func Permanent(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &permanentError{err}
-}
+func Permanent(err error) error { return retry.Permanent(err) }
 
 // IsPermanent reports whether err is a failure that retrying soon cannot fix: one marked by
 // Permanent, an IMAP refusal of the credentials or the mailbox, or a certificate error.
@@ -36,8 +26,7 @@ func IsPermanent(err error) bool {
 	if err == nil {
 		return false
 	}
-	var p *permanentError
-	if errors.As(err, &p) {
+	if retry.Marked(err) {
 		return true
 	}
 	var ie *imap.Error

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -102,7 +103,7 @@ func connectNATS(ctx context.Context, cfg Config, logger *slog.Logger, reconnect
 			return nc, done, nil
 		}
 		logger.Warn("nats connect failed; retrying", "servers", RedactURLs(cfg.NATSURL), "err", err)
-		if !sleepUntil(ctx, restartDelay(min(attempt, 3))) {
+		if !retry.Sleep(ctx, restartDelay(min(attempt, 3))) {
 			return nil, nil, fmt.Errorf("nats connect: %w", ctx.Err())
 		}
 	}

@@ -518,9 +518,9 @@ func list[T any](ctx context.Context, s *store, kind string, set func(*T, uint64
 	}
 }
 
-// refreshToken returns the stored oauth2 refresh token of a connection, opened; ok is false
+// RefreshToken returns the stored oauth2 refresh token of a connection, opened; ok is false
 // when it cannot be read.
-func (s *store) refreshToken(ctx context.Context, name string) (string, bool) {
+func (s *store) RefreshToken(ctx context.Context, name string) (string, bool) {
 	var c schemas.Connection
 	_, ok, err := s.get(ctx, ConnectionKey(name), &c)
 	if err != nil || !ok || c.OAuth2 == nil {
@@ -530,11 +530,11 @@ func (s *store) refreshToken(ctx context.Context, name string) (string, bool) {
 	return rt, err == nil
 }
 
-// saveRefreshToken replaces a connection's stored refresh token old with new, sealed, when
+// SaveRefreshToken replaces a connection's stored refresh token old with new, sealed, when
 // the token endpoint rotated it. It writes with a compare-and-set and only over old: a
 // refresh token an operator (or another replica) put meanwhile is left alone, and saved
 // reports false.
-func (s *store) saveRefreshToken(ctx context.Context, name, old, new string) (saved bool, err error) {
+func (s *store) SaveRefreshToken(ctx context.Context, name, old, new string) (saved bool, err error) {
 	key := ConnectionKey(name)
 	sealed, err := s.sealer.Seal(name, new)
 	if err != nil {

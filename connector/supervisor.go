@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -133,7 +134,7 @@ func (s *supervisor) Run(ctx context.Context) error {
 			continue
 		}
 		s.logger.Warn("definitions watch broke; watching again", "err", err)
-		if !sleepUntil(ctx, restartDelay(min(attempt, 4))) {
+		if !retry.Sleep(ctx, restartDelay(min(attempt, 4))) {
 			return nil
 		}
 	}
@@ -580,7 +581,7 @@ func (s *supervisor) heartbeat(ctx context.Context) func() {
 	go func() {
 		defer close(done)
 		for {
-			if !sleepUntil(ctx, next) {
+			if !retry.Sleep(ctx, next) {
 				return
 			}
 			err := s.leases.heartbeat(ctx)
@@ -717,7 +718,7 @@ func (s *supervisor) runRoute(ctx context.Context, spec RouteSpec, factory Worke
 		attempt++
 		s.setStatus(name, state, err.Error())
 		log.Warn("route worker failed; restarting", "err", err, "in", wait.Round(time.Millisecond).String())
-		if !sleepUntil(ctx, wait) {
+		if !retry.Sleep(ctx, wait) {
 			return
 		}
 		s.setStatus(name, schemas.StateStarting, err.Error())
@@ -747,16 +748,4 @@ func restartDelay(n int) time.Duration {
 		d = restartMax
 	}
 	return d/2 + rand.N(d/2+1)
-}
-
-// sleepUntil waits d or until ctx ends; it reports whether the full time passed.
-func sleepUntil(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

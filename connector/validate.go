@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -159,7 +160,7 @@ func validateConnection(c *schemas.Connection) *schemas.Error {
 			return errInvalid("domain", `domain is required for auth windows (or give username as DOMAIN\user)`)
 		}
 	case schemas.AuthOAuth2:
-		if e := validateOAuth2(c.OAuth2); e != nil {
+		if e := oauth2.Validate(c.OAuth2); e != nil {
 			return e
 		}
 	}
@@ -204,7 +205,7 @@ func checkPassword(c *schemas.Connection) *schemas.Error {
 			return errInvalid("password", "password or passwordFrom is required for auth %s", c.Auth)
 		}
 	case schemas.AuthOAuth2:
-		return checkOAuth2Secrets(c.OAuth2, c.Type)
+		return oauth2.CheckSecrets(c.OAuth2, c.Type)
 	}
 	return nil
 }
