@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
@@ -176,9 +177,9 @@ func (c *Connector) Run(ctx context.Context) error {
 		return err
 	}
 	reg := NewRegistry()
-	metrics := NewMetrics(reg)
-	registerNATS(reg, nc)
-	pubs.measure(metrics)
+	met := metrics.New(reg)
+	metrics.RegisterNATS(reg, nc)
+	pubs.measure(met)
 	st := &store{kv: storage.Config, sealer: c.sealer}
 	if c.cfg.Definitions != "" {
 		if err := c.applyDefinitions(ctx, st); err != nil {
@@ -198,7 +199,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		TLSRootCAs:     c.roots,
 		ConnLog:        NewConnLog(js, c.names, c.logger),
 		defs:           st,
-		Metrics:        metrics,
+		Metrics:        met,
 		probes:         newProbeKeys(c.cfg.SecretKey, storage.State),
 	}
 	ls := newLeases(js, storage.Leases, c.cfg.Instance, rt.Status)
@@ -228,7 +229,13 @@ func (c *Connector) Run(ctx context.Context) error {
 	}
 
 	if c.cfg.HTTPAddr != "" {
-		reg.MustRegister(newRouteCollector(rt.Status, ls))
+		reg.MustRegister(metrics.NewRouteCollector(func() []metrics.RouteGauge {
+			var l []metrics.RouteGauge
+			for _, st := range rt.Status.all() {
+				l = append(l, metrics.RouteGauge{Route: st.Route, Pending: st.Pending, Owned: ls.holding(st.Route)})
+			}
+			return l
+		}))
 		hs, err := NewHealthServer(c.cfg.HTTPAddr, c.Ready, reg)
 		if err != nil {
 			stopControl()

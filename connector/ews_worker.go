@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
@@ -110,7 +111,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		// kinds of route publish exactly the same way.
 		wire: &imapWorker{subject: subject, source: "mailbus/" + idPfx},
 		log:  rt.logger().With("route", r.Name, "connection", c.Name),
-		met:  rt.Metrics.route(r.Name, r.Bus),
+		met:  rt.Metrics.Route(r.Name, r.Bus),
 	}
 	w.clog = newRouteLog(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
 	client.accepted = func() { w.clog.reached(client.url) }
@@ -130,7 +131,7 @@ type ewsWorker struct {
 	idPfx  string
 	wire   *imapWorker
 	log    *slog.Logger
-	met    *routeMetrics
+	met    *metrics.RouteMetrics
 	clog   *routeLog
 	filter *ewsFilter
 
@@ -165,11 +166,11 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 		case err == nil:
 			attempt = 0
 		case IsPermanent(err) || ewsPermanent(err):
-			w.met.failed(err, true)
+			countFailure(w.met, err, true)
 			state, wait = schemas.StateError, max(permanentRetry, 5*w.pollInterval())
 			w.clog.failed(state, wait, err)
 		default:
-			w.met.failed(err, false)
+			countFailure(w.met, err, false)
 			// The server's own figure wins: ErrorServerBusy says how long it wants.
 			state, wait = schemas.StateBackoff, ewsBackOff(err)
 			if wait == 0 {
@@ -213,7 +214,7 @@ func (w *ewsWorker) connLog(level slog.Level, event, msg string, args ...any) {
 func (w *ewsWorker) cycle(ctx context.Context) error {
 	now := time.Now().UTC()
 	w.status(func(s *schemas.RouteStatus) { s.State, s.LastPollAt = schemas.StateRunning, &now })
-	w.met.poll()
+	w.met.Poll()
 	if err := w.resolve(ctx); err != nil {
 		return err
 	}
@@ -447,7 +448,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 	if err != nil {
 		return 0, err // what was published is published again next time, deduplicated
 	}
-	w.met.fetched(start)
+	w.met.Fetched(start)
 	var retry error
 	for i, g := range got {
 		p := pend[i]
@@ -679,7 +680,7 @@ func (w *ewsWorker) result(ctx context.Context, p *ewsPending) error {
 		w.foreign[id] = true
 		p.fut = nil // counted here
 		p.err = fmt.Errorf("publish %s: %w", id, errForeign)
-		w.met.duplicate()
+		w.met.Duplicate()
 		w.status(func(s *schemas.RouteStatus) { s.Duplicates++ })
 		w.connLog(slog.LevelWarn, EventError, "the stream already holds an event with Msg-Id "+id+
 			" that this route did not publish; the item is left as it is and published again once the duplicate window is over", "id", p.id)
@@ -692,12 +693,12 @@ func (w *ewsWorker) result(ctx context.Context, p *ewsPending) error {
 	w.inflight -= len(p.msg.Data)
 	p.msg, p.fut = nil, nil // the future holds the message too
 	if dup {
-		w.met.duplicate()
+		w.met.Duplicate()
 	} else {
 		if p.deadErr == nil {
 			w.clog.publishedMsg(p.note)
 		}
-		w.met.done(p.deadErr != nil)
+		w.met.Done(p.deadErr != nil)
 	}
 	w.status(func(s *schemas.RouteStatus) {
 		switch {
@@ -736,9 +737,9 @@ func (w *ewsWorker) tallyStored(pend []*ewsPending) {
 		}
 		p.fut = nil
 		if dup {
-			w.met.duplicate()
+			w.met.Duplicate()
 		} else {
-			w.met.done(p.deadErr != nil)
+			w.met.Done(p.deadErr != nil)
 			if p.deadErr == nil {
 				w.clog.publishedMsg(p.note)
 			}

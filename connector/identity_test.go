@@ -21,6 +21,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/dovecottest"
+	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -483,7 +484,7 @@ func TestIMAPFailingMoveOnce(t *testing.T) {
 	}
 	rt := newIMAPRuntime(t, n)
 	reg := connector.NewRegistry()
-	rt.Metrics = connector.NewMetrics(reg)
+	rt.Metrics = metrics.New(reg)
 	route := imapRoute("failing_move", "", schemas.AfterMove)
 	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	// Four sessions failed on the move: with backoff from 0.5s, well past the window.
@@ -552,7 +553,7 @@ func TestIMAPDuplicatesCountedApart(t *testing.T) {
 
 	rt2 := newIMAPRuntime(t, n)
 	reg := connector.NewRegistry()
-	rt2.Metrics = connector.NewMetrics(reg)
+	rt2.Metrics = metrics.New(reg)
 	runIMAPWorker(t, rt2, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	st := waitRouteIdle(t, rt2, route.Name, 3)
 	if st.Published != 0 || st.Duplicates != 3 {

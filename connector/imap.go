@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -93,7 +94,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		source:  "mailbus/" + eventPrefix,
 		idPfx:   eventPrefix,
 		log:     rt.logger().With("route", r.Name, "connection", c.Name),
-		met:     rt.Metrics.route(r.Name, r.Bus),
+		met:     rt.Metrics.Route(r.Name, r.Bus),
 	}
 	w.clog = newRouteLog(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
 	return w, nil
@@ -116,7 +117,7 @@ type imapWorker struct {
 	idPfx   string // <connection>/<mailbox>, the event Id without /<uidvalidity>/<uid>
 	log     *slog.Logger
 	tokens  *oauth2.Source // oauth2 only
-	met     *routeMetrics
+	met     *metrics.RouteMetrics
 	clog    *routeLog
 	filter  *mailFilter // nil: every message the route selects
 }
@@ -138,7 +139,7 @@ func (w *imapWorker) Run(ctx context.Context) error {
 	attempt := 0
 	for n := 0; ; n++ {
 		if n > 0 {
-			w.met.reconnect()
+			w.met.Reconnect()
 		}
 		err := w.session(ctx, &attempt)
 		if ctx.Err() != nil {
@@ -148,7 +149,7 @@ func (w *imapWorker) Run(ctx context.Context) error {
 			w.connLog(slog.LevelDebug, EventLogin, "the access token is about to expire: reconnecting with a new one")
 			continue
 		}
-		w.met.failed(err, false)
+		countFailure(w.met, err, false)
 		var wait time.Duration
 		state := schemas.StateBackoff
 		if IsPermanent(err) {

@@ -145,7 +145,7 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	w := s.w
 	now := time.Now().UTC()
 	w.status(func(st *schemas.RouteStatus) { st.State, st.LastPollAt = schemas.StateRunning, &now })
-	w.met.poll()
+	w.met.Poll()
 	if reselect || s.c.Mailbox() == nil {
 		if err := s.selectMailbox(ctx); err != nil {
 			return err
@@ -425,7 +425,7 @@ func (s *imapSession) batch(ctx context.Context, cands []candidate) (err error) 
 	if err != nil {
 		return watch.explain(fmt.Errorf("uid fetch: %w", err))
 	}
-	s.w.met.fetched(start)
+	s.w.met.Fetched(start)
 	if sized > 0 {
 		s.avgSize = max(size/sized, 1)
 	}
@@ -833,7 +833,7 @@ func (s *imapSession) count(got []*fetched, n int) (int, error) {
 		}
 		if s.foreign(f, id) {
 			w.foreign[id] = true
-			w.met.duplicate()
+			w.met.Duplicate()
 			w.status(func(st *schemas.RouteStatus) { st.Duplicates++ })
 			f.counted = true
 			w.connLog(slog.LevelWarn, EventError, "the stream already holds an event with Msg-Id "+id+
@@ -866,9 +866,9 @@ func (s *imapSession) tally(f *fetched) {
 	f.counted = true
 	w := s.w
 	if f.dup {
-		w.met.duplicate()
+		w.met.Duplicate()
 	} else {
-		w.met.done(f.deadErr != nil)
+		w.met.Done(f.deadErr != nil)
 	}
 	w.status(func(st *schemas.RouteStatus) {
 		switch {

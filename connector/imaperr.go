@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,7 +12,9 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/retry"
 )
 
@@ -46,6 +49,32 @@ func IsPermanent(err error) bool {
 	)
 	return errors.As(err, &unknownCA) || errors.As(err, &invalid) ||
 		errors.As(err, &hostname) || errors.As(err, &verify)
+}
+
+// countFailure counts a failed session or cycle in m by its kind; permanent is the
+// worker's own verdict (the Exchange worker knows more permanent errors than IsPermanent).
+func countFailure(m *metrics.RouteMetrics, err error, permanent bool) {
+	if err != nil {
+		m.Failed(errorKind(err, permanent))
+	}
+}
+
+// errorKind sorts an error into one of the few kinds of mailbus_route_errors_total.
+func errorKind(err error, permanent bool) string {
+	var apiErr *jetstream.APIError
+	var netErr net.Error
+	switch {
+	case permanent || IsPermanent(err):
+		return metrics.KindPermanent
+	case errors.As(err, &apiErr), errors.Is(err, jetstream.ErrAsyncPublishTimeout),
+		errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrNoResponders):
+		return metrics.KindNATS
+	case errors.Is(err, errIMAPTimeout), errors.Is(err, context.DeadlineExceeded),
+		errors.As(err, &netErr) && netErr.Timeout():
+		return metrics.KindTimeout
+	}
+	return metrics.KindMailbox
 }
 
 // How a route's status names an outage. The socket's own words ("write tcp 10.0.0.1:

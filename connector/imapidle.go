@@ -62,7 +62,7 @@ func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) (reselect b
 	if err != nil {
 		return false, fmt.Errorf("idle: %w", err)
 	}
-	defer s.w.met.idling()()
+	defer s.w.met.Idling()()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

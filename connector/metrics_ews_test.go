@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -46,7 +47,7 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string, labels map[st
 func TestMetricsExchange(t *testing.T) {
 	rt := newEWSRuntime(t)
 	reg := prometheus.NewRegistry()
-	rt.Metrics = NewMetrics(reg)
+	rt.Metrics = metrics.New(reg)
 	rt.Publishers.measure(rt.Metrics)
 	f := newFakeEWS(t, false)
 	ids := f.add(3)

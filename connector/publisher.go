@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mailbus/mailbus/connector/metrics"
 )
 
 // Publishing defaults: how many events one bus may have in flight (published, not yet
@@ -62,7 +64,7 @@ func NewPublishers(nc *nats.Conn, window int) (*Publishers, error) {
 
 // measure makes the pipelines count into m: publish latency and stored bytes. Call it
 // before the first publish.
-func (p *Publishers) measure(m *Metrics) {
+func (p *Publishers) measure(m *metrics.Metrics) {
 	for _, b := range p.buses {
 		b.mu.Lock()
 		b.metrics, b.sent = m, make(map[*nats.Msg]time.Time)
@@ -86,7 +88,7 @@ type busPublisher struct {
 	// With metrics, sent holds when each message in flight was published: the
 	// acknowledgement handler gets the message, not its future.
 	mu      sync.Mutex
-	metrics *Metrics
+	metrics *metrics.Metrics
 	sent    map[*nats.Msg]time.Time
 }
 
@@ -100,7 +102,7 @@ func (b *busPublisher) track(msg *nats.Msg) {
 }
 
 // untrack forgets msg and tells when it was published, and where to count it.
-func (b *busPublisher) untrack(msg *nats.Msg) (time.Time, *Metrics, bool) {
+func (b *busPublisher) untrack(msg *nats.Msg) (time.Time, *metrics.Metrics, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	at, ok := b.sent[msg]
@@ -112,7 +114,7 @@ func (b *busPublisher) untrack(msg *nats.Msg) (time.Time, *Metrics, bool) {
 // and must not block.
 func (b *busPublisher) acked(_ jetstream.JetStream, msg *nats.Msg, ack *jetstream.PubAck) {
 	if at, m, ok := b.untrack(msg); ok {
-		m.stored(b.bus, msg, ack, time.Since(at))
+		m.Stored(b.bus, msg, ack, time.Since(at))
 	}
 }
 

@@ -333,7 +333,7 @@ func (s *supervisor) reconcile(ctx context.Context, name string) {
 		s.stop(name, false)
 		s.leases.forget(ctx, name)
 		s.rt.Status.Delete(name)
-		s.rt.Metrics.forget(name)
+		s.rt.Metrics.Forget(name)
 		return
 	}
 	c, hasConn := s.conns[r.Connection]

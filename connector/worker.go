@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -49,7 +50,7 @@ type Runtime struct {
 	// ConnLog writes the connection logs; nil writes none.
 	ConnLog *ConnLog
 	// Metrics counts for /metrics; nil counts nothing.
-	Metrics *Metrics
+	Metrics *metrics.Metrics
 
 	// defs stores the refresh token an OAuth2 token endpoint replaces; nil (a Runtime made
 	// outside a Connector) keeps it in memory only.

@@ -1,9 +1,8 @@
-package connector
+// Package metrics holds what the workers and publishers of one replica count, for
+// /metrics (Prometheus).
+package metrics
 
 import (
-	"context"
-	"errors"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -32,14 +31,14 @@ type Metrics struct {
 
 // Error kinds of mailbus_route_errors_total.
 const (
-	kindPermanent = "permanent" // bad credentials, mailbox or definition: the route is parked
-	kindTimeout   = "timeout"   // the mail server did not answer in time
-	kindNATS      = "nats"      // publishing or storing a checkpoint failed
-	kindMailbox   = "mailbox"   // anything else on the way to the mail server: network, BYE, protocol
+	KindPermanent = "permanent" // bad credentials, mailbox or definition: the route is parked
+	KindTimeout   = "timeout"   // the mail server did not answer in time
+	KindNATS      = "nats"      // publishing or storing a checkpoint failed
+	KindMailbox   = "mailbox"   // anything else on the way to the mail server: network, BYE, protocol
 )
 
-// NewMetrics makes the replica's metrics and registers them with reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// New makes the replica's metrics and registers them with reg.
+func New(reg prometheus.Registerer) *Metrics {
 	routeBus := []string{"route", "bus"}
 	route := []string{"route"}
 	m := &Metrics{
@@ -92,13 +91,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// route returns the metrics of one route, with its labels bound once.
-func (m *Metrics) route(name string, bus int) *routeMetrics {
+// Route returns the metrics of one route, with its labels bound once; nil on a nil m.
+func (m *Metrics) Route(name string, bus int) *RouteMetrics {
 	if m == nil {
 		return nil
 	}
 	b := strconv.Itoa(bus)
-	return &routeMetrics{
+	return &RouteMetrics{
 		published:  m.published.WithLabelValues(name, b),
 		duplicates: m.duplicates.WithLabelValues(name, b),
 		dead:       m.dead.WithLabelValues(name, b),
@@ -110,9 +109,9 @@ func (m *Metrics) route(name string, bus int) *routeMetrics {
 	}
 }
 
-// forget drops the series of a deleted route, so that they do not stay until the
+// Forget drops the series of a deleted route, so that they do not stay until the
 // process ends.
-func (m *Metrics) forget(route string) {
+func (m *Metrics) Forget(route string) {
 	if m == nil {
 		return
 	}
@@ -123,9 +122,9 @@ func (m *Metrics) forget(route string) {
 	}
 }
 
-// stored counts a publish JetStream acknowledged: its latency on bus, and its bytes for
+// Stored counts a publish JetStream acknowledged: its latency on bus, and its bytes for
 // the route named by the subject's last token (mail.bus.<bus>.<route>, mail.dead.<route>).
-func (m *Metrics) stored(bus int, msg *nats.Msg, ack *jetstream.PubAck, took time.Duration) {
+func (m *Metrics) Stored(bus int, msg *nats.Msg, ack *jetstream.PubAck, took time.Duration) {
 	if m == nil {
 		return
 	}
@@ -137,8 +136,8 @@ func (m *Metrics) stored(bus int, msg *nats.Msg, ack *jetstream.PubAck, took tim
 	}
 }
 
-// routeMetrics are one route's metrics; the workers call its methods, each a no-op on nil.
-type routeMetrics struct {
+// RouteMetrics are one route's metrics; the workers call its methods, each a no-op on nil.
+type RouteMetrics struct {
 	published, dead, polls, reconnects prometheus.Counter
 	duplicates                         prometheus.Counter
 	errors                             *prometheus.CounterVec
@@ -146,8 +145,8 @@ type routeMetrics struct {
 	fetch                              prometheus.Observer
 }
 
-// done counts a message whose event (or, with dead, dead letter) was acknowledged.
-func (r *routeMetrics) done(dead bool) {
+// Done counts a message whose event (or, with dead, dead letter) was acknowledged.
+func (r *RouteMetrics) Done(dead bool) {
 	switch {
 	case r == nil:
 	case dead:
@@ -157,37 +156,36 @@ func (r *routeMetrics) done(dead bool) {
 	}
 }
 
-// duplicate counts an event (or dead letter) the stream dropped as a duplicate.
-func (r *routeMetrics) duplicate() {
+// Duplicate counts an event (or dead letter) the stream dropped as a duplicate.
+func (r *RouteMetrics) Duplicate() {
 	if r != nil {
 		r.duplicates.Inc()
 	}
 }
 
-// poll counts a cycle over the mailbox.
-func (r *routeMetrics) poll() {
+// Poll counts a cycle over the mailbox.
+func (r *RouteMetrics) Poll() {
 	if r != nil {
 		r.polls.Inc()
 	}
 }
 
-// reconnect counts a session started again after one failed.
-func (r *routeMetrics) reconnect() {
+// Reconnect counts a session started again after one failed.
+func (r *RouteMetrics) Reconnect() {
 	if r != nil {
 		r.reconnects.Inc()
 	}
 }
 
-// failed counts a failed session or cycle by its kind; permanent is the worker's own
-// verdict (the Exchange worker knows more permanent errors than IsPermanent).
-func (r *routeMetrics) failed(err error, permanent bool) {
-	if r != nil && err != nil {
-		r.errors.WithLabelValues(errorKind(err, permanent)).Inc()
+// Failed counts a failed session or cycle of the given kind (KindPermanent, ...).
+func (r *RouteMetrics) Failed(kind string) {
+	if r != nil {
+		r.errors.WithLabelValues(kind).Inc()
 	}
 }
 
-// idling sets the IDLE gauge to 1 and returns the function that sets it back to 0.
-func (r *routeMetrics) idling() func() {
+// Idling sets the IDLE gauge to 1 and returns the function that sets it back to 0.
+func (r *RouteMetrics) Idling() func() {
 	if r == nil {
 		return func() {}
 	}
@@ -195,33 +193,15 @@ func (r *routeMetrics) idling() func() {
 	return func() { r.idle.Set(0) }
 }
 
-// fetched observes the duration of a FETCH batch that started at start.
-func (r *routeMetrics) fetched(start time.Time) {
+// Fetched observes the duration of a FETCH batch that started at start.
+func (r *RouteMetrics) Fetched(start time.Time) {
 	if r != nil {
 		r.fetch.Observe(time.Since(start).Seconds())
 	}
 }
 
-// errorKind sorts an error into one of the few kinds of mailbus_route_errors_total.
-func errorKind(err error, permanent bool) string {
-	var apiErr *jetstream.APIError
-	var netErr net.Error
-	switch {
-	case permanent || IsPermanent(err):
-		return kindPermanent
-	case errors.As(err, &apiErr), errors.Is(err, jetstream.ErrAsyncPublishTimeout),
-		errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrDisconnected),
-		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrNoResponders):
-		return kindNATS
-	case errors.Is(err, errIMAPTimeout), errors.Is(err, context.DeadlineExceeded),
-		errors.As(err, &netErr) && netErr.Timeout():
-		return kindTimeout
-	}
-	return kindMailbox
-}
-
-// registerNATS adds the state of the replica's NATS connection, read when scraped.
-func registerNATS(reg prometheus.Registerer, nc *nats.Conn) {
+// RegisterNATS adds the state of the replica's NATS connection, read when scraped.
+func RegisterNATS(reg prometheus.Registerer, nc *nats.Conn) {
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mailbus_nats_connected",
@@ -239,19 +219,27 @@ func registerNATS(reg prometheus.Registerer, nc *nats.Conn) {
 	)
 }
 
-// routeCollector exports, at scrape time, what this replica's StatusBoard and leases know
+// RouteGauge is what a replica knows about one route's state when scraped.
+type RouteGauge struct {
+	Route   string
+	Pending int64 // messages beyond the checkpoint not yet published, as last seen
+	Owned   bool  // this replica holds the route's lease and runs its worker
+}
+
+// routeCollector exports, at scrape time, what this replica's status board and leases know
 // about its routes: the state, not counts, so reading it when scraped is enough.
 type routeCollector struct {
-	board  *StatusBoard
-	leases *leases
+	routes func() []RouteGauge
 
 	pending, owned *prometheus.Desc
 }
 
-func newRouteCollector(board *StatusBoard, ls *leases) *routeCollector {
+// NewRouteCollector makes the collector of mailbus_route_pending and
+// mailbus_route_lease_owned, which calls routes at every scrape.
+func NewRouteCollector(routes func() []RouteGauge) prometheus.Collector {
 	route := []string{"route"}
 	return &routeCollector{
-		board: board, leases: ls,
+		routes: routes,
 		pending: prometheus.NewDesc("mailbus_route_pending",
 			"Messages the route selected beyond its checkpoint and has not yet published, as last seen; 0 after a complete cycle.", route, nil),
 		owned: prometheus.NewDesc("mailbus_route_lease_owned",
@@ -267,10 +255,10 @@ func (c *routeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *routeCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, st := range c.board.all() {
+	for _, st := range c.routes() {
 		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.Pending), st.Route)
 		owned := 0.0
-		if c.leases.holding(st.Route) {
+		if st.Owned {
 			owned = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.owned, prometheus.GaugeValue, owned, st.Route)
