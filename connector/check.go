@@ -22,6 +22,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailbus/mailbus/connector/oauth2"
+	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -84,11 +85,11 @@ func signedCheck(ctx context.Context, c schemas.Connection, mailboxes []string, 
 	default:
 		k.fail("type", invalid("type", "the connection check does not know connections of type %s", c.Type))
 	}
-	secrets := secretsOf(&c)
+	hidden := secrets.Values(&c)
 	if ts != nil {
-		secrets = append(secrets, ts.Secrets()...)
+		hidden = append(hidden, ts.Secrets()...)
 	}
-	scrubReply(k.reply, secrets)
+	scrubReply(k.reply, hidden)
 	return k.reply
 }
 
@@ -660,12 +661,12 @@ func (c replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // scrubReply removes the secrets from every text of a check reply. The stages never put
 // one there; this is the last line of defence against a server that echoes one back.
-func scrubReply(r *schemas.Reply, secrets []string) {
+func scrubReply(r *schemas.Reply, hidden []string) {
 	for i := range r.Stages {
-		r.Stages[i].Detail = scrub(r.Stages[i].Detail, secrets)
-		r.Stages[i].Error = scrub(r.Stages[i].Error, secrets)
+		r.Stages[i].Detail = secrets.Scrub(r.Stages[i].Detail, hidden)
+		r.Stages[i].Error = secrets.Scrub(r.Stages[i].Error, hidden)
 	}
 	if r.Error != nil {
-		r.Error.Message = scrub(r.Error.Message, secrets)
+		r.Error.Message = secrets.Scrub(r.Error.Message, hidden)
 	}
 }

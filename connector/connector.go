@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/connector/secrets"
@@ -197,7 +198,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		Status:         NewStatusBoard(),
 		Publishers:     pubs,
 		TLSRootCAs:     c.roots,
-		ConnLog:        NewConnLog(js, c.names, c.logger),
+		ConnLog:        connlog.New(js, c.names, c.logger),
 		defs:           st,
 		Metrics:        met,
 		probes:         newProbeKeys(c.cfg.SecretKey, storage.State),

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -458,13 +459,13 @@ func TestEndToEndCheckAndLog(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		entries = s.ok("mail.control.connection.log", map[string]any{"name": "mem", "limit": 100}).Entries
-		if slices.ContainsFunc(entries, func(e schemas.LogEntry) bool { return e.Event == connector.EventPublished }) {
+		if slices.ContainsFunc(entries, func(e schemas.LogEntry) bool { return e.Event == connlog.EventPublished }) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	if !slices.ContainsFunc(entries, func(e schemas.LogEntry) bool {
-		return e.Event == connector.EventPublished && e.Route == "logged"
+		return e.Event == connlog.EventPublished && e.Route == "logged"
 	}) {
 		t.Fatalf("connection.log has no published entry: %+v", entries)
 	}

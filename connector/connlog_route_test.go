@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -35,7 +36,7 @@ const connLogIMAPPassword = "imap-pw-7Qx!connlog"
 func connLogRuntime(t *testing.T) *Runtime {
 	t.Helper()
 	rt := newEWSRuntime(t)
-	rt.ConnLog = NewConnLog(rt.JS, rt.Names, rt.Logger)
+	rt.ConnLog = connlog.New(rt.JS, rt.Names, rt.Logger)
 	s := &secrets.Sealer{}
 	svc, err := startControl(context.Background(), rt.NC, rt.Names, "test", &control{
 		store: &store{kv: rt.Storage.Config, sealer: s}, status: rt.Status, instance: rt.Instance,
@@ -149,19 +150,19 @@ func checkRouteLog(t *testing.T, level string, entries []schemas.LogEntry, raw [
 		return
 	case schemas.LogErrors:
 		// The dead letter is the only failure; nothing is written per message or per poll.
-		if len(entries) != 1 || entries[0].Event != EventError || entries[0].Fields["eventId"] == nil {
+		if len(entries) != 1 || entries[0].Event != connlog.EventError || entries[0].Fields["eventId"] == nil {
 			t.Errorf("level errors: entries %+v, want only the dead letter", entries)
 		}
 		return
 	}
 
-	if count[EventPublished] != len(evs) {
-		t.Errorf("%d published entries for %d events", count[EventPublished], len(evs))
+	if count[connlog.EventPublished] != len(evs) {
+		t.Errorf("%d published entries for %d events", count[connlog.EventPublished], len(evs))
 	}
 	for _, ev := range evs {
 		var e *schemas.LogEntry
 		for i := range entries {
-			if entries[i].Event == EventPublished && entries[i].Fields["eventId"] == ev.Id {
+			if entries[i].Event == connlog.EventPublished && entries[i].Fields["eventId"] == ev.Id {
 				e = &entries[i]
 			}
 		}
@@ -182,7 +183,7 @@ func checkRouteLog(t *testing.T, level string, entries []schemas.LogEntry, raw [
 			}
 		}
 	}
-	for _, ev := range []string{EventConnect, EventLogin, EventAction, EventError} {
+	for _, ev := range []string{connlog.EventConnect, connlog.EventLogin, connlog.EventAction, connlog.EventError} {
 		if count[ev] == 0 {
 			t.Errorf("no %s entry: %+v", ev, entries)
 		}
@@ -191,7 +192,7 @@ func checkRouteLog(t *testing.T, level string, entries []schemas.LogEntry, raw [
 	var poll bool
 	for _, e := range entries {
 		f := e.Fields
-		poll = poll || e.Event == EventPoll && f["found"] == float64(len(evs)+1) &&
+		poll = poll || e.Event == connlog.EventPoll && f["found"] == float64(len(evs)+1) &&
 			f["published"] == float64(len(evs)) && f["deadLettered"] == float64(1)
 	}
 	if !poll {
@@ -336,7 +337,7 @@ func TestRouteConnLogScrubsSecrets(t *testing.T) {
 
 	var dead bool
 	for _, e := range entries {
-		dead = dead || e.Event == EventError && strings.Contains(e.Message, "ErrorCorruptData([redacted])")
+		dead = dead || e.Event == connlog.EventError && strings.Contains(e.Message, "ErrorCorruptData([redacted])")
 	}
 	if !dead {
 		t.Errorf("no dead letter entry quoting the server with the token redacted: %+v", entries)
@@ -353,25 +354,6 @@ func TestRouteConnLogScrubsSecrets(t *testing.T) {
 		}
 		if strings.Contains(proc, secret) {
 			t.Errorf("process log holds the secret %q", secret)
-		}
-	}
-}
-
-// TestTruncateUTF8: a long subject is cut at a character boundary, never inside one.
-func TestTruncateUTF8(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		n    int
-		want string
-	}{
-		{"short", 10, "short"},
-		{"exactly", 7, "exactly"},
-		{"abcdef", 3, "abc…"},
-		{"Заявка", 5, "За…"}, // 5 bytes end inside "я" (2 bytes each)
-		{"Заявка", 4, "За…"},
-	} {
-		if got := truncateUTF8(tc.in, tc.n); got != tc.want {
-			t.Errorf("truncateUTF8(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
 		}
 	}
 }

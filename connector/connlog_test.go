@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -43,17 +44,17 @@ func connLogJS(t *testing.T) jetstream.JetStream {
 
 // writeEveryEvent writes one entry of every kind a route worker writes, the login error
 // carrying the password as a careless server might echo it.
-func writeEveryEvent(l *connector.ConnLog, c *schemas.Connection) {
+func writeEveryEvent(l *connlog.Log, c *schemas.Connection) {
 	for _, e := range []schemas.LogEntry{
-		{Event: connector.EventConnect, Message: "connected to imap.example.com:993 (encryption ssl)"},
-		{Event: connector.EventLogin, Message: "logged in as bot@example.com (auth basic)"},
-		{Event: connector.EventPoll, Message: pollMessage(2)},
-		{Event: connector.EventPublished, Message: `UID 42 <abc@example.org> "Заявка #42" (5678 bytes) published as support_imap/INBOX/1700000000/42 on bus 0`},
-		{Event: connector.EventAction, Message: "markRead: 1 messages (UIDs 42)"},
-		{Level: connector.LevelError, Event: connector.EventLogin, Message: fmt.Sprintf("login with %s refused", c.Password)},
-		{Level: connector.LevelWarn, Event: connector.EventState, Message: "retry in 1s: login refused"},
-		{Level: connector.LevelWarn, Event: connector.EventUIDValidity, Message: "UIDVALIDITY changed from 1700000000 to 1700000001"},
-		{Level: connector.LevelWarn, Event: connector.EventError, Message: "UID 43 cannot become an event"},
+		{Event: connlog.EventConnect, Message: "connected to imap.example.com:993 (encryption ssl)"},
+		{Event: connlog.EventLogin, Message: "logged in as bot@example.com (auth basic)"},
+		{Event: connlog.EventPoll, Message: pollMessage(2)},
+		{Event: connlog.EventPublished, Message: `UID 42 <abc@example.org> "Заявка #42" (5678 bytes) published as support_imap/INBOX/1700000000/42 on bus 0`},
+		{Event: connlog.EventAction, Message: "markRead: 1 messages (UIDs 42)"},
+		{Level: connlog.LevelError, Event: connlog.EventLogin, Message: fmt.Sprintf("login with %s refused", c.Password)},
+		{Level: connlog.LevelWarn, Event: connlog.EventState, Message: "retry in 1s: login refused"},
+		{Level: connlog.LevelWarn, Event: connlog.EventUIDValidity, Message: "UIDVALIDITY changed from 1700000000 to 1700000001"},
+		{Level: connlog.LevelWarn, Event: connlog.EventError, Message: "UID 43 cannot become an event"},
 	} {
 		e.Route = "r"
 		l.Write(c, e)
@@ -64,23 +65,23 @@ func pollMessage(n int) string {
 	return fmt.Sprintf("INBOX: %d found, %d published, 0 dead-lettered", n, n)
 }
 
-func writePoll(l *connector.ConnLog, c *schemas.Connection, n int) {
-	l.Write(c, schemas.LogEntry{Route: "r", Event: connector.EventPoll, Message: pollMessage(n)})
+func writePoll(l *connlog.Log, c *schemas.Connection, n int) {
+	l.Write(c, schemas.LogEntry{Route: "r", Event: connlog.EventPoll, Message: pollMessage(n)})
 }
 
 func readConnLog(t *testing.T, js jetstream.JetStream, req schemas.LogRequest) *schemas.Reply {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := connector.ReadConnLog(ctx, js, connector.Names{Prefix: "mail"}, req)
+	r, err := connlog.Read(ctx, js, connector.Names{Prefix: "mail"}, req)
 	if err != nil {
-		t.Fatalf("ReadConnLog() = %v", err)
+		t.Fatalf("connlog.Read() = %v", err)
 	}
 	assertNoCheckSecret(t, r, checkPassword)
 	return r
 }
 
-func flushConnLog(t *testing.T, l *connector.ConnLog) {
+func flushConnLog(t *testing.T, l *connlog.Log) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -99,7 +100,7 @@ func logEvents(entries []schemas.LogEntry) string {
 
 func TestConnLogLevels(t *testing.T) {
 	js := connLogJS(t)
-	l := connector.NewConnLog(js, connector.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
+	l := connlog.New(js, connector.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
 	for _, tc := range []struct {
 		level string
 		want  string
@@ -123,7 +124,7 @@ func TestConnLogLevels(t *testing.T) {
 				if e.Route != "r" || e.Time.IsZero() || e.Level == "" || e.Message == "" {
 					t.Errorf("entry %+v, want route, time, level and message", e)
 				}
-				if e.Event == connector.EventLogin && e.Level == connector.LevelError && !strings.Contains(e.Message, "[redacted]") {
+				if e.Event == connlog.EventLogin && e.Level == connlog.LevelError && !strings.Contains(e.Message, "[redacted]") {
 					t.Errorf("login error %q, want the password redacted", e.Message)
 				}
 			}
@@ -134,27 +135,27 @@ func TestConnLogLevels(t *testing.T) {
 // TestConnLogLevelChange: the level is read at each write, so a change applies at once.
 func TestConnLogLevelChange(t *testing.T) {
 	js := connLogJS(t)
-	l := connector.NewConnLog(js, connector.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
+	l := connlog.New(js, connector.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
 	c := &schemas.Connection{Name: "c", LogLevel: schemas.LogOff}
-	l.Write(c, schemas.LogEntry{Route: "r", Event: connector.EventLogin, Message: "logged in"})
+	l.Write(c, schemas.LogEntry{Route: "r", Event: connlog.EventLogin, Message: "logged in"})
 	c.LogLevel = schemas.LogFull
 	writePoll(l, c, 0)
 	c.LogLevel = schemas.LogErrors
 	writePoll(l, c, 0)
-	l.Write(c, schemas.LogEntry{Level: connector.LevelError, Route: "r", Event: connector.EventPoll, Message: "connection reset"})
+	l.Write(c, schemas.LogEntry{Level: connlog.LevelError, Route: "r", Event: connlog.EventPoll, Message: "connection reset"})
 	flushConnLog(t, l)
 	r := readConnLog(t, js, schemas.LogRequest{Name: "c"})
 	if got, want := logEvents(r.Entries), "poll poll"; got != want {
 		t.Errorf("events = %q, want %q", got, want)
 	}
-	if n := len(r.Entries); n == 2 && r.Entries[1].Level != connector.LevelError {
+	if n := len(r.Entries); n == 2 && r.Entries[1].Level != connlog.LevelError {
 		t.Errorf("last entry %+v, want the error", r.Entries[1])
 	}
 }
 
 func TestConnLogRead(t *testing.T) {
 	js := connLogJS(t)
-	l := connector.NewConnLog(js, connector.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
+	l := connlog.New(js, connector.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
 	c := &schemas.Connection{Name: "support_imap", Password: checkPassword, LogLevel: schemas.LogFull}
 	other := &schemas.Connection{Name: "other", LogLevel: schemas.LogFull}
 	for i := range 20 {
@@ -165,7 +166,7 @@ func TestConnLogRead(t *testing.T) {
 	time.Sleep(10 * time.Millisecond)
 	since := time.Now()
 	time.Sleep(10 * time.Millisecond)
-	l.Write(c, schemas.LogEntry{Level: connector.LevelError, Route: "r", Event: connector.EventPoll,
+	l.Write(c, schemas.LogEntry{Level: connlog.LevelError, Route: "r", Event: connlog.EventPoll,
 		Message: fmt.Sprintf("read INBOX: connection reset\nby peer (password %s)", checkPassword)})
 	writePoll(l, c, 7)
 	flushConnLog(t, l)
@@ -190,7 +191,7 @@ func TestConnLogRead(t *testing.T) {
 	})
 	t.Run("since", func(t *testing.T) {
 		r := readConnLog(t, js, schemas.LogRequest{Name: c.Name, Since: &since})
-		if got, want := logEvents(r.Entries), "poll poll"; got != want || r.Entries[0].Level != connector.LevelError {
+		if got, want := logEvents(r.Entries), "poll poll"; got != want || r.Entries[0].Level != connlog.LevelError {
 			t.Errorf("entries = %+v, want the error and the poll after since", r.Entries)
 		}
 		future := time.Now().Add(time.Hour)
@@ -240,7 +241,7 @@ func TestConnLogRead(t *testing.T) {
 
 // TestConnLogNil: a worker without a log (nil) can call the helpers all the same.
 func TestConnLogNil(t *testing.T) {
-	var l *connector.ConnLog
+	var l *connlog.Log
 	writeEveryEvent(l, &schemas.Connection{Name: "c", LogLevel: schemas.LogFull})
 	if err := l.Flush(context.Background()); err != nil {
 		t.Errorf("Flush() = %v", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
@@ -307,7 +308,7 @@ func (c *control) connectionLog(ctx context.Context, data []byte) (*schemas.Repl
 	if _, err := c.store.GetConnection(ctx, in.Name); err != nil {
 		return nil, err
 	}
-	r, err := ReadConnLog(ctx, c.js, c.names, in)
+	r, err := connlog.Read(ctx, c.js, c.names, in)
 	if err != nil {
 		return nil, &schemas.Error{Code: schemas.CodeUnavailable, Message: "reading the log: " + err.Error()}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/mapping"
@@ -113,8 +114,8 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		log:  rt.logger().With("route", r.Name, "connection", c.Name),
 		met:  rt.Metrics.Route(r.Name, r.Bus),
 	}
-	w.clog = newRouteLog(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
-	client.accepted = func() { w.clog.reached(client.url) }
+	w.clog = connlog.NewRoute(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
+	client.accepted = func() { w.clog.Reached(client.url) }
 	return w, nil
 }
 
@@ -132,7 +133,7 @@ type ewsWorker struct {
 	wire   *imapWorker
 	log    *slog.Logger
 	met    *metrics.RouteMetrics
-	clog   *routeLog
+	clog   *connlog.Route
 	filter *ewsFilter
 
 	folder, moveTo *ewsFolder // resolved on the first cycle
@@ -168,7 +169,7 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 		case IsPermanent(err) || ewsPermanent(err):
 			countFailure(w.met, err, true)
 			state, wait = schemas.StateError, max(permanentRetry, 5*w.pollInterval())
-			w.clog.failed(state, wait, err)
+			w.clog.Failed(state, wait, err)
 		default:
 			countFailure(w.met, err, false)
 			// The server's own figure wins: ErrorServerBusy says how long it wants.
@@ -177,7 +178,7 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 				wait = backoff(attempt)
 				attempt++
 			}
-			w.clog.failed(state, wait, err)
+			w.clog.Failed(state, wait, err)
 		}
 		w.status(func(s *schemas.RouteStatus) {
 			s.State = state
@@ -204,10 +205,10 @@ func (w *ewsWorker) status(f func(s *schemas.RouteStatus)) {
 	}
 }
 
-// connLog writes to the process log and to the connection log (see routeLog). args are
+// connLog writes to the process log and to the connection log (see connlog.Route). args are
 // key, value pairs.
 func (w *ewsWorker) connLog(level slog.Level, event, msg string, args ...any) {
-	w.clog.log(level, event, msg, args...)
+	w.clog.Log(level, event, msg, args...)
 }
 
 // cycle publishes everything the route selects, batch by batch.
@@ -237,7 +238,7 @@ func (w *ewsWorker) cycle(ctx context.Context) error {
 	}
 	now = time.Now().UTC()
 	w.status(func(s *schemas.RouteStatus) { s.Pending, s.LastSuccessAt, s.LastError = 0, &now, "" })
-	w.clog.polled(w.route.Mailbox)
+	w.clog.Polled(w.route.Mailbox)
 	return nil
 }
 
@@ -326,7 +327,7 @@ func (w *ewsWorker) syncCycle(ctx context.Context) error {
 			n := len(items)
 			items = slices.DeleteFunc(items, func(it ewsItem) bool {
 				if it.IsRead {
-					w.connLog(slog.LevelDebug, EventPoll, "item skipped: already read, and the route selects unseen mail", "id", w.eventID(it.ID))
+					w.connLog(slog.LevelDebug, connlog.EventPoll, "item skipped: already read, and the route selects unseen mail", "id", w.eventID(it.ID))
 				}
 				return it.IsRead
 			})
@@ -364,7 +365,7 @@ func (w *ewsWorker) loadState(ctx context.Context) error {
 		return err
 	}
 	if change := w.src.changeFrom(st.Source); change != "" {
-		w.connLog(slog.LevelWarn, EventState, fmt.Sprintf(
+		w.connLog(slog.LevelWarn, connlog.EventState, fmt.Sprintf(
 			"checkpoint reset: the route's source changed (%s); backlog %s decides what of the mail in the mailbox is published",
 			change, w.route.Backlog))
 		st = ewsState{}
@@ -391,9 +392,9 @@ type ewsPending struct {
 	msg     *nats.Msg
 	fut     jetstream.PubAckFuture
 	acked   bool
-	retried bool    // published more than once
-	note    msgNote // for the connection log
-	err     error   // fut failed: published again by awaitAcks
+	retried bool         // published more than once
+	note    connlog.Note // for the connection log
+	err     error        // fut failed: published again by awaitAcks
 }
 
 // ewsTransientItem are per-item errors worth retrying on the next cycle rather than
@@ -415,7 +416,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 	}
 	// Whatever an earlier, failed batch left in flight is no longer waited for.
 	w.inflight = 0
-	w.clog.listed(len(items))
+	w.clog.Listed(len(items))
 	pend := make([]*ewsPending, len(items))
 	defer func() {
 		if err != nil {
@@ -521,7 +522,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 				}
 			}
 		}
-		w.connLog(slog.LevelWarn, EventAction, fmt.Sprintf(
+		w.connLog(slog.LevelWarn, connlog.EventAction, fmt.Sprintf(
 			"after %s not applied to %d items: no raw copy of them could be stored (the server returned no MIME), so they stay in the folder, %s",
 			w.route.After, len(kept), how))
 	}
@@ -607,7 +608,7 @@ func (w *ewsWorker) publishEvent(ctx context.Context, p *ewsPending, ev *schemas
 	if err != nil {
 		return err
 	}
-	p.msg, p.note = w.wire.eventMsg(ev, data), noteOf(ev, p.item.ID.ID)
+	p.msg, p.note = w.wire.eventMsg(ev, data), connlog.NoteOf(ev, p.item.ID.ID)
 	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
 		return err
 	}
@@ -630,7 +631,7 @@ func (w *ewsWorker) publishPartial(ctx context.Context, p *ewsPending) error {
 	}
 	if ref == nil {
 		p.noRaw = true
-		w.connLog(slog.LevelWarn, EventError, "item keeps only part of it in its event and the server returned no MIME for its raw copy: it is neither deleted nor moved", "id", p.id)
+		w.connLog(slog.LevelWarn, connlog.EventError, "item keeps only part of it in its event and the server returned no MIME for its raw copy: it is neither deleted nor moved", "id", p.id)
 	}
 	ev.RawRef = ref
 	return w.publishEvent(ctx, p, ev)
@@ -682,7 +683,7 @@ func (w *ewsWorker) result(ctx context.Context, p *ewsPending) error {
 		p.err = fmt.Errorf("publish %s: %w", id, errForeign)
 		w.met.Duplicate()
 		w.status(func(s *schemas.RouteStatus) { s.Duplicates++ })
-		w.connLog(slog.LevelWarn, EventError, "the stream already holds an event with Msg-Id "+id+
+		w.connLog(slog.LevelWarn, connlog.EventError, "the stream already holds an event with Msg-Id "+id+
 			" that this route did not publish; the item is left as it is and published again once the duplicate window is over", "id", p.id)
 		return p.err
 	}
@@ -696,7 +697,7 @@ func (w *ewsWorker) result(ctx context.Context, p *ewsPending) error {
 		w.met.Duplicate()
 	} else {
 		if p.deadErr == nil {
-			w.clog.publishedMsg(p.note)
+			w.clog.Published(p.note)
 		}
 		w.met.Done(p.deadErr != nil)
 	}
@@ -741,7 +742,7 @@ func (w *ewsWorker) tallyStored(pend []*ewsPending) {
 		} else {
 			w.met.Done(p.deadErr != nil)
 			if p.deadErr == nil {
-				w.clog.publishedMsg(p.note)
+				w.clog.Published(p.note)
 			}
 		}
 		w.status(func(s *schemas.RouteStatus) {
@@ -821,7 +822,7 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 	if err != nil {
 		return err
 	}
-	w.clog.deadLettered(msgNote{item: p.item.ID.ID, eventID: p.id}, why)
+	w.clog.DeadLettered(connlog.Note{Item: p.item.ID.ID, EventID: p.id}, why)
 	p.msg = msg
 	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
 		return err
@@ -881,10 +882,10 @@ func (w *ewsWorker) settle(ctx context.Context) error {
 		case errors.As(e, &ee) && ee.Code == "ErrorItemNotFound":
 		default:
 			keep = append(keep, done[i].ID)
-			w.clog.actionFailed(w.route.After, msgNote{item: done[i].ID, eventID: w.eventID(done[i])}, e)
+			w.clog.ActionFailed(w.route.After, connlog.Note{Item: done[i].ID, EventID: w.eventID(done[i])}, e)
 		}
 	}
-	w.clog.acted(w.route.After, w.route.MoveTo, len(done)-len(keep), "")
+	w.clog.Acted(w.route.After, w.route.MoveTo, len(done)-len(keep), "")
 	w.st.Journal = keep
 	return w.state.save(ctx, &w.st)
 }

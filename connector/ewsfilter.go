@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -152,7 +153,7 @@ func (w *ewsWorker) filterItems(ctx context.Context, items []ewsItem) ([]ewsItem
 		newly++
 	}
 	if newly > 0 {
-		w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("filter: passed over %d of %d items", newly, len(ask)))
+		w.connLog(slog.LevelDebug, connlog.EventPoll, fmt.Sprintf("filter: passed over %d of %d items", newly, len(ask)))
 		w.status(func(s *schemas.RouteStatus) { s.Filtered += uint64(newly) })
 	}
 	return keep, passed, nil

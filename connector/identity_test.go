@@ -20,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/dovecottest"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/schemas"
@@ -201,7 +202,7 @@ func TestIMAPRepointedConnection(t *testing.T) {
 		srvB.append(t, "INBOX", testMail(10+i, ""))
 	}
 	rt := newIMAPRuntime(t, n)
-	rt.ConnLog = connector.NewConnLog(n.js, busNames, rt.Logger)
+	rt.ConnLog = connlog.New(n.js, busNames, rt.Logger)
 	route := imapRoute("moved", "", schemas.AfterNone)
 	stop := runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srvA.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 3)
@@ -240,7 +241,7 @@ func TestIMAPRepointedMailbox(t *testing.T) {
 	}
 	srv.append(t, "Other", testMail(21, ""))
 	rt := newIMAPRuntime(t, n)
-	rt.ConnLog = connector.NewConnLog(n.js, busNames, rt.Logger)
+	rt.ConnLog = connlog.New(n.js, busNames, rt.Logger)
 	route := imapRoute("repointed", "", schemas.AfterNone)
 	stop := runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 3)
@@ -405,7 +406,7 @@ func TestIMAPSkippedSeen(t *testing.T) {
 	n := startBusNATS(t)
 	srv := startMemIMAP(t, memCaps...)
 	rt := newIMAPRuntime(t, n)
-	rt.ConnLog = connector.NewConnLog(n.js, busNames, rt.Logger)
+	rt.ConnLog = connlog.New(n.js, busNames, rt.Logger)
 	conn := imapConn(srv.addr, schemas.EncryptionNone)
 	conn.LogLevel = schemas.LogFull
 	conn.PollInterval = schemas.Duration(time.Second) // no IDLE on a poll: see below

@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/schemas"
@@ -96,7 +97,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		log:     rt.logger().With("route", r.Name, "connection", c.Name),
 		met:     rt.Metrics.Route(r.Name, r.Bus),
 	}
-	w.clog = newRouteLog(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
+	w.clog = connlog.NewRoute(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
 	return w, nil
 }
 
@@ -118,7 +119,7 @@ type imapWorker struct {
 	log     *slog.Logger
 	tokens  *oauth2.Source // oauth2 only
 	met     *metrics.RouteMetrics
-	clog    *routeLog
+	clog    *connlog.Route
 	filter  *mailFilter // nil: every message the route selects
 }
 
@@ -146,7 +147,7 @@ func (w *imapWorker) Run(ctx context.Context) error {
 			return nil
 		}
 		if errors.Is(err, errTokenRenew) {
-			w.connLog(slog.LevelDebug, EventLogin, "the access token is about to expire: reconnecting with a new one")
+			w.connLog(slog.LevelDebug, connlog.EventLogin, "the access token is about to expire: reconnecting with a new one")
 			continue
 		}
 		countFailure(w.met, err, false)
@@ -155,11 +156,11 @@ func (w *imapWorker) Run(ctx context.Context) error {
 		if IsPermanent(err) {
 			state = schemas.StateError
 			wait = max(permanentRetry, 5*w.pollInterval())
-			w.clog.failed(state, wait, err)
+			w.clog.Failed(state, wait, err)
 		} else {
 			wait = backoff(attempt)
 			attempt++
-			w.clog.failed(state, wait, err)
+			w.clog.Failed(state, wait, err)
 		}
 		text := statusError(err, "IMAP", w.rt.natsUp())
 		w.status(func(s *schemas.RouteStatus) { s.State, s.LastError = state, text })
@@ -196,10 +197,10 @@ func (w *imapWorker) status(f func(s *schemas.RouteStatus)) {
 	}
 }
 
-// connLog writes to the process log and to the connection log (see routeLog). args are
+// connLog writes to the process log and to the connection log (see connlog.Route). args are
 // key, value pairs.
 func (w *imapWorker) connLog(level slog.Level, event, msg string, args ...any) {
-	w.clog.log(level, event, msg, args...)
+	w.clog.Log(level, event, msg, args...)
 }
 
 // session connects, then runs cycles until an error or ctx ends. attempt is reset once a
@@ -231,7 +232,7 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 	if err := w.checkCaps(caps); err != nil {
 		return err
 	}
-	w.clog.connected(IMAPAddr(&w.conn))
+	w.clog.Connected(IMAPAddr(&w.conn))
 	if err := w.checkMoveTo(ctx, c); err != nil {
 		return err
 	}
@@ -240,7 +241,7 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 		return err
 	}
 	if change := w.src.changeFrom(cp.Source); change != "" {
-		w.connLog(slog.LevelWarn, EventState, fmt.Sprintf(
+		w.connLog(slog.LevelWarn, connlog.EventState, fmt.Sprintf(
 			"checkpoint reset: the route's source changed (%s); backlog %s decides what of the mail in the mailbox is published",
 			change, w.route.Backlog))
 		cp = Checkpoint{}

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/dovecottest"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -64,7 +65,7 @@ func BenchmarkIngestConnLog(b *testing.B) {
 				srv.append(b, "INBOX", raw)
 			}
 			rt := newIMAPRuntime(b, n)
-			rt.ConnLog = connector.NewConnLog(n.js, busNames, rt.Logger)
+			rt.ConnLog = connlog.New(n.js, busNames, rt.Logger)
 			route := imapRoute("bench", schemas.SelectUnseen, schemas.AfterMarkRead)
 			conn := imapConn(srv.addr, schemas.EncryptionNone)
 			conn.LogLevel = level

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -92,9 +93,9 @@ type fetched struct {
 	// holds it too); both are let go of once it is acknowledged (release).
 	msg  *nats.Msg
 	fut  jetstream.PubAckFuture
-	done bool    // fut has resolved (err holds how)
-	err  error   // the publish's outcome once done
-	note msgNote // for the connection log
+	done bool         // fut has resolved (err holds how)
+	err  error        // the publish's outcome once done
+	note connlog.Note // for the connection log
 	// noRaw: no raw copy of the message could be stored (the server returned no body), so
 	// the after action neither deletes nor moves it: the mailbox is its only copy.
 	noRaw bool
@@ -169,7 +170,7 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	if uids, err = s.filterCandidates(ctx, uids); err != nil {
 		return err
 	}
-	w.clog.listed(countPublish(uids))
+	w.clog.Listed(countPublish(uids))
 	for len(uids) > 0 {
 		w.status(func(st *schemas.RouteStatus) { st.Pending = int64(countPublish(uids)) })
 		n := min(len(uids), s.batchSize())
@@ -184,7 +185,7 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	end := time.Now().UTC()
 	w.status(func(st *schemas.RouteStatus) { st.Pending, st.LastSuccessAt, st.LastError = 0, &end, "" })
 	w.log.Debug("cycle done", "took", end.Sub(now), "reselect", reselect, "lastUid", s.cp.LastUid)
-	w.clog.polled(w.route.Mailbox)
+	w.clog.Polled(w.route.Mailbox)
 	return nil
 }
 
@@ -212,7 +213,7 @@ func (s *imapSession) selectMailbox(ctx context.Context) error {
 	}
 	if sel.UIDValidity != s.cp.UidValidity {
 		if s.cp.UidValidity != 0 {
-			w.connLog(slog.LevelWarn, EventUIDValidity, fmt.Sprintf(
+			w.connLog(slog.LevelWarn, connlog.EventUIDValidity, fmt.Sprintf(
 				"mailbox %q: UIDVALIDITY changed from %d to %d: checkpoint reset, backlog %s publishes its messages again under new Ids",
 				w.route.Mailbox, s.cp.UidValidity, sel.UIDValidity, w.route.Backlog),
 				"oldUidValidity", s.cp.UidValidity, "uidValidity", sel.UIDValidity)
@@ -549,7 +550,7 @@ func (s *imapSession) publishEvent(ctx context.Context, f *fetched, ev *schemas.
 	if err != nil {
 		return err
 	}
-	f.msg, f.note = w.eventMsg(ev, data), noteOf(ev, "")
+	f.msg, f.note = w.eventMsg(ev, data), connlog.NoteOf(ev, "")
 	// Not into the client's reconnect buffer: an outage shows in the status, and the
 	// FETCH waits for NATS rather than filling memory.
 	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
@@ -574,7 +575,7 @@ func (s *imapSession) publishPartial(ctx context.Context, f *fetched) error {
 	}
 	if ref == nil {
 		f.noRaw = true
-		s.w.connLog(slog.LevelWarn, EventError, fmt.Sprintf(
+		s.w.connLog(slog.LevelWarn, connlog.EventError, fmt.Sprintf(
 			"message %d keeps only part of it in its event and the server returned no body for its raw copy: it is neither deleted nor moved", f.uid), "uid", f.uid)
 	}
 	ev.RawRef = ref
@@ -836,14 +837,14 @@ func (s *imapSession) count(got []*fetched, n int) (int, error) {
 			w.met.Duplicate()
 			w.status(func(st *schemas.RouteStatus) { st.Duplicates++ })
 			f.counted = true
-			w.connLog(slog.LevelWarn, EventError, "the stream already holds an event with Msg-Id "+id+
+			w.connLog(slog.LevelWarn, connlog.EventError, "the stream already holds an event with Msg-Id "+id+
 				" that this route did not publish; the message is left as it is and published again once the duplicate window is over", "uid", f.uid)
 			return n, fmt.Errorf("publish %s: the stream holds this Msg-Id from an event this route did not publish: waiting for the duplicate window to pass", id)
 		}
 		if !f.dup {
 			delete(w.foreign, id)
 			if f.deadErr == nil && !f.counted {
-				w.clog.publishedMsg(f.note)
+				w.clog.Published(f.note)
 			}
 		}
 		s.tally(f)
@@ -904,7 +905,7 @@ func (s *imapSession) tallyStored(got []*fetched) {
 			continue // judged when it is published again
 		}
 		if !f.dup && f.deadErr == nil {
-			s.w.clog.publishedMsg(f.note)
+			s.w.clog.Published(f.note)
 		}
 		s.tally(f)
 	}
@@ -926,7 +927,7 @@ func (s *imapSession) apply(ctx context.Context, done []*fetched) error {
 		switch {
 		case f.pass == passSeen:
 			seen++
-			w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("UID %d skipped: already read, and the route selects unseen mail", f.uid), "uid", f.uid)
+			w.connLog(slog.LevelDebug, connlog.EventPoll, fmt.Sprintf("UID %d skipped: already read, and the route selects unseen mail", f.uid), "uid", f.uid)
 		case f.skip || w.route.After == schemas.AfterNone:
 		case f.noRaw && (w.route.After == schemas.AfterDelete || w.route.After == schemas.AfterMove):
 			// The mailbox holds its only copy. (markRead still applies: it loses nothing.)
@@ -936,7 +937,7 @@ func (s *imapSession) apply(ctx context.Context, done []*fetched) error {
 		}
 	}
 	if len(left) > 0 {
-		w.connLog(slog.LevelWarn, EventAction, fmt.Sprintf(
+		w.connLog(slog.LevelWarn, connlog.EventAction, fmt.Sprintf(
 			"after %s not applied to %d messages (UIDs %v): no raw copy of them could be stored (the server returned no body), so the mailbox keeps them as they are",
 			w.route.After, len(left), left), "uids", fmt.Sprint(left))
 	}
@@ -960,7 +961,7 @@ func (s *imapSession) settle(ctx context.Context) error {
 	if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
 		return fmt.Errorf("after %s: %w", s.w.route.After, err)
 	}
-	s.w.clog.acted(s.w.route.After, s.w.route.MoveTo, len(s.cp.Journal), "UIDs "+set.String())
+	s.w.clog.Acted(s.w.route.After, s.w.route.MoveTo, len(s.cp.Journal), "UIDs "+set.String())
 	s.cp.Journal = nil
 	return s.w.cps.Save(ctx, s.cp)
 }
@@ -1030,7 +1031,7 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 	if err != nil {
 		return err
 	}
-	w.clog.deadLettered(msgNote{uid: uint32(f.uid), eventID: id}, why)
+	w.clog.DeadLettered(connlog.Note{UID: uint32(f.uid), EventID: id}, why)
 	f.msg = msg
 	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/mailbus/mailbus/connector/oauth2"
+	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -320,7 +321,7 @@ func oauthLogin(ctx context.Context, c *imapclient.Client, conn *schemas.Connect
 			return fmt.Errorf("login as %q with %s: %w", conn.Username, mech, err)
 		}
 		why := fmt.Sprintf("login as %q with %s: the server refused the access token (%s%s)",
-			conn.Username, mech, scrub(ie.Text, []string{tok}), sc.Status())
+			conn.Username, mech, secrets.Scrub(ie.Text, []string{tok}), sc.Status())
 		if fresh || try > 0 || !ts.Renewable() {
 			if fresh || try > 0 {
 				why += ": a newly issued token was refused, so the grant was revoked, lacks the mail scope, or is for another user"

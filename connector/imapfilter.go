@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-message/textproto"
 
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -52,7 +53,7 @@ func (s *imapSession) filter(ctx context.Context, uids []imap.UID) ([]imap.UID, 
 		var ierr *imap.Error
 		if errors.As(err, &ierr) && ierr.Code == imap.ResponseCodeBadCharset && !asciiOnly {
 			s.flt.asciiOnly = true
-			s.w.connLog(slog.LevelInfo, EventPoll, "the server cannot search in UTF-8: conditions with other than ASCII are checked on the header by mailbus")
+			s.w.connLog(slog.LevelInfo, connlog.EventPoll, "the server cannot search in UTF-8: conditions with other than ASCII are checked on the header by mailbus")
 			continue
 		}
 		if err != nil {
@@ -67,7 +68,7 @@ func (s *imapSession) filter(ctx context.Context, uids []imap.UID) ([]imap.UID, 
 	}
 	s.flt.top, s.flt.passed = top, len(uids)-len(matched)
 	if s.flt.passed > 0 {
-		s.w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("filter: %d of %d messages match", len(matched), len(uids)))
+		s.w.connLog(slog.LevelDebug, connlog.EventPoll, fmt.Sprintf("filter: %d of %d messages match", len(matched), len(uids)))
 	}
 	return matched, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
@@ -48,7 +49,7 @@ type Runtime struct {
 	// to their server's CA.
 	TLSRootCAs *x509.CertPool
 	// ConnLog writes the connection logs; nil writes none.
-	ConnLog *ConnLog
+	ConnLog *connlog.Log
 	// Metrics counts for /metrics; nil counts nothing.
 	Metrics *metrics.Metrics
 

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -141,7 +142,7 @@ func (c *Client) Test(ctx context.Context, name string) (*schemas.Reply, error) 
 // Log reads a connection's log as text lines, since since (all that is kept when nil).
 func (c *Client) Log(ctx context.Context, name string, since *time.Time) (string, error) {
 	r, err := c.Do(ctx, "connection", "log", schemas.LogRequest{
-		Name: name, Since: since, Limit: connector.MaxLogLimit, Format: "text",
+		Name: name, Since: since, Limit: connlog.MaxLimit, Format: "text",
 	}, 0)
 	if err != nil {
 		return "", err

@@ -437,8 +437,12 @@ func (s *Source) save(ctx context.Context, old, new string) string {
 	return "the endpoint issued a new refresh token, stored"
 }
 
-// Secrets lists every token this source holds or was given, to scrub from texts.
+// Secrets lists every token this source holds or was given, to scrub from texts; none
+// for a nil source.
 func (s *Source) Secrets() []string {
+	if s == nil {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := slices.Clone(s.fetched)

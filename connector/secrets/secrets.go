@@ -185,6 +185,28 @@ func (s *Sealer) Probe(c *schemas.Connection) *schemas.Error {
 	return s.fence.probe(c)
 }
 
+// Values lists the connection's secrets that must never be logged or replied.
+func Values(c *schemas.Connection) []string {
+	var s []string
+	for _, f := range Fields(c) {
+		if *f != "" {
+			s = append(s, *f)
+		}
+	}
+	return s
+}
+
+// Scrub replaces every secret in s with [redacted].
+func Scrub(s string, secrets []string) string {
+	for _, secret := range secrets {
+		if secret == "" { // would "replace" between every two characters
+			continue
+		}
+		s = strings.ReplaceAll(s, secret, "[redacted]")
+	}
+	return s
+}
+
 // invalid is the error of a bad field, as the control plane replies it.
 func invalid(field, format string, args ...any) *schemas.Error {
 	return &schemas.Error{Code: schemas.CodeInvalid, Field: field, Message: fmt.Sprintf(format, args...)}

@@ -1,4 +1,7 @@
-package connector
+// Package connlog writes and reads the connection logs (stream MAIL_LOG, subject
+// <prefix>.log.<connection>): what the route workers say they do, per connection, at the
+// connection's logLevel, scrubbed of its secrets.
+package connlog
 
 import (
 	"context"
@@ -14,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -40,8 +42,8 @@ const (
 
 // Bounds of a connection log read.
 const (
-	DefaultLogLimit = 1000
-	MaxLogLimit     = 10000
+	DefaultLimit = 1000
+	MaxLimit     = 10000
 )
 
 const (
@@ -54,20 +56,26 @@ const (
 	logAckTimeout = 30 * time.Second
 )
 
-// ConnLog writes the connection logs (stream MAIL_LOG, subject <prefix>.log.<connection>)
+// Log writes the connection logs (stream MAIL_LOG, subject <prefix>.log.<connection>)
 // for the route workers. Writes are asynchronous and never hold a route up for more than a
 // few milliseconds: when NATS is slow and the window of unacknowledged entries is full, an
-// entry is dropped with a warning in the process log. A nil *ConnLog writes nothing.
-type ConnLog struct {
+// entry is dropped with a warning in the process log. A nil *Log writes nothing.
+type Log struct {
 	js     jetstream.JetStream
 	n      Names
 	logger *slog.Logger
 }
 
-// NewConnLog returns a connection log writer on js's NATS connection. It keeps its own
+// Names are the NATS names of the connection logs (connector.Names has them).
+type Names interface {
+	LogSubject(connection string) string
+	LogStream() string
+}
+
+// New returns a connection log writer on js's NATS connection. It keeps its own
 // window of pending acks so that log entries never compete with events for it.
-func NewConnLog(js jetstream.JetStream, n Names, logger *slog.Logger) *ConnLog {
-	l := &ConnLog{js: js, n: n, logger: logger}
+func New(js jetstream.JetStream, n Names, logger *slog.Logger) *Log {
+	l := &Log{js: js, n: n, logger: logger}
 	own, err := jetstream.New(js.Conn(),
 		jetstream.WithPublishAsyncMaxPending(logMaxPending),
 		// An ack that never comes must not hold a place in the window for ever.
@@ -85,15 +93,15 @@ func NewConnLog(js jetstream.JetStream, n Names, logger *slog.Logger) *ConnLog {
 // only failures and state changes, off nothing. The level is read from c at each call.
 // Time defaults to now. Any of c's secrets found in the message or fields is replaced
 // before the entry leaves the process.
-func (l *ConnLog) Write(c *schemas.Connection, e schemas.LogEntry) {
+func (l *Log) Write(c *schemas.Connection, e schemas.LogEntry) {
 	if l == nil || !wanted(c.LogLevel, e) {
 		return
 	}
-	l.publish(c.Name, scrubEntry(e, secretsOf(c)))
+	l.publish(c.Name, scrubEntry(e, secrets.Values(c)))
 }
 
 // publish sends e, already filtered and scrubbed, to the log of connection name.
-func (l *ConnLog) publish(name string, e schemas.LogEntry) {
+func (l *Log) publish(name string, e schemas.LogEntry) {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
@@ -112,13 +120,13 @@ func (l *ConnLog) publish(name string, e schemas.LogEntry) {
 
 // scrubEntry replaces every secret in e's message and string fields; the caller's fields
 // map stays as it was.
-func scrubEntry(e schemas.LogEntry, secrets []string) schemas.LogEntry {
-	e.Message = scrub(e.Message, secrets)
+func scrubEntry(e schemas.LogEntry, hidden []string) schemas.LogEntry {
+	e.Message = secrets.Scrub(e.Message, hidden)
 	if e.Fields != nil {
 		fields := make(map[string]any, len(e.Fields))
 		for k, v := range e.Fields {
 			if s, ok := v.(string); ok {
-				v = scrub(s, secrets)
+				v = secrets.Scrub(s, hidden)
 			}
 			fields[k] = v
 		}
@@ -128,7 +136,7 @@ func scrubEntry(e schemas.LogEntry, secrets []string) schemas.LogEntry {
 }
 
 // Flush waits until every entry written so far is acknowledged, or ctx ends.
-func (l *ConnLog) Flush(ctx context.Context) error {
+func (l *Log) Flush(ctx context.Context) error {
 	if l == nil {
 		return nil
 	}
@@ -154,83 +162,91 @@ func wanted(level string, e schemas.LogEntry) bool {
 	return e.Level == LevelError || e.Event == EventError || e.Event == EventState || e.Event == EventUIDValidity
 }
 
-// routeLog is the log of one route, the single path by which the IMAP and the Exchange
+// Route is the log of one route, the single path by which the IMAP and the Exchange
 // workers say what they do: each entry goes to the process log (at its slog level) and,
 // when the connection's logLevel wants it, to the connection log. Both copies are scrubbed
 // of the connection's secrets and of the tokens its token source was given. A
-// routeLog also counts the messages of the poll in progress for its poll entry, so it is
-// for the worker's goroutine only. A nil ConnLog writes the process log only.
-type routeLog struct {
-	l      *ConnLog
+// Route also counts the messages of the poll in progress for its poll entry, so it is
+// for the worker's goroutine only. A nil Log writes the process log only.
+type Route struct {
+	l      *Log
 	c      *schemas.Connection // the worker's copy
 	route  string
 	proc   *slog.Logger
-	tokens *oauth2.Source // oauth2 only
+	tokens TokenSecrets // oauth2 only; nil: none
 
 	up                     bool // connect and login were logged since the start or the last failure
 	found, published, dead int  // of the poll in progress
 	refused                int  // action failures since the last action entry
 }
 
-func newRouteLog(l *ConnLog, c *schemas.Connection, route string, proc *slog.Logger, tokens *oauth2.Source) *routeLog {
-	return &routeLog{l: l, c: c, route: route, proc: proc, tokens: tokens}
+// TokenSecrets lists the tokens a connection's token source holds or was given
+// (*oauth2.Source does).
+type TokenSecrets interface {
+	Secrets() []string
 }
 
-// msgNote is what the connection log says of one message. It is taken when the message
+// NewRoute makes the log of route over connection c (the worker's copy, read at each
+// entry); proc is the process log; tokens, nil unless oauth2, are scrubbed as c's secrets.
+func NewRoute(l *Log, c *schemas.Connection, route string, proc *slog.Logger, tokens TokenSecrets) *Route {
+	return &Route{l: l, c: c, route: route, proc: proc, tokens: tokens}
+}
+
+// Note is what the connection log says of one message. It is taken when the message
 // is mapped and written once JetStream acknowledged its event; it holds a few short
 // strings, never the event.
-type msgNote struct {
-	uid       uint32 // IMAP
-	item      string // EWS ItemId
-	messageID string
-	subject   string
-	size      int64
-	eventID   string
-	bus       int
-	moved     []string // what fitPayload moved to the object store, from the event's warnings
+type Note struct {
+	UID       uint32 // IMAP
+	Item      string // EWS ItemId
+	MessageID string
+	Subject   string
+	Size      int64
+	EventID   string
+	Bus       int
+	Moved     []string // what fitPayload moved to the object store, from the event's warnings
 }
 
 // maxNoteSubject bounds the subject a log entry repeats: a subject may be any length.
 const maxNoteSubject = 500
 
-// noteOf takes the note of ev (its Id, Bus and Uid set); item is the EWS ItemId, "" for
+// NoteOf takes the note of ev (its Id, Bus and Uid set); item is the EWS ItemId, "" for
 // IMAP. The strings are copied, so that the note holds on to nothing of the mapping's.
-func noteOf(ev *schemas.Event, item string) msgNote {
-	n := msgNote{uid: ev.Uid, item: item, messageID: strings.Clone(ev.MessageId),
-		subject: strings.Clone(truncateUTF8(ev.Subject, maxNoteSubject)), size: ev.Size, eventID: ev.Id, bus: ev.Bus}
+func NoteOf(ev *schemas.Event, item string) Note {
+	n := Note{UID: ev.Uid, Item: item, MessageID: strings.Clone(ev.MessageId),
+		Subject: strings.Clone(truncateUTF8(ev.Subject, maxNoteSubject)), Size: ev.Size, EventID: ev.Id, Bus: ev.Bus}
 	for _, w := range ev.Warnings {
 		if strings.Contains(w, "NATS max payload") {
-			n.moved = append(n.moved, w)
+			n.Moved = append(n.Moved, w)
 		}
 	}
 	return n
 }
 
 // ref names the message in the mailbox: "UID 42" or "item AAMk...".
-func (n msgNote) ref() string {
-	if n.item != "" {
-		return "item " + n.item
+func (n Note) ref() string {
+	if n.Item != "" {
+		return "item " + n.Item
 	}
-	return fmt.Sprintf("UID %d", n.uid)
+	return fmt.Sprintf("UID %d", n.UID)
 }
 
 // refArg is ref as a key, value pair: uid or itemId.
-func (n msgNote) refArg() (string, any) {
-	if n.item != "" {
-		return "itemId", n.item
+func (n Note) refArg() (string, any) {
+	if n.Item != "" {
+		return "itemId", n.Item
 	}
-	return "uid", n.uid
+	return "uid", n.UID
 }
 
 // args are the note of a published message as key, value pairs.
-func (n msgNote) args() []any {
+func (n Note) args() []any {
 	key, val := n.refArg()
-	return []any{key, val, "messageId", n.messageID, "subject", n.subject, "size", n.size, "eventId", n.eventID, "bus", n.bus}
+	return []any{key, val, "messageId", n.MessageID, "subject", n.Subject, "size", n.Size, "eventId", n.EventID, "bus", n.Bus}
 }
 
 // wants reports whether an entry of level and event would be written anywhere, so that
 // one that would not costs nothing to build.
-func (r *routeLog) wants(level slog.Level, event string) bool {
+func (r *Route) wants(level slog.Level, event string) bool {
 	return r.proc.Enabled(context.Background(), level) ||
 		(r.l != nil && wanted(r.c.LogLevel, schemas.LogEntry{Level: logLevelOf(level), Event: event}))
 }
@@ -245,23 +261,23 @@ func logLevelOf(level slog.Level) string {
 	return LevelInfo
 }
 
-// log writes one entry: msg, and args as key, value pairs (its fields).
-func (r *routeLog) log(level slog.Level, event, msg string, args ...any) {
+// Log writes one entry: msg, and args as key, value pairs (its fields).
+func (r *Route) Log(level slog.Level, event, msg string, args ...any) {
 	if !r.wants(level, event) {
 		return
 	}
-	var secrets []string
+	var hidden []string
 	if r.c != nil {
-		secrets = secretsOf(r.c)
+		hidden = secrets.Values(r.c)
 	}
 	if r.tokens != nil {
-		secrets = append(secrets, r.tokens.Secrets()...)
+		hidden = append(hidden, r.tokens.Secrets()...)
 	}
-	msg = scrub(msg, secrets)
+	msg = secrets.Scrub(msg, hidden)
 	args = slices.Clone(args)
 	for i := 1; i < len(args); i += 2 {
 		if s, ok := args[i].(string); ok {
-			args[i] = scrub(s, secrets)
+			args[i] = secrets.Scrub(s, hidden)
 		}
 	}
 	r.proc.Log(context.Background(), level, msg, append([]any{"event", event}, args...)...)
@@ -278,73 +294,73 @@ func (r *routeLog) log(level slog.Level, event, msg string, args ...any) {
 	r.l.publish(r.c.Name, e)
 }
 
-// connected logs a new connection to addr and its login: IMAP calls it for each session.
-func (r *routeLog) connected(addr string) {
+// Connected logs a new connection to addr and its login: IMAP calls it for each session.
+func (r *Route) Connected(addr string) {
 	r.up = true
-	r.log(slog.LevelDebug, EventConnect, fmt.Sprintf("connected to %s (encryption %s)", addr, r.c.Encryption),
+	r.Log(slog.LevelDebug, EventConnect, fmt.Sprintf("connected to %s (encryption %s)", addr, r.c.Encryption),
 		"addr", addr, "encryption", r.c.Encryption)
 	if r.c.Auth == schemas.AuthNone {
-		r.log(slog.LevelDebug, EventLogin, "no login (auth none)", "auth", r.c.Auth)
+		r.Log(slog.LevelDebug, EventLogin, "no login (auth none)", "auth", r.c.Auth)
 		return
 	}
 	user := r.c.Username
 	if r.c.Domain != "" { // Exchange: DOMAIN\user, as the server is given it
 		user = r.c.Domain + `\` + user
 	}
-	r.log(slog.LevelDebug, EventLogin, fmt.Sprintf("logged in as %s (auth %s)", user, r.c.Auth),
+	r.Log(slog.LevelDebug, EventLogin, fmt.Sprintf("logged in as %s (auth %s)", user, r.c.Auth),
 		"username", user, "auth", r.c.Auth)
 }
 
-// reached is connected for a source without sessions (EWS, where each request carries
+// Reached is Connected for a source without sessions (EWS, where each request carries
 // the credentials): the first request the server accepted since the start or the last
 // failure logs the connect and the login.
-func (r *routeLog) reached(addr string) {
+func (r *Route) Reached(addr string) {
 	if !r.up {
-		r.connected(addr)
+		r.Connected(addr)
 	}
 }
 
-// listed counts messages the poll in progress is about to take.
-func (r *routeLog) listed(n int) { r.found += n }
+// Listed counts messages the poll in progress is about to take.
+func (r *Route) Listed(n int) { r.found += n }
 
-// polled logs the poll that just ended well: how many messages it found and how they
+// Polled logs the poll that just ended well: how many messages it found and how they
 // ended. The counts start again from zero.
-func (r *routeLog) polled(mailbox string) {
+func (r *Route) Polled(mailbox string) {
 	found, published, dead := r.found, r.published, r.dead
 	r.found, r.published, r.dead = 0, 0, 0
-	r.log(slog.LevelDebug, EventPoll,
+	r.Log(slog.LevelDebug, EventPoll,
 		fmt.Sprintf("%s: %d found, %d published, %d dead-lettered", mailbox, found, published, dead),
 		"mailbox", mailbox, "found", found, "published", published, "deadLettered", dead)
 }
 
-// publishedMsg logs a message whose event JetStream acknowledged, after a warning for
+// Published logs a message whose event JetStream acknowledged, after a warning for
 // each part moved out of its event to fit the NATS max payload.
-func (r *routeLog) publishedMsg(n msgNote) {
+func (r *Route) Published(n Note) {
 	r.published++
 	key, val := n.refArg()
-	for _, m := range n.moved {
-		r.log(slog.LevelWarn, EventPublished, fmt.Sprintf("%s: %s", n.ref(), m), key, val, "eventId", n.eventID)
+	for _, m := range n.Moved {
+		r.Log(slog.LevelWarn, EventPublished, fmt.Sprintf("%s: %s", n.ref(), m), key, val, "eventId", n.EventID)
 	}
 	if !r.wants(slog.LevelDebug, EventPublished) {
 		return
 	}
-	r.log(slog.LevelDebug, EventPublished,
-		fmt.Sprintf("%s %s %q (%d bytes) published as %s on bus %d", n.ref(), n.messageID, n.subject, n.size, n.eventID, n.bus),
+	r.Log(slog.LevelDebug, EventPublished,
+		fmt.Sprintf("%s %s %q (%d bytes) published as %s on bus %d", n.ref(), n.MessageID, n.Subject, n.Size, n.EventID, n.Bus),
 		n.args()...)
 }
 
-// deadLettered logs a message that cannot become an event (its note holds only the
+// DeadLettered logs a message that cannot become an event (its note holds only the
 // UID or item and the event Id) and why.
-func (r *routeLog) deadLettered(n msgNote, why error) {
+func (r *Route) DeadLettered(n Note, why error) {
 	r.dead++
 	key, val := n.refArg()
-	r.log(slog.LevelWarn, EventError, fmt.Sprintf("%s cannot become an event, dead-lettered as %s: %v", n.ref(), n.eventID, why),
-		key, val, "eventId", n.eventID, "error", why.Error())
+	r.Log(slog.LevelWarn, EventError, fmt.Sprintf("%s cannot become an event, dead-lettered as %s: %v", n.ref(), n.EventID, why),
+		key, val, "eventId", n.EventID, "error", why.Error())
 }
 
-// acted logs the after action run on n messages of the mailbox, less those actionFailed
+// Acted logs the after action run on n messages of the mailbox, less those ActionFailed
 // logged since the last call; which names them ("UIDs 1:5"), or is empty.
-func (r *routeLog) acted(after, moveTo string, n int, which string) {
+func (r *Route) Acted(after, moveTo string, n int, which string) {
 	n -= r.refused
 	r.refused = 0
 	if after == schemas.AfterNone {
@@ -358,21 +374,21 @@ func (r *routeLog) acted(after, moveTo string, n int, which string) {
 	if which != "" {
 		msg += " (" + which + ")"
 	}
-	r.log(slog.LevelDebug, EventAction, msg, "action", after, "moveTo", moveTo, "count", n, "messages", which)
+	r.Log(slog.LevelDebug, EventAction, msg, "action", after, "moveTo", moveTo, "count", n, "messages", which)
 }
 
-// actionFailed logs an after action the server refused for one message, which stays in
+// ActionFailed logs an after action the server refused for one message, which stays in
 // the mailbox to be published again (and deduplicated).
-func (r *routeLog) actionFailed(after string, n msgNote, err error) {
+func (r *Route) ActionFailed(after string, n Note, err error) {
 	r.refused++
 	key, val := n.refArg()
-	r.log(slog.LevelError, EventAction, fmt.Sprintf("%s %s (%s): %v", after, n.ref(), n.eventID, err),
-		key, val, "eventId", n.eventID, "action", after, "error", err.Error())
+	r.Log(slog.LevelError, EventAction, fmt.Sprintf("%s %s (%s): %v", after, n.ref(), n.EventID, err),
+		key, val, "eventId", n.EventID, "action", after, "error", err.Error())
 }
 
-// failed logs that the route's session or cycle failed and what happens next: state
+// Failed logs that the route's session or cycle failed and what happens next: state
 // backoff (retry after wait) or error (the route is parked, the failure is permanent).
-func (r *routeLog) failed(state string, wait time.Duration, err error) {
+func (r *Route) Failed(state string, wait time.Duration, err error) {
 	r.up = false
 	r.found, r.published, r.dead, r.refused = 0, 0, 0, 0
 	wait = wait.Round(time.Millisecond)
@@ -380,7 +396,7 @@ func (r *routeLog) failed(state string, wait time.Duration, err error) {
 	if state == schemas.StateError {
 		level, msg = slog.LevelError, fmt.Sprintf("route parked, retry in %s: %v", wait, err)
 	}
-	r.log(level, EventState, msg, "state", state, "retryIn", wait.String(), "error", err.Error())
+	r.Log(level, EventState, msg, "state", state, "retryIn", wait.String(), "error", err.Error())
 }
 
 // truncateUTF8 cuts s to at most n bytes at a character boundary, marking the cut.
@@ -394,25 +410,25 @@ func truncateUTF8(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// ReadConnLog reads a connection's log for connection.log: the last req.Limit entries
+// Read reads a connection's log for connection.log: the last req.Limit entries
 // (default 1000, at most 10000) at or after req.Since, newest last, as Entries or, with
 // format "text", as Text lines. A bad request is a reply with OK false; the error is for
 // NATS failures. Entries are read up to the newest one when the read starts.
-func ReadConnLog(ctx context.Context, js jetstream.JetStream, n Names, req schemas.LogRequest) (*schemas.Reply, error) {
+func Read(ctx context.Context, js jetstream.JetStream, n Names, req schemas.LogRequest) (*schemas.Reply, error) {
 	refuse := func(field, msg string) (*schemas.Reply, error) {
 		return &schemas.Reply{Error: &schemas.Error{Code: schemas.CodeInvalid, Field: field, Message: msg}}, nil
 	}
 	switch {
 	case req.Name == "" || strings.ContainsAny(req.Name, ".*> \t\r\n"):
 		return refuse("name", "want the name of a connection")
-	case req.Limit < 0 || req.Limit > MaxLogLimit:
-		return refuse("limit", fmt.Sprintf("limit %d: want 1..%d", req.Limit, MaxLogLimit))
+	case req.Limit < 0 || req.Limit > MaxLimit:
+		return refuse("limit", fmt.Sprintf("limit %d: want 1..%d", req.Limit, MaxLimit))
 	case req.Format != "" && req.Format != "json" && req.Format != "text":
 		return refuse("format", fmt.Sprintf("format %q: want json or text", req.Format))
 	}
 	limit := req.Limit
 	if limit == 0 {
-		limit = DefaultLogLimit
+		limit = DefaultLimit
 	}
 	entries, err := readLog(ctx, js, n, req.Name, req.Since, limit)
 	if err != nil {
@@ -510,26 +526,4 @@ func logLine(e schemas.LogEntry) string {
 	// One entry, one line, whatever a subject or a server's error text holds.
 	b.WriteString(strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(e.Message))
 	return b.String()
-}
-
-// secretsOf lists the connection's secrets that must never be logged or replied.
-func secretsOf(c *schemas.Connection) []string {
-	var s []string
-	for _, f := range secrets.Fields(c) {
-		if *f != "" {
-			s = append(s, *f)
-		}
-	}
-	return s
-}
-
-// scrub replaces every secret in s.
-func scrub(s string, secrets []string) string {
-	for _, secret := range secrets {
-		if secret == "" { // would "replace" between every two characters
-			continue
-		}
-		s = strings.ReplaceAll(s, secret, "[redacted]")
-	}
-	return s
 }
