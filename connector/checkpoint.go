@@ -108,12 +108,7 @@ func (s *checkpointStore) Save(ctx context.Context, cp Checkpoint) error {
 	if err != nil {
 		return err
 	}
-	var rev uint64
-	if s.rev == 0 {
-		rev, err = s.kv.Create(ctx, s.key, b)
-	} else {
-		rev, err = s.kv.Update(ctx, s.key, b, s.rev)
-	}
+	rev, err := putRev(ctx, s.kv, s.key, b, s.rev)
 	if err != nil {
 		return fmt.Errorf("save checkpoint %s: %w", s.key, err)
 	}

@@ -943,12 +943,7 @@ func (s *ewsStateStore) save(ctx context.Context, st *ewsState) error {
 	if err != nil {
 		return err
 	}
-	var rev uint64
-	if s.rev == 0 {
-		rev, err = s.kv.Create(ctx, s.key, b)
-	} else {
-		rev, err = s.kv.Update(ctx, s.key, b, s.rev)
-	}
+	rev, err := putRev(ctx, s.kv, s.key, b, s.rev)
 	if err != nil {
 		return fmt.Errorf("save sync state %s: %w", s.key, err)
 	}

@@ -66,12 +66,7 @@ func (s *store) write(ctx context.Context, key string, rev uint64, v any) (uint6
 	if err != nil {
 		return 0, fmt.Errorf("put %s: %w", key, err)
 	}
-	var newRev uint64
-	if rev == 0 {
-		newRev, err = s.kv.Create(ctx, key, b)
-	} else {
-		newRev, err = s.kv.Update(ctx, key, b, rev)
-	}
+	newRev, err := putRev(ctx, s.kv, key, b, rev)
 	if lostRace(err) {
 		return 0, errRetry
 	}
@@ -79,6 +74,16 @@ func (s *store) write(ctx context.Context, key string, rev uint64, v any) (uint6
 		return 0, fmt.Errorf("put %s: %w", key, err)
 	}
 	return newRev, nil
+}
+
+// putRev writes b under key if the key is still at rev (0: absent) and returns the new
+// revision: the one compare-and-set KV write of definitions, checkpoints and sync states.
+// A lost race fails with jetstream.ErrKeyExists or ErrKeyRevisionMismatch (see lostRace).
+func putRev(ctx context.Context, kv jetstream.KeyValue, key string, b []byte, rev uint64) (uint64, error) {
+	if rev == 0 {
+		return kv.Create(ctx, key, b)
+	}
+	return kv.Update(ctx, key, b, rev)
 }
 
 // retryPut runs attempt, one read-merge-write of key, until it wins the race with other
