@@ -20,6 +20,7 @@ import (
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
+	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -175,7 +176,7 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 			// The server's own figure wins: ErrorServerBusy says how long it wants.
 			state, wait = schemas.StateBackoff, ewsBackOff(err)
 			if wait == 0 {
-				wait = backoff(attempt)
+				wait = retry.Backoff(attempt)
 				attempt++
 			}
 			w.clog.Failed(state, wait, err)
@@ -186,7 +187,7 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 				s.LastError = statusError(err, "Exchange", w.rt.natsUp())
 			}
 		})
-		if sleepCtx(ctx, wait) != nil {
+		if !retry.Sleep(ctx, wait) {
 			return nil
 		}
 	}
@@ -786,8 +787,8 @@ func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {
 		if err := w.rt.awaitNATS(ctx, w.status); err != nil {
 			return err
 		}
-		if err := sleepCtx(ctx, time.Duration(round)*250*time.Millisecond); err != nil {
-			return err
+		if !retry.Sleep(ctx, time.Duration(round)*250*time.Millisecond) {
+			return ctx.Err()
 		}
 		for _, p := range failed {
 			fut, err := w.pub.publish(ctx, p.msg)

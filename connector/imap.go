@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -14,15 +13,14 @@ import (
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
+	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/schemas"
 )
 
-// Retry pacing. A temporary failure backs off exponentially from backoffMin to backoffMax
-// with jitter; a permanent one waits at least permanentRetry (or five polls) before trying
+// Retry pacing. A temporary failure backs off exponentially with jitter (retry.Backoff);
+// a permanent one waits at least permanentRetry (or five polls) before trying
 // again, since the definition or the server has to change first.
 const (
-	backoffMin     = 500 * time.Millisecond
-	backoffMax     = 2 * time.Minute
 	permanentRetry = 5 * time.Minute
 	// idleRestart re-issues IDLE before the 29 minutes after which servers may drop it.
 	idleRestart = 25 * time.Minute
@@ -158,7 +156,7 @@ func (w *imapWorker) Run(ctx context.Context) error {
 			wait = max(permanentRetry, 5*w.pollInterval())
 			w.clog.Failed(state, wait, err)
 		} else {
-			wait = backoff(attempt)
+			wait = retry.Backoff(attempt)
 			attempt++
 			w.clog.Failed(state, wait, err)
 		}
@@ -172,16 +170,6 @@ func (w *imapWorker) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-}
-
-// backoff is the wait before retry number attempt (0-based): exponential, capped, with
-// jitter so that routes of one failed server do not come back in lockstep.
-func backoff(attempt int) time.Duration {
-	d := backoffMax
-	if attempt < 20 {
-		d = min(backoffMax, backoffMin<<attempt)
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 func (w *imapWorker) pollInterval() time.Duration {

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector/connlog"
+	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -804,8 +805,8 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 			return n, err
 		}
 		// One pause for the round: a stream that lost its leader needs a moment.
-		if err := sleepCtx(ctx, time.Duration(round)*250*time.Millisecond); err != nil {
-			return n, err
+		if !retry.Sleep(ctx, time.Duration(round)*250*time.Millisecond) {
+			return n, ctx.Err()
 		}
 		for _, f := range failed {
 			fut, err := s.w.pub.publish(ctx, f.msg)
@@ -1176,15 +1177,4 @@ func (t *trackedReader) failed() error {
 		return nil
 	}
 	return t.err
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

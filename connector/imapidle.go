@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -96,8 +97,8 @@ func (s *imapSession) waitPoll(ctx context.Context, d time.Duration) (reselect b
 		if left <= 0 {
 			return true, nil
 		}
-		if err := sleepCtx(ctx, min(left, noopInterval)); err != nil {
-			return false, err
+		if !retry.Sleep(ctx, min(left, noopInterval)) {
+			return false, ctx.Err()
 		}
 		if time.Until(deadline) <= 0 {
 			return true, nil

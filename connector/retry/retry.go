@@ -1,10 +1,12 @@
 // Package retry is the vocabulary of failures shared by mailbus's parts: which failures
-// retrying soon cannot fix, and a sleep that ends with the context.
+// retrying soon cannot fix, how long to back off from the others, and a sleep that ends
+// with the context.
 package retry
 
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"time"
 )
 
@@ -29,6 +31,23 @@ func Permanent(err error) error {
 func Marked(err error) bool {
 	var p *permanentError
 	return errors.As(err, &p)
+}
+
+// Retry pacing of a temporary failure.
+const (
+	backoffMin = 500 * time.Millisecond
+	backoffMax = 2 * time.Minute
+)
+
+// Backoff is the wait before retry number attempt (0-based): exponential from 500ms,
+// capped at 2 minutes, with jitter (between half and all of it) so that routes of one
+// failed server do not come back in lockstep.
+func Backoff(attempt int) time.Duration {
+	d := backoffMax
+	if attempt < 20 {
+		d = min(backoffMax, backoffMin<<attempt)
+	}
+	return d/2 + rand.N(d/2+1)
 }
 
 // Sleep waits d or until ctx is done; it reports whether the whole d passed.

@@ -37,3 +37,18 @@ func TestSleep(t *testing.T) {
 		t.Fatal("Sleep(cancelled, 1h) = true, want false")
 	}
 }
+
+// TestBackoff: each wait is between half and all of 500ms doubled per attempt, capped at
+// two minutes however many attempts failed.
+func TestBackoff(t *testing.T) {
+	for _, tc := range []struct {
+		attempt int
+		full    time.Duration
+	}{{0, 500 * time.Millisecond}, {1, time.Second}, {3, 4 * time.Second}, {8, 2 * time.Minute}, {19, 2 * time.Minute}, {64, 2 * time.Minute}} {
+		for range 50 {
+			if d := retry.Backoff(tc.attempt); d < tc.full/2 || d > tc.full {
+				t.Fatalf("Backoff(%d) = %s, want %s..%s", tc.attempt, d, tc.full/2, tc.full)
+			}
+		}
+	}
+}
