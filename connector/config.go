@@ -28,6 +28,8 @@ type Config struct {
 	MaxInlineBytes int64         `envconfig:"MAX_INLINE_BYTES" default:"262144"`
 	SecretKey      string        `envconfig:"SECRET_KEY"`
 	HTTPAddr       string        `envconfig:"HTTP_ADDR" default:":8080"`
+	// AdminToken turns the admin console at /ui/ on and is its login token.
+	AdminToken string `envconfig:"ADMIN_TOKEN"`
 	Instance       string        `envconfig:"INSTANCE"`
 	LogLevel       string        `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat      string        `envconfig:"LOG_FORMAT" default:"json"`
