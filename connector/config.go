@@ -30,9 +30,9 @@ type Config struct {
 	HTTPAddr       string        `envconfig:"HTTP_ADDR" default:":8080"`
 	// AdminToken turns the admin console at /ui/ on and is its login token.
 	AdminToken string `envconfig:"ADMIN_TOKEN"`
-	Instance       string        `envconfig:"INSTANCE"`
-	LogLevel       string        `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat      string        `envconfig:"LOG_FORMAT" default:"json"`
+	Instance   string `envconfig:"INSTANCE"`
+	LogLevel   string `envconfig:"LOG_LEVEL" default:"info"`
+	LogFormat  string `envconfig:"LOG_FORMAT" default:"json"`
 }
 
 // EnvPrefix is the envconfig prefix of every variable.
