@@ -160,6 +160,15 @@ func (l *ConnLog) Poll(c *schemas.Connection, route, mailbox string, found, publ
 		Fields:  map[string]any{"mailbox": mailbox, "found": found, "published": published, "deadLettered": deadLettered}})
 }
 
+// publishedLine is the full log's line for a published message: the event's Id and the
+// mail's Message-ID, by which people look a message up.
+func publishedLine(eventID, messageID string) string {
+	if messageID == "" {
+		return "published " + eventID
+	}
+	return "published " + eventID + " " + messageID
+}
+
 // Published logs one message turned into an event and acknowledged by JetStream.
 func (l *ConnLog) Published(c *schemas.Connection, route string, uid uint32, messageID, subject string, size int64, eventID string, bus int) {
 	l.Write(c, schemas.LogEntry{Route: route, Event: EventPublished,

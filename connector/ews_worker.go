@@ -168,8 +168,9 @@ func (w *ewsWorker) status(f func(s *schemas.RouteStatus)) {
 	}
 }
 
+// connLog writes to the process log and to the connection log, as the IMAP worker's does.
 func (w *ewsWorker) connLog(level slog.Level, event, msg string, args ...any) {
-	w.log.Log(context.Background(), level, msg, append([]any{"event", event}, args...)...)
+	writeConnLog(w.rt, w.log, &w.conn, w.route.Name, level, event, msg, args...)
 }
 
 // cycle publishes everything the route selects, batch by batch.
@@ -275,10 +276,12 @@ type ewsPending struct {
 	id      string // event Id
 	gone    bool   // deleted or moved since it was listed
 	deadErr error  // why it cannot become an event
-	noRaw   bool   // the server would not give its MIME: dead letter without RawRef
-	msg     *nats.Msg
-	fut     jetstream.PubAckFuture
-	acked   bool
+	// messageID is the mail's Message-ID, for the full connection log.
+	messageID string
+	noRaw     bool // the server would not give its MIME: dead letter without RawRef
+	msg       *nats.Msg
+	fut       jetstream.PubAckFuture
+	acked     bool
 }
 
 // ewsTransientItem are per-item errors worth retrying on the next cycle rather than
@@ -397,7 +400,7 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 	if err != nil {
 		return err
 	}
-	p.msg = w.wire.eventMsg(ev, data)
+	p.msg, p.messageID = w.wire.eventMsg(ev, data), ev.MessageId
 	if p.fut, err = w.pub.publish(ctx, p.msg); err != nil {
 		return err
 	}
@@ -465,7 +468,7 @@ func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {
 			return err
 		}
 		if p.acked && p.deadErr == nil {
-			w.connLog(slog.LevelDebug, EventPublished, "published "+p.id)
+			w.connLog(slog.LevelDebug, EventPublished, publishedLine(p.id, p.messageID), "messageId", p.messageID)
 		}
 	}
 	return nil

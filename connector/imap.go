@@ -174,8 +174,14 @@ func (w *imapWorker) status(f func(s *schemas.RouteStatus)) {
 // connLog writes to the process log and to the connection log (which filters by the
 // connection's logLevel). args are key, value pairs.
 func (w *imapWorker) connLog(level slog.Level, event, msg string, args ...any) {
-	w.log.Log(context.Background(), level, msg, append([]any{"event", event}, args...)...)
-	e := schemas.LogEntry{Level: LevelInfo, Route: w.route.Name, Event: event, Message: msg}
+	writeConnLog(w.rt, w.log, &w.conn, w.route.Name, level, event, msg, args...)
+}
+
+// writeConnLog is the connLog of every source: the process log, and the connection log
+// that Download log and mailbus log read.
+func writeConnLog(rt *Runtime, log *slog.Logger, conn *schemas.Connection, route string, level slog.Level, event, msg string, args ...any) {
+	log.Log(context.Background(), level, msg, append([]any{"event", event}, args...)...)
+	e := schemas.LogEntry{Level: LevelInfo, Route: route, Event: event, Message: msg}
 	switch {
 	case level >= slog.LevelError:
 		e.Level = LevelError
@@ -188,7 +194,7 @@ func (w *imapWorker) connLog(level slog.Level, event, msg string, args ...any) {
 			e.Fields[fmt.Sprint(args[i])] = args[i+1]
 		}
 	}
-	w.rt.ConnLog.Write(&w.conn, e)
+	rt.ConnLog.Write(conn, e)
 }
 
 // session connects, then runs cycles until an error or ctx ends. attempt is reset once a

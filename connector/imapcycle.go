@@ -61,6 +61,8 @@ type fetched struct {
 	skip bool // a probe (ProbeHeader): nothing published, no after action (the check
 	// removes its probe itself); the checkpoint moves past it like past any message
 	deadErr error // why the mapping rejected it; dead-lettered once the FETCH is over
+	// messageID is the mail's Message-ID, for the full connection log.
+	messageID string
 	// msg is the event (or dead letter) held for a retry, and fut its publish (which
 	// holds it too); both are let go of once it is acknowledged (release).
 	msg  *nats.Msg
@@ -350,7 +352,7 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 			w.connLog(slog.LevelWarn, EventPublished, warn, "uid", uid)
 		}
 	}
-	f.msg = w.eventMsg(ev, data)
+	f.msg, f.messageID = w.eventMsg(ev, data), ev.MessageId
 	if f.fut, err = w.pub.publish(ctx, f.msg); err != nil {
 		return nil, err
 	}
@@ -531,7 +533,7 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 			s.release(f)
 		}
 		if f.deadErr == nil {
-			s.w.connLog(slog.LevelDebug, EventPublished, "published "+s.eventID(f.uid), "uid", f.uid)
+			s.w.connLog(slog.LevelDebug, EventPublished, publishedLine(s.eventID(f.uid), f.messageID), "uid", f.uid, "messageId", f.messageID)
 		}
 		s.w.met.done(f.deadErr != nil)
 		s.w.status(func(st *schemas.RouteStatus) {
