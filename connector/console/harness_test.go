@@ -171,7 +171,8 @@ func login(t testing.TB, ctx context.Context, m *mailbus, token string) {
 		chromedp.Navigate(m.url+"/ui/login"),
 		chromedp.SendKeys(chromedp.CSS("#token"), token),
 		chromedp.Click(chromedp.CSS("#login button[type=submit]")),
-		chromedp.WaitReady(chromedp.CSS("body")),
+		// The next page: the list, or the login form again with its error.
+		waitFor(`location.pathname !== '/ui/login' || document.getElementById('login-error') !== null`),
 	)
 }
 
@@ -206,4 +207,27 @@ func clip(s string) string {
 		return s[:3000] + fmt.Sprintf("... (%d bytes)", len(s))
 	}
 	return s
+}
+
+// waitFor waits until a JavaScript condition holds in the page. It evaluates the condition
+// again and again rather than polling inside the page, since a navigation (a form post)
+// destroys the page's context under a poll.
+func waitFor(cond string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		deadline := time.Now().Add(90 * time.Second)
+		var last error
+		for time.Now().Before(deadline) {
+			ok, err := chromedp.Evaluate[bool]("!!("+cond+")")(ctx, t)
+			if err == nil && ok {
+				return chromedp.Void{}, nil
+			}
+			last = err
+			select {
+			case <-ctx.Done():
+				return chromedp.Void{}, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		return chromedp.Void{}, fmt.Errorf("waited 90s for %s (last error %v)", cond, last)
+	}
 }
