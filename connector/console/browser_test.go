@@ -127,6 +127,10 @@ func TestConsoleBrowserDovecot(t *testing.T) {
 		}
 	}
 	snap()
+	formShot := get(t, ctx, "screenshot of the form", chromedp.FullScreenshot(100))
+	if err := os.WriteFile(filepath.Join(screenshots(t), "console-connection.png"), formShot, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	run(t, ctx, "check with a wrong password",
 		chromedp.SendKeys(chromedp.CSS("#f-password"), "wrong-password"),
 		chromedp.Click(chromedp.CSS("#check")),
@@ -321,7 +325,7 @@ func TestConsoleBrowserDovecot(t *testing.T) {
 func shot(t *testing.T, ctx context.Context, url, sel, path string) {
 	t.Helper()
 	run(t, ctx, "open "+url, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS(sel)))
-	png := get(t, ctx, "screenshot", chromedp.CaptureScreenshot())
+	png := get(t, ctx, "screenshot", chromedp.Screenshot(chromedp.CSS("body")))
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
