@@ -55,21 +55,12 @@ func TestConsoleBrowserDovecot(t *testing.T) {
 	var seen []string // every page and download the browser got, searched for the password
 	snap := func() { seen = append(seen, html(t, ctx)) }
 
-	// A wrong token: the login page again, with the error, and no way in.
-	login(t, ctx, m, "not-the-token")
-	mustContain(t, "login with a wrong token", get(t, ctx, "error", chromedp.Text(chromedp.CSS("#login-error"))), "Wrong token")
-	run(t, ctx, "open the connections without a session", chromedp.Navigate(m.url+"/ui/connections"))
-	if loc := get(t, ctx, "location", chromedp.Location()); !strings.HasSuffix(loc, "/ui/login") {
-		t.Fatalf("without a session /ui/connections went to %s, want the login page", loc)
-	}
-
 	login(t, ctx, m, m.token)
 	if h := get(t, ctx, "heading", chromedp.Text(chromedp.CSS("h1"))); h != "Connections" {
 		t.Fatalf("after login the page is %q, want Connections", h)
 	}
 	snap()
 
-	// A port the control service refuses: its message next to the port input.
 	// Plain IMAP: the connection check trusts the system's roots only, not the test CA.
 	host, plainPort, _ := net.SplitHostPort(srv.Addr)
 	run(t, ctx, "fill the connection form",
@@ -78,27 +69,12 @@ func TestConsoleBrowserDovecot(t *testing.T) {
 		setValue("#f-description", "Dovecot in the test"),
 		setValue("#f-logLevel", "full"),
 		setValue("#f-host", host),
-		setValue("#f-port", "70000"),
 		setValue("#f-encryption", "none"),
 		setValue("#f-auth", "basic"),
 		setValue("#f-username", "alice"),
-		chromedp.SendKeys(chromedp.CSS("#f-password"), password),
 		setValue("#f-pollInterval", "5s"),
-		chromedp.Click(chromedp.CSS("#save")),
-		chromedp.WaitVisible(chromedp.CSS("#err-port")),
 	)
-	mustContain(t, "the error next to port", get(t, ctx, "port error", chromedp.Text(chromedp.CSS("#err-port"))), "port 70000: want 1..65535")
-	if next := get(t, ctx, "where the error is", chromedp.Evaluate[string](
-		`document.getElementById('f-port').parentElement.querySelector('.field-error').id`)); next != "err-port" {
-		t.Fatalf("the port error is not in the port's field: %q", next)
-	}
-	if r := m.control(t, "connection.get", schemas.NameRequest{Name: "dove"}); r.OK {
-		t.Fatal("a refused form stored the connection")
-	}
-	snap()
-
-	// Corrected, it is saved and listed.
-	run(t, ctx, "correct the port and save",
+	run(t, ctx, "save the connection",
 		setValue("#f-port", plainPort),
 		chromedp.SendKeys(chromedp.CSS("#f-password"), password),
 		chromedp.Click(chromedp.CSS("#save")),
@@ -248,9 +224,111 @@ func TestConsoleBrowserDovecot(t *testing.T) {
 	}
 	mustContain(t, "newest event", get(t, ctx, "first row", chromedp.Text(chromedp.CSS("#live-events tr"))), fmt.Sprintf("Console test %d", loaded+1))
 
+	for i, s := range seen {
+		if strings.Contains(s, password) || strings.Contains(s, "wrong-password") {
+			t.Errorf("page or download #%d contains the password:\n%s", i, clip(s))
+		}
+	}
+	if len(seen) < 8 {
+		t.Fatalf("only %d pages searched", len(seen))
+	}
+}
+
+// shot saves a viewport screenshot of a page once sel is on it.
+func shot(t *testing.T, ctx context.Context, url, sel, path string) {
+	t.Helper()
+	run(t, ctx, "open "+url, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS(sel)))
+	png := get(t, ctx, "screenshot", chromedp.Screenshot(chromedp.CSS("body")))
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConsoleBrowserForms drives the console in headless Chromium without a mail server: a
+// wrong token, a port the control service refuses shown next to its input, a check that
+// fails at its first stage in plain words, Russian, and refusals of a form without its
+// CSRF token and of a cross-site post; every input labelled, the password nowhere.
+func TestConsoleBrowserForms(t *testing.T) {
+	m := startMailbus(t, "tok-"+t.Name(), nil)
+	ctx := newBrowser(t)
+	var seen []string
+	snap := func() {
+		t.Helper()
+		seen = append(seen, html(t, ctx))
+		unlabelled := get(t, ctx, "inputs without a label", chromedp.Evaluate[[]string](`Array.from(
+			document.querySelectorAll('input:not([type=hidden]), select, textarea')).filter(
+			e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.name || e.id)`))
+		if len(unlabelled) > 0 {
+			t.Errorf("%s: inputs without a label: %v", get(t, ctx, "location", chromedp.Location()), unlabelled)
+		}
+	}
+
+	// A wrong token: the login page again, with the error, and no way in.
+	login(t, ctx, m, "not-the-token")
+	mustContain(t, "login with a wrong token", get(t, ctx, "error", chromedp.Text(chromedp.CSS("#login-error"))), "Wrong token")
+	run(t, ctx, "open the connections without a session", chromedp.Navigate(m.url+"/ui/connections"))
+	if loc := get(t, ctx, "location", chromedp.Location()); !strings.HasSuffix(loc, "/ui/login") {
+		t.Fatalf("without a session /ui/connections went to %s, want the login page", loc)
+	}
+
+	login(t, ctx, m, m.token)
+	snap()
+
+	// A port the control service refuses: its message next to the port input.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, closedPort, _ := net.SplitHostPort(ln.Addr().String())
+	ln.Close() // nothing listens there: the check fails at dial
+	run(t, ctx, "fill the connection form",
+		chromedp.Navigate(m.url+"/ui/connection"),
+		setValue("#f-name", "unreach"),
+		setValue("#f-description", "Nobody listens"),
+		setValue("#f-host", "127.0.0.1"),
+		setValue("#f-port", "70000"),
+		setValue("#f-encryption", "none"),
+		setValue("#f-auth", "basic"),
+		setValue("#f-username", "alice"),
+		chromedp.SendKeys(chromedp.CSS("#f-password"), password),
+		chromedp.Click(chromedp.CSS("#save")),
+		chromedp.WaitVisible(chromedp.CSS("#err-port")),
+	)
+	mustContain(t, "the error next to port", get(t, ctx, "port error", chromedp.Text(chromedp.CSS("#err-port"))), "port 70000: want 1..65535")
+	if next := get(t, ctx, "where the error is", chromedp.Evaluate[string](
+		`document.getElementById('f-port').parentElement.querySelector('.field-error').id`)); next != "err-port" {
+		t.Fatalf("the port error is not in the port's field: %q", next)
+	}
+	if inv := get(t, ctx, "aria-invalid", chromedp.Evaluate[string](`document.getElementById('f-port').getAttribute('aria-invalid')`)); inv != "true" {
+		t.Errorf("the refused port input is not marked invalid")
+	}
+	if r := m.control(t, "connection.get", schemas.NameRequest{Name: "unreach"}); r.OK {
+		t.Fatal("a refused form stored the connection")
+	}
+	snap()
+	run(t, ctx, "correct the port and save",
+		setValue("#f-port", closedPort),
+		chromedp.SendKeys(chromedp.CSS("#f-password"), password),
+		chromedp.Click(chromedp.CSS("#save")),
+		chromedp.WaitVisible(chromedp.CSS("#conn-unreach")),
+	)
+	snap()
+
+	// Check connection: the failed stage, its time and what went wrong, in plain words.
+	run(t, ctx, "check a connection nobody answers",
+		chromedp.Navigate(m.url+"/ui/connection?name=unreach"),
+		chromedp.Click(chromedp.CSS("#check")),
+		chromedp.WaitVisible(chromedp.CSS("#check-outcome.failed")),
+	)
+	failed := get(t, ctx, "failed stage", chromedp.Text(chromedp.CSS("#check-outcome tr.stage.failed")))
+	if !strings.Contains(failed, "dial") || !strings.Contains(failed, "nothing listens") || !strings.HasSuffix(strings.TrimSpace(failed), "ms") {
+		t.Fatalf("failed check shows %q, want the dial stage, its error and its time", failed)
+	}
+	snap()
+
 	// Russian: the product page's words.
 	run(t, ctx, "switch to Russian",
-		chromedp.Navigate(m.url+"/ui/connection?name=dove"),
+		chromedp.Navigate(m.url+"/ui/connection?name=unreach"),
 		chromedp.Click(chromedp.CSS("#lang-ru")),
 		waitFor(`document.documentElement.lang === 'ru' && document.getElementById('f-host') !== null`),
 	)
@@ -289,7 +367,7 @@ func TestConsoleBrowserDovecot(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#error-message")),
 	)
 	mustContain(t, "refusal", get(t, ctx, "refusal", chromedp.Text(chromedp.CSS("#error-message"))), "security token")
-	if r := m.control(t, "connection.get", schemas.NameRequest{Name: "dove"}); r.Connection.Description != "Dovecot in the test" {
+	if r := m.control(t, "connection.get", schemas.NameRequest{Name: "unreach"}); r.Connection.Description != "Nobody listens" {
 		t.Fatalf("a form without CSRF token changed the description to %q", r.Connection.Description)
 	}
 
@@ -310,23 +388,14 @@ func TestConsoleBrowserDovecot(t *testing.T) {
 	if r := m.control(t, "connection.get", schemas.NameRequest{Name: "evil"}); r.OK {
 		t.Fatal("the cross-site post stored a connection")
 	}
-
+	// Every other page, for its labels (and the password).
+	for _, path := range []string{"/ui/connections", "/ui/routes", "/ui/route", "/ui/events?bus=2"} {
+		run(t, ctx, "open "+path, chromedp.Navigate(m.url+path), chromedp.WaitVisible(chromedp.CSS("h1")))
+		snap()
+	}
 	for i, s := range seen {
-		if strings.Contains(s, password) || strings.Contains(s, "wrong-password") {
-			t.Errorf("page or download #%d contains the password:\n%s", i, clip(s))
+		if strings.Contains(s, password) {
+			t.Errorf("page #%d contains the password:\n%s", i, clip(s))
 		}
-	}
-	if len(seen) < 10 {
-		t.Fatalf("only %d pages searched", len(seen))
-	}
-}
-
-// shot saves a viewport screenshot of a page once sel is on it.
-func shot(t *testing.T, ctx context.Context, url, sel, path string) {
-	t.Helper()
-	run(t, ctx, "open "+url, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS(sel)))
-	png := get(t, ctx, "screenshot", chromedp.Screenshot(chromedp.CSS("body")))
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
