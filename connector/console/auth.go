@@ -159,7 +159,7 @@ func (c *Console) authed(h sessionHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s := c.session(r)
 		if s == nil {
-			if strings.HasPrefix(r.URL.Path, Base+"live/") {
+			if strings.HasPrefix(r.URL.Path, Base+"live/") || r.Header.Get("X-Console-Fragment") != "" {
 				http.Error(w, "login required", http.StatusUnauthorized)
 				return
 			}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/mailbus/mailbus/connector/dovecottest"
 	"github.com/mailbus/mailbus/schemas"
@@ -263,8 +264,14 @@ func TestConsoleBrowserForms(t *testing.T) {
 		}
 	}
 
-	// A wrong token: the login page again, with the error, and no way in.
-	login(t, ctx, m, "not-the-token")
+	// A wrong token: the login page again, with the error, and no way in. Typed and sent
+	// with the keyboard alone: the field has the focus, Enter submits.
+	run(t, ctx, "log in with a wrong token",
+		chromedp.Navigate(m.url+"/ui/login"),
+		waitFor(`document.activeElement && document.activeElement.id === 'token'`),
+		chromedp.KeyEvent("not-the-token"+kb.Enter),
+		waitFor(`document.getElementById('login-error') !== null`),
+	)
 	mustContain(t, "login with a wrong token", get(t, ctx, "error", chromedp.Text(chromedp.CSS("#login-error"))), "Wrong token")
 	run(t, ctx, "open the connections without a session", chromedp.Navigate(m.url+"/ui/connections"))
 	if loc := get(t, ctx, "location", chromedp.Location()); !strings.HasSuffix(loc, "/ui/login") {
@@ -306,10 +313,9 @@ func TestConsoleBrowserForms(t *testing.T) {
 		t.Fatal("a refused form stored the connection")
 	}
 	snap()
-	run(t, ctx, "correct the port and save",
+	run(t, ctx, "correct the port and save with Enter",
 		setValue("#f-port", closedPort),
-		chromedp.SendKeys(chromedp.CSS("#f-password"), password),
-		chromedp.Click(chromedp.CSS("#save")),
+		chromedp.SendKeys(chromedp.CSS("#f-password"), password+kb.Enter),
 		chromedp.WaitVisible(chromedp.CSS("#conn-unreach")),
 	)
 	snap()
