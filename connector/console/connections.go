@@ -426,7 +426,6 @@ func parseLogTime(s string) (*time.Time, bool) {
 func (c *Console) connectionLog(w http.ResponseWriter, r *http.Request, s *session) {
 	q := r.URL.Query()
 	name := q.Get("name")
-	lang := langOf(r)
 	from, ok1 := parseLogTime(q.Get("from"))
 	to, ok2 := parseLogTime(q.Get("to"))
 	if !ok1 || !ok2 {
@@ -435,7 +434,6 @@ func (c *Console) connectionLog(w http.ResponseWriter, r *http.Request, s *sessi
 			bad = q.Get("to")
 		}
 		c.fail(w, r, http.StatusBadRequest, "conn.log.badTime", bad)
-		_ = lang
 		return
 	}
 	reply, err := c.request(r.Context(), "connection", "log", schemas.LogRequest{Name: name, Since: from, Limit: maxLogEntries})

@@ -183,7 +183,8 @@ func (c *Console) liveEvents(w http.ResponseWriter, r *http.Request, s *session)
 	lang := langOf(r)
 	out := startSSE(w)
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(20, jetstream.FetchMaxWait(keepAlive))
+		// A short wait, so a closed page or a shutdown ends the loop soon.
+		batch, err := cons.Fetch(20, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			if ctx.Err() != nil {
 				return
