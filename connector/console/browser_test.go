@@ -25,10 +25,17 @@ import (
 const password = "Pw-7f3kQ9-never-shown"
 
 func testMessage(i int) []byte {
-	return []byte(fmt.Sprintf("From: Ivan Petrov <ivan@example.org>\r\nTo: alice@localhost\r\n"+
+	head := fmt.Sprintf("From: Ivan Petrov <ivan@example.org>\r\nTo: alice@localhost\r\n"+
 		"Subject: Console test %d\r\nMessage-ID: <console-test-%d@example.org>\r\n"+
-		"Date: %s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nBody %d.\r\n",
-		i, i, time.Now().UTC().Format(time.RFC1123Z), i))
+		"Date: %s\r\nMIME-Version: 1.0\r\n", i, i, time.Now().UTC().Format(time.RFC1123Z))
+	if i != 1 {
+		return []byte(head + fmt.Sprintf("Content-Type: text/plain; charset=utf-8\r\n\r\nBody %d.\r\n", i))
+	}
+	// The first has an attachment, for the events page's column.
+	return []byte(head + "Content-Type: multipart/mixed; boundary=b1\r\n\r\n" +
+		"--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nBody 1.\r\n" +
+		"--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename*=UTF-8''%D0%BE%D1%82%D1%87%D1%91%D1%82.pdf\r\n" +
+		"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b1--\r\n")
 }
 
 // screenshots is where the console's screenshots go: docs/ with MAILBUS_UPDATE_DOCS=1
@@ -210,7 +217,9 @@ func TestConsoleBrowserDovecot(t *testing.T) {
 	if n := get(t, ctx, "rows", chromedp.Evaluate[int]("document.querySelectorAll('#live-events tr[id]').length")); n != loaded {
 		t.Fatalf("events page shows %d events, want %d", n, loaded)
 	}
-	mustContain(t, "events", get(t, ctx, "events", chromedp.Text(chromedp.CSS("#live-events"))), "Ivan Petrov <ivan@example.org>")
+	evText := get(t, ctx, "events", chromedp.Text(chromedp.CSS("#live-events")))
+	mustContain(t, "events", evText, "Ivan Petrov <ivan@example.org>")
+	mustContain(t, "events", evText, "отчёт.pdf")
 	evJSON := get(t, ctx, "event JSON", chromedp.Evaluate[string](
 		`fetch(document.querySelector('#live-events a').href).then(r => r.text())`, chromedp.EvalAwaitPromise))
 	var ev schemas.Event
