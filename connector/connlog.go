@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -78,23 +80,40 @@ func NewConnLog(js jetstream.JetStream, n Names, logger *slog.Logger) *ConnLog {
 }
 
 // Write logs e for connection c if c's logLevel wants it: full writes everything, errors
-// only entries of level error and state changes, off nothing. The level is read from c at
-// each call, so a changed logLevel applies at once. Time defaults to now. Any of c's
-// secrets found in the message or fields is replaced before the entry leaves the process.
+// only failures and state changes, off nothing. The level is read from c at each call.
+// Time defaults to now. Any of c's secrets found in the message or fields is replaced
+// before the entry leaves the process.
 func (l *ConnLog) Write(c *schemas.Connection, e schemas.LogEntry) {
 	if l == nil || !wanted(c.LogLevel, e) {
 		return
 	}
+	l.publish(c.Name, scrubEntry(e, secretsOf(c)))
+}
+
+// publish sends e, already filtered and scrubbed, to the log of connection name.
+func (l *ConnLog) publish(name string, e schemas.LogEntry) {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
 	if e.Level == "" {
 		e.Level = LevelInfo
 	}
-	secrets := secretsOf(c)
+	data, err := json.Marshal(e)
+	if err != nil {
+		l.logger.Warn("connection log entry dropped", "connection", name, "event", e.Event, "error", err)
+		return
+	}
+	if _, err := l.js.PublishAsync(l.n.LogSubject(name), data, jetstream.WithStallWait(logStallWait)); err != nil {
+		l.logger.Warn("connection log entry dropped", "connection", name, "event", e.Event, "error", err)
+	}
+}
+
+// scrubEntry replaces every secret in e's message and string fields; the caller's fields
+// map stays as it was.
+func scrubEntry(e schemas.LogEntry, secrets []string) schemas.LogEntry {
 	e.Message = scrub(e.Message, secrets)
 	if e.Fields != nil {
-		fields := make(map[string]any, len(e.Fields)) // the caller's map stays as it was
+		fields := make(map[string]any, len(e.Fields))
 		for k, v := range e.Fields {
 			if s, ok := v.(string); ok {
 				v = scrub(s, secrets)
@@ -103,14 +122,7 @@ func (l *ConnLog) Write(c *schemas.Connection, e schemas.LogEntry) {
 		}
 		e.Fields = fields
 	}
-	data, err := json.Marshal(e)
-	if err != nil {
-		l.logger.Warn("connection log entry dropped", "connection", c.Name, "event", e.Event, "error", err)
-		return
-	}
-	if _, err := l.js.PublishAsync(l.n.LogSubject(c.Name), data, jetstream.WithStallWait(logStallWait)); err != nil {
-		l.logger.Warn("connection log entry dropped", "connection", c.Name, "event", e.Event, "error", err)
-	}
+	return e
 }
 
 // Flush waits until every entry written so far is acknowledged, or ctx ends.
@@ -140,74 +152,244 @@ func wanted(level string, e schemas.LogEntry) bool {
 	return e.Level == LevelError || e.Event == EventError || e.Event == EventState || e.Event == EventUIDValidity
 }
 
-// Connect logs that the route connected to the server.
-func (l *ConnLog) Connect(c *schemas.Connection, route, addr string) {
-	l.Write(c, schemas.LogEntry{Route: route, Event: EventConnect,
-		Message: fmt.Sprintf("connected to %s (encryption %s)", addr, c.Encryption),
-		Fields:  map[string]any{"addr": addr}})
+// routeLog is the log of one route, the single path by which the IMAP and the Exchange
+// workers say what they do: each entry goes to the process log (at its slog level) and,
+// when the connection's logLevel wants it, to the connection log. Both copies are scrubbed
+// of the connection's secrets and of the tokens its token source was given. A
+// routeLog also counts the messages of the poll in progress for its poll entry, so it is
+// for the worker's goroutine only. A nil ConnLog writes the process log only.
+type routeLog struct {
+	l      *ConnLog
+	c      *schemas.Connection // the worker's copy
+	route  string
+	proc   *slog.Logger
+	tokens *tokenSource // oauth2 only
+
+	up                     bool // connect and login were logged since the start or the last failure
+	found, published, dead int  // of the poll in progress
+	refused                int  // action failures since the last action entry
 }
 
-// Login logs a successful login.
-func (l *ConnLog) Login(c *schemas.Connection, route string) {
-	l.Write(c, schemas.LogEntry{Route: route, Event: EventLogin,
-		Message: fmt.Sprintf("logged in as %s (auth %s)", c.Username, c.Auth)})
+func newRouteLog(l *ConnLog, c *schemas.Connection, route string, proc *slog.Logger, tokens *tokenSource) *routeLog {
+	return &routeLog{l: l, c: c, route: route, proc: proc, tokens: tokens}
 }
 
-// Poll logs one poll of a mailbox: how many messages it found and how they ended.
-func (l *ConnLog) Poll(c *schemas.Connection, route, mailbox string, found, published, deadLettered int) {
-	l.Write(c, schemas.LogEntry{Route: route, Event: EventPoll,
-		Message: fmt.Sprintf("%s: %d new, %d published, %d dead-lettered", mailbox, found, published, deadLettered),
-		Fields:  map[string]any{"mailbox": mailbox, "found": found, "published": published, "deadLettered": deadLettered}})
+// msgNote is what the connection log says of one message. It is taken when the message
+// is mapped and written once JetStream acknowledged its event; it holds a few short
+// strings, never the event.
+type msgNote struct {
+	uid       uint32 // IMAP
+	item      string // EWS ItemId
+	messageID string
+	subject   string
+	size      int64
+	eventID   string
+	bus       int
+	moved     []string // what fitPayload moved to the object store, from the event's warnings
 }
 
-// publishedLine is the full log's line for a published message: the event's Id and the
-// mail's Message-ID, by which people look a message up.
-func publishedLine(eventID, messageID string) string {
-	if messageID == "" {
-		return "published " + eventID
+// maxNoteSubject bounds the subject a log entry repeats: a subject may be any length.
+const maxNoteSubject = 500
+
+// noteOf takes the note of ev (its Id, Bus and Uid set); item is the EWS ItemId, "" for
+// IMAP. The strings are copied, so that the note holds on to nothing of the mapping's.
+func noteOf(ev *schemas.Event, item string) msgNote {
+	n := msgNote{uid: ev.Uid, item: item, messageID: strings.Clone(ev.MessageId),
+		subject: strings.Clone(truncateUTF8(ev.Subject, maxNoteSubject)), size: ev.Size, eventID: ev.Id, bus: ev.Bus}
+	for _, w := range ev.Warnings {
+		if strings.Contains(w, "NATS max payload") {
+			n.moved = append(n.moved, w)
+		}
 	}
-	return "published " + eventID + " " + messageID
+	return n
 }
 
-// Published logs one message turned into an event and acknowledged by JetStream.
-func (l *ConnLog) Published(c *schemas.Connection, route string, uid uint32, messageID, subject string, size int64, eventID string, bus int) {
-	l.Write(c, schemas.LogEntry{Route: route, Event: EventPublished,
-		Message: fmt.Sprintf("UID %d %s %q (%d bytes) published as %s on bus %d", uid, messageID, subject, size, eventID, bus),
-		Fields: map[string]any{"uid": uid, "messageId": messageID, "subject": subject, "size": size,
-			"eventId": eventID, "bus": bus}})
-}
-
-// Action logs what the route did to a message in the mailbox after publishing it
-// ("markRead", "delete", "move to Archive").
-func (l *ConnLog) Action(c *schemas.Connection, route string, uid uint32, action string) {
-	l.Write(c, schemas.LogEntry{Route: route, Event: EventAction,
-		Message: fmt.Sprintf("UID %d: %s", uid, action),
-		Fields:  map[string]any{"uid": uid, "action": action}})
-}
-
-// Error logs a failure during event (connect, login, poll...; empty means error).
-func (l *ConnLog) Error(c *schemas.Connection, route, event string, err error) {
-	if event == "" {
-		event = EventError
+// ref names the message in the mailbox: "UID 42" or "item AAMk...".
+func (n msgNote) ref() string {
+	if n.item != "" {
+		return "item " + n.item
 	}
-	l.Write(c, schemas.LogEntry{Level: LevelError, Route: route, Event: event, Message: err.Error()})
+	return fmt.Sprintf("UID %d", n.uid)
 }
 
-// State logs a change of the route's state (schemas.StateRunning...), with why.
-func (l *ConnLog) State(c *schemas.Connection, route, state, reason string) {
-	msg := state
-	if reason != "" {
-		msg += ": " + reason
+// refArg is ref as a key, value pair: uid or itemId.
+func (n msgNote) refArg() (string, any) {
+	if n.item != "" {
+		return "itemId", n.item
 	}
-	l.Write(c, schemas.LogEntry{Route: route, Event: EventState, Message: msg,
-		Fields: map[string]any{"state": state}})
+	return "uid", n.uid
 }
 
-// UIDValidity logs that a mailbox's UIDVALIDITY changed, so its UIDs start over.
-func (l *ConnLog) UIDValidity(c *schemas.Connection, route, mailbox string, old, new uint32) {
-	l.Write(c, schemas.LogEntry{Level: LevelWarn, Route: route, Event: EventUIDValidity,
-		Message: fmt.Sprintf("%s: UIDVALIDITY changed from %d to %d, the route starts over in the new mailbox", mailbox, old, new),
-		Fields:  map[string]any{"mailbox": mailbox, "old": old, "new": new}})
+// args are the note of a published message as key, value pairs.
+func (n msgNote) args() []any {
+	key, val := n.refArg()
+	return []any{key, val, "messageId", n.messageID, "subject", n.subject, "size", n.size, "eventId", n.eventID, "bus", n.bus}
+}
+
+// wants reports whether an entry of level and event would be written anywhere, so that
+// one that would not costs nothing to build.
+func (r *routeLog) wants(level slog.Level, event string) bool {
+	return r.proc.Enabled(context.Background(), level) ||
+		(r.l != nil && wanted(r.c.LogLevel, schemas.LogEntry{Level: logLevelOf(level), Event: event}))
+}
+
+func logLevelOf(level slog.Level) string {
+	switch {
+	case level >= slog.LevelError:
+		return LevelError
+	case level >= slog.LevelWarn:
+		return LevelWarn
+	}
+	return LevelInfo
+}
+
+// log writes one entry: msg, and args as key, value pairs (its fields).
+func (r *routeLog) log(level slog.Level, event, msg string, args ...any) {
+	if !r.wants(level, event) {
+		return
+	}
+	var secrets []string
+	if r.c != nil {
+		secrets = secretsOf(r.c)
+	}
+	if r.tokens != nil {
+		secrets = append(secrets, r.tokens.secrets()...)
+	}
+	msg = scrub(msg, secrets)
+	args = slices.Clone(args)
+	for i := 1; i < len(args); i += 2 {
+		if s, ok := args[i].(string); ok {
+			args[i] = scrub(s, secrets)
+		}
+	}
+	r.proc.Log(context.Background(), level, msg, append([]any{"event", event}, args...)...)
+	e := schemas.LogEntry{Level: logLevelOf(level), Route: r.route, Event: event, Message: msg}
+	if r.l == nil || !wanted(r.c.LogLevel, e) {
+		return
+	}
+	if len(args) > 1 {
+		e.Fields = make(map[string]any, len(args)/2)
+		for i := 0; i+1 < len(args); i += 2 {
+			e.Fields[fmt.Sprint(args[i])] = args[i+1]
+		}
+	}
+	r.l.publish(r.c.Name, e)
+}
+
+// connected logs a new connection to addr and its login: IMAP calls it for each session.
+func (r *routeLog) connected(addr string) {
+	r.up = true
+	r.log(slog.LevelDebug, EventConnect, fmt.Sprintf("connected to %s (encryption %s)", addr, r.c.Encryption),
+		"addr", addr, "encryption", r.c.Encryption)
+	if r.c.Auth == schemas.AuthNone {
+		r.log(slog.LevelDebug, EventLogin, "no login (auth none)", "auth", r.c.Auth)
+		return
+	}
+	user := r.c.Username
+	if r.c.Domain != "" { // Exchange: DOMAIN\user, as the server is given it
+		user = r.c.Domain + `\` + user
+	}
+	r.log(slog.LevelDebug, EventLogin, fmt.Sprintf("logged in as %s (auth %s)", user, r.c.Auth),
+		"username", user, "auth", r.c.Auth)
+}
+
+// reached is connected for a source without sessions (EWS, where each request carries
+// the credentials): the first request the server accepted since the start or the last
+// failure logs the connect and the login.
+func (r *routeLog) reached(addr string) {
+	if !r.up {
+		r.connected(addr)
+	}
+}
+
+// listed counts messages the poll in progress is about to take.
+func (r *routeLog) listed(n int) { r.found += n }
+
+// polled logs the poll that just ended well: how many messages it found and how they
+// ended. The counts start again from zero.
+func (r *routeLog) polled(mailbox string) {
+	found, published, dead := r.found, r.published, r.dead
+	r.found, r.published, r.dead = 0, 0, 0
+	r.log(slog.LevelDebug, EventPoll,
+		fmt.Sprintf("%s: %d found, %d published, %d dead-lettered", mailbox, found, published, dead),
+		"mailbox", mailbox, "found", found, "published", published, "deadLettered", dead)
+}
+
+// publishedMsg logs a message whose event JetStream acknowledged, after a warning for
+// each part moved out of its event to fit the NATS max payload.
+func (r *routeLog) publishedMsg(n msgNote) {
+	r.published++
+	key, val := n.refArg()
+	for _, m := range n.moved {
+		r.log(slog.LevelWarn, EventPublished, fmt.Sprintf("%s: %s", n.ref(), m), key, val, "eventId", n.eventID)
+	}
+	if !r.wants(slog.LevelDebug, EventPublished) {
+		return
+	}
+	r.log(slog.LevelDebug, EventPublished,
+		fmt.Sprintf("%s %s %q (%d bytes) published as %s on bus %d", n.ref(), n.messageID, n.subject, n.size, n.eventID, n.bus),
+		n.args()...)
+}
+
+// deadLettered logs a message that cannot become an event (its note holds only the
+// UID or item and the event Id) and why.
+func (r *routeLog) deadLettered(n msgNote, why error) {
+	r.dead++
+	key, val := n.refArg()
+	r.log(slog.LevelWarn, EventError, fmt.Sprintf("%s cannot become an event, dead-lettered as %s: %v", n.ref(), n.eventID, why),
+		key, val, "eventId", n.eventID, "error", why.Error())
+}
+
+// acted logs the after action run on n messages of the mailbox, less those actionFailed
+// logged since the last call; which names them ("UIDs 1:5"), or is empty.
+func (r *routeLog) acted(after, moveTo string, n int, which string) {
+	n -= r.refused
+	r.refused = 0
+	if after == schemas.AfterNone {
+		return
+	}
+	action := after
+	if after == schemas.AfterMove {
+		action = "move to " + moveTo
+	}
+	msg := fmt.Sprintf("%s: %d messages", action, n)
+	if which != "" {
+		msg += " (" + which + ")"
+	}
+	r.log(slog.LevelDebug, EventAction, msg, "action", after, "moveTo", moveTo, "count", n, "messages", which)
+}
+
+// actionFailed logs an after action the server refused for one message, which stays in
+// the mailbox to be published again (and deduplicated).
+func (r *routeLog) actionFailed(after string, n msgNote, err error) {
+	r.refused++
+	key, val := n.refArg()
+	r.log(slog.LevelError, EventAction, fmt.Sprintf("%s %s (%s): %v", after, n.ref(), n.eventID, err),
+		key, val, "eventId", n.eventID, "action", after, "error", err.Error())
+}
+
+// failed logs that the route's session or cycle failed and what happens next: state
+// backoff (retry after wait) or error (the route is parked, the failure is permanent).
+func (r *routeLog) failed(state string, wait time.Duration, err error) {
+	r.up = false
+	r.found, r.published, r.dead, r.refused = 0, 0, 0, 0
+	wait = wait.Round(time.Millisecond)
+	level, msg := slog.LevelWarn, fmt.Sprintf("retry in %s: %v", wait, err)
+	if state == schemas.StateError {
+		level, msg = slog.LevelError, fmt.Sprintf("route parked, retry in %s: %v", wait, err)
+	}
+	r.log(level, EventState, msg, "state", state, "retryIn", wait.String(), "error", err.Error())
+}
+
+// truncateUTF8 cuts s to at most n bytes at a character boundary, marking the cut.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // ReadConnLog reads a connection's log for connection.log: the last req.Limit entries

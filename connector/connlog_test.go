@@ -2,7 +2,6 @@ package connector_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -42,18 +41,31 @@ func connLogJS(t *testing.T) jetstream.JetStream {
 	return js
 }
 
-// writeAll writes one entry of every kind, the way a route worker does, the login error
+// writeEveryEvent writes one entry of every kind a route worker writes, the login error
 // carrying the password as a careless server might echo it.
 func writeEveryEvent(l *connector.ConnLog, c *schemas.Connection) {
-	l.Connect(c, "r", "imap.example.com:993")
-	l.Login(c, "r")
-	l.Poll(c, "r", "INBOX", 2, 1, 1)
-	l.Published(c, "r", 42, "<abc@example.org>", "Заявка #42", 5678, "support_imap/INBOX/1700000000/42", 0)
-	l.Action(c, "r", 42, "markRead")
-	l.Error(c, "r", connector.EventLogin, fmt.Errorf("login with %s refused", c.Password))
-	l.State(c, "r", schemas.StateBackoff, "login refused")
-	l.UIDValidity(c, "r", "INBOX", 1700000000, 1700000001)
-	l.Write(c, schemas.LogEntry{Level: connector.LevelWarn, Route: "r", Event: connector.EventError, Message: "UID 43 dead-lettered"})
+	for _, e := range []schemas.LogEntry{
+		{Event: connector.EventConnect, Message: "connected to imap.example.com:993 (encryption ssl)"},
+		{Event: connector.EventLogin, Message: "logged in as bot@example.com (auth basic)"},
+		{Event: connector.EventPoll, Message: pollMessage(2)},
+		{Event: connector.EventPublished, Message: `UID 42 <abc@example.org> "Заявка #42" (5678 bytes) published as support_imap/INBOX/1700000000/42 on bus 0`},
+		{Event: connector.EventAction, Message: "markRead: 1 messages (UIDs 42)"},
+		{Level: connector.LevelError, Event: connector.EventLogin, Message: fmt.Sprintf("login with %s refused", c.Password)},
+		{Level: connector.LevelWarn, Event: connector.EventState, Message: "retry in 1s: login refused"},
+		{Level: connector.LevelWarn, Event: connector.EventUIDValidity, Message: "UIDVALIDITY changed from 1700000000 to 1700000001"},
+		{Level: connector.LevelWarn, Event: connector.EventError, Message: "UID 43 cannot become an event"},
+	} {
+		e.Route = "r"
+		l.Write(c, e)
+	}
+}
+
+func pollMessage(n int) string {
+	return fmt.Sprintf("INBOX: %d found, %d published, 0 dead-lettered", n, n)
+}
+
+func writePoll(l *connector.ConnLog, c *schemas.Connection, n int) {
+	l.Write(c, schemas.LogEntry{Route: "r", Event: connector.EventPoll, Message: pollMessage(n)})
 }
 
 func readConnLog(t *testing.T, js jetstream.JetStream, req schemas.LogRequest) *schemas.Reply {
@@ -124,12 +136,12 @@ func TestConnLogLevelChange(t *testing.T) {
 	js := connLogJS(t)
 	l := connector.NewConnLog(js, connector.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
 	c := &schemas.Connection{Name: "c", LogLevel: schemas.LogOff}
-	l.Login(c, "r")
+	l.Write(c, schemas.LogEntry{Route: "r", Event: connector.EventLogin, Message: "logged in"})
 	c.LogLevel = schemas.LogFull
-	l.Poll(c, "r", "INBOX", 0, 0, 0)
+	writePoll(l, c, 0)
 	c.LogLevel = schemas.LogErrors
-	l.Poll(c, "r", "INBOX", 0, 0, 0)
-	l.Error(c, "r", connector.EventPoll, errors.New("connection reset"))
+	writePoll(l, c, 0)
+	l.Write(c, schemas.LogEntry{Level: connector.LevelError, Route: "r", Event: connector.EventPoll, Message: "connection reset"})
 	flushConnLog(t, l)
 	r := readConnLog(t, js, schemas.LogRequest{Name: "c"})
 	if got, want := logEvents(r.Entries), "poll poll"; got != want {
@@ -146,15 +158,16 @@ func TestConnLogRead(t *testing.T) {
 	c := &schemas.Connection{Name: "support_imap", Password: checkPassword, LogLevel: schemas.LogFull}
 	other := &schemas.Connection{Name: "other", LogLevel: schemas.LogFull}
 	for i := range 20 {
-		l.Poll(c, "r", "INBOX", i, i, 0)
-		l.Poll(other, "r", "INBOX", 100, 0, 0)
+		writePoll(l, c, i)
+		writePoll(l, other, 100)
 	}
 	flushConnLog(t, l)
 	time.Sleep(10 * time.Millisecond)
 	since := time.Now()
 	time.Sleep(10 * time.Millisecond)
-	l.Error(c, "r", connector.EventPoll, fmt.Errorf("read INBOX: connection reset\nby peer (password %s)", checkPassword))
-	l.Poll(c, "r", "INBOX", 7, 7, 0)
+	l.Write(c, schemas.LogEntry{Level: connector.LevelError, Route: "r", Event: connector.EventPoll,
+		Message: fmt.Sprintf("read INBOX: connection reset\nby peer (password %s)", checkPassword)})
+	writePoll(l, c, 7)
 	flushConnLog(t, l)
 
 	t.Run("all", func(t *testing.T) {
@@ -170,7 +183,7 @@ func TestConnLogRead(t *testing.T) {
 	})
 	t.Run("limit keeps the newest", func(t *testing.T) {
 		r := readConnLog(t, js, schemas.LogRequest{Name: c.Name, Limit: 4})
-		want := []string{"INBOX: 18 new, 18 published, 0 dead-lettered", "INBOX: 19 new, 19 published, 0 dead-lettered"}
+		want := []string{pollMessage(18), pollMessage(19)}
 		if len(r.Entries) != 4 || r.Entries[0].Message != want[0] || r.Entries[1].Message != want[1] || r.Entries[3].Event != "poll" {
 			t.Errorf("entries = %+v, want the last 4", r.Entries)
 		}

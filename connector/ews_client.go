@@ -80,6 +80,9 @@ type ewsClient struct {
 	impersonate string
 	tr          *http.Transport
 	http        *http.Client
+	// accepted, when set, is called after each request the server answered with 200: it
+	// took the credentials (the connection log's connect and login of a route).
+	accepted func()
 }
 
 // newEWSClient makes the client of an exchange connection. rootCAs, when not nil, replaces
@@ -270,6 +273,9 @@ func (c *ewsClient) do(ctx context.Context, op string, body any) (io.ReadCloser,
 			return nil, fmt.Errorf("ews %s: %w", op, err)
 		}
 		if resp.StatusCode == http.StatusOK {
+			if c.accepted != nil {
+				c.accepted()
+			}
 			return resp.Body, nil
 		}
 		err = c.failure(op, resp)

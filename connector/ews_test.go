@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -120,7 +119,7 @@ func ewsEvents(t *testing.T, rt *Runtime, route string, bus int) []schemas.Event
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
 			t.Fatalf("event %s: %v", m.Data, err)
 		}
-		if m.Header.Get(jetstream.MsgIDHeader) != ev.Id || m.Header.Get("ce-id") != ev.Id {
+		if m.Header.Get(jetstream.MsgIDHeader) != ev.Route+"/"+ev.Id || m.Header.Get("ce-id") != ev.Id {
 			t.Errorf("event %s: Nats-Msg-Id %q, ce-id %q", ev.Id, m.Header.Get(jetstream.MsgIDHeader), m.Header.Get("ce-id"))
 		}
 		evs = append(evs, ev)
@@ -524,37 +523,5 @@ func TestExchangeWorkerLargeBatch(t *testing.T) {
 	}
 	if dead := ewsStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox")); len(dead) != 0 {
 		t.Errorf("%d dead letters, want none: %s", len(dead), dead[0].Data)
-	}
-}
-
-// TestExchangeWorkerConnectionLog: an Exchange route writes the connection log as an IMAP
-// route does, so Download log and mailbus log show its work; at level full each published
-// message with its Message-ID.
-func TestExchangeWorkerConnectionLog(t *testing.T) {
-	rt := newEWSRuntime(t)
-	rt.ConnLog = NewConnLog(rt.JS, rt.Names, rt.Logger)
-	f := newFakeEWS(t, false)
-	f.add(3)
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
-	spec.Connection.LogLevel = schemas.LogFull
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
-
-	var text string
-	ewsWaitFor(t, "the published lines in the log", func() bool {
-		r, err := ReadConnLog(context.Background(), rt.JS, rt.Names, schemas.LogRequest{Name: spec.Connection.Name, Format: "text"})
-		if err != nil || !r.OK {
-			return false
-		}
-		text = r.Text
-		return strings.Count(text, " published: published ") == 3
-	})
-	for i := 1; i <= 3; i++ {
-		if want := fmt.Sprintf("<m%d@example.org>", i); !strings.Contains(text, want) {
-			t.Errorf("connection log lacks %s:\n%s", want, text)
-		}
-	}
-	if !strings.Contains(text, "route=exch_inbox") {
-		t.Errorf("connection log entries lack their route:\n%s", text)
 	}
 }

@@ -79,7 +79,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	}
 	idPfx := c.Name + "/" + r.Mailbox
 	subject := rt.Names.BusSubject(r.Bus, r.Name)
-	return &ewsWorker{
+	w := &ewsWorker{
 		rt: rt, route: r, conn: c, client: client, pub: pub,
 		sync:  r.Select == schemas.SelectAll || r.After == schemas.AfterNone,
 		state: &ewsStateStore{kv: rt.Storage.State, key: RouteKey(r.Name)},
@@ -89,7 +89,10 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		wire: &imapWorker{subject: subject, source: "mailbus/" + idPfx},
 		log:  rt.logger().With("route", r.Name, "connection", c.Name),
 		met:  rt.Metrics.route(r.Name, r.Bus),
-	}, nil
+	}
+	w.clog = newRouteLog(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
+	client.accepted = func() { w.clog.reached(client.url) }
+	return w, nil
 }
 
 // ewsWorker runs one route of an exchange connection: a cycle every poll interval until
@@ -106,6 +109,7 @@ type ewsWorker struct {
 	wire   *imapWorker
 	log    *slog.Logger
 	met    *routeMetrics
+	clog   *routeLog
 
 	folder, moveTo *ewsFolder // resolved on the first cycle
 	inflight       int        // bytes of published, unacknowledged events
@@ -132,7 +136,7 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 		case IsPermanent(err) || ewsPermanent(err):
 			w.met.failed(err, true)
 			state, wait = schemas.StateError, max(permanentRetry, 5*w.pollInterval())
-			w.connLog(slog.LevelError, EventError, "route parked: "+err.Error())
+			w.clog.failed(state, wait, err)
 		default:
 			w.met.failed(err, false)
 			// The server's own figure wins: ErrorServerBusy says how long it wants.
@@ -141,7 +145,7 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 				wait = backoff(attempt)
 				attempt++
 			}
-			w.connLog(slog.LevelWarn, EventState, fmt.Sprintf("retry in %s: %v", wait.Round(time.Millisecond), err))
+			w.clog.failed(state, wait, err)
 		}
 		w.status(func(s *schemas.RouteStatus) {
 			s.State = state
@@ -168,9 +172,10 @@ func (w *ewsWorker) status(f func(s *schemas.RouteStatus)) {
 	}
 }
 
-// connLog writes to the process log and to the connection log, as the IMAP worker's does.
+// connLog writes to the process log and to the connection log (see routeLog). args are
+// key, value pairs.
 func (w *ewsWorker) connLog(level slog.Level, event, msg string, args ...any) {
-	writeConnLog(w.rt, w.log, &w.conn, w.route.Name, level, event, msg, args...)
+	w.clog.log(level, event, msg, args...)
 }
 
 // cycle publishes everything the route selects, batch by batch.
@@ -192,6 +197,7 @@ func (w *ewsWorker) cycle(ctx context.Context) error {
 	}
 	now = time.Now().UTC()
 	w.status(func(s *schemas.RouteStatus) { s.Pending, s.LastSuccessAt, s.LastError = 0, &now, "" })
+	w.clog.polled(w.route.Mailbox)
 	return nil
 }
 
@@ -276,12 +282,11 @@ type ewsPending struct {
 	id      string // event Id
 	gone    bool   // deleted or moved since it was listed
 	deadErr error  // why it cannot become an event
-	// messageID is the mail's Message-ID, for the full connection log.
-	messageID string
-	noRaw     bool // the server would not give its MIME: dead letter without RawRef
-	msg       *nats.Msg
-	fut       jetstream.PubAckFuture
-	acked     bool
+	noRaw   bool   // the server would not give its MIME: dead letter without RawRef
+	msg     *nats.Msg
+	fut     jetstream.PubAckFuture
+	acked   bool
+	note    msgNote // for the connection log
 }
 
 // ewsTransientItem are per-item errors worth retrying on the next cycle rather than
@@ -299,6 +304,7 @@ var ewsTransientItem = []string{
 func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err error) {
 	// Whatever an earlier, failed batch left in flight is no longer waited for.
 	w.inflight = 0
+	w.clog.listed(len(items))
 	pend := make([]*ewsPending, len(items))
 	ids := make([]ewsID, len(items))
 	for i, it := range items {
@@ -400,7 +406,7 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 	if err != nil {
 		return err
 	}
-	p.msg, p.messageID = w.wire.eventMsg(ev, data), ev.MessageId
+	p.msg, p.note = w.wire.eventMsg(ev, data), noteOf(ev, p.item.ID.ID)
 	if p.fut, err = w.pub.publish(ctx, p.msg); err != nil {
 		return err
 	}
@@ -468,7 +474,7 @@ func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {
 			return err
 		}
 		if p.acked && p.deadErr == nil {
-			w.connLog(slog.LevelDebug, EventPublished, publishedLine(p.id, p.messageID), "messageId", p.messageID)
+			w.clog.publishedMsg(p.note)
 		}
 	}
 	return nil
@@ -498,7 +504,7 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 	if err != nil {
 		return err
 	}
-	w.connLog(slog.LevelWarn, EventError, "message cannot become an event: "+p.deadErr.Error(), "id", p.id)
+	w.clog.deadLettered(msgNote{item: p.item.ID.ID, eventID: p.id}, p.deadErr)
 	p.msg = msg
 	if p.fut, err = w.pub.publish(ctx, msg); err != nil {
 		return err
@@ -540,10 +546,10 @@ func (w *ewsWorker) after(ctx context.Context, pend []*ewsPending) (int, error) 
 	for i, e := range errs {
 		if e != nil {
 			left++
-			w.connLog(slog.LevelWarn, EventAction, fmt.Sprintf("after %s: %v", w.route.After, e), "id", w.eventID(done[i]))
+			w.clog.actionFailed(w.route.After, msgNote{item: done[i].ID, eventID: w.eventID(done[i])}, e)
 		}
 	}
-	w.connLog(slog.LevelDebug, EventAction, fmt.Sprintf("%s: %d messages", w.route.After, len(done)))
+	w.clog.acted(w.route.After, w.route.MoveTo, len(done), "")
 	return left, nil
 }
 

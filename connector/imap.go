@@ -67,7 +67,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		// parks the route with the reason rather than failing its start.
 		tokens = newTokenSource(&c, rt.defs)
 	}
-	return &imapWorker{
+	w := &imapWorker{
 		tokens:  tokens,
 		rt:      rt,
 		route:   r,
@@ -79,7 +79,9 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		idPfx:   eventPrefix,
 		log:     rt.logger().With("route", r.Name, "connection", c.Name),
 		met:     rt.Metrics.route(r.Name, r.Bus),
-	}, nil
+	}
+	w.clog = newRouteLog(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
+	return w, nil
 }
 
 // imapWorker runs one route: sessions (connect, cycle, wait, cycle...) until ctx ends,
@@ -96,6 +98,7 @@ type imapWorker struct {
 	log     *slog.Logger
 	tokens  *tokenSource // oauth2 only
 	met     *routeMetrics
+	clog    *routeLog
 }
 
 func (rt *Runtime) logger() *slog.Logger {
@@ -131,11 +134,11 @@ func (w *imapWorker) Run(ctx context.Context) error {
 		if IsPermanent(err) {
 			state = schemas.StateError
 			wait = max(permanentRetry, 5*w.pollInterval())
-			w.connLog(slog.LevelError, EventState, "route parked: "+err.Error())
+			w.clog.failed(state, wait, err)
 		} else {
 			wait = backoff(attempt)
 			attempt++
-			w.connLog(slog.LevelWarn, EventState, fmt.Sprintf("retry in %s: %v", wait.Round(time.Millisecond), err))
+			w.clog.failed(state, wait, err)
 		}
 		w.status(func(s *schemas.RouteStatus) { s.State, s.LastError = state, err.Error() })
 		t := time.NewTimer(wait)
@@ -171,30 +174,10 @@ func (w *imapWorker) status(f func(s *schemas.RouteStatus)) {
 	}
 }
 
-// connLog writes to the process log and to the connection log (which filters by the
-// connection's logLevel). args are key, value pairs.
+// connLog writes to the process log and to the connection log (see routeLog). args are
+// key, value pairs.
 func (w *imapWorker) connLog(level slog.Level, event, msg string, args ...any) {
-	writeConnLog(w.rt, w.log, &w.conn, w.route.Name, level, event, msg, args...)
-}
-
-// writeConnLog is the connLog of every source: the process log, and the connection log
-// that Download log and mailbus log read.
-func writeConnLog(rt *Runtime, log *slog.Logger, conn *schemas.Connection, route string, level slog.Level, event, msg string, args ...any) {
-	log.Log(context.Background(), level, msg, append([]any{"event", event}, args...)...)
-	e := schemas.LogEntry{Level: LevelInfo, Route: route, Event: event, Message: msg}
-	switch {
-	case level >= slog.LevelError:
-		e.Level = LevelError
-	case level >= slog.LevelWarn:
-		e.Level = LevelWarn
-	}
-	if len(args) > 1 {
-		e.Fields = make(map[string]any, len(args)/2)
-		for i := 0; i+1 < len(args); i += 2 {
-			e.Fields[fmt.Sprint(args[i])] = args[i+1]
-		}
-	}
-	rt.ConnLog.Write(conn, e)
+	w.clog.log(level, event, msg, args...)
 }
 
 // session connects, then runs cycles until an error or ctx ends. attempt is reset once a
@@ -226,7 +209,7 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 	if err := w.checkCaps(caps); err != nil {
 		return err
 	}
-	w.connLog(slog.LevelDebug, EventLogin, "connected to "+IMAPAddr(&w.conn), "encryption", w.conn.Encryption)
+	w.clog.connected(IMAPAddr(&w.conn))
 	cp, err := w.cps.Load(ctx)
 	if err != nil {
 		return err

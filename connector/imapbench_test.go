@@ -52,6 +52,31 @@ func BenchmarkIngest(b *testing.B) {
 	b.StopTimer()
 }
 
+// BenchmarkIngestConnLog is BenchmarkIngest with the connection log at each level: what
+// an entry per message (full) costs against errors, which writes none for a healthy route.
+func BenchmarkIngestConnLog(b *testing.B) {
+	for _, level := range []string{schemas.LogErrors, schemas.LogFull} {
+		b.Run(level, func(b *testing.B) {
+			n := startBusNATS(b)
+			srv := startMemIMAP(b, memCaps...)
+			raw := bigMail(1)
+			for range b.N {
+				srv.append(b, "INBOX", raw)
+			}
+			rt := newIMAPRuntime(b, n)
+			rt.ConnLog = connector.NewConnLog(n.js, busNames, rt.Logger)
+			route := imapRoute("bench", schemas.SelectUnseen, schemas.AfterMarkRead)
+			conn := imapConn(srv.addr, schemas.EncryptionNone)
+			conn.LogLevel = level
+			b.SetBytes(int64(len(raw)))
+			b.ResetTimer()
+			runIMAPWorker(b, rt, connector.RouteSpec{Route: route, Connection: conn})
+			waitRouteIdle(b, rt, route.Name, uint32(b.N))
+			b.StopTimer()
+		})
+	}
+}
+
 // TestIMAPBenchDovecot is the measurement of the note (MAILBUS_BENCH_DOVECOT=1 with
 // MAILBUS_TEST_DOVECOT=1): a gen_maildir.py corpus (MAILBUS_BENCH_COUNT messages, 5000 by
 // default, profile MAILBUS_BENCH_PROFILE or mixed) ingested over IMAPS by a worker in its

@@ -61,14 +61,13 @@ type fetched struct {
 	skip bool // a probe (ProbeHeader): nothing published, no after action (the check
 	// removes its probe itself); the checkpoint moves past it like past any message
 	deadErr error // why the mapping rejected it; dead-lettered once the FETCH is over
-	// messageID is the mail's Message-ID, for the full connection log.
-	messageID string
 	// msg is the event (or dead letter) held for a retry, and fut its publish (which
 	// holds it too); both are let go of once it is acknowledged (release).
 	msg  *nats.Msg
 	fut  jetstream.PubAckFuture
-	done bool  // fut has resolved (err holds how)
-	err  error // the publish's outcome once done
+	done bool    // fut has resolved (err holds how)
+	err  error   // the publish's outcome once done
+	note msgNote // for the connection log
 }
 
 // result waits for the publish to resolve and remembers how, so it can be asked twice.
@@ -129,9 +128,7 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	if err != nil {
 		return err
 	}
-	if len(uids) > 0 {
-		w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("%d messages to publish", len(uids)))
-	}
+	w.clog.listed(len(uids))
 	for len(uids) > 0 {
 		w.status(func(st *schemas.RouteStatus) { st.Pending = int64(len(uids)) })
 		n := min(len(uids), s.batchSize())
@@ -143,6 +140,7 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	end := time.Now().UTC()
 	w.status(func(st *schemas.RouteStatus) { st.Pending, st.LastSuccessAt, st.LastError = 0, &end, "" })
 	w.log.Debug("cycle done", "took", end.Sub(now), "reselect", reselect, "lastUid", s.cp.LastUid)
+	w.clog.polled(w.route.Mailbox)
 	return nil
 }
 
@@ -347,12 +345,7 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 	if err != nil {
 		return nil, err
 	}
-	for _, warn := range ev.Warnings {
-		if strings.Contains(warn, "NATS max payload") {
-			w.connLog(slog.LevelWarn, EventPublished, warn, "uid", uid)
-		}
-	}
-	f.msg, f.messageID = w.eventMsg(ev, data), ev.MessageId
+	f.msg, f.note = w.eventMsg(ev, data), noteOf(ev, "")
 	if f.fut, err = w.pub.publish(ctx, f.msg); err != nil {
 		return nil, err
 	}
@@ -533,7 +526,7 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 			s.release(f)
 		}
 		if f.deadErr == nil {
-			s.w.connLog(slog.LevelDebug, EventPublished, publishedLine(s.eventID(f.uid), f.messageID), "uid", f.uid, "messageId", f.messageID)
+			s.w.clog.publishedMsg(f.note)
 		}
 		s.w.met.done(f.deadErr != nil)
 		s.w.status(func(st *schemas.RouteStatus) {
@@ -564,7 +557,8 @@ func (s *imapSession) apply(ctx context.Context, done []*fetched) error {
 		if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
 			return fmt.Errorf("after %s: %w", s.w.route.After, err)
 		}
-		s.w.connLog(slog.LevelDebug, EventAction, fmt.Sprintf("%s: %d messages", s.w.route.After, len(done)))
+		uids, _ := set.Nums()
+		s.w.clog.acted(s.w.route.After, s.w.route.MoveTo, len(uids), "UIDs "+set.String())
 	}
 	s.cp.LastUid = uint32(done[len(done)-1].uid)
 	if err := s.w.cps.Save(ctx, s.cp); err != nil {
@@ -653,7 +647,7 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 	if err != nil {
 		return err
 	}
-	w.connLog(slog.LevelWarn, EventError, "message cannot become an event: "+f.deadErr.Error(), "uid", f.uid)
+	w.clog.deadLettered(msgNote{uid: uint32(f.uid), eventID: id}, f.deadErr)
 	f.msg = msg
 	if f.fut, err = w.pub.publish(ctx, msg); err != nil {
 		return err
