@@ -65,6 +65,10 @@ type fakeEWS struct {
 	busyAt     time.Time
 	afterBusy  time.Time
 	pageSizes  []int
+	// restrictions are the FindItem restrictions, as fakeExprString writes them.
+	restrictions []string
+	mimeGets     []string // ids of the items whose MIME content a GetItem returned
+	headerGets   []string // ids of the items whose InternetMessageHeaders a GetItem returned
 }
 
 type fakeItem struct {
@@ -284,10 +288,14 @@ func (f *fakeEWS) findItem(op *fakeNode) string {
 	if op.attr("Traversal") != "Shallow" {
 		f.t.Errorf("FindItem Traversal = %q", op.attr("Traversal"))
 	}
-	eq := op.child("Restriction").child("IsEqualTo")
-	if eq.child("FieldURI").attr("FieldURI") != "message:IsRead" ||
-		eq.child("FieldURIOrConstant").child("Constant").attr("Value") != "false" {
-		f.t.Errorf("FindItem restriction is not IsRead=false")
+	r := op.child("Restriction")
+	if len(r.kids) != 1 {
+		f.t.Errorf("FindItem restriction with %d expressions, want 1", len(r.kids))
+		return ""
+	}
+	f.restrictions = append(f.restrictions, fakeExprString(r.kids[0]))
+	if !fakeRequiresUnread(r.kids[0]) {
+		f.t.Errorf("FindItem restriction %s does not require IsRead=false", fakeExprString(r.kids[0]))
 	}
 	fo := op.child("SortOrder").child("FieldOrder")
 	if fo.attr("Order") != "Ascending" || fo.child("FieldURI").attr("FieldURI") != "item:DateTimeReceived" {
@@ -297,7 +305,13 @@ func (f *fakeEWS) findItem(op *fakeNode) string {
 	max, _ := strconv.Atoi(view.attr("MaxEntriesReturned"))
 	offset, _ := strconv.Atoi(view.attr("Offset"))
 	f.pageSizes = append(f.pageSizes, max)
-	all := f.unread(f.folderOf(op.child("ParentFolderIds")))
+	var all []*fakeItem
+	folder := f.folderOf(op.child("ParentFolderIds"))
+	for _, it := range f.items {
+		if it.folder == folder && f.restrict(r.kids[0], it) {
+			all = append(all, it)
+		}
+	}
 	page := all[min(offset, len(all)):min(offset+max, len(all))]
 	var b strings.Builder
 	for _, it := range page {
@@ -325,7 +339,7 @@ func (f *fakeEWS) getItem(op *fakeNode) string {
 		props = append(props, p.attr("FieldURI"))
 	}
 	if !slices.Contains(props, "item:MimeContent") {
-		f.t.Errorf("GetItem without item:MimeContent: %v", props)
+		return f.getHeaders(op, props)
 	}
 	var b strings.Builder
 	for _, id := range op.child("ItemIds").kids {
@@ -336,6 +350,7 @@ func (f *fakeEWS) getItem(op *fakeNode) string {
 		case f.badItems[it.id] != "":
 			b.WriteString(fakeErrorMessage("GetItem", f.badItems[it.id], "The item cannot be read."))
 		default:
+			f.mimeGets = append(f.mimeGets, it.id)
 			fmt.Fprintf(&b, `<m:GetItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:Items><t:Message>`+
 				`<t:MimeContent CharacterSet="UTF-8">%s</t:MimeContent><t:ItemId Id="%s" ChangeKey="CQAAABYAAAA"/>`+
 				`<t:DateTimeReceived>%s</t:DateTimeReceived><t:Size>%d</t:Size></t:Message></m:Items></m:GetItemResponseMessage>`,
@@ -527,16 +542,22 @@ var fakeMessagesNS = []string{
 // fakeOrder is the documented sequence of the children of the elements mailbus sends:
 // EWS validates requests against its schema, where order matters.
 var fakeOrder = map[string][]string{
-	"FindItem":        {"ItemShape", "IndexedPageItemView", "Restriction", "SortOrder", "ParentFolderIds"},
-	"GetItem":         {"ItemShape", "ItemIds"},
-	"ItemShape":       {"BaseShape", "IncludeMimeContent", "AdditionalProperties"},
-	"FolderShape":     {"BaseShape", "AdditionalProperties"},
-	"SyncFolderItems": {"ItemShape", "SyncFolderId", "SyncState", "Ignore", "MaxChangesReturned", "SyncScope"},
-	"ItemChange":      {"ItemId", "Updates"},
-	"SetItemField":    {"FieldURI", "Message"},
-	"IsEqualTo":       {"FieldURI", "FieldURIOrConstant"},
-	"MoveItem":        {"ToFolderId", "ItemIds"},
-	"FindFolder":      {"FolderShape", "Restriction", "ParentFolderIds"},
+	"FindItem":               {"ItemShape", "IndexedPageItemView", "Restriction", "SortOrder", "ParentFolderIds"},
+	"GetItem":                {"ItemShape", "ItemIds"},
+	"ItemShape":              {"BaseShape", "IncludeMimeContent", "AdditionalProperties"},
+	"FolderShape":            {"BaseShape", "AdditionalProperties"},
+	"SyncFolderItems":        {"ItemShape", "SyncFolderId", "SyncState", "Ignore", "MaxChangesReturned", "SyncScope"},
+	"ItemChange":             {"ItemId", "Updates"},
+	"SetItemField":           {"FieldURI", "Message"},
+	"IsEqualTo":              {"FieldURI", "FieldURIOrConstant"},
+	"IsNotEqualTo":           {"FieldURI", "FieldURIOrConstant"},
+	"IsGreaterThan":          {"FieldURI", "FieldURIOrConstant"},
+	"IsGreaterThanOrEqualTo": {"FieldURI", "FieldURIOrConstant"},
+	"IsLessThan":             {"FieldURI", "FieldURIOrConstant"},
+	"IsLessThanOrEqualTo":    {"FieldURI", "FieldURIOrConstant"},
+	"Contains":               {"FieldURI", "Constant"},
+	"MoveItem":               {"ToFolderId", "ItemIds"},
+	"FindFolder":             {"FolderShape", "Restriction", "ParentFolderIds"},
 }
 
 // fakeNonEmpty are elements the schema requires at least one child of.

@@ -201,7 +201,7 @@ type findItemRequest struct {
 		Offset    int    `xml:"Offset,attr"`
 		BasePoint string `xml:"BasePoint,attr"`
 	} `xml:"m:IndexedPageItemView"`
-	Restriction ewsIsEqualTo `xml:"m:Restriction>t:IsEqualTo"`
+	Restriction ewsRestriction `xml:"m:Restriction"`
 	Sort        struct {
 		Order string      `xml:"Order,attr"`
 		Field ewsFieldURI `xml:"t:FieldURI"`
@@ -225,9 +225,9 @@ type findItemMessage struct {
 }
 
 // findUnread lists up to max unread items of folder from offset, oldest first, and whether
-// more follow.
-func (c *ewsClient) findUnread(ctx context.Context, folder ewsFolder, offset, max int) ([]ewsItem, bool, error) {
-	m, err := c.findItem(ctx, folder, offset, max)
+// more follow; filter are search expressions the items must meet too.
+func (c *ewsClient) findUnread(ctx context.Context, folder ewsFolder, offset, max int, filter ...any) ([]ewsItem, bool, error) {
+	m, err := c.findItem(ctx, folder, offset, max, filter)
 	if err != nil {
 		return nil, false, err
 	}
@@ -236,17 +236,17 @@ func (c *ewsClient) findUnread(ctx context.Context, folder ewsFolder, offset, ma
 
 // countUnread returns how many unread items folder holds.
 func (c *ewsClient) countUnread(ctx context.Context, folder ewsFolder) (int, error) {
-	m, err := c.findItem(ctx, folder, 0, 1)
+	m, err := c.findItem(ctx, folder, 0, 1, nil)
 	if err != nil {
 		return 0, err
 	}
 	return m.Root.Total, nil
 }
 
-func (c *ewsClient) findItem(ctx context.Context, folder ewsFolder, offset, max int) (*findItemMessage, error) {
+func (c *ewsClient) findItem(ctx context.Context, folder ewsFolder, offset, max int, filter []any) (*findItemMessage, error) {
 	req := findItemRequest{Traversal: "Shallow", Shape: ewsWithProperties("item:DateTimeReceived"), Folder: folder}
 	req.Page.Max, req.Page.Offset, req.Page.BasePoint = max, offset, "Beginning"
-	req.Restriction = ewsEquals("message:IsRead", "false")
+	req.Restriction = ewsUnreadRestriction(filter)
 	req.Sort.Order, req.Sort.Field = "Ascending", ewsFieldURI{"item:DateTimeReceived"}
 	var r findItemReply
 	if err := ewsCall(ctx, c, "FindItem", req, &r); err != nil {

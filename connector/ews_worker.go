@@ -77,13 +77,19 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
 	}
+	filter, err := newMailFilter(r.Filter)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
+	}
 	idPfx := c.Name + "/" + r.Mailbox
 	subject := rt.Names.BusSubject(r.Bus, r.Name)
+	sync := r.Select == schemas.SelectAll || r.After == schemas.AfterNone
 	w := &ewsWorker{
 		rt: rt, route: r, conn: c, client: client, pub: pub,
-		sync:  r.Select == schemas.SelectAll || r.After == schemas.AfterNone,
-		state: &ewsStateStore{kv: rt.Storage.State, key: RouteKey(r.Name)},
-		idPfx: idPfx,
+		sync:   sync,
+		filter: newEWSFilter(filter, sync),
+		state:  &ewsStateStore{kv: rt.Storage.State, key: RouteKey(r.Name)},
+		idPfx:  idPfx,
 		// The wire form (Msg-Id, CloudEvents headers) is the IMAP worker's, so that both
 		// kinds of route publish exactly the same way.
 		wire: &imapWorker{subject: subject, source: "mailbus/" + idPfx},
@@ -110,6 +116,7 @@ type ewsWorker struct {
 	log    *slog.Logger
 	met    *routeMetrics
 	clog   *routeLog
+	filter *ewsFilter
 
 	folder, moveTo *ewsFolder // resolved on the first cycle
 	inflight       int        // bytes of published, unacknowledged events
@@ -225,11 +232,17 @@ func (w *ewsWorker) resolve(ctx context.Context) error {
 // still unread behind the route (failed ones) end.
 func (w *ewsWorker) unreadCycle(ctx context.Context) error {
 	offset := 0
+	w.filter.newCycle()
 	for {
-		items, more, err := w.client.findUnread(ctx, *w.folder, offset, ewsBatch)
+		items, more, err := w.client.findUnread(ctx, *w.folder, offset, ewsBatch, w.filter.restrict...)
 		if err != nil || len(items) == 0 {
 			return err
 		}
+		items, passed, err := w.filterItems(ctx, items)
+		if err != nil {
+			return err
+		}
+		offset += passed // they stay unread
 		w.status(func(s *schemas.RouteStatus) { s.Pending = int64(len(items)) })
 		left, err := w.batch(ctx, items)
 		if err != nil {
@@ -256,6 +269,9 @@ func (w *ewsWorker) syncCycle(ctx context.Context) error {
 		}
 		if w.route.Select == schemas.SelectUnseen {
 			items = slices.DeleteFunc(items, func(it ewsItem) bool { return it.IsRead })
+		}
+		if items, _, err = w.filterItems(ctx, items); err != nil {
+			return err
 		}
 		w.status(func(s *schemas.RouteStatus) { s.Pending = int64(len(items)) })
 		if len(items) > 0 {
@@ -302,6 +318,9 @@ var ewsTransientItem = []string{
 // it left unread in the folder. A transient error on one item does not hold the others up:
 // it is returned once they are done, so the cycle backs off and retries.
 func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err error) {
+	if len(items) == 0 { // all passed over by the filter
+		return 0, nil
+	}
 	// Whatever an earlier, failed batch left in flight is no longer waited for.
 	w.inflight = 0
 	w.clog.listed(len(items))

@@ -56,6 +56,10 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if r.Mailbox == "" {
 		r.Mailbox = "INBOX"
 	}
+	filter, err := newMailFilter(r.Filter)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
+	}
 	pub := rt.Publishers.bus(r.Bus)
 	if pub == nil {
 		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
@@ -69,6 +73,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	}
 	w := &imapWorker{
 		tokens:  tokens,
+		filter:  filter,
 		rt:      rt,
 		route:   r,
 		conn:    c,
@@ -99,6 +104,7 @@ type imapWorker struct {
 	tokens  *tokenSource // oauth2 only
 	met     *routeMetrics
 	clog    *routeLog
+	filter  *mailFilter // nil: every message the route selects
 }
 
 func (rt *Runtime) logger() *slog.Logger {

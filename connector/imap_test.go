@@ -122,7 +122,7 @@ func TestIMAPEventHeaders(t *testing.T) {
 	}
 	h := msgs[0].Header
 	for k, want := range map[string]string{
-		"Nats-Msg-Id": ev.Id, "Content-Type": "application/json", "ce-specversion": "1.0",
+		"Nats-Msg-Id": ev.Route + "/" + ev.Id, "Content-Type": "application/json", "ce-specversion": "1.0",
 		"ce-id": ev.Id, "ce-type": "mail.received", "ce-source": "mailbus/c1/INBOX",
 		"ce-time": ev.ReceivedAt.Format(time.RFC3339),
 	} {

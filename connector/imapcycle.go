@@ -52,6 +52,7 @@ type imapSession struct {
 	// expired); zero: never.
 	renewAt time.Time
 	avgSize int // of the messages of the last batch, for the size of the next
+	flt     imapFilterState
 }
 
 // fetched is one message of a batch on its way: published and waiting for its
@@ -128,6 +129,9 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	if err != nil {
 		return err
 	}
+	if uids, err = s.filter(ctx, uids); err != nil {
+		return err
+	}
 	w.clog.listed(len(uids))
 	for len(uids) > 0 {
 		w.status(func(st *schemas.RouteStatus) { st.Pending = int64(len(uids)) })
@@ -136,6 +140,9 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 			return err
 		}
 		uids = uids[n:]
+	}
+	if err := s.pass(ctx); err != nil {
+		return err
 	}
 	end := time.Now().UTC()
 	w.status(func(st *schemas.RouteStatus) { st.Pending, st.LastSuccessAt, st.LastError = 0, &end, "" })
@@ -444,7 +451,7 @@ func (w *imapWorker) eventMsg(ev *schemas.Event, data []byte) *nats.Msg {
 		t = *ev.ReceivedAt
 	}
 	h := m.Header
-	h.Set(jetstream.MsgIDHeader, ev.Id)
+	h.Set(nats.MsgIdHdr, ev.Route+"/"+ev.Id)
 	h.Set("Content-Type", "application/json")
 	h.Set("ce-specversion", "1.0")
 	h.Set("ce-id", ev.Id)

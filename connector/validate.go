@@ -247,6 +247,11 @@ func validateRoute(r *schemas.Route) *schemas.Error {
 			return errInvalid(fmt.Sprintf("headers[%d]", i), "header name %q: want printable ASCII without spaces or colons", h)
 		}
 	}
+	if r.Filter.IsZero() {
+		r.Filter = nil
+	} else if e := validateFilter(r.Filter); e != nil {
+		return e
+	}
 	seen := make(map[string]bool, len(r.Attributes))
 	for i, a := range r.Attributes {
 		field := fmt.Sprintf("attributes[%d]", i)

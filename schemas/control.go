@@ -94,6 +94,7 @@ type RouteStatus struct {
 	UidValidity   uint32     `json:"uidValidity"`
 	LastUid       uint32     `json:"lastUid"`
 	Pending       int64      `json:"pending"`
+	Filtered      uint64     `json:"filtered"` // messages the route's filter passed over
 }
 
 // Stage is one timed step of a connection check.

@@ -447,6 +447,9 @@ func TestRoute(t *testing.T) {
 		}},
 		{"regex rule", with(t, contractRoute, `{"attributes":[{"name":"n","from":"subject","regex":"#(\\d+)"}]}`)},
 		{"minimal", `{"name":"r","connection":"c"}`},
+		{"filter", with(t, contractRoute, `{"filter":{"from":"@example.org","subject":"Заявка","headers":[{"name":"X-Ticket-Id","contains":""}],"since":"2026-11-01","before":"","minSize":0,"maxSize":1048576}}`)},
+		{"filter via Go", roundTrip[schemas.Route](t, with(t, contractRoute, `{"filter":{"to":"support@","headers":[{"name":"X-Prio"}]}}`))},
+		{"null filter", with(t, contractRoute, `{"filter":null}`)},
 	}
 	for _, tc := range valid {
 		if err := sch.Validate(instance(t, tc.route)); err != nil {
@@ -467,6 +470,11 @@ func TestRoute(t *testing.T) {
 		{"rule without name", `{"attributes":[{"from":"subject"}]}`},
 		{"rule bad regex", `{"attributes":[{"name":"n","from":"subject","regex":"("}]}`},
 		{"unknown property", `{"flags":["\\Seen"]}`},
+		{"filter unknown condition", `{"filter":{"body":"x"}}`},
+		{"filter date with time", `{"filter":{"since":"2026-11-01T00:00:00Z"}}`},
+		{"filter header without name", `{"filter":{"headers":[{"contains":"x"}]}}`},
+		{"filter line break", `{"filter":{"subject":"a\r\nb"}}`},
+		{"filter negative size", `{"filter":{"minSize":-1}}`},
 	}
 	for _, tc := range invalid {
 		if err := sch.Validate(instance(t, with(t, contractRoute, tc.patch))); err == nil {
