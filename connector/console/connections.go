@@ -436,43 +436,33 @@ func (c *Console) connectionLog(w http.ResponseWriter, r *http.Request, s *sessi
 		c.fail(w, r, http.StatusBadRequest, "conn.log.badTime", bad)
 		return
 	}
-	reply, err := c.request(r.Context(), "connection", "log", schemas.LogRequest{Name: name, Since: from, Limit: maxLogEntries})
+	// The text is the control service's own (as mailbus log prints it); "to" is applied
+	// here, by each line's leading time.
+	reply, err := c.request(r.Context(), "connection", "log",
+		schemas.LogRequest{Name: name, Since: from, Limit: maxLogEntries, Format: "text"})
 	if err != nil {
 		c.controlFail(w, r, err)
 		return
 	}
-	var b strings.Builder
-	for _, e := range reply.Entries {
-		if to != nil && e.Time.After(*to) {
-			continue
+	text := reply.Text
+	if to != nil {
+		var b strings.Builder
+		for line := range strings.Lines(text) {
+			stamp, _, _ := strings.Cut(line, " ")
+			if at, err := time.Parse(time.RFC3339, stamp); err == nil && at.After(*to) {
+				continue
+			}
+			b.WriteString(line)
 		}
-		b.WriteString(logLine(e))
-		b.WriteByte('\n')
+		text = b.String()
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`-log.txt"`)
-	w.Write([]byte(b.String()))
+	w.Write([]byte(text))
 }
 
 // maxLogEntries is the most the control service gives in one read.
 const maxLogEntries = 10000
-
-// logLine is one entry as mailbus log prints it.
-func logLine(e schemas.LogEntry) string {
-	var b strings.Builder
-	b.WriteString(e.Time.UTC().Format(time.RFC3339))
-	b.WriteByte(' ')
-	b.WriteString(e.Level)
-	if e.Route != "" {
-		b.WriteString(" route=")
-		b.WriteString(e.Route)
-	}
-	b.WriteByte(' ')
-	b.WriteString(e.Event)
-	b.WriteString(": ")
-	b.WriteString(strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(e.Message))
-	return b.String()
-}
 
 // controlFail shows a refusal (not found, conflict) or an unreachable control service.
 func (c *Console) controlFail(w http.ResponseWriter, r *http.Request, err error) {
