@@ -403,6 +403,21 @@ func TestConsoleBrowserForms(t *testing.T) {
 	if r := m.control(t, "connection.get", schemas.NameRequest{Name: "evil"}); r.OK {
 		t.Fatal("the cross-site post stored a connection")
 	}
+	// The route form too: a refusal next to the field it names, nothing stored.
+	run(t, ctx, "save a route that moves to no folder",
+		chromedp.Navigate(m.url+"/ui/route"),
+		setValue("#f-connection", "unreach"),
+		setValue("#f-name", "no_folder"),
+		setValue("#f-after", "move"),
+		chromedp.Click(chromedp.CSS("#save")),
+		chromedp.WaitVisible(chromedp.CSS("#err-moveTo")),
+	)
+	mustContain(t, "the error next to moveTo", get(t, ctx, "moveTo error", chromedp.Text(chromedp.CSS("#err-moveTo"))), "moveTo is required")
+	if r := m.control(t, "route.get", schemas.NameRequest{Name: "no_folder"}); r.OK {
+		t.Fatal("a refused route form stored the route")
+	}
+	snap()
+
 	// Every other page, for its labels (and the password).
 	for _, path := range []string{"/ui/connections", "/ui/routes", "/ui/route", "/ui/events?bus=2"} {
 		run(t, ctx, "open "+path, chromedp.Navigate(m.url+path), chromedp.WaitVisible(chromedp.CSS("h1")))
