@@ -77,6 +77,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Connector, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.fence = newFence(cfg)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -180,6 +181,11 @@ func (c *Connector) Run(ctx context.Context) error {
 	registerNATS(reg, nc)
 	pubs.measure(metrics)
 	st := &store{kv: storage.Config, sealer: c.sealer}
+	if c.cfg.Definitions != "" {
+		if err := c.applyDefinitions(ctx, st); err != nil {
+			return err
+		}
+	}
 	rt := &Runtime{
 		Names:          c.names,
 		NC:             nc,
@@ -282,13 +288,47 @@ func (c *Connector) Run(ctx context.Context) error {
 // (a cluster electing its meta leader, a server still starting).
 func (c *Connector) ensureStorage(ctx context.Context, js jetstream.JetStream) (*Storage, error) {
 	for attempt := 0; ; attempt++ {
-		s, err := EnsureStorage(ctx, js, c.names, c.cfg.StreamReplicas, c.cfg.DedupWindow)
+		s, err := OpenStorage(ctx, js, c.names, c.cfg.Storage())
 		if err == nil {
 			return s, nil
+		}
+		if errors.Is(err, ErrStorageCheck) {
+			return nil, err
 		}
 		c.logger.Warn("jetstream storage not ready; retrying", "err", err)
 		if !sleepUntil(ctx, restartDelay(min(attempt, 3))) {
 			return nil, fmt.Errorf("storage: %w", ctx.Err())
+		}
+	}
+}
+
+// applyDefinitions applies the file of MAILBUS_DEFINITIONS, retrying while the storage
+// does not answer. A file that cannot be read or is refused stops the start.
+func (c *Connector) applyDefinitions(ctx context.Context, st *store) error {
+	path := c.cfg.Definitions
+	defs, err := ReadDefinitions(path)
+	if err != nil {
+		return fmt.Errorf("MAILBUS_DEFINITIONS: %w", err)
+	}
+	req := &schemas.ApplyRequest{Connections: defs.Connections, Routes: defs.Routes}
+	for attempt := 0; ; attempt++ {
+		changes, err := st.Apply(ctx, req)
+		var refused *schemas.Error
+		switch {
+		case err == nil:
+			counts := map[string]int{}
+			for _, ch := range changes {
+				counts[ch.Action]++
+			}
+			c.logger.Info("definitions applied", "file", path, "created", counts[schemas.ActionCreate],
+				"updated", counts[schemas.ActionUpdate], "unchanged", counts[schemas.ActionUnchanged])
+			return nil
+		case errors.As(err, &refused):
+			return fmt.Errorf("MAILBUS_DEFINITIONS: %s: %w", path, err)
+		}
+		c.logger.Warn("definitions not applied yet; retrying", "file", path, "err", err)
+		if !sleepUntil(ctx, restartDelay(min(attempt, 3))) {
+			return fmt.Errorf("MAILBUS_DEFINITIONS: %w", ctx.Err())
 		}
 	}
 }

@@ -432,12 +432,14 @@ func TestEndToEndCheckAndLog(t *testing.T) {
 	if !r.OK || r.Mailbox == nil || r.Mailbox.Name != "INBOX" || r.Mailbox.Messages != 1 || len(r.Stages) == 0 {
 		t.Fatalf("connection.test of the saved connection = %+v", r)
 	}
-	// A draft without a password takes the saved one; with a wrong one it fails as a
-	// normal reply that says why, and keeps the password out.
+	// A draft never takes the saved password; with its own it passes, with a wrong one it
+	// fails as a normal reply that says why, and keeps the password out.
 	conn["logLevel"] = "off"
 	delete(conn, "password")
+	s.fail("mail.control.connection.test", conn, "invalid", "password")
+	conn["password"] = "secret"
 	if r, _ := s.request("mail.control.connection.test", conn); !r.OK {
-		t.Fatalf("connection.test of a draft with the saved password = %+v", r.Error)
+		t.Fatalf("connection.test of a draft with the password = %+v", r.Error)
 	}
 	conn["password"] = "wrong-password-123"
 	r, msg := s.request("mail.control.connection.test", conn)

@@ -88,6 +88,7 @@ func startControl(ctx context.Context, nc *nats.Conn, n Names, version string, c
 		{"route", "list", c.routeList, 0, 0},
 		{"route", "delete", c.routeDelete, 0, 0},
 		{"route", "status", c.routeStatus, 0, 0},
+		{"definitions", "apply", c.definitionsApply, applyRequestTimeout, 0},
 	}
 	groups := map[string]micro.Group{}
 	for _, e := range endpoints {
@@ -130,24 +131,24 @@ func (c *control) serve(ctx context.Context, h handler, timeout time.Duration, p
 	}
 	return micro.ContextHandler(ctx, func(ctx context.Context, req micro.Request) {
 		if slots == nil {
-			c.handle(ctx, h, timeout, req)
+			c.handle(ctx, h, timeout, req, false)
 			return
 		}
 		slots <- struct{}{}
 		go func() {
 			defer func() { <-slots }()
-			c.handle(ctx, h, timeout, req)
+			c.handle(ctx, h, timeout, req, true)
 		}()
 	})
 }
 
-// handle answers one request.
-func (c *control) handle(ctx context.Context, h handler, timeout time.Duration, req micro.Request) {
+// handle answers one request; async says it runs after micro's handler returned.
+func (c *control) handle(ctx context.Context, h handler, timeout time.Duration, req micro.Request, async bool) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	reply, err := h(ctx, req.Data())
 	if err != nil {
-		c.respondError(req, err)
+		c.respondError(req, err, async)
 		return
 	}
 	// A reply that carries its own error (a failed connection check) is a normal reply
@@ -159,8 +160,10 @@ func (c *control) handle(ctx context.Context, h handler, timeout time.Duration, 
 }
 
 // respondError is the one place an error becomes a control reply: the micro error headers
-// and the JSON body {"ok":false,"error":{...}}.
-func (c *control) respondError(req micro.Request, err error) {
+// and the JSON body {"ok":false,"error":{...}}. An async reply sets the headers itself:
+// req.Error records the error in the request, which micro reads for its statistics once
+// its handler returned, and that would race with a reply sent after it.
+func (c *control) respondError(req micro.Request, err error, async bool) {
 	e := wireError(err)
 	if e.Code == schemas.CodeInternal {
 		c.logger.Error("control request failed", "subject", req.Subject(), "err", err)
@@ -168,7 +171,14 @@ func (c *control) respondError(req micro.Request, err error) {
 		c.logger.Debug("control request refused", "subject", req.Subject(), "code", e.Code, "field", e.Field)
 	}
 	body, _ := json.Marshal(schemas.Reply{OK: false, Error: e})
-	if err := req.Error(errorHeaderCodes[e.Code], e.Error(), body); err != nil {
+	if async {
+		err = req.Respond(body, micro.WithHeaders(micro.Headers{
+			micro.ErrorCodeHeader: {errorHeaderCodes[e.Code]}, micro.ErrorHeader: {e.Error()},
+		}))
+	} else {
+		err = req.Error(errorHeaderCodes[e.Code], e.Error(), body)
+	}
+	if err != nil {
 		c.logger.Warn("control reply not sent", "subject", req.Subject(), "err", err)
 	}
 }
@@ -196,11 +206,12 @@ const testRequestTimeout = 60 * time.Second
 const testParallel = 8
 
 // connectionTest checks a saved connection ({"name":"x"}) or an unsaved draft, validated
-// as a put is and never stored. A draft without a password takes the saved one of the same
-// name, as a put would.
+// as a put is and never stored. A draft never uses stored secrets: it could send them to a
+// server they were not given for, so it must carry its own.
 func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var conn schemas.Connection
 	var only map[string]json.RawMessage
+	draft := true
 	if json.Unmarshal(data, &only) == nil && len(only) == 1 && only["name"] != nil {
 		var in schemas.NameRequest
 		if e := decodeRequest(data, &in); e != nil {
@@ -210,7 +221,7 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		if err != nil {
 			return nil, err
 		}
-		conn = stored
+		conn, draft = stored, false
 	} else {
 		if e := decodeRequest(data, &conn); e != nil {
 			return nil, e
@@ -218,18 +229,26 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		if e := validateConnection(&conn); e != nil {
 			return nil, e
 		}
+		if e := c.sealer.fence.probe(&conn); e != nil {
+			return nil, e
+		}
+		// Sealed like a put's, so a draft cannot pass off a copied ciphertext as its own.
 		if err := c.sealer.sealConnection(&conn); err != nil {
 			return nil, err
 		}
-		if stored, err := c.store.GetConnection(ctx, conn.Name); err == nil {
-			keepSecrets(&conn, &stored)
-		}
 		if e := checkPassword(&conn); e != nil {
+			if e.Field == "password" || e.Field == "oauth2" {
+				e.Message += " (a test of an unsaved connection does not use stored secrets: give them, or test the saved connection by name)"
+			}
 			return nil, e
 		}
 	}
 	conn, err := c.sealer.usable(conn)
 	if err != nil {
+		var e *schemas.Error
+		if errors.As(err, &e) {
+			return nil, e
+		}
 		return nil, &schemas.Error{Code: schemas.CodeInvalid, Field: "passwordFrom", Message: err.Error()}
 	}
 	routes, err := c.store.ListRoutes(ctx)
@@ -248,6 +267,9 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		// replaces it, the new one is stored; a draft's own other refresh token is used as
 		// it is and its replacement kept nowhere.
 		tokens := c.store
+		if draft && !c.sameTokenEndpoint(ctx, &conn) {
+			tokens = nil
+		}
 		if conn.OAuth2 != nil && conn.OAuth2.RefreshToken != "" {
 			if stored, ok := c.store.refreshToken(ctx, conn.Name); !ok || stored != conn.OAuth2.RefreshToken {
 				tokens = nil
@@ -256,6 +278,14 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		ts = newTokenSource(&conn, tokens)
 	}
 	return checkConnection(ctx, conn, mailboxes, ts), nil
+}
+
+// sameTokenEndpoint reports whether a draft sends its tokens where the saved connection
+// of its name does: only then may its check read the stored refresh token and store the
+// one the endpoint rotates it to.
+func (c *control) sameTokenEndpoint(ctx context.Context, draft *schemas.Connection) bool {
+	stored, err := c.store.GetConnection(ctx, draft.Name)
+	return err == nil && rebound(draft, &stored) == ""
 }
 
 // connectionLog reads a connection's log from its stream, so any replica can answer.
@@ -275,6 +305,23 @@ func (c *control) connectionLog(ctx context.Context, data []byte) (*schemas.Repl
 		return nil, r.Error
 	}
 	return r, nil
+}
+
+// applyRequestTimeout bounds one definitions.apply: a few thousand definitions, each read
+// and perhaps written.
+const applyRequestTimeout = 2 * time.Minute
+
+// definitionsApply applies many definitions at once (mailbus apply).
+func (c *control) definitionsApply(ctx context.Context, data []byte) (*schemas.Reply, error) {
+	var req schemas.ApplyRequest
+	if e := decodeRequest(data, &req); e != nil {
+		return nil, e
+	}
+	changes, err := c.store.Apply(ctx, &req)
+	if err != nil {
+		return nil, err
+	}
+	return &schemas.Reply{Changes: changes}, nil
 }
 
 func (c *control) connectionPut(ctx context.Context, data []byte) (*schemas.Reply, error) {

@@ -130,7 +130,7 @@ func TestControlServiceDiscovery(t *testing.T) {
 	want := []string{
 		"mail.control.connection.delete", "mail.control.connection.get", "mail.control.connection.list",
 		"mail.control.connection.log", "mail.control.connection.put", "mail.control.connection.test",
-		"mail.control.route.delete", "mail.control.route.get", "mail.control.route.list",
+		"mail.control.definitions.apply", "mail.control.route.delete", "mail.control.route.get", "mail.control.route.list",
 		"mail.control.route.put", "mail.control.route.status",
 	}
 	if !slices.Equal(subjects, want) {

@@ -10,9 +10,11 @@ import (
 )
 
 // DeadLetter is published on <prefix>.dead.<route> for a message that could not become an
-// event. The raw message is in the object store at RawRef (nil when even that failed).
+// event (the mapping refused it, panicked, or the event is too large). The raw message is in
+// the object store at RawRef (nil when even that failed: the server returned no body).
 // The message counts as processed: the route's after action is applied and the checkpoint
-// moves past it, so it never blocks the route.
+// moves past it, so it never blocks the route; but a message without a raw copy is neither
+// deleted nor moved, since the mailbox holds its only copy.
 type DeadLetter struct {
 	Route       string             `json:"route"`
 	Connection  string             `json:"connection"`

@@ -47,6 +47,8 @@ type fakeEWS struct {
 	busy     time.Duration // the next request gets ErrorServerBusy with this back-off
 	fail500  int           // the next fail500 requests get a bare HTTP 500
 	badItems map[string]string
+	// noMime holds items whose GetItem succeeds without MimeContent.
+	noMime map[string]bool
 	// dropMarkRead makes UpdateItem fail with HTTP 500 (a crash between publish and mark).
 	dropMarkRead bool
 	// denyImpersonation refuses every request that impersonates a mailbox.
@@ -84,6 +86,7 @@ func newFakeEWS(t *testing.T, tls bool) *fakeEWS {
 	f := &fakeEWS{
 		t: t, folders: map[string]string{"Archive": "AAMkFolderArchive="},
 		ntlmConns: map[string]bool{}, challenges: map[string][8]byte{}, badItems: map[string]string{},
+		noMime: map[string]bool{},
 	}
 	if tls {
 		f.srv = httptest.NewTLSServer(http.HandlerFunc(f.serve))
@@ -349,6 +352,10 @@ func (f *fakeEWS) getItem(op *fakeNode) string {
 			b.WriteString(fakeErrorMessage("GetItem", "ErrorItemNotFound", "The specified object was not found in the store."))
 		case f.badItems[it.id] != "":
 			b.WriteString(fakeErrorMessage("GetItem", f.badItems[it.id], "The item cannot be read."))
+		case f.noMime[it.id]:
+			fmt.Fprintf(&b, `<m:GetItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:Items><t:Message>`+
+				`<t:ItemId Id="%s" ChangeKey="CQAAABYAAAA"/><t:DateTimeReceived>%s</t:DateTimeReceived></t:Message></m:Items></m:GetItemResponseMessage>`,
+				it.id, it.received.Format(time.RFC3339))
 		default:
 			f.mimeGets = append(f.mimeGets, it.id)
 			fmt.Fprintf(&b, `<m:GetItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:Items><t:Message>`+
@@ -394,10 +401,18 @@ func (f *fakeEWS) moveItems(op *fakeNode) string {
 		to = f.folderOf(op.child("ToFolderId"))
 	}
 	var b strings.Builder
+	exists := op.child("ToFolderId") == nil || op.child("ToFolderId").child("DistinguishedFolderId") != nil
+	for _, id := range f.folders {
+		exists = exists || id == to
+	}
 	for _, id := range op.child("ItemIds").kids {
 		it := f.item(id.attr("Id"))
-		if it == nil {
+		switch {
+		case it == nil:
 			b.WriteString(fakeErrorMessage(name, "ErrorItemNotFound", "The specified object was not found in the store."))
+			continue
+		case !exists:
+			b.WriteString(fakeErrorMessage(name, "ErrorToFolderNotFound", "The destination folder does not exist."))
 			continue
 		}
 		it.folder = to

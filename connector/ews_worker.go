@@ -298,7 +298,10 @@ type ewsPending struct {
 	id      string // event Id
 	gone    bool   // deleted or moved since it was listed
 	deadErr error  // why it cannot become an event
-	noRaw   bool   // the server would not give its MIME: dead letter without RawRef
+	noRaw   bool   // no raw copy stored (the server would not give its MIME): left alone by after
+	// partial is an event that keeps only part of its message, held until the raw copy is
+	// stored after the GetItem (publishPartial); then it is published with RawRef.
+	partial *schemas.Event
 	msg     *nats.Msg
 	fut     jetstream.PubAckFuture
 	acked   bool
@@ -345,7 +348,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 		switch {
 		// No message and not acknowledged (throttle lets go of acknowledged ones early):
 		// nothing was published for the item.
-		case g.Err == nil && p.msg == nil && !p.acked && p.deadErr == nil:
+		case g.Err == nil && p.msg == nil && !p.acked && p.deadErr == nil && p.partial == nil:
 			p.deadErr, p.noRaw = errors.New("the server returned no MIME content"), true
 		case g.Err == nil:
 		case errors.As(g.Err, &ee) && ee.Code == "ErrorItemNotFound":
@@ -354,6 +357,11 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 			retry = fmt.Errorf("ews GetItem: item %s: %w", p.id, g.Err)
 		default:
 			p.deadErr, p.noRaw = fmt.Errorf("ews GetItem: %w", g.Err), true
+		}
+		if p.partial != nil {
+			if err := w.publishPartial(ctx, p); err != nil {
+				return 0, err
+			}
 		}
 		if p.deadErr != nil {
 			if err := w.deadLetter(ctx, p); err != nil {
@@ -382,7 +390,7 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 		r = tee
 	}
 	in := &trackedReader{r: r}
-	ev, mapErr := mapping.Map(in, &mapping.Options{
+	res, mapErr := w.rt.mapSafely(in, &mapping.Options{
 		Headers:        w.route.Headers,
 		Attributes:     w.route.Attributes,
 		MaxInlineBytes: w.rt.MaxInlineBytes,
@@ -398,13 +406,17 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 			return sink.failed()
 		case errors.As(in.err, &corrupt):
 			p.deadErr = fmt.Errorf("the server sent MIME content that is not base64: %w", in.err)
-		case in.err != nil:
+		case in.failed() != nil:
 			return fmt.Errorf("read item %s: %w", p.id, in.err)
 		default:
 			p.deadErr = mapErr
 		}
+		if err := sink.drop(); err != nil {
+			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", err)
+		}
 		return nil
 	}
+	ev := res.Event
 	if tee != nil {
 		if err := tee.finish(); err != nil {
 			return err
@@ -416,9 +428,25 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 		t = t.UTC()
 		ev.ReceivedAt = &t
 	}
+	if res.Partial && ev.RawRef == nil {
+		p.partial = ev
+		return nil
+	}
+	if err := w.publishEvent(ctx, p, ev); err != nil {
+		return err
+	}
+	return w.throttle(ctx, earlier)
+}
+
+// publishEvent publishes the event of p without waiting for its acknowledgement; an event
+// too large for NATS marks p for the dead letters instead.
+func (w *ewsWorker) publishEvent(ctx context.Context, p *ewsPending, ev *schemas.Event) error {
 	limit := max(int(w.rt.NC.MaxPayload())-payloadHeadroom, 1024)
 	data, err := fitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, limit)
 	if errors.Is(err, errEventTooLarge) {
+		if derr := dropObjects(ctx, w.rt.Storage.Objects, eventObjects(ev)); derr != nil {
+			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", derr)
+		}
 		p.deadErr = err
 		return nil
 	}
@@ -430,7 +458,25 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 		return err
 	}
 	w.inflight += len(p.msg.Data)
-	return w.throttle(ctx, earlier)
+	return nil
+}
+
+// publishPartial stores the raw copy of an item the mapping kept only part of (fetched
+// again: the first read went into the mapping) and publishes its event with RawRef to it,
+// whatever includeRaw says.
+func (w *ewsWorker) publishPartial(ctx context.Context, p *ewsPending) error {
+	ev := p.partial
+	p.partial = nil
+	ref, err := w.storeRaw(ctx, p)
+	if err != nil {
+		return err
+	}
+	if ref == nil {
+		p.noRaw = true
+		w.connLog(slog.LevelWarn, EventError, "item keeps only part of it in its event and the server returned no MIME for its raw copy: it is neither deleted nor moved", "id", p.id)
+	}
+	ev.RawRef = ref
+	return w.publishEvent(ctx, p, ev)
 }
 
 // throttle waits for acknowledgements while the route holds too many event bytes.
@@ -504,26 +550,25 @@ func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {
 func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 	var ref *schemas.ObjectRef
 	if !p.noRaw {
-		name := objectName(p.id, "raw")
-		_, err := w.client.getItems(ctx, []ewsID{p.item.ID}, func(_ int, r io.Reader) error {
-			if _, err := putObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
-				return fmt.Errorf("store raw message %s: %w", name, err)
-			}
-			ref = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: name}
-			return nil
-		})
-		if err != nil {
+		var err error
+		if ref, err = w.storeRaw(ctx, p); err != nil {
 			return err
 		}
 	}
+	why := p.deadErr
+	if ref == nil {
+		// The after action leaves it: the folder holds its only copy.
+		p.noRaw = true
+		why = fmt.Errorf("%w (and no raw copy could be stored: the item is neither deleted nor moved)", why)
+	}
 	msg, err := deadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), p.id, &DeadLetter{
 		Route: w.route.Name, Connection: w.conn.Name, Mailbox: w.route.Mailbox,
-		Error: p.deadErr.Error(), RawRef: ref,
+		Error: why.Error(), RawRef: ref,
 	})
 	if err != nil {
 		return err
 	}
-	w.clog.deadLettered(msgNote{item: p.item.ID.ID, eventID: p.id}, p.deadErr)
+	w.clog.deadLettered(msgNote{item: p.item.ID.ID, eventID: p.id}, why)
 	p.msg = msg
 	if p.fut, err = w.pub.publish(ctx, msg); err != nil {
 		return err
@@ -532,19 +577,58 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 	return nil
 }
 
+// storeRaw fetches the MIME of p again and stores it as the object <event id>/raw. It
+// returns nil (and no error) when the server gave no MIME for it.
+func (w *ewsWorker) storeRaw(ctx context.Context, p *ewsPending) (*schemas.ObjectRef, error) {
+	var ref *schemas.ObjectRef
+	name := objectName(p.id, "raw")
+	_, err := w.client.getItems(ctx, []ewsID{p.item.ID}, func(_ int, r io.Reader) error {
+		if _, err := putObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
+			return fmt.Errorf("store raw message %s: %w", name, err)
+		}
+		ref = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: name}
+		return nil
+	})
+	return ref, err
+}
+
 // after applies the route's after action, in one request, to the acknowledged items, and
 // returns how many items of the batch stay unread in the folder. An item the server refuses
 // to change is logged and left: it is published again next cycle, and deduplicated.
 func (w *ewsWorker) after(ctx context.Context, pend []*ewsPending) (int, error) {
-	var done []ewsID
+	destroys := w.route.After == schemas.AfterDelete || w.route.After == schemas.AfterMove
+	var done, kept []ewsID
 	left := 0
 	for _, p := range pend {
 		switch {
+		case p.acked && p.noRaw && destroys:
+			kept = append(kept, p.item.ID)
 		case p.acked:
 			done = append(done, p.item.ID)
 		case !p.gone:
 			left++
 		}
+	}
+	if len(kept) > 0 {
+		// Neither deleted nor moved: the folder holds the only copy. Read from unread items,
+		// the route marks them read instead, or every poll would read them again; a sync
+		// route's SyncState passes them by.
+		how := "left as they are"
+		if !w.sync {
+			how = "only marked read"
+			errs, err := w.client.markRead(ctx, kept)
+			if err != nil {
+				return 0, fmt.Errorf("after %s: mark read the items without a raw copy: %w", w.route.After, err)
+			}
+			for _, e := range errs {
+				if e != nil {
+					left++
+				}
+			}
+		}
+		w.connLog(slog.LevelWarn, EventAction, fmt.Sprintf(
+			"after %s not applied to %d items: no raw copy of them could be stored (the server returned no MIME), so they stay in the folder, %s",
+			w.route.After, len(kept), how))
 	}
 	if len(done) == 0 || w.route.After == schemas.AfterNone {
 		return left, nil

@@ -216,6 +216,9 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 		return err
 	}
 	w.clog.connected(IMAPAddr(&w.conn))
+	if err := w.checkMoveTo(ctx, c); err != nil {
+		return err
+	}
 	cp, err := w.cps.Load(ctx)
 	if err != nil {
 		return err
@@ -250,6 +253,28 @@ func (w *imapWorker) checkCaps(caps imap.CapSet) error {
 		if !caps.Has(imap.CapMove) && !caps.Has(imap.CapUIDPlus) {
 			return Permanent(errors.New("after move needs the server's MOVE or UIDPLUS, which it lacks"))
 		}
+	}
+	return nil
+}
+
+// checkMoveTo makes sure, before anything is published, that the folder of after move
+// exists: a route that would publish and then fail to move every message is parked in
+// state error instead, its status naming the folder.
+func (w *imapWorker) checkMoveTo(ctx context.Context, c *imapclient.Client) error {
+	if w.route.After != schemas.AfterMove {
+		return nil
+	}
+	err := within(ctx, imapCommandTimeout, c, func() error {
+		_, err := c.Status(w.route.MoveTo, &imap.StatusOptions{NumMessages: true}).Wait()
+		return err
+	})
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		// Whatever the server's reason (missing, no right to it), no move can succeed.
+		return Permanent(fmt.Errorf("moveTo folder %q does not exist or cannot be opened: %w", w.route.MoveTo, err))
+	}
+	if err != nil {
+		return fmt.Errorf("moveTo folder %q: %w", w.route.MoveTo, err)
 	}
 	return nil
 }

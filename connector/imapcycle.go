@@ -69,6 +69,12 @@ type fetched struct {
 	done bool    // fut has resolved (err holds how)
 	err  error   // the publish's outcome once done
 	note msgNote // for the connection log
+	// noRaw: no raw copy of the message could be stored (the server returned no body), so
+	// the after action neither deletes nor moves it: the mailbox is its only copy.
+	noRaw bool
+	// partial is an event that keeps only part of its message, held until the raw copy is
+	// stored after the FETCH (publishPartial); then it is published with RawRef.
+	partial *schemas.Event
 }
 
 // result waits for the publish to resolve and remembers how, so it can be asked twice.
@@ -258,6 +264,11 @@ func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
 
 	slices.SortFunc(got, func(a, b *fetched) int { return int(a.uid) - int(b.uid) })
 	for _, f := range got {
+		if f.partial != nil {
+			if err := s.publishPartial(ctx, f); err != nil {
+				return err
+			}
+		}
 		if f.deadErr != nil {
 			if err := s.deadLetter(ctx, f); err != nil {
 				return err
@@ -277,11 +288,12 @@ func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
 // is returned for the dead letters.
 func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageData, watch *progressWatch, size *int) (*fetched, error) {
 	var (
-		uid    imap.UID
-		date   time.Time
-		ev     *schemas.Event
-		mapErr error
-		seen   bool
+		uid     imap.UID
+		date    time.Time
+		ev      *schemas.Event
+		partial bool
+		mapErr  error
+		seen    bool
 	)
 	for {
 		watch.arm()
@@ -307,7 +319,7 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 			*size += int(it.Literal.Size())
 			lit := literalReader(it.Literal, watch)
 			var err error
-			ev, mapErr, err = s.mapMessage(ctx, uid, lit)
+			ev, partial, mapErr, err = s.mapMessage(ctx, uid, lit)
 			if err == nil {
 				// Read what the mapping left here, not in imapclient: see abandon.
 				if _, err = io.Copy(io.Discard, lit); err != nil {
@@ -344,20 +356,56 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 		d := date.UTC()
 		ev.ReceivedAt = &d
 	}
-	data, err := fitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, w.maxPayload())
-	if errors.Is(err, errEventTooLarge) {
-		f.deadErr = err
+	if partial && ev.RawRef == nil {
+		f.partial = ev
 		return f, nil
 	}
-	if err != nil {
+	if err := s.publishEvent(ctx, f, ev); err != nil {
 		return nil, err
+	}
+	return f, nil
+}
+
+// publishEvent publishes the event of f without waiting for its acknowledgement; an event
+// too large for NATS marks f for the dead letters instead.
+func (s *imapSession) publishEvent(ctx context.Context, f *fetched, ev *schemas.Event) error {
+	w := s.w
+	data, err := fitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, w.maxPayload())
+	if errors.Is(err, errEventTooLarge) {
+		if derr := dropObjects(ctx, w.rt.Storage.Objects, eventObjects(ev)); derr != nil {
+			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", derr)
+		}
+		f.deadErr = err
+		return nil
+	}
+	if err != nil {
+		return err
 	}
 	f.msg, f.note = w.eventMsg(ev, data), noteOf(ev, "")
 	if f.fut, err = w.pub.publish(ctx, f.msg); err != nil {
-		return nil, err
+		return err
 	}
 	s.inflight += len(f.msg.Data)
-	return f, nil
+	return nil
+}
+
+// publishPartial stores the raw copy of a message the mapping kept only part of (fetched
+// again: the first read went into the mapping) and publishes its event with RawRef to it,
+// whatever includeRaw says, so that what the event lacks is not lost.
+func (s *imapSession) publishPartial(ctx context.Context, f *fetched) error {
+	ev := f.partial
+	f.partial = nil
+	ref, err := s.storeRaw(ctx, f.uid)
+	if err != nil {
+		return err
+	}
+	if ref == nil {
+		f.noRaw = true
+		s.w.connLog(slog.LevelWarn, EventError, fmt.Sprintf(
+			"message %d keeps only part of it in its event and the server returned no body for its raw copy: it is neither deleted nor moved", f.uid), "uid", f.uid)
+	}
+	ev.RawRef = ref
+	return s.publishEvent(ctx, f, ev)
 }
 
 // abandon gives up the FETCH in the middle of a literal: the session ends. imapclient's
@@ -371,8 +419,9 @@ func (s *imapSession) abandon(lit *trackedReader) {
 }
 
 // mapMessage turns the literal into an event. err is a failure to read the message or to
-// store its parts (temporary); mapErr is the mapping rejecting the message (dead letter).
-func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, lit *trackedReader) (ev *schemas.Event, mapErr, err error) {
+// store its parts (temporary); mapErr is the mapping rejecting the message (dead letter);
+// partial says that the event keeps only part of the message (mapping.Result).
+func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, lit *trackedReader) (ev *schemas.Event, partial bool, mapErr, err error) {
 	w := s.w
 	var r io.Reader = lit
 	id := s.eventID(uid)
@@ -383,7 +432,7 @@ func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, lit *tracked
 		r = tee
 	}
 	in := &trackedReader{r: r, size: -1}
-	ev, mapErr = mapping.Map(in, &mapping.Options{
+	res, mapErr := w.rt.mapSafely(in, &mapping.Options{
 		Headers:        w.headers(),
 		Attributes:     w.route.Attributes,
 		MaxInlineBytes: w.rt.MaxInlineBytes,
@@ -394,23 +443,27 @@ func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, lit *tracked
 			tee.abort()
 		}
 		if err := sink.failed(); err != nil {
-			return nil, nil, err
+			return nil, false, nil, err
 		}
 		if err := lit.failed(); err != nil {
-			return nil, nil, fmt.Errorf("read message %d: %w", uid, err)
+			return nil, false, nil, fmt.Errorf("read message %d: %w", uid, err)
 		}
 		if err := in.failed(); err != nil {
-			return nil, nil, fmt.Errorf("read message %d: %w", uid, err)
+			return nil, false, nil, fmt.Errorf("read message %d: %w", uid, err)
 		}
-		return nil, mapErr, nil
+		if err := sink.drop(); err != nil {
+			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", err)
+		}
+		return nil, false, mapErr, nil
 	}
+	ev = res.Event
 	if tee != nil {
 		if err := tee.finish(); err != nil {
-			return nil, nil, err
+			return nil, false, nil, err
 		}
 		ev.RawRef = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: objectName(id, "raw")}
 	}
-	return ev, nil, nil
+	return ev, res.Partial, nil, nil
 }
 
 // headers is the route's CustomHeaders allow-list, with the probe header added so that a
@@ -555,10 +608,21 @@ func (s *imapSession) apply(ctx context.Context, done []*fetched) error {
 		return nil
 	}
 	var set imap.UIDSet
+	var left []imap.UID
 	for _, f := range done {
-		if !f.skip {
+		switch {
+		case f.skip:
+		case f.noRaw && (s.w.route.After == schemas.AfterDelete || s.w.route.After == schemas.AfterMove):
+			// The mailbox holds its only copy. (markRead still applies: it loses nothing.)
+			left = append(left, f.uid)
+		default:
 			set.AddNum(f.uid)
 		}
+	}
+	if len(left) > 0 {
+		s.w.connLog(slog.LevelWarn, EventAction, fmt.Sprintf(
+			"after %s not applied to %d messages (UIDs %v): no raw copy of them could be stored (the server returned no body), so the mailbox keeps them as they are",
+			s.w.route.After, len(left), left), "uids", fmt.Sprint(left))
 	}
 	if len(set) > 0 {
 		if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
@@ -588,22 +652,74 @@ func (s *imapSession) after(set imap.UIDSet) error {
 		}
 		return s.c.UIDExpunge(set).Close()
 	case schemas.AfterMove:
-		// Without MOVE, imapclient falls back to COPY, STORE \Deleted and UID EXPUNGE
-		// (checkCaps made sure UIDPLUS is there).
-		_, err := s.c.Move(set, s.w.route.MoveTo).Wait()
-		return err
+		if s.move {
+			_, err := s.c.Move(set, s.w.route.MoveTo).Wait()
+			return moveToErr(s.w.route.MoveTo, err)
+		}
+		// Not imapclient's own fallback: it sends STORE \Deleted and EXPUNGE without
+		// waiting for the COPY's answer, so a failed COPY (a missing folder) lost the mail.
+		// Here nothing is flagged before the COPY said OK, and UID EXPUNGE (checkCaps made
+		// sure of UIDPLUS) removes only the UIDs copied, not what others flagged \Deleted.
+		if _, err := s.c.Copy(set, s.w.route.MoveTo).Wait(); err != nil {
+			return moveToErr(s.w.route.MoveTo, err)
+		}
+		if err := flags(imap.FlagDeleted); err != nil {
+			return err
+		}
+		return s.c.UIDExpunge(set).Close()
 	}
 	return nil
 }
 
+// moveToErr names the folder in a refused MOVE or COPY: the route's status then says which
+// folder is missing, and IsPermanent sees the server's TRYCREATE through it.
+func moveToErr(folder string, err error) error {
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		return fmt.Errorf("moveTo folder %q: %w", folder, err)
+	}
+	return err
+}
+
 // deadLetter stores the raw message of f (fetched again: the first read went into the
 // mapping) and publishes its dead letter; awaitAcks then waits for it like for an event.
+// Without a raw copy (the server returned no body) the message is marked noRaw: the after
+// action leaves it alone.
 func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 	w := s.w
 	id := s.eventID(f.uid)
-	name := objectName(id, "raw")
+	ref, err := s.storeRaw(ctx, f.uid)
+	if err != nil {
+		return err
+	}
+	why := f.deadErr
+	if ref == nil {
+		f.noRaw = true
+		why = fmt.Errorf("%w (and no raw copy could be stored: the message is neither deleted nor moved)", why)
+	}
+	msg, err := deadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), id, &DeadLetter{
+		Route: w.route.Name, Connection: w.conn.Name, Mailbox: w.route.Mailbox,
+		UidValidity: s.cp.UidValidity, Uid: uint32(f.uid), Error: why.Error(), RawRef: ref,
+	})
+	if err != nil {
+		return err
+	}
+	w.clog.deadLettered(msgNote{uid: uint32(f.uid), eventID: id}, why)
+	f.msg = msg
+	if f.fut, err = w.pub.publish(ctx, msg); err != nil {
+		return err
+	}
+	s.inflight += len(msg.Data)
+	return nil
+}
+
+// storeRaw fetches the message uid again and stores it whole as the object <event id>/raw.
+// It returns nil (and no error) when the server returned no body for it.
+func (s *imapSession) storeRaw(ctx context.Context, uid imap.UID) (*schemas.ObjectRef, error) {
+	w := s.w
+	name := objectName(s.eventID(uid), "raw")
 	var ref *schemas.ObjectRef
-	fetch := s.c.Fetch(imap.UIDSetNum(f.uid), &imap.FetchOptions{
+	fetch := s.c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{
 		UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}},
 	})
 	watch := newProgressWatch(s.c, imapCommandTimeout)
@@ -634,9 +750,9 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 			if err != nil {
 				s.abandon(lit)
 				if err := lit.failed(); err != nil {
-					return watch.explain(fmt.Errorf("read message %d: %w", f.uid, err))
+					return nil, watch.explain(fmt.Errorf("read message %d: %w", uid, err))
 				}
-				return fmt.Errorf("store raw message %s: %w", name, err)
+				return nil, fmt.Errorf("store raw message %s: %w", name, err)
 			}
 			ref = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: name}
 		}
@@ -645,22 +761,9 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 	err := fetch.Close()
 	watch.disarm()
 	if err != nil {
-		return watch.explain(fmt.Errorf("uid fetch %d: %w", f.uid, err))
+		return nil, watch.explain(fmt.Errorf("uid fetch %d: %w", uid, err))
 	}
-	msg, err := deadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), id, &DeadLetter{
-		Route: w.route.Name, Connection: w.conn.Name, Mailbox: w.route.Mailbox,
-		UidValidity: s.cp.UidValidity, Uid: uint32(f.uid), Error: f.deadErr.Error(), RawRef: ref,
-	})
-	if err != nil {
-		return err
-	}
-	w.clog.deadLettered(msgNote{uid: uint32(f.uid), eventID: id}, f.deadErr)
-	f.msg = msg
-	if f.fut, err = w.pub.publish(ctx, msg); err != nil {
-		return err
-	}
-	s.inflight += len(msg.Data)
-	return nil
+	return ref, nil
 }
 
 // progressWatch closes the connection when an IMAP read makes no progress for d: a FETCH

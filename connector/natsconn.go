@@ -126,3 +126,23 @@ func RedactURLs(list string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// DialNATS connects a client of a running mailbus (the mailbus CLI) with the same
+// MAILBUS_NATS_* settings: the servers of MAILBUS_NATS_URL, else the embedded server's
+// MAILBUS_EMBEDDED_LISTEN. It tries once and does not reconnect.
+func DialNATS(cfg Config) (*nats.Conn, error) {
+	url := cfg.NATSURL
+	if url == "" {
+		url = "nats://" + cfg.EmbeddedListen
+	}
+	opts, err := natsOptions(cfg, slog.New(slog.DiscardHandler), func() {}, func() {})
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, nats.Name("mailbus cli"), nats.NoReconnect(), nats.Timeout(5*time.Second))
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nats connect %s: %w", RedactURLs(url), err)
+	}
+	return nc, nil
+}

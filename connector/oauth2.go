@@ -104,6 +104,9 @@ func validateOAuth2(o *schemas.OAuth2) *schemas.Error {
 			return errInvalid(field, "%s %q: want one scope, without spaces", field, s)
 		}
 	}
+	if o.ClientSecret != "" && o.ClientID == "" {
+		return errInvalid("oauth2.clientId", "oauth2.clientId is required with a clientSecret")
+	}
 	if o.TokenURL == "" {
 		switch o.Provider {
 		case ProviderGoogle:
@@ -350,7 +353,9 @@ func (s *tokenSource) reject(tok string) {
 func (s *tokenSource) fetch(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, tokenTimeout)
 	defer cancel()
-	ctx = context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Timeout: tokenTimeout})
+	// A redirect is not followed: it would carry the secrets of the form to another host.
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Timeout: tokenTimeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }})
 	var tok *oauth2.Token
 	var err error
 	if s.grant == grantClient {

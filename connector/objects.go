@@ -32,8 +32,9 @@ type objectSink struct {
 	bucket  string
 	eventID string
 
-	mu  sync.Mutex
-	err error
+	mu     sync.Mutex
+	err    error
+	stored []string // names of the objects put
 }
 
 // PutAttachment implements mapping.Sink.
@@ -54,12 +55,51 @@ func (s *objectSink) PutAttachment(index int, a *schemas.Attachment, r io.Reader
 		return schemas.ObjectRef{}, err
 	}
 	a.Sha256 = hex.EncodeToString(sum)
+	s.mu.Lock()
+	s.stored = append(s.stored, name)
+	s.mu.Unlock()
 	return schemas.ObjectRef{Bucket: s.bucket, Object: name}, nil
 }
 
 // SumsContent implements mapping.SummingSink: the object store hashes what it stores (the
 // attachment's Sha256 is its object's digest), so the mapping does not hash it again.
 func (s *objectSink) SumsContent() {}
+
+// drop deletes the objects the sink stored, for a message the mapping rejected: no event
+// will refer to them.
+func (s *objectSink) drop() error {
+	s.mu.Lock()
+	names := s.stored
+	s.stored = nil
+	s.mu.Unlock()
+	return dropObjects(s.ctx, s.store, names)
+}
+
+// eventObjects names the objects an event that will not be published was given, but for
+// its raw message, which its dead letter refers to: the attachments moved out of it and
+// the bodies fitPayload may have moved.
+func eventObjects(ev *schemas.Event) []string {
+	var names []string
+	for _, a := range ev.Attachments {
+		if a.ContentRef != nil {
+			names = append(names, a.ContentRef.Object)
+		}
+	}
+	return append(names, objectName(ev.Id, "html"), objectName(ev.Id, "text"))
+}
+
+// dropObjects deletes the named objects, those of a message that never becomes an event:
+// nothing would ever refer to them. Absent ones are no error. What cannot be deleted now
+// ages out with the object store's age limit.
+func dropObjects(ctx context.Context, store jetstream.ObjectStore, names []string) error {
+	var errs []error
+	for _, name := range names {
+		if err := store.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			errs = append(errs, fmt.Errorf("delete object %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
 
 func (s *objectSink) failed() error {
 	s.mu.Lock()

@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/client"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -57,7 +58,7 @@ func scaleIdleWindow() time.Duration {
 func TestScaleIdleRoutes(t *testing.T) {
 	n := scaleRoutes()
 	f := runIdleScale(t, n, scaleIdleWindow())
-	t.Logf("%d routes in IDLE after %s (puts %s); over %s idle: CPU %s (%.2f%% of one core), "+
+	t.Logf("%d routes in IDLE after %s (apply %s); over %s idle: CPU %s (%.2f%% of one core), "+
 		"RSS %.1f MB (%.1f MB before the routes, peak %.1f MB), Go heap %.1f MB, %d goroutines; "+
 		"append to event %s",
 		n, f.toIdle.Round(time.Millisecond), f.puts.Round(time.Millisecond), f.window, f.cpu,
@@ -78,10 +79,11 @@ func BenchmarkScaleIdleRoutes(b *testing.B) {
 	b.ReportMetric(f.heapMB, "MB-heap")
 	b.ReportMetric(f.cpuPercent(), "CPU-%")
 	b.ReportMetric(f.toIdle.Seconds(), "s-to-idle")
+	b.ReportMetric(f.puts.Seconds(), "s-apply")
 }
 
 type scaleFigures struct {
-	puts, toIdle          time.Duration // putting the definitions; from the first put to all in IDLE
+	puts, toIdle          time.Duration // applying the definitions; from the apply's start to all in IDLE
 	window, cpu           time.Duration // the idle window and the process's CPU time in it
 	rssBeforeMB           float64       // before any route, with the IMAP server's users
 	rssMB, peakMB, heapMB float64       // at the end of the idle window
@@ -99,16 +101,23 @@ func runIdleScale(tb testing.TB, n int, window time.Duration) scaleFigures {
 	runtime.GC()
 	f.rssBeforeMB = procStatusMB("VmRSS")
 
-	host, port, _ := net.SplitHostPort(srv.addr)
-	start := time.Now()
+	host, portText, _ := net.SplitHostPort(srv.addr)
+	port, _ := strconv.Atoi(portText)
+	defs := &connector.Definitions{}
 	for i := range n {
-		scaleCommand(tb, nc, "mail.control.connection.put", map[string]any{
-			"name": fmt.Sprintf("c%d", i), "type": "imap", "host": host, "port": json.Number(port),
-			"encryption": "none", "username": fmt.Sprintf("user%d", i), "password": "secret",
+		defs.Connections = append(defs.Connections, schemas.Connection{
+			Name: fmt.Sprintf("c%d", i), Type: "imap", Host: host, Port: port,
+			Encryption: "none", Username: fmt.Sprintf("user%d", i), Password: "secret",
 		})
-		scaleCommand(tb, nc, "mail.control.route.put", map[string]any{
-			"name": fmt.Sprintf("r%d", i), "connection": fmt.Sprintf("c%d", i),
-		})
+		defs.Routes = append(defs.Routes, schemas.Route{Name: fmt.Sprintf("r%d", i), Connection: fmt.Sprintf("c%d", i)})
+	}
+	if err := defs.Check(); err != nil {
+		tb.Fatal(err)
+	}
+	// As mailbus apply puts them.
+	start := time.Now()
+	if _, err := client.New(nc, "mail").Apply(context.Background(), defs, client.ApplyOptions{}); err != nil {
+		tb.Fatalf("Apply() = %v", err)
 	}
 	f.puts = time.Since(start)
 	for i := range n {

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/mailbus/mailbus/schemas"
@@ -20,7 +19,8 @@ const sealedPrefix = "enc:v1:"
 // sealer encrypts connection secrets before they reach KV and decrypts them for workers.
 // Without a key it stores them as they are (the connector warns once at start).
 type sealer struct {
-	aead cipher.AEAD // nil: no MAILBUS_SECRET_KEY
+	aead  cipher.AEAD // nil: no MAILBUS_SECRET_KEY
+	fence *fence      // where passwordFrom may read; nil: the default fence
 }
 
 // newSealer reads MAILBUS_SECRET_KEY: empty, or standard base64 of exactly 32 bytes.
@@ -135,44 +135,38 @@ func redact(c schemas.Connection) schemas.Connection {
 	return c
 }
 
-// resolvePassword reads a passwordFrom source. Errors name the variable or file, never a
-// value.
-func resolvePassword(src *schemas.SecretSource) (string, error) {
+// resolvePassword reads a passwordFrom source inside the fence. Errors name the variable
+// or file, never a value.
+func (f *fence) resolvePassword(src *schemas.SecretSource) (string, error) {
+	if f == nil {
+		f = defaultFence
+	}
 	switch {
 	case src.Env != "":
-		v, ok := os.LookupEnv(src.Env)
-		if !ok || v == "" {
-			return "", fmt.Errorf("passwordFrom: environment variable %s is not set", src.Env)
-		}
-		return v, nil
+		return f.readEnv(src.Env)
 	case src.File != "":
-		b, err := os.ReadFile(src.File)
-		if err != nil {
-			// The path error names the file and the cause, not the contents.
-			return "", fmt.Errorf("passwordFrom: %w", err)
-		}
-		// Mounted secrets often end with a newline nobody meant to be part of the password.
-		v := strings.TrimRight(string(b), "\r\n")
-		if v == "" {
-			return "", fmt.Errorf("passwordFrom: file %s is empty", src.File)
-		}
-		return v, nil
+		return f.readFile(src.File)
 	}
-	return "", errors.New("passwordFrom: neither env nor file is set")
+	return "", errInvalid("passwordFrom", "neither env nor file is set")
 }
 
 // usable returns a copy of a stored connection as a worker or a check needs it: secrets
-// decrypted and passwordFrom read. Errors name the connection, never a secret.
+// decrypted and passwordFrom read. The fence is checked again, since the definition may
+// be older than the process's settings. Errors name the connection, never a secret; a
+// refusal of the fence wraps the *schemas.Error naming the field.
 func (s *sealer) usable(c schemas.Connection) (schemas.Connection, error) {
 	if c.OAuth2 != nil {
 		o := *c.OAuth2
 		c.OAuth2 = &o
 	}
+	if e := s.fence.check(&c); e != nil {
+		return c, fmt.Errorf("connection %s: %w", c.Name, e)
+	}
 	if err := s.openConnection(&c); err != nil {
 		return c, fmt.Errorf("connection %s: %w", c.Name, err)
 	}
 	if c.PasswordFrom != nil {
-		p, err := resolvePassword(c.PasswordFrom)
+		p, err := s.fence.resolvePassword(c.PasswordFrom)
 		if err != nil {
 			return c, fmt.Errorf("connection %s: %w", c.Name, err)
 		}

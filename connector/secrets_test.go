@@ -72,9 +72,9 @@ func TestSecretsEncryptedAndRedacted(t *testing.T) {
 	if !r.Connection.PasswordSet {
 		t.Error("put without password: passwordSet false")
 	}
-	oauth["oauth2"] = map[string]any{"provider": "google", "clientId": "id2"}
+	oauth["oauth2"] = map[string]any{"provider": "google", "clientId": "id", "scopes": []string{"https://mail.google.com/"}}
 	r = request("mail.control.connection.put", oauth)
-	if o := r.Connection.OAuth2; o == nil || !o.AccessTokenSet || !o.ClientSecretSet || !o.RefreshTokenSet || o.ClientID != "id2" {
+	if o := r.Connection.OAuth2; o == nil || !o.AccessTokenSet || !o.ClientSecretSet || !o.RefreshTokenSet || len(o.Scopes) != 1 {
 		t.Errorf("put without oauth2 secrets: reply oauth2 = %+v", o)
 	}
 	r = request("mail.control.connection.get", map[string]string{"name": "oauth"})

@@ -102,10 +102,14 @@ func checkRevision(key string, want, stored uint64) *schemas.Error {
 }
 
 // PutConnection validates and stores a connection. A put without a password (or without
-// an OAuth2 secret) keeps the stored one; a put with passwordFrom drops a stored password.
+// an OAuth2 secret) keeps the stored one, unless it changes where the secret is sent (see
+// keepSecrets); a put with passwordFrom drops a stored password.
 // It returns the stored definition, sealed, with its revision.
 func (s *store) PutConnection(ctx context.Context, in schemas.Connection) (schemas.Connection, error) {
 	if e := validateConnection(&in); e != nil {
+		return in, e
+	}
+	if e := s.sealer.fence.probe(&in); e != nil {
 		return in, e
 	}
 	want := in.Revision
@@ -133,7 +137,9 @@ func (s *store) PutConnection(ctx context.Context, in schemas.Connection) (schem
 		}
 		out = in
 		if ok {
-			keepSecrets(&out, &cur)
+			if e := keepSecrets(&out, &cur); e != nil {
+				return e
+			}
 		}
 		if e := checkPassword(&out); e != nil {
 			return e
@@ -144,24 +150,96 @@ func (s *store) PutConnection(ctx context.Context, in schemas.Connection) (schem
 	return out, err
 }
 
-// keepSecrets copies into c the stored secrets the put left out.
-func keepSecrets(c, stored *schemas.Connection) {
-	if c.Password == "" && c.PasswordFrom == nil {
-		c.Password = stored.Password
+// keepSecrets copies into c the stored secrets the put left out, as long as c sends them
+// where and how the stored definition did (see rebound). When c changes that, a stored
+// secret c would use must come with the put again, or the put is refused naming the field;
+// one c has no use for (another auth, or an access token beside a new way to get one) is
+// dropped.
+func keepSecrets(c, stored *schemas.Connection) *schemas.Error {
+	why := rebound(c, stored)
+	if c.Password == "" && c.PasswordFrom == nil && stored.Password != "" {
+		switch {
+		case why == "":
+			c.Password = stored.Password
+		case c.Auth == schemas.AuthBasic || c.Auth == schemas.AuthWindows:
+			return errInvalid("password", "this put changes %s: the stored password is only sent where it was given for, so give the password again", why)
+		}
 	}
-	if c.OAuth2 != nil && stored.OAuth2 != nil {
-		o := *c.OAuth2
+	if c.OAuth2 == nil || stored.OAuth2 == nil {
+		return nil
+	}
+	o, so := *c.OAuth2, stored.OAuth2
+	c.OAuth2 = &o
+	if why == "" {
 		for _, f := range [][2]*string{
-			{&o.AccessToken, &stored.OAuth2.AccessToken},
-			{&o.ClientSecret, &stored.OAuth2.ClientSecret},
-			{&o.RefreshToken, &stored.OAuth2.RefreshToken},
+			{&o.AccessToken, &so.AccessToken},
+			{&o.ClientSecret, &so.ClientSecret},
+			{&o.RefreshToken, &so.RefreshToken},
 		} {
 			if *f[0] == "" {
 				*f[0] = *f[1]
 			}
 		}
-		c.OAuth2 = &o
+		return nil
 	}
+	if c.Auth != schemas.AuthOAuth2 {
+		return nil
+	}
+	for _, f := range []struct {
+		field       string
+		put, stored string
+	}{
+		{"oauth2.clientSecret", o.ClientSecret, so.ClientSecret},
+		{"oauth2.refreshToken", o.RefreshToken, so.RefreshToken},
+	} {
+		if f.put == "" && f.stored != "" {
+			return errInvalid(f.field, "this put changes %s: the stored %s is only sent where it was given for, so give it again", why, f.field)
+		}
+	}
+	// A stored access token is needed only when nothing else gets one.
+	if o.AccessToken == "" && so.AccessToken != "" && o.RefreshToken == "" && o.ClientSecret == "" {
+		return errInvalid("oauth2.accessToken", "this put changes %s: the stored oauth2.accessToken is only sent where it was given for, so give it again", why)
+	}
+	return nil
+}
+
+// rebound says what c changes, against the stored definition, of where and how its
+// secrets are sent: the server (type, host, port, exchangeUrl), who logs in (username,
+// domain, auth), the protection on the wire (encryption none after ssl or tls, certificate
+// checks turned off) and, for OAuth2, the token endpoint and the client (tokenUrl,
+// clientId, tenant, provider). "" when nothing of that changed.
+func rebound(c, stored *schemas.Connection) string {
+	var changed []string
+	diff := func(field string, a, b any) {
+		if a != b {
+			changed = append(changed, field)
+		}
+	}
+	diff("type", c.Type, stored.Type)
+	diff("host", strings.ToLower(c.Host), strings.ToLower(stored.Host))
+	diff("port", c.Port, stored.Port)
+	diff("exchangeUrl", c.ExchangeURL, stored.ExchangeURL)
+	diff("username", c.Username, stored.Username)
+	diff("domain", c.Domain, stored.Domain)
+	diff("auth", c.Auth, stored.Auth)
+	if c.Encryption == schemas.EncryptionNone && stored.Encryption != schemas.EncryptionNone {
+		changed = append(changed, "encryption (to none)")
+	}
+	if c.TLSInsecureSkipVerify && !stored.TLSInsecureSkipVerify {
+		changed = append(changed, "tlsInsecureSkipVerify (to true)")
+	}
+	var o, so schemas.OAuth2
+	if c.OAuth2 != nil {
+		o = *c.OAuth2
+	}
+	if stored.OAuth2 != nil {
+		so = *stored.OAuth2
+	}
+	diff("oauth2.tokenUrl", o.TokenURL, so.TokenURL)
+	diff("oauth2.clientId", o.ClientID, so.ClientID)
+	diff("oauth2.tenant", o.Tenant, so.Tenant)
+	diff("oauth2.provider", o.Provider, so.Provider)
+	return strings.Join(changed, ", ")
 }
 
 // GetConnection reads one connection, sealed.

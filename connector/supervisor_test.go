@@ -49,12 +49,12 @@ func TestSupervisorLifecycle(t *testing.T) {
 	s.ok("mail.control.route.put", inboxRoute("r2", "c2"))
 	rec.expect(t, "start r2", reactWithin)
 	c1 := imapConnection("c1")
-	c1["host"] = "imap2.example.com"
-	delete(c1, "password") // kept
+	c1["pollInterval"] = "30s"
+	delete(c1, "password") // kept: the server is the same
 	s.ok("mail.control.connection.put", c1)
 	rec.expect(t, "stop r1", reactWithin)
 	rec.expect(t, "start r1", reactWithin)
-	if spec, _ := rec.spec("r1"); spec.Connection.Host != "imap2.example.com" || spec.Connection.Password != "s3cret-c1" {
+	if spec, _ := rec.spec("r1"); time.Duration(spec.Connection.PollInterval) != 30*time.Second || spec.Connection.Password != "s3cret-c1" {
 		t.Errorf("restarted worker connection = %+v", spec.Connection)
 	}
 	rec.quiet(t, 300*time.Millisecond)
@@ -131,16 +131,18 @@ func TestSupervisorParksUnbuiltType(t *testing.T) {
 }
 
 func TestSupervisorPasswordFrom(t *testing.T) {
-	t.Setenv("MAILBUS_TEST_IMAP_PASSWORD", "from-the-env")
+	t.Setenv("MAILBUS_CRED_TEST_IMAP_PASSWORD", "from-the-env")
 	dir := t.TempDir()
 	log := &svcLog{}
-	s := startService(t, svcConfig(t), nil, log)
+	cfg := svcConfig(t)
+	cfg.CredentialDir = dir
+	s := startService(t, cfg, nil, log)
 
 	c := imapConnection("c1")
 	delete(c, "password")
-	c["passwordFrom"] = map[string]string{"env": "MAILBUS_TEST_IMAP_PASSWORD"}
+	c["passwordFrom"] = map[string]string{"env": "MAILBUS_CRED_TEST_IMAP_PASSWORD"}
 	r := s.ok("mail.control.connection.put", c)
-	if r.Connection.PasswordFrom == nil || r.Connection.PasswordFrom.Env != "MAILBUS_TEST_IMAP_PASSWORD" {
+	if r.Connection.PasswordFrom == nil || r.Connection.PasswordFrom.Env != "MAILBUS_CRED_TEST_IMAP_PASSWORD" {
 		t.Errorf("reply passwordFrom = %+v", r.Connection.PasswordFrom)
 	}
 	s.ok("mail.control.route.put", inboxRoute("r1", "c1"))

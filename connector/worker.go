@@ -3,12 +3,14 @@ package connector
 import (
 	"context"
 	"crypto/x509"
+	"io"
 	"log/slog"
 	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -52,6 +54,9 @@ type Runtime struct {
 	// defs stores the refresh token an OAuth2 token endpoint replaces; nil (a Runtime made
 	// outside a Connector) keeps it in memory only.
 	defs *store
+	// mapMessage maps a message; nil is mapping.MapMessage. Tests replace it (SetMapping in
+	// export_test.go) to make the mapping panic.
+	mapMessage func(io.Reader, *mapping.Options) (*mapping.Result, error)
 }
 
 // StatusBoard holds the status of the routes this replica runs, for route.status.

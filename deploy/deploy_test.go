@@ -38,7 +38,8 @@ func envNames(t *testing.T) map[string]bool {
 func checkEnv(t *testing.T, file string, env map[string]bool, names []string) {
 	t.Helper()
 	for _, n := range names {
-		if strings.HasPrefix(n, "MAILBUS_") && !env[n] {
+		// MAILBUS_CRED_* are mailbox passwords for passwordFrom.env, not settings.
+		if strings.HasPrefix(n, "MAILBUS_") && !strings.HasPrefix(n, connector.DefaultCredentialEnvPrefix) && !env[n] {
 			t.Errorf("%s sets %s, which mailbus does not read", file, n)
 		}
 	}
@@ -120,6 +121,92 @@ func TestKubernetes(t *testing.T) {
 	}
 	if !kinds["Secret"] || !kinds["Deployment"] {
 		t.Fatalf("want a Secret and a Deployment, have %v", kinds)
+	}
+}
+
+// TestKubernetesDefinitions: the sidecar declares its connection and route in a ConfigMap
+// applied at start (MAILBUS_DEFINITIONS), which mailbus accepts, with the password read from
+// a file of a mounted Secret, under /run/secrets.
+func TestKubernetesDefinitions(t *testing.T) {
+	var defsText string
+	var pod map[string]any
+	secrets := map[string]map[string]any{}
+	files, _ := filepath.Glob("kubernetes/*.yaml")
+	for _, f := range files {
+		for _, d := range yamlDocs(t, f) {
+			name, _ := d["metadata"].(map[string]any)["name"].(string)
+			switch d["kind"] {
+			case "ConfigMap":
+				if name == "mailbus-definitions" {
+					defsText, _ = d["data"].(map[string]any)["definitions.yaml"].(string)
+				}
+			case "Secret":
+				secrets[name], _ = d["stringData"].(map[string]any)
+			case "Deployment":
+				pod = d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+			}
+		}
+	}
+	if defsText == "" || pod == nil {
+		t.Fatal("want a ConfigMap mailbus-definitions with definitions.yaml and a Deployment")
+	}
+	defs, err := connector.ParseDefinitions("definitions.yaml", []byte(defsText), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("the ConfigMap's definitions: %v", err)
+	}
+	if len(defs.Connections) == 0 || len(defs.Routes) == 0 {
+		t.Fatalf("the ConfigMap defines %d connections and %d routes, want both", len(defs.Connections), len(defs.Routes))
+	}
+
+	volumes := map[string]map[string]any{}
+	for _, v := range pod["volumes"].([]any) {
+		v := v.(map[string]any)
+		volumes[v["name"].(string)] = v
+	}
+	var sidecar map[string]any
+	for _, c := range pod["containers"].([]any) {
+		if c := c.(map[string]any); c["name"] == "mailbus" {
+			sidecar = c
+		}
+	}
+	mounts := map[string]map[string]any{} // mount path -> volume
+	for _, m := range sidecar["volumeMounts"].([]any) {
+		m := m.(map[string]any)
+		mounts[m["mountPath"].(string)] = volumes[m["name"].(string)]
+	}
+	// volumeAt returns the volume mounted where path is, and the path inside it.
+	volumeAt := func(path string) (map[string]any, string) {
+		for dir, v := range mounts {
+			if rest, ok := strings.CutPrefix(path, dir+"/"); ok {
+				return v, rest
+			}
+		}
+		return nil, ""
+	}
+	var defsPath string
+	for _, e := range sidecar["env"].([]any) {
+		if e := e.(map[string]any); e["name"] == "MAILBUS_DEFINITIONS" {
+			defsPath, _ = e["value"].(string)
+		}
+	}
+	v, key := volumeAt(defsPath)
+	if cm, _ := v["configMap"].(map[string]any); cm["name"] != "mailbus-definitions" || key != "definitions.yaml" {
+		t.Errorf("MAILBUS_DEFINITIONS=%q is not the ConfigMap's definitions.yaml as mounted", defsPath)
+	}
+	for _, c := range defs.Connections {
+		if c.PasswordFrom == nil || c.PasswordFrom.File == "" || c.Password != "" {
+			t.Errorf("connection %s: want the password from a file (passwordFrom.file)", c.Name)
+			continue
+		}
+		if !strings.HasPrefix(c.PasswordFrom.File, "/run/secrets/") {
+			t.Errorf("connection %s: passwordFrom.file %s is not under /run/secrets", c.Name, c.PasswordFrom.File)
+		}
+		v, key := volumeAt(c.PasswordFrom.File)
+		sec, _ := v["secret"].(map[string]any)
+		name, _ := sec["secretName"].(string)
+		if secrets[name] == nil || secrets[name][key] == nil {
+			t.Errorf("connection %s: passwordFrom.file %s is no key of a mounted Secret", c.Name, c.PasswordFrom.File)
+		}
 	}
 }
 

@@ -74,6 +74,7 @@ func (m *mapper) attachment(h header, mt, disp, name string, r io.Reader, where 
 		}
 		a.ContentRef = &ref
 	} else {
+		m.partial = true
 		m.warn("attachment %q in %s is over the inline limit and there is no sink: content not kept", a.Name, where)
 	}
 	// Whatever the sink left is read too, so Size and Sha256 cover the whole content.

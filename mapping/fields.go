@@ -103,6 +103,11 @@ func (m *mapper) addresses(h header, key string) []schemas.Address {
 		}
 		m.where = "header " + key
 		list, err := m.addrParser.ParseList(v)
+		if bare, ok := bareLocal(v); err != nil && ok {
+			// The whole field is one bare local part: the warning below is enough.
+			m.warn("address %q in %s has no domain: kept as written", clip(bare, 100), m.where)
+			list, err = []*mail.Address{{Address: bare}}, nil
+		}
 		if err != nil {
 			list = m.salvageAddresses(v)
 			m.warn("bad address list in %s %q: kept %d address(es)", key, clip(v, 200), len(list))
@@ -119,12 +124,19 @@ func (m *mapper) addresses(h header, key string) []schemas.Address {
 	return out
 }
 
+// bareLocal returns s as an address without a domain ("foo", "<foo>"): one word, no '@'.
+func bareLocal(s string) (string, bool) {
+	bare := strings.Trim(s, " \t<>\"'")
+	return bare, bare != "" && !strings.ContainsAny(bare, " \t<>\",;:@()[]")
+}
+
 // looseAddress finds something that looks like an address in a broken list element.
 var looseAddress = regexp.MustCompile(`[^\s<>()\[\],;:"]+@[^\s<>()\[\],;:"]+`)
 
 func (m *mapper) salvageAddresses(v string) []*mail.Address {
 	var out []*mail.Address
-	for _, part := range splitList(v) {
+	parts := splitList(v)
+	for i, part := range parts {
 		// Drop a group's display name ("Team: a@x") and its terminator.
 		part = strings.Trim(part, " \t;")
 		if i := strings.IndexByte(part, ':'); i >= 0 && !strings.ContainsAny(part[:i], `"<@`) {
@@ -144,6 +156,16 @@ func (m *mapper) salvageAddresses(v string) []*mail.Address {
 				a.Name = strings.Trim(strings.Replace(part, s, "", 1), ` <>"'(),`)
 			}
 			out = append(out, a)
+		}
+		// No domain: a bare local part ("From: foo", as cron and some scripts write) is kept
+		// as written rather than dropped; but a word before "Name <address>" is the start of
+		// a display name cut at its unquoted comma ("Smith, John <js@x.org>").
+		nameCut := i+1 < len(parts) && strings.Contains(parts[i+1], "<")
+		if len(found) == 0 && !nameCut {
+			if bare, ok := bareLocal(part); ok {
+				m.warn("address %q in %s has no domain: kept as written", clip(bare, 100), m.where)
+				out = append(out, &mail.Address{Address: bare})
+			}
 		}
 	}
 	return out

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -15,7 +14,7 @@ import (
 )
 
 // FuzzMap checks that any input either maps to an event that matches the schema or is
-// refused with ErrNoHeader, and never panics (not even into the recover of last resort).
+// refused with ErrNoHeader, and never panics (Map's recover would return ErrPanic).
 func FuzzMap(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join(corpusDir, "*.eml"))
 	for _, file := range files {
@@ -41,11 +40,6 @@ func FuzzMap(f *testing.F) {
 		}
 		if ev.Size != int64(len(data)) {
 			t.Errorf("Size = %d, want %d", ev.Size, len(data))
-		}
-		for _, w := range ev.Warnings {
-			if strings.HasPrefix(w, "internal error") {
-				t.Fatalf("Map() panicked: %s", w)
-			}
 		}
 		b, err := json.Marshal(ev)
 		if err != nil {

@@ -8,8 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-
-	gmtextproto "github.com/emersion/go-message/textproto"
 )
 
 // maxHeaderBytes bounds the header block kept in memory; fields past it are skipped.
@@ -48,6 +46,22 @@ func (h header) values(key string) []string {
 	return vs
 }
 
+// readHeader's warnings for lines of the header it drops.
+const (
+	headerCutWarning    = "header larger than 1 MiB: the rest of it was skipped"
+	headerFoldedWarning = "header starts with a folded line: skipped"
+)
+
+// headerCut reports whether readHeader's warnings say that part of the header was dropped.
+func headerCut(warns []string) bool {
+	for _, w := range warns {
+		if w == headerCutWarning || w == headerFoldedWarning {
+			return true
+		}
+	}
+	return false
+}
+
 // readHeader reads the top-level header. It is more lenient than go-message's: an mbox
 // "From " line is skipped, and a line that is not a field ends the header (the line becomes
 // the first line of the body, as Python's email package does) instead of failing. Only when not
@@ -75,13 +89,13 @@ func readHeader(br *bufio.Reader) (h header, body io.Reader, warns []string, err
 		budget -= len(line)
 		if budget < 0 {
 			if budget+len(line) >= 0 {
-				warns = append(warns, "header larger than 1 MiB: the rest of it was skipped")
+				warns = append(warns, headerCutWarning)
 			}
 			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			if len(h) == 0 {
-				warns = append(warns, "header starts with a folded line: skipped")
+				warns = append(warns, headerFoldedWarning)
 				continue
 			}
 			h[len(h)-1].Value = joinFolded(h[len(h)-1].Value, line)
@@ -152,23 +166,6 @@ func joinFolded(v string, line []byte) string {
 		return string(l)
 	}
 	return v + " " + string(l)
-}
-
-// partHeader converts the header go-message read for a multipart part, keeping the names as
-// written.
-func partHeader(th gmtextproto.Header) header {
-	var h header
-	fs := th.Fields()
-	for fs.Next() {
-		name := fs.Key()
-		if raw, err := fs.Raw(); err == nil {
-			if i := bytes.IndexByte(raw, ':'); i > 0 {
-				name = string(bytes.TrimSpace(raw[:i]))
-			}
-		}
-		h = append(h, field{Name: name, Key: fs.Key(), Value: fs.Value()})
-	}
-	return h
 }
 
 // parseParams parses a Content-Type or Content-Disposition value into its lower-case first

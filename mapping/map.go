@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	gmtextproto "github.com/emersion/go-message/textproto"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -66,6 +65,21 @@ type SummingSink interface {
 // message cannot become an event and is dead-lettered by the connector.
 var ErrNoHeader = errors.New("mapping: message has no parsable header")
 
+// ErrPanic is returned (wrapped, with the panic's value) by Map for a message whose mapping
+// panicked: a bug, on input nobody foresaw. The event would be incomplete in ways nobody
+// can name, so there is none: the connector dead-letters the message with its raw copy.
+var ErrPanic = errors.New("mapping: internal error")
+
+// Result is what MapMessage returns.
+type Result struct {
+	Event *schemas.Event
+	// Partial is set when Event keeps only part of the message: its structure was truncated
+	// or broken, a body or the header was cut at a size cap, an attachment over the inline
+	// limit had no sink, or a decoder skipped damaged input. Warnings say what; the caller
+	// should keep the raw message (Event.RawRef) so that nothing is lost.
+	Partial bool
+}
+
 // Map reads one RFC 5322 message from r and returns its event with the message-derived fields
 // set: everything but Id, Route, Connection, Bus, Mailbox, UidValidity, Uid, ReceivedAt and
 // RawRef. Size is the number of bytes read from r, which Map reads to the end.
@@ -73,8 +87,24 @@ var ErrNoHeader = errors.New("mapping: message has no parsable header")
 // r is streamed: attachments over the inline limit pass through to opts.Sink, so memory does
 // not grow with their size. Damage in the message (bad charset, broken encoding, truncation)
 // becomes Event.Warnings, never an error. Map fails only with ErrNoHeader, with an error
-// reading r, or with an error from the sink.
+// reading r, with an error from the sink, or with ErrPanic.
+//
+// Map does not say whether the event keeps the whole message; MapMessage does.
 func Map(r io.Reader, opts *Options) (*schemas.Event, error) {
+	res, err := MapMessage(r, opts)
+	if err != nil {
+		return nil, err
+	}
+	return res.Event, nil
+}
+
+// MapMessage is Map, and tells whether the event keeps only part of the message.
+func MapMessage(r io.Reader, opts *Options) (res *Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = nil, fmt.Errorf("%w: %v", ErrPanic, p)
+		}
+	}()
 	m := newMapper(opts)
 	m.src = &countingReader{r: r}
 	br := bufio.NewReader(m.src)
@@ -89,6 +119,7 @@ func Map(r io.Reader, opts *Options) (*schemas.Event, error) {
 	for _, w := range warns {
 		m.warn("%s", w)
 	}
+	m.partial = m.partial || headerCut(warns)
 	if err := m.run(h, body); err != nil {
 		return nil, err
 	}
@@ -100,19 +131,11 @@ func Map(r io.Reader, opts *Options) (*schemas.Event, error) {
 		return nil, fmt.Errorf("mapping: read message: %w", m.src.err)
 	}
 	m.ev.Size = m.src.n
-	return m.finish(), nil
+	return &Result{Event: m.finish(), Partial: m.partial}, nil
 }
 
-// run maps the body, then the header. A panic is a bug; it is turned into a warning as a last
-// resort so the message still gets through, and the fuzz test looks for that warning.
-func (m *mapper) run(h header, body io.Reader) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			m.warn("internal error: %v: the event may be incomplete", p)
-			err = nil
-		}
-	}()
-
+// run maps the body, then the header.
+func (m *mapper) run(h header, body io.Reader) error {
 	mt, params, _ := parseParams(h.value("Content-Type"))
 	if strings.TrimSpace(h.value("Content-Type")) == "" {
 		mt = "text/plain"
@@ -143,6 +166,8 @@ type mapper struct {
 	where string
 	// truncated is set once a truncation was reported, so enclosing multiparts stay quiet.
 	truncated bool
+	// partial is set once something of the message is not in the event (Result.Partial).
+	partial bool
 }
 
 func newMapper(opts *Options) *mapper {
@@ -263,7 +288,8 @@ func (m *mapper) entity(h header, mt string, params map[string]string, body io.R
 
 	// Keep what comes before the first boundary: if there is none, that is the whole body.
 	pre := &capture{r: body, max: maxBodyBytes}
-	mr := gmtextproto.NewMultipartReader(pre, boundary)
+	parent, _ := body.(*multipartPart)
+	mr := newMultipartReader(pre, boundary, parent)
 	n := 0
 	for {
 		p, err := mr.NextPart()
@@ -276,8 +302,10 @@ func (m *mapper) entity(h header, mt string, params map[string]string, body io.R
 			}
 			if n == 0 {
 				m.warn("%s in %s: boundary %q not found: read as text", mt, where, clip(boundary, 70))
+				m.partial = m.partial || pre.overflow
 				return m.leaf(nil, "text/plain", nil, pre.bytes(), path)
 			}
+			m.partial = true
 			if !m.truncated {
 				m.warn("%s in %s is truncated: kept the parts before", mt, where)
 				m.truncated = true
@@ -288,7 +316,11 @@ func (m *mapper) entity(h header, mt string, params map[string]string, body io.R
 			pre.stop()
 		}
 		n++
-		ph := partHeader(p.Header)
+		ph := p.Header
+		for _, w := range p.Warnings {
+			m.partial = true
+			m.warn("%s in %s", w, "part "+partName(path)+"."+strconv.Itoa(n))
+		}
 		def := "text/plain"
 		if mt == "multipart/digest" {
 			def = "message/rfc822"
@@ -349,6 +381,7 @@ func (m *mapper) leaf(h header, mt string, params map[string]string, body io.Rea
 		return err
 	}
 	if n := damage(); n > 0 {
+		m.partial = true
 		m.warn("broken %s in %s: %d bad characters", strings.ToLower(strings.TrimSpace(enc)), where, n)
 	}
 	return nil
@@ -375,6 +408,7 @@ func (m *mapper) body(mt string, params map[string]string, r io.Reader, where st
 		if err != nil {
 			return err
 		}
+		m.partial = true
 		m.warn("%s in %s is larger than %d MiB: cut, %d bytes dropped", mt, where, maxBodyBytes>>20, n+1)
 	}
 	cs := strings.ToLower(params["charset"])
@@ -407,11 +441,15 @@ func (s *softEOF) Read(p []byte) (int, error) {
 	if s.m.src.err != nil {
 		return n, fmt.Errorf("mapping: read message: %w", s.m.src.err)
 	}
+	s.m.partial = true
 	if !s.m.truncated {
 		s.m.truncated = true
-		if errors.Is(err, io.ErrUnexpectedEOF) {
+		switch {
+		case errors.Is(err, errEnclosingBoundary):
+			s.m.warn("%s ends at a boundary of an enclosing multipart, before its own: kept what was there, and read on", s.where)
+		case errors.Is(err, io.ErrUnexpectedEOF):
 			s.m.warn("message truncated in %s: kept what was there", s.where)
-		} else {
+		default:
 			s.m.warn("cannot read %s: %v: kept what was there", s.where, err)
 		}
 	}
@@ -437,10 +475,11 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // capture keeps up to max bytes read through it until stop.
 type capture struct {
-	r       io.Reader
-	buf     []byte
-	max     int
-	stopped bool
+	r        io.Reader
+	buf      []byte
+	max      int
+	stopped  bool
+	overflow bool // more than max bytes went through before stop
 }
 
 func (c *capture) Read(p []byte) (int, error) {
@@ -448,6 +487,7 @@ func (c *capture) Read(p []byte) (int, error) {
 	if !c.stopped {
 		room := min(c.max-len(c.buf), n)
 		c.buf = append(c.buf, p[:max(room, 0)]...)
+		c.overflow = c.overflow || room < n
 	}
 	return n, err
 }

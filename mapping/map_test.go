@@ -47,7 +47,8 @@ func TestAddresses(t *testing.T) {
 		{"a@x.org,, b@y.org,", []schemas.Address{addr("", "a@x.org"), addr("", "b@y.org")}, false},
 		{"Smith, John <js@x.org>", []schemas.Address{addr("John", "js@x.org")}, true},
 		{"<broken@x.org", []schemas.Address{addr("", "broken@x.org")}, true},
-		{"nobody", []schemas.Address{}, true},
+		{"nobody", []schemas.Address{addr("", "nobody")}, true},
+		{"foo, b@y.org", []schemas.Address{addr("", "foo"), addr("", "b@y.org")}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.header, func(t *testing.T) {

@@ -68,6 +68,50 @@ type Reply struct {
 	// Connection log.
 	Entries []LogEntry `json:"entries,omitempty"`
 	Text    string     `json:"text,omitempty"`
+
+	// Definitions applied.
+	Changes []Change `json:"changes,omitempty"`
+}
+
+// ApplyRequest (definitions.apply) brings the stored definitions to the ones given:
+// connections and routes that differ are written, equal ones left as they are (their
+// revisions do not move). Nothing is written unless every definition is valid.
+type ApplyRequest struct {
+	Connections []Connection `json:"connections,omitempty"`
+	Routes      []Route      `json:"routes,omitempty"`
+	// DryRun reports the changes and writes nothing.
+	DryRun bool `json:"dryRun,omitempty"`
+	// Declared names every definition of the whole set, when it is applied in several
+	// requests: a route may name a connection declared there (in a dry run, where it is
+	// not written yet), and Prune deletes what it does not name.
+	Declared *DefinitionNames `json:"declared,omitempty"`
+	// Prune deletes the stored connections and routes Declared does not name.
+	Prune bool `json:"prune,omitempty"`
+}
+
+// DefinitionNames names connections and routes.
+type DefinitionNames struct {
+	Connections []string `json:"connections"`
+	Routes      []string `json:"routes"`
+}
+
+// Change actions.
+const (
+	ActionCreate    = "create"
+	ActionUpdate    = "update"
+	ActionUnchanged = "unchanged"
+	ActionDelete    = "delete"
+)
+
+// Change is what an apply did, or would do in a dry run, to one definition.
+type Change struct {
+	Kind   string `json:"kind"` // connection or route
+	Name   string `json:"name"`
+	Action string `json:"action"`
+	// Fields names the top-level fields an update changes (a secret by name only).
+	Fields []string `json:"fields,omitempty"`
+	// Revision is the definition's revision after the apply (0 in a dry run or a delete).
+	Revision uint64 `json:"revision,omitempty"`
 }
 
 // Route states.

@@ -4,6 +4,17 @@
 //	mailbus version   print the version
 //	mailbus healthcheck  ask a running mailbus's /healthz (the image's HEALTHCHECK)
 //	mailbus demo [-json] [-every 5s]  embedded NATS and IMAP with sample mail, events printed
+//
+// and the operator's commands over the control subjects of a running mailbus (cli.go):
+//
+//	mailbus apply -f FILE [--dry-run] [--prune]
+//	mailbus get connections|routes [NAME] [-o table|json|yaml]
+//	mailbus status [ROUTE]
+//	mailbus test CONNECTION
+//	mailbus log CONNECTION [--since T] [-o FILE]
+//	mailbus delete connection|route NAME
+//
+// Exit status: 0 done, 1 the command failed or was refused, 2 a wrong call.
 package main
 
 import (
@@ -63,9 +74,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return connector.Healthcheck(ctx, cfg.HTTPAddr)
 	case "demo":
 		return demo(ctx, args[1:], stdout)
-	default:
-		return usageError{fmt.Errorf("unknown command %q (want serve, version, healthcheck or demo)", cmd)}
 	}
+	if _, ok := cliCommands[cmd]; ok {
+		return runCLI(ctx, cmd, args[1:], stdout)
+	}
+	return usageError{fmt.Errorf("unknown command %q (want serve, version, healthcheck, demo, apply, get, status, test, log or delete)", cmd)}
 }
 
 // serve runs the connector until ctx ends.

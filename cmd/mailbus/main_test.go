@@ -59,7 +59,17 @@ func TestConfigDefaults(t *testing.T) {
 		HTTPAddr:       ":8080",
 		LogLevel:       "info",
 		LogFormat:      "json",
+
+		CredentialEnvPrefix: "MAILBUS_CRED_",
+		CredentialDir:       "/run/secrets",
+		EventsMaxAge:        168 * time.Hour,
+		EventsMaxBytes:      connector.Unlimited,
+		DeadMaxAge:          720 * time.Hour,
 	}
+	if cfg.ManageStreams == nil || !*cfg.ManageStreams {
+		t.Errorf("MAILBUS_MANAGE_STREAMS default %v, want true", cfg.ManageStreams)
+	}
+	cfg.ManageStreams = nil
 	if cfg != want {
 		t.Errorf("defaults = %+v\nwant       %+v", cfg, want)
 	}

@@ -46,6 +46,9 @@ default_process_limit = 1000
 default_client_limit = 4000
 protocol imap {
   mail_max_userip_connections = 1000
+{{- if .IMAPCapability}}
+  imap_capability = {{.IMAPCapability}}
+{{- end}}
 }
 
 # Failed logins from one address would otherwise slow every later login from it (up to
@@ -70,8 +73,9 @@ service imap-login {
 `))
 
 type configData struct {
-	Dir           string
-	Port, TLSPort int
+	Dir            string
+	Port, TLSPort  int
+	IMAPCapability string
 }
 
 func renderConfig(d configData) []byte {

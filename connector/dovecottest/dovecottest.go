@@ -48,7 +48,20 @@ type Options struct {
 	// CertNotAfter is when the certificate expires; zero means a year from now. A time in
 	// the past makes an expired certificate.
 	CertNotAfter time.Time
+	// IMAPCapability, when set, replaces the capabilities Dovecot announces once logged in
+	// (its imap_capability setting), to play an older server: WithoutMove is Dovecot's own
+	// list less MOVE. Dovecot still runs a command it no longer announces; a client that
+	// reads the capabilities, as mailbus does, never sends it.
+	IMAPCapability string
 }
+
+// WithoutMove is Dovecot 2.3's post-login capability list without MOVE (UIDPLUS kept), for
+// Options.IMAPCapability.
+const WithoutMove = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY " +
+	"THREAD=REFERENCES THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE " +
+	"UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH " +
+	"ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY SNIPPET=FUZZY PREVIEW=FUZZY " +
+	"PREVIEW STATUS=SIZE SAVEDATE LITERAL+ NOTIFY"
 
 // Server is a running Dovecot with its own config in a temp dir.
 //
@@ -63,6 +76,7 @@ type Server struct {
 
 	uid, gid int
 	users    map[string]string
+	imapCaps string        // Options.IMAPCapability
 	seq      atomic.Uint64 // makes Deliver's file names unique
 
 	mu   sync.Mutex
@@ -119,7 +133,7 @@ func Start(t testing.TB, opts *Options) *Server {
 		}
 	})
 
-	s := &Server{Dir: dir, uid: uid, gid: gid, users: users}
+	s := &Server{Dir: dir, uid: uid, gid: gid, users: users, imapCaps: opts.IMAPCapability}
 	if err := s.writeFiles(opts); err != nil {
 		t.Fatalf("dovecottest: %v", err)
 	}
@@ -346,7 +360,7 @@ func (s *Server) choosePorts() error {
 	}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	s.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
-	conf := renderConfig(configData{Dir: s.Dir, Port: ports[0], TLSPort: ports[1]})
+	conf := renderConfig(configData{Dir: s.Dir, Port: ports[0], TLSPort: ports[1], IMAPCapability: s.imapCaps})
 	return os.WriteFile(s.confPath(), conf, 0o644)
 }
 

@@ -233,3 +233,44 @@ func TestStopRestartKeepsMail(t *testing.T) {
 		t.Errorf("INBOX after restart has %d messages, want 2", n)
 	}
 }
+
+// TestIMAPCapabilityWithoutMove: WithoutMove is exactly Dovecot's own list less MOVE, and
+// the option makes the server announce it.
+func TestIMAPCapabilityWithoutMove(t *testing.T) {
+	t.Parallel()
+	capsOf := func(s *dovecottest.Server) imap.CapSet {
+		c := login(t, s, true)
+		caps, err := c.Capability().Wait()
+		if err != nil {
+			t.Fatalf("Capability().Wait() = %v", err)
+		}
+		return caps
+	}
+	want := map[string]bool{}
+	for _, c := range strings.Fields(dovecottest.WithoutMove) {
+		want[c] = true
+	}
+	got := map[string]bool{}
+	for c := range capsOf(dovecottest.Start(t, nil)) {
+		got[string(c)] = true
+	}
+	if !got[string(imap.CapMove)] {
+		t.Fatalf("Dovecot's own capabilities %v lack MOVE", got)
+	}
+	delete(got, string(imap.CapMove))
+	for c := range got {
+		if !want[c] {
+			t.Errorf("Dovecot announces %s, which WithoutMove lacks", c)
+		}
+	}
+	for c := range want {
+		if !got[c] {
+			t.Errorf("WithoutMove has %s, which Dovecot does not announce", c)
+		}
+	}
+
+	caps := capsOf(dovecottest.Start(t, &dovecottest.Options{IMAPCapability: dovecottest.WithoutMove}))
+	if caps.Has(imap.CapMove) || !caps.Has(imap.CapUIDPlus) {
+		t.Errorf("with WithoutMove the server announces %v: want UIDPLUS and no MOVE", caps)
+	}
+}

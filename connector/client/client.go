@@ -1,0 +1,162 @@
+// Package client is a small client of mailbus's control plane over NATS: the requests of
+// the mailbus CLI, typed. Every call takes a context; without a deadline a call waits at
+// most DefaultTimeout (a connection check and an apply longer).
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// DefaultTimeout bounds a request whose context has no deadline.
+const DefaultTimeout = 15 * time.Second
+
+// Longer bounds for the requests that do more: a check waits for the mail server, an apply
+// writes thousands of definitions.
+const (
+	testTimeout  = 75 * time.Second
+	applyTimeout = 3 * time.Minute
+)
+
+// Client sends control requests on <prefix>.control.<entity>.<op>.
+type Client struct {
+	nc    *nats.Conn
+	names connector.Names
+}
+
+// New returns a client of the mailbus whose subjects start with prefix ("mail"). The
+// caller keeps nc and closes it.
+func New(nc *nats.Conn, prefix string) *Client {
+	return &Client{nc: nc, names: connector.Names{Prefix: prefix}}
+}
+
+// ErrNoService is returned when no mailbus answers on the control subjects.
+var ErrNoService = errors.New("no mailbus answers on the control subjects: is it running, with the same MAILBUS_NATS_URL and MAILBUS_SUBJECT_PREFIX?")
+
+// Do sends req (marshalled to JSON) to entity.op and returns the reply. A refusal is
+// returned as the reply's *schemas.Error; a reply with ok false but no refusal (a failed
+// connection check) is returned as it is.
+func (c *Client) Do(ctx context.Context, entity, op string, req any, timeout time.Duration) (*schemas.Reply, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		if timeout == 0 {
+			timeout = DefaultTimeout
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	data, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	subject := c.names.ControlPrefix() + "." + entity + "." + op
+	msg, err := c.nc.RequestWithContext(ctx, subject, data)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, ErrNoService
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", subject, err)
+	}
+	var r schemas.Reply
+	if err := json.Unmarshal(msg.Data, &r); err != nil {
+		return nil, fmt.Errorf("%s: reply is not JSON: %w", subject, err)
+	}
+	if !r.OK && r.Error != nil && len(r.Stages) == 0 {
+		return &r, r.Error
+	}
+	return &r, nil
+}
+
+// Connections lists every connection, secrets redacted.
+func (c *Client) Connections(ctx context.Context) ([]schemas.Connection, error) {
+	r, err := c.Do(ctx, "connection", "list", schemas.ListRequest{}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return r.Connections, nil
+}
+
+// Connection reads one connection, secrets redacted.
+func (c *Client) Connection(ctx context.Context, name string) (*schemas.Connection, error) {
+	r, err := c.Do(ctx, "connection", "get", schemas.NameRequest{Name: name}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return r.Connection, nil
+}
+
+// Routes lists every route.
+func (c *Client) Routes(ctx context.Context) ([]schemas.Route, error) {
+	r, err := c.Do(ctx, "route", "list", schemas.ListRequest{}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return r.Routes, nil
+}
+
+// Route reads one route.
+func (c *Client) Route(ctx context.Context, name string) (*schemas.Route, error) {
+	r, err := c.Do(ctx, "route", "get", schemas.NameRequest{Name: name}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return r.Route, nil
+}
+
+// Status reads one route's status.
+func (c *Client) Status(ctx context.Context, route string) (*schemas.RouteStatus, error) {
+	r, err := c.Do(ctx, "route", "status", schemas.NameRequest{Name: route}, 0)
+	if err != nil {
+		return nil, err
+	}
+	if r.Status != nil && r.Status.Route == "" {
+		r.Status.Route = route
+	}
+	return r.Status, nil
+}
+
+// Statuses reads the status of every route.
+func (c *Client) Statuses(ctx context.Context) ([]schemas.RouteStatus, error) {
+	r, err := c.Do(ctx, "route", "list", schemas.ListRequest{Status: true}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return r.Statuses, nil
+}
+
+// Test runs the staged check of a saved connection. The reply's OK says whether it
+// passed; its Stages say how far it got.
+func (c *Client) Test(ctx context.Context, name string) (*schemas.Reply, error) {
+	return c.Do(ctx, "connection", "test", schemas.NameRequest{Name: name}, testTimeout)
+}
+
+// Log reads a connection's log as text lines, since since (all that is kept when nil).
+func (c *Client) Log(ctx context.Context, name string, since *time.Time) (string, error) {
+	r, err := c.Do(ctx, "connection", "log", schemas.LogRequest{
+		Name: name, Since: since, Limit: connector.MaxLogLimit, Format: "text",
+	}, 0)
+	if err != nil {
+		return "", err
+	}
+	return r.Text, nil
+}
+
+// DeleteConnection deletes a connection no route uses.
+func (c *Client) DeleteConnection(ctx context.Context, name string) error {
+	_, err := c.Do(ctx, "connection", "delete", schemas.NameRequest{Name: name}, 0)
+	return err
+}
+
+// DeleteRoute deletes a route.
+func (c *Client) DeleteRoute(ctx context.Context, name string) error {
+	_, err := c.Do(ctx, "route", "delete", schemas.NameRequest{Name: name}, 0)
+	return err
+}
