@@ -340,6 +340,17 @@ func TestConsoleBrowserForms(t *testing.T) {
 		t.Fatalf("failed check shows %q, want the dial stage, its error and its time", failed)
 	}
 	snap()
+	// With no password typed the saved connection is checked; the page says so when the
+	// form holds other settings.
+	if n := get(t, ctx, "note", chromedp.Evaluate[int]("document.querySelectorAll('#check-note').length")); n != 0 {
+		t.Fatalf("a check of an unchanged form has a note")
+	}
+	run(t, ctx, "check after a change",
+		setValue("#f-description", "changed, not saved"),
+		chromedp.Click(chromedp.CSS("#check")),
+		chromedp.WaitVisible(chromedp.CSS("#check-note")),
+	)
+	mustContain(t, "note", get(t, ctx, "note", chromedp.Text(chromedp.CSS("#check-note"))), "saved connection was checked")
 
 	// Russian: the product page's words.
 	run(t, ctx, "switch to Russian",

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -138,6 +139,7 @@ type connectionPage struct {
 // checkView is a connection check's outcome for the page.
 type checkView struct {
 	Lang    string
+	Note    string
 	OK      bool
 	Error   string
 	Field   string
@@ -282,6 +284,28 @@ func (c *Console) connectionRequest(ctx context.Context, f url.Values) (map[stri
 	return m, p, nil
 }
 
+// sameDefinition says whether a form's request holds what is stored (secrets aside).
+func sameDefinition(req map[string]any, stored *schemas.Connection) bool {
+	norm := func(v any) any {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil
+		}
+		var m map[string]any
+		json.Unmarshal(b, &m)
+		for _, k := range []string{"revision", "passwordSet", "password"} {
+			delete(m, k)
+		}
+		if o, ok := m["oauth2"].(map[string]any); ok {
+			for _, k := range []string{"accessTokenSet", "clientSecretSet", "refreshTokenSet"} {
+				delete(o, k)
+			}
+		}
+		return m
+	}
+	return reflect.DeepEqual(norm(req), norm(stored))
+}
+
 // putNumber sets m[key] to the typed text: a JSON number when it is one, else the text
 // itself, so the control service names the field and says what it wants.
 func putNumber(m map[string]any, key, text string) {
@@ -361,13 +385,25 @@ func (c *Console) connectionCheck(w http.ResponseWriter, r *http.Request, s *ses
 		p.Title = fmt.Sprintf(tr(p.Lang, "conn.edit"), p.Original)
 	}
 	delete(req, "revision")
-	reply, err := c.request(r.Context(), "connection", "test", req)
+	// The control service tests a draft with the secrets it holds only: with none typed, a
+	// saved connection is tested by name, and the page says when the form differs from it.
+	var body any = req
+	var note string
+	if !p.Retype && p.Original != "" && p.Original == p.C.Name {
+		if stored, err := c.request(r.Context(), "connection", "get", schemas.NameRequest{Name: p.Original}); err == nil {
+			body = schemas.NameRequest{Name: p.Original}
+			if !sameDefinition(req, stored.Connection) {
+				note = tr(p.Lang, "conn.check.saved")
+			}
+		}
+	}
+	reply, err := c.request(r.Context(), "connection", "test", body)
 	if err != nil {
 		c.controlFail(w, r, err)
 		return
 	}
 	v := &checkView{Lang: p.Lang, OK: reply.OK, Stages: reply.Stages, Mailbox: reply.Mailbox,
-		Caps: strings.Join(reply.Capabilities, " ")}
+		Caps: strings.Join(reply.Capabilities, " "), Note: note}
 	if reply.Error != nil {
 		v.Error, v.Field = reply.Error.Message, formField(reply.Error.Field)
 		if len(reply.Stages) == 0 && reply.Error.Code == schemas.CodeInvalid {
