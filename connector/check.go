@@ -25,7 +25,9 @@ import (
 )
 
 // ProbeHeader marks the message a connection check appends for its round trip. Routes skip
-// messages that carry it, so a probe never becomes an event.
+// a message whose header carries a value signed with the deployment's probe key (see
+// probeKeys), so a probe never becomes an event; any other message with the header is
+// ordinary mail.
 const ProbeHeader = "X-Mailbus-Probe"
 
 const (
@@ -46,6 +48,9 @@ const (
 //
 // An oauth2 connection gets its token in a stage of its own, token, before login; a refresh
 // token the endpoint replaces is not stored (the control service's check stores it).
+//
+// Its probe is not signed (only a deployment's control service can sign one), so routes
+// publish it like any mail should they see it before it is removed.
 func CheckConnection(ctx context.Context, c schemas.Connection, mailboxes []string) *schemas.Reply {
 	return checkConnection(ctx, c, mailboxes, nil)
 }
@@ -53,6 +58,11 @@ func CheckConnection(ctx context.Context, c schemas.Connection, mailboxes []stri
 // checkConnection is CheckConnection with the token source of an oauth2 connection (nil: a
 // new one that keeps a replaced refresh token in memory).
 func checkConnection(ctx context.Context, c schemas.Connection, mailboxes []string, ts *tokenSource) *schemas.Reply {
+	return signedCheck(ctx, c, mailboxes, ts, nil)
+}
+
+// signedCheck is checkConnection with the key that signs the probe (nil: unsigned).
+func signedCheck(ctx context.Context, c schemas.Connection, mailboxes []string, ts *tokenSource, probeKey []byte) *schemas.Reply {
 	if c.Auth == schemas.AuthOAuth2 && ts == nil {
 		ts = newTokenSource(&c, nil)
 	}
@@ -64,7 +74,7 @@ func checkConnection(ctx context.Context, c schemas.Connection, mailboxes []stri
 	if len(mailboxes) == 0 {
 		mailboxes = []string{"INBOX"}
 	}
-	k := &checker{c: &c, reply: &schemas.Reply{OK: true}, tokens: ts}
+	k := &checker{c: &c, reply: &schemas.Reply{OK: true}, tokens: ts, probeKey: probeKey}
 	switch c.Type {
 	case "", schemas.TypeIMAP:
 		k.run(ctx, mailboxes)
@@ -88,6 +98,8 @@ type checker struct {
 	host   string
 	port   int
 	tokens *tokenSource // oauth2 only
+	// probeKey signs the probe's ProbeHeader; nil: unsigned.
+	probeKey []byte
 }
 
 // checkFailure is the cause of a failed stage, in words for the person who owns the
@@ -500,7 +512,7 @@ func (k *checker) probe(ctx context.Context, client *imapclient.Client, caps ima
 		to = append(to, a.String())
 	}
 	id := rand.Text()
-	msg := probeMessage(id, to)
+	msg := probeMessage(probeValue(k.probeKey, id), id, to)
 
 	var uid imap.UID
 	err := within(ctx, imapCommandTimeout, client, func() error {
@@ -561,14 +573,15 @@ func (k *checker) probe(ctx context.Context, client *imapclient.Client, caps ima
 	return fmt.Sprintf("appended UID %d to %s for %s, fetched it back and removed it", uid, mailbox, strings.Join(to, ", ")), nil
 }
 
-func probeMessage(id string, to []string) []byte {
+// probeMessage is the probe of id, with value in its ProbeHeader.
+func probeMessage(value, id string, to []string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "From: mailbus <mailbus@localhost>\r\n")
 	fmt.Fprintf(&b, "To: %s\r\n", strings.Join(to, ", "))
 	fmt.Fprintf(&b, "Subject: mailbus connection check\r\n")
 	fmt.Fprintf(&b, "Date: %s\r\n", time.Now().Format(time.RFC1123Z))
 	fmt.Fprintf(&b, "Message-ID: <%s@mailbus.probe>\r\n", id)
-	fmt.Fprintf(&b, "%s: %s\r\n", ProbeHeader, id)
+	fmt.Fprintf(&b, "%s: %s\r\n", ProbeHeader, value)
 	fmt.Fprintf(&b, "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n")
 	fmt.Fprintf(&b, "This message was added by a mailbus connection check and is removed at once.\r\n")
 	return []byte(b.String())

@@ -200,6 +200,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		ConnLog:        NewConnLog(js, c.names, c.logger),
 		defs:           st,
 		Metrics:        metrics,
+		probes:         newProbeKeys(c.cfg.SecretKey, storage.State),
 	}
 	ls := newLeases(js, storage.Leases, c.cfg.Instance, rt.Status)
 	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories, resync, ls)
@@ -214,7 +215,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	svc, err := startControl(routesCtx, nc, c.names, c.version, &control{
 		store: st, status: rt.Status, instance: c.cfg.Instance, logger: c.logger.With("component", "control"),
 		sealer: c.sealer, js: js, names: c.names,
-		leases: ls,
+		leases: ls, state: storage.State, probes: rt.probes,
 	})
 	if err != nil {
 		stopRoutes()

@@ -48,6 +48,8 @@ type control struct {
 	sealer   *sealer
 	js       jetstream.JetStream
 	names    Names
+	state    jetstream.KeyValue // route checkpoints; nil: none to remove
+	probes   *probeKeys         // signs the check's probe; nil: unsigned
 }
 
 // handler serves one command: the request body in, the reply out (OK is set by the caller)
@@ -277,7 +279,13 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		}
 		ts = newTokenSource(&conn, tokens)
 	}
-	return checkConnection(ctx, conn, mailboxes, ts), nil
+	var probeKey []byte
+	if c.probes != nil {
+		if probeKey, err = c.probes.get(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return signedCheck(ctx, conn, mailboxes, ts, probeKey), nil
 }
 
 // sameTokenEndpoint reports whether a draft sends its tokens where the saved connection
@@ -425,6 +433,12 @@ func (c *control) routeDelete(ctx context.Context, data []byte) (*schemas.Reply,
 	}
 	if err := c.store.DeleteRoute(ctx, req.Name); err != nil {
 		return nil, err
+	}
+	// A route created again under this name starts afresh, not from this checkpoint.
+	if c.state != nil {
+		if err := purgeCheckpoint(ctx, c.state, req.Name); err != nil {
+			return nil, err
+		}
 	}
 	return &schemas.Reply{}, nil
 }

@@ -51,7 +51,7 @@ func TestControlEndpoints(t *testing.T) {
 		"headers": []string{"X-Ticket-Id"}, "attributes": []map[string]string{{"name": "ticket", "from": "header:X-Ticket-Id", "regex": `(\d+)`}},
 	})
 	rt := r.Route
-	if rt == nil || rt.Mailbox != "INBOX" || rt.Select != "unseen" || rt.After != "markRead" || rt.Bus != 2 || rt.Revision == 0 {
+	if rt == nil || rt.Mailbox != "INBOX" || rt.Select != "all" || rt.Backlog != "unseen" || rt.After != "markRead" || rt.Bus != 2 || rt.Revision == 0 {
 		t.Fatalf("route.put reply = %+v", rt)
 	}
 	s.ok("mail.control.route.put", map[string]any{"name": "archive", "connection": "other", "disabled": true, "after": "move", "moveTo": "Archive"})

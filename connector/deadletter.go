@@ -25,8 +25,9 @@ type DeadLetter struct {
 	RawRef      *schemas.ObjectRef `json:"rawRef"`
 }
 
-// deadLetterMsg is the NATS message of a dead letter. Its Msg-Id is dead/<event id>, so a
-// message dead-lettered again after a crash is deduplicated like an event.
+// deadLetterMsg is the NATS message of a dead letter. Its Msg-Id is
+// dead/<route>/<event id>, so a message dead-lettered again after a crash is deduplicated
+// like an event, and each route sharing the mailbox stores its own.
 func deadLetterMsg(subject, eventID string, d *DeadLetter) (*nats.Msg, error) {
 	b, err := json.Marshal(d)
 	if err != nil {
@@ -34,7 +35,7 @@ func deadLetterMsg(subject, eventID string, d *DeadLetter) (*nats.Msg, error) {
 	}
 	m := nats.NewMsg(subject)
 	m.Data = b
-	m.Header.Set(jetstream.MsgIDHeader, "dead/"+eventID)
+	m.Header.Set(jetstream.MsgIDHeader, "dead/"+d.Route+"/"+eventID)
 	m.Header.Set("Content-Type", "application/json")
 	return m, nil
 }

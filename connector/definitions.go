@@ -289,6 +289,10 @@ func (s *store) Apply(ctx context.Context, req *schemas.ApplyRequest) ([]schemas
 		}
 	}
 
+	if err := s.sharedMailboxes(ctx, defs.Routes, req); err != nil {
+		return nil, err
+	}
+
 	// Plan: read every definition, decide, and refuse before writing anything.
 	var known sync.Map // connection name -> bool (stored)
 	connPlans := make([]planned, len(defs.Connections))

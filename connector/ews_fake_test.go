@@ -53,6 +53,8 @@ type fakeEWS struct {
 	dropMarkRead bool
 	// denyImpersonation refuses every request that impersonates a mailbox.
 	denyImpersonation bool
+	// onGetItem, when set, is called before the n-th GetItem (from 1) is answered.
+	onGetItem func(n int)
 
 	// What was seen.
 	ops        []string
@@ -217,6 +219,9 @@ func (f *fakeEWS) serve(w http.ResponseWriter, r *http.Request) {
 	case "FindItem":
 		reply = f.findItem(op)
 	case "GetItem":
+		if f.onGetItem != nil {
+			f.onGetItem(strings.Count(strings.Join(f.ops, " "), "GetItem"))
+		}
 		reply = f.getItem(op)
 	case "UpdateItem":
 		if f.dropMarkRead {

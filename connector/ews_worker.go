@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -31,9 +32,14 @@ const ewsBatch = 50
 // What a route selects, and how it remembers what it published:
 //   - select unseen with after markRead, delete or move: FindItem of the unread items; the
 //     mailbox itself is the checkpoint, since nothing is left unread behind the route;
-//   - select all, or after none: SyncFolderItems, whose SyncState is the checkpoint, kept in
-//     the state bucket under route.<name>; with unseen, items already read when they first
-//     show up are passed over.
+//   - select all, after none, or a backlog other than unseen: SyncFolderItems, whose
+//     SyncState is the checkpoint; the first sync (from none, or after a reset) lists the
+//     backlog, which the route's backlog rule filters; with select unseen, items already
+//     read when they first show up are passed over and counted (skippedSeen).
+//
+// Both keep in the state bucket under route.<name> the source they belong to (a change
+// resets them), the journal of items acknowledged but not yet acted upon, and the items
+// whose events may have been published but were not acknowledged yet (see ack).
 //
 // Events are those of IMAP routes, with Id <connection>/<mailbox>/<item>, where <item> is
 // the first 32 hex digits of the SHA-256 of the EWS ItemId (ItemIds are ~150 characters of
@@ -45,10 +51,17 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	}
 	switch r.Select {
 	case "":
-		r.Select = schemas.SelectUnseen
+		r.Select = schemas.SelectAll
 	case schemas.SelectUnseen, schemas.SelectAll:
 	default:
 		return nil, Permanent(fmt.Errorf("route %s: unknown select %q", r.Name, r.Select))
+	}
+	switch r.Backlog {
+	case "":
+		r.Backlog = schemas.BacklogUnseen
+	case schemas.BacklogUnseen, schemas.BacklogAll, schemas.BacklogNone:
+	default:
+		return nil, Permanent(fmt.Errorf("route %s: unknown backlog %q", r.Name, r.Backlog))
 	}
 	switch r.After {
 	case "":
@@ -83,13 +96,15 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	}
 	idPfx := c.Name + "/" + r.Mailbox
 	subject := rt.Names.BusSubject(r.Bus, r.Name)
-	sync := r.Select == schemas.SelectAll || r.After == schemas.AfterNone
+	sync := r.Select == schemas.SelectAll || r.After == schemas.AfterNone || r.Backlog != schemas.BacklogUnseen
 	w := &ewsWorker{
 		rt: rt, route: r, conn: c, client: client, pub: pub,
-		sync:   sync,
-		filter: newEWSFilter(filter, sync),
-		state:  &ewsStateStore{kv: rt.Storage.State, key: RouteKey(r.Name)},
-		idPfx:  idPfx,
+		sync:    sync,
+		filter:  newEWSFilter(filter, sync),
+		state:   &ewsStateStore{kv: rt.Storage.State, key: RouteKey(r.Name)},
+		src:     CheckpointSource{Connection: c.Name, Server: c.ExchangeURL, User: c.Username, Mailbox: r.Mailbox},
+		foreign: make(map[string]bool),
+		idPfx:   idPfx,
 		// The wire form (Msg-Id, CloudEvents headers) is the IMAP worker's, so that both
 		// kinds of route publish exactly the same way.
 		wire: &imapWorker{subject: subject, source: "mailbus/" + idPfx},
@@ -120,6 +135,14 @@ type ewsWorker struct {
 
 	folder, moveTo *ewsFolder // resolved on the first cycle
 	inflight       int        // bytes of published, unacknowledged events
+
+	src CheckpointSource
+	st  ewsState // loaded at the start of each cycle
+	// published is st.Publishing as it was before the current batch: a duplicate
+	// acknowledgement for one of these may be of an event published before a crash.
+	published map[string]bool
+	foreign   map[string]bool // as imapWorker.foreign
+	legacy    bool            // st was written by an earlier version
 }
 
 // Run implements Worker. It returns only when ctx ends: failures are retried here, with
@@ -157,7 +180,7 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 		w.status(func(s *schemas.RouteStatus) {
 			s.State = state
 			if err != nil {
-				s.LastError = err.Error()
+				s.LastError = statusError(err, "Exchange", w.rt.natsUp())
 			}
 		})
 		if sleepCtx(ctx, wait) != nil {
@@ -192,6 +215,14 @@ func (w *ewsWorker) cycle(ctx context.Context) error {
 	w.met.poll()
 	if err := w.resolve(ctx); err != nil {
 		return err
+	}
+	if err := w.loadState(ctx); err != nil {
+		return err
+	}
+	if len(w.st.Journal) > 0 {
+		if err := w.settle(ctx); err != nil {
+			return err
+		}
 	}
 	var err error
 	if w.sync {
@@ -238,17 +269,33 @@ func (w *ewsWorker) unreadCycle(ctx context.Context) error {
 		if err != nil || len(items) == 0 {
 			return err
 		}
+		// Published already, their action still to be done: not published again.
+		n := len(items)
+		items = slices.DeleteFunc(items, func(it ewsItem) bool { return slices.Contains(w.st.Journal, it.ID.ID) })
+		offset += n - len(items)
 		items, passed, err := w.filterItems(ctx, items)
 		if err != nil {
 			return err
 		}
 		offset += passed // they stay unread
 		w.status(func(s *schemas.RouteStatus) { s.Pending = int64(len(items)) })
+		if len(items) == 0 {
+			if !more {
+				return nil
+			}
+			continue
+		}
 		left, err := w.batch(ctx, items)
 		if err != nil {
 			return err
 		}
+		// Left unread: not acknowledged, or the server refused the action (journal).
 		offset += left
+		for _, it := range items {
+			if slices.Contains(w.st.Journal, it.ID.ID) {
+				offset++
+			}
+		}
 		if !more {
 			return nil
 		}
@@ -258,17 +305,30 @@ func (w *ewsWorker) unreadCycle(ctx context.Context) error {
 // syncCycle takes the items created since the stored SyncState, and stores the new state
 // only once the batch is published and acted upon.
 func (w *ewsWorker) syncCycle(ctx context.Context) error {
-	state, err := w.state.load(ctx)
-	if err != nil {
-		return err
+	if w.st.SyncState == "" {
+		// The first sync lists what is in the folder: the backlog.
+		w.st.InBacklog = true
 	}
 	for {
-		items, next, last, err := w.client.syncItems(ctx, *w.folder, state, ewsBatch)
+		items, next, last, err := w.client.syncItems(ctx, *w.folder, w.st.SyncState, ewsBatch)
 		if err != nil {
 			return err
 		}
-		if w.route.Select == schemas.SelectUnseen {
+		skipped := 0
+		switch {
+		case w.st.InBacklog && w.route.Backlog == schemas.BacklogNone:
+			items = nil
+		case w.st.InBacklog && w.route.Backlog == schemas.BacklogUnseen:
 			items = slices.DeleteFunc(items, func(it ewsItem) bool { return it.IsRead })
+		case !w.st.InBacklog && w.route.Select == schemas.SelectUnseen:
+			n := len(items)
+			items = slices.DeleteFunc(items, func(it ewsItem) bool {
+				if it.IsRead {
+					w.connLog(slog.LevelDebug, EventPoll, "item skipped: already read, and the route selects unseen mail", "id", w.eventID(it.ID))
+				}
+				return it.IsRead
+			})
+			skipped = n - len(items)
 		}
 		if items, _, err = w.filterItems(ctx, items); err != nil {
 			return err
@@ -279,16 +339,40 @@ func (w *ewsWorker) syncCycle(ctx context.Context) error {
 				return err
 			}
 		}
-		if next != state {
-			if err := w.state.save(ctx, next); err != nil {
+		if next != w.st.SyncState || last && w.st.InBacklog {
+			w.st.SyncState = next
+			w.st.InBacklog = w.st.InBacklog && !last
+			if err := w.state.save(ctx, &w.st); err != nil {
 				return err
 			}
-			state = next
+		}
+		if skipped > 0 {
+			w.status(func(s *schemas.RouteStatus) { s.SkippedSeen += uint64(skipped) })
 		}
 		if last {
 			return nil
 		}
 	}
+}
+
+// loadState reads the route's state, and resets it when it belongs to another source.
+func (w *ewsWorker) loadState(ctx context.Context) error {
+	st, err := w.state.load(ctx)
+	if err != nil {
+		return err
+	}
+	if change := w.src.changeFrom(st.Source); change != "" {
+		w.connLog(slog.LevelWarn, EventState, fmt.Sprintf(
+			"checkpoint reset: the route's source changed (%s); backlog %s decides what of the mail in the mailbox is published",
+			change, w.route.Backlog))
+		st = ewsState{}
+	}
+	// A state of an earlier version records no source and no Publishing: any of its items
+	// may have been published.
+	w.legacy = st.Source == nil && w.state.rev != 0
+	st.Source = &w.src
+	w.st = st
+	return nil
 }
 
 // ewsPending is one item of a batch on its way: published and waiting for its
@@ -305,7 +389,9 @@ type ewsPending struct {
 	msg     *nats.Msg
 	fut     jetstream.PubAckFuture
 	acked   bool
+	retried bool    // published more than once
 	note    msgNote // for the connection log
+	err     error   // fut failed: published again by awaitAcks
 }
 
 // ewsTransientItem are per-item errors worth retrying on the next cycle rather than
@@ -317,8 +403,9 @@ var ewsTransientItem = []string{
 
 // batch fetches the MIME of items in one GetItem, mapping and publishing each as it
 // streams in, dead-letters what cannot become an event, waits for the acknowledgements and
-// only then applies the after action to the acknowledged items. It returns how many items
-// it left unread in the folder. A transient error on one item does not hold the others up:
+// only then, with them in the journal, applies the after action to the acknowledged
+// items (settle). It returns how many items it did not publish and left in the folder;
+// those the server refused to change stay in the journal. A transient error on one item does not hold the others up:
 // it is returned once they are done, so the cycle backs off and retries.
 func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err error) {
 	if len(items) == 0 { // all passed over by the filter
@@ -328,10 +415,29 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 	w.inflight = 0
 	w.clog.listed(len(items))
 	pend := make([]*ewsPending, len(items))
+	defer func() {
+		if err != nil {
+			w.tallyStored(pend)
+		}
+	}()
 	ids := make([]ewsID, len(items))
 	for i, it := range items {
 		pend[i] = &ewsPending{item: it, id: w.eventID(it.ID)}
 		ids[i] = it.ID
+	}
+	// Written before publishing: after a crash, a duplicate acknowledgement for one of
+	// these may be of an event published before it (see ack).
+	w.published = make(map[string]bool, len(w.st.Publishing))
+	for _, id := range w.st.Publishing {
+		w.published[id] = true
+	}
+	for _, it := range items {
+		if !w.published[it.ID.ID] {
+			w.st.Publishing = append(w.st.Publishing, it.ID.ID)
+		}
+	}
+	if err := w.state.save(ctx, &w.st); err != nil {
+		return 0, err
 	}
 	start := time.Now()
 	got, err := w.client.getItems(ctx, ids, func(i int, r io.Reader) error {
@@ -372,9 +478,55 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 	if err := w.awaitAcks(ctx, pend); err != nil {
 		return 0, err
 	}
-	left, err = w.after(ctx, pend)
-	if err != nil {
+	// The journal: acknowledged, not published again, to be acted upon (settle).
+	destroys := w.route.After == schemas.AfterDelete || w.route.After == schemas.AfterMove
+	var kept []ewsID
+	for _, p := range pend {
+		if p.acked || p.gone {
+			w.st.Publishing = slices.DeleteFunc(w.st.Publishing, func(id string) bool { return id == p.item.ID.ID })
+		}
+		switch {
+		case !p.acked || w.route.After == schemas.AfterNone:
+		case p.noRaw && destroys:
+			kept = append(kept, p.item.ID)
+		default:
+			w.st.Journal = append(w.st.Journal, p.item.ID.ID)
+		}
+	}
+	if err := w.state.save(ctx, &w.st); err != nil {
 		return 0, err
+	}
+	left = 0
+	for _, p := range pend {
+		if !p.acked && !p.gone {
+			left++
+		}
+	}
+	if len(kept) > 0 {
+		// Neither deleted nor moved: the folder holds the only copy. Read from unread items,
+		// the route marks them read instead, or every poll would read them again; a sync
+		// route's SyncState passes them by.
+		how := "left as they are"
+		if !w.sync {
+			how = "only marked read"
+			errs, err := w.client.markRead(ctx, kept)
+			if err != nil {
+				return 0, fmt.Errorf("after %s: mark read the items without a raw copy: %w", w.route.After, err)
+			}
+			for _, e := range errs {
+				if e != nil {
+					left++
+				}
+			}
+		}
+		w.connLog(slog.LevelWarn, EventAction, fmt.Sprintf(
+			"after %s not applied to %d items: no raw copy of them could be stored (the server returned no MIME), so they stay in the folder, %s",
+			w.route.After, len(kept), how))
+	}
+	if len(w.st.Journal) > 0 {
+		if err := w.settle(ctx); err != nil {
+			return 0, err
+		}
 	}
 	return left, retry
 }
@@ -454,6 +606,9 @@ func (w *ewsWorker) publishEvent(ctx context.Context, p *ewsPending, ev *schemas
 		return err
 	}
 	p.msg, p.note = w.wire.eventMsg(ev, data), noteOf(ev, p.item.ID.ID)
+	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		return err
+	}
 	if p.fut, err = w.pub.publish(ctx, p.msg); err != nil {
 		return err
 	}
@@ -479,70 +634,166 @@ func (w *ewsWorker) publishPartial(ctx context.Context, p *ewsPending) error {
 	return w.publishEvent(ctx, p, ev)
 }
 
-// throttle waits for acknowledgements while the route holds too many event bytes.
+// throttle waits for acknowledgements while the route holds too many event bytes. A
+// failed publish is left to awaitAcks.
 func (w *ewsWorker) throttle(ctx context.Context, pend []*ewsPending) error {
 	for _, p := range pend {
 		if w.inflight <= maxInflightBytes {
 			return nil
 		}
-		if err := w.ack(ctx, p); err != nil {
-			return err
+		if err := w.result(ctx, p); err != nil && ctx.Err() != nil {
+			return ctx.Err()
 		}
+	}
+	if w.inflight > maxInflightBytes {
+		return errors.New("publish: events are not being acknowledged")
 	}
 	return nil
 }
 
-// ack waits for the acknowledgement of p, publishing it again (same Msg-Id) when it
-// failed, and then lets go of its message.
-func (w *ewsWorker) ack(ctx context.Context, p *ewsPending) error {
-	if p.fut == nil || p.acked {
-		return nil
+// errForeign is the acknowledgement of a duplicate of an event this route never published.
+var errForeign = errors.New("the stream holds this Msg-Id from an event this route did not publish: waiting for the duplicate window to pass")
+
+// result waits for the publish of p to resolve. Once it is acknowledged, its message is let
+// go of and it is counted; a failure is returned, and remembered (a future tells it once)
+// until awaitAcks publishes p again.
+//
+// As for IMAP (imapSession.awaitAcks), a duplicate of an event this route never published
+// is not taken for its own: it is errForeign, which awaitAcks does not publish again.
+func (w *ewsWorker) result(ctx context.Context, p *ewsPending) error {
+	if p.fut == nil || p.acked || p.err != nil {
+		return p.err
 	}
-	for attempt := 1; ; attempt++ {
-		var err error
-		select {
-		case <-p.fut.Ok():
-		case err = <-p.fut.Err():
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if err == nil {
-			break
-		}
-		if attempt > publishRetries {
-			return fmt.Errorf("publish %s: not acknowledged after %d tries: %w", p.id, attempt, err)
-		}
-		if err := sleepCtx(ctx, time.Duration(attempt)*250*time.Millisecond); err != nil {
-			return err
-		}
-		if p.fut, err = w.pub.publish(ctx, p.msg); err != nil {
-			return err
-		}
+	var dup bool
+	select {
+	case ack := <-p.fut.Ok():
+		dup = ack.Duplicate
+	case p.err = <-p.fut.Err():
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	id := p.msg.Header.Get(jetstream.MsgIDHeader)
+	if dup && (w.foreign[id] || !p.retried && !w.legacy && !w.published[p.item.ID.ID]) {
+		w.foreign[id] = true
+		p.fut = nil // counted here
+		p.err = fmt.Errorf("publish %s: %w", id, errForeign)
+		w.met.duplicate()
+		w.status(func(s *schemas.RouteStatus) { s.Duplicates++ })
+		w.connLog(slog.LevelWarn, EventError, "the stream already holds an event with Msg-Id "+id+
+			" that this route did not publish; the item is left as it is and published again once the duplicate window is over", "id", p.id)
+		return p.err
+	}
+	if !dup {
+		delete(w.foreign, id)
 	}
 	p.acked = true
 	w.inflight -= len(p.msg.Data)
 	p.msg, p.fut = nil, nil // the future holds the message too
-	w.met.done(p.deadErr != nil)
+	if dup {
+		w.met.duplicate()
+	} else {
+		if p.deadErr == nil {
+			w.clog.publishedMsg(p.note)
+		}
+		w.met.done(p.deadErr != nil)
+	}
 	w.status(func(s *schemas.RouteStatus) {
-		if p.deadErr != nil {
+		switch {
+		case dup:
+			s.Duplicates++
+		case p.deadErr != nil:
 			s.DeadLettered++
-		} else {
+		default:
 			s.Published++
 		}
 	})
 	return nil
 }
 
-func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {
+// tallyStored counts, when a batch failed before its end, the events of pend the stream
+// acknowledged all the same (waiting a little for those in flight), as imapSession's does.
+func (w *ewsWorker) tallyStored(pend []*ewsPending) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	for _, p := range pend {
-		if err := w.ack(ctx, p); err != nil {
+		if p == nil || p.fut == nil || p.acked || p.err != nil {
+			continue
+		}
+		var ack *jetstream.PubAck
+		select {
+		case ack = <-p.fut.Ok():
+		case <-p.fut.Err():
+		case <-ctx.Done():
+		}
+		if ack == nil {
+			continue
+		}
+		dup := ack.Duplicate
+		if dup && !p.retried && !w.legacy && !w.published[p.item.ID.ID] {
+			continue // judged when it is published again
+		}
+		p.fut = nil
+		if dup {
+			w.met.duplicate()
+		} else {
+			w.met.done(p.deadErr != nil)
+			if p.deadErr == nil {
+				w.clog.publishedMsg(p.note)
+			}
+		}
+		w.status(func(s *schemas.RouteStatus) {
+			switch {
+			case dup:
+				s.Duplicates++
+			case p.deadErr != nil:
+				s.DeadLettered++
+			default:
+				s.Published++
+			}
+		})
+	}
+}
+
+// awaitAcks waits for the acknowledgement of every item of pend. The failed ones are
+// published again all together (same Msg-Id), once NATS is connected, up to
+// publishRetries times: as for IMAP (see imapSession.awaitAcks), not one by one.
+func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {
+	for round := 1; ; round++ {
+		var failed []*ewsPending
+		var err error
+		for _, p := range pend {
+			if ferr := w.result(ctx, p); ferr != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if errors.Is(ferr, errForeign) {
+					return ferr
+				}
+				failed = append(failed, p)
+				err = cmp.Or(err, ferr)
+			}
+		}
+		if len(failed) == 0 {
+			return nil
+		}
+		if round > publishRetries {
+			return fmt.Errorf("publish %s: not acknowledged after %d tries: %w", failed[0].id, round, err)
+		}
+		if err := w.rt.awaitNATS(ctx, w.status); err != nil {
 			return err
 		}
-		if p.acked && p.deadErr == nil {
-			w.clog.publishedMsg(p.note)
+		if err := sleepCtx(ctx, time.Duration(round)*250*time.Millisecond); err != nil {
+			return err
+		}
+		for _, p := range failed {
+			fut, err := w.pub.publish(ctx, p.msg)
+			if err != nil {
+				return err
+			}
+			p.fut, p.err, p.retried = fut, nil, true
 		}
 	}
-	return nil
 }
 
 // deadLetter publishes the dead letter of p, with its raw message in the object store
@@ -570,6 +821,9 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 	}
 	w.clog.deadLettered(msgNote{item: p.item.ID.ID, eventID: p.id}, why)
 	p.msg = msg
+	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		return err
+	}
 	if p.fut, err = w.pub.publish(ctx, msg); err != nil {
 		return err
 	}
@@ -592,46 +846,17 @@ func (w *ewsWorker) storeRaw(ctx context.Context, p *ewsPending) (*schemas.Objec
 	return ref, err
 }
 
-// after applies the route's after action, in one request, to the acknowledged items, and
-// returns how many items of the batch stay unread in the folder. An item the server refuses
-// to change is logged and left: it is published again next cycle, and deduplicated.
-func (w *ewsWorker) after(ctx context.Context, pend []*ewsPending) (int, error) {
-	destroys := w.route.After == schemas.AfterDelete || w.route.After == schemas.AfterMove
-	var done, kept []ewsID
-	left := 0
-	for _, p := range pend {
-		switch {
-		case p.acked && p.noRaw && destroys:
-			kept = append(kept, p.item.ID)
-		case p.acked:
-			done = append(done, p.item.ID)
-		case !p.gone:
-			left++
-		}
+// settle applies the route's after action, in one request, to the items of the journal,
+// and keeps in it those the server refused to change (logged): the next cycle tries them
+// again, without publishing them again. Items gone from the folder leave the journal.
+func (w *ewsWorker) settle(ctx context.Context) error {
+	if w.route.After == schemas.AfterNone {
+		w.st.Journal = nil
+		return w.state.save(ctx, &w.st)
 	}
-	if len(kept) > 0 {
-		// Neither deleted nor moved: the folder holds the only copy. Read from unread items,
-		// the route marks them read instead, or every poll would read them again; a sync
-		// route's SyncState passes them by.
-		how := "left as they are"
-		if !w.sync {
-			how = "only marked read"
-			errs, err := w.client.markRead(ctx, kept)
-			if err != nil {
-				return 0, fmt.Errorf("after %s: mark read the items without a raw copy: %w", w.route.After, err)
-			}
-			for _, e := range errs {
-				if e != nil {
-					left++
-				}
-			}
-		}
-		w.connLog(slog.LevelWarn, EventAction, fmt.Sprintf(
-			"after %s not applied to %d items: no raw copy of them could be stored (the server returned no MIME), so they stay in the folder, %s",
-			w.route.After, len(kept), how))
-	}
-	if len(done) == 0 || w.route.After == schemas.AfterNone {
-		return left, nil
+	done := make([]ewsID, len(w.st.Journal))
+	for i, id := range w.st.Journal {
+		done[i] = ewsID{ID: id}
 	}
 	var errs []error
 	var err error
@@ -644,16 +869,22 @@ func (w *ewsWorker) after(ctx context.Context, pend []*ewsPending) (int, error) 
 		errs, err = w.client.moveItems(ctx, done, *w.moveTo)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("after %s: %w", w.route.After, err)
+		return fmt.Errorf("after %s: %w", w.route.After, err)
 	}
+	var keep []string
 	for i, e := range errs {
-		if e != nil {
-			left++
+		var ee *ewsError
+		switch {
+		case e == nil:
+		case errors.As(e, &ee) && ee.Code == "ErrorItemNotFound":
+		default:
+			keep = append(keep, done[i].ID)
 			w.clog.actionFailed(w.route.After, msgNote{item: done[i].ID, eventID: w.eventID(done[i])}, e)
 		}
 	}
-	w.clog.acted(w.route.After, w.route.MoveTo, len(done), "")
-	return left, nil
+	w.clog.acted(w.route.After, w.route.MoveTo, len(done)-len(keep), "")
+	w.st.Journal = keep
+	return w.state.save(ctx, &w.st)
 }
 
 // eventID is <connection>/<mailbox>/<first 32 hex digits of SHA-256(ItemId)>.
@@ -662,40 +893,50 @@ func (w *ewsWorker) eventID(id ewsID) string {
 	return w.idPfx + "/" + hex.EncodeToString(sum[:16])
 }
 
-// ewsStateStore keeps the SyncState of a sync route in the state bucket, as JSON
-// {"syncState": "..."}. Writes compare the revision they read, so a worker that lost its
-// route to another replica cannot move the state back.
+// ewsStateStore keeps a route's state in the state bucket, as JSON (ewsState). Writes
+// compare the revision they read, so a worker that lost its route to another replica
+// cannot move the state back.
 type ewsStateStore struct {
 	kv  jetstream.KeyValue
 	key string
 	rev uint64
 }
 
+// ewsState is an exchange route's checkpoint.
 type ewsState struct {
-	SyncState string `json:"syncState"`
+	Source    *CheckpointSource `json:"source,omitempty"`
+	SyncState string            `json:"syncState"`
+	// InBacklog: the first sync (of the backlog) has not reached its end yet.
+	InBacklog bool `json:"inBacklog,omitempty"`
+	// Journal holds the ItemIds whose events were acknowledged but whose after action has
+	// not run yet.
+	Journal []string `json:"journal,omitempty"`
+	// Publishing holds the ItemIds whose events may have been published and were not
+	// acknowledged yet.
+	Publishing []string `json:"publishing,omitempty"`
 }
 
-func (s *ewsStateStore) load(ctx context.Context) (string, error) {
+func (s *ewsStateStore) load(ctx context.Context) (ewsState, error) {
+	var st ewsState
 	e, err := s.kv.Get(ctx, s.key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		s.rev = 0
-		return "", nil
+		return st, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("load sync state %s: %w", s.key, err)
+		return st, fmt.Errorf("load sync state %s: %w", s.key, err)
 	}
 	s.rev = e.Revision()
-	var st ewsState
 	if len(e.Value()) > 0 {
 		if err := json.Unmarshal(e.Value(), &st); err != nil {
-			return "", fmt.Errorf("load sync state %s: %w", s.key, err)
+			return st, fmt.Errorf("load sync state %s: %w", s.key, err)
 		}
 	}
-	return st.SyncState, nil
+	return st, nil
 }
 
-func (s *ewsStateStore) save(ctx context.Context, state string) error {
-	b, err := json.Marshal(ewsState{SyncState: state})
+func (s *ewsStateStore) save(ctx context.Context, st *ewsState) error {
+	b, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}

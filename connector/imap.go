@@ -37,10 +37,17 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	}
 	switch r.Select {
 	case "":
-		r.Select = schemas.SelectUnseen
+		r.Select = schemas.SelectAll
 	case schemas.SelectUnseen, schemas.SelectAll:
 	default:
 		return nil, Permanent(fmt.Errorf("route %s: unknown select %q", r.Name, r.Select))
+	}
+	switch r.Backlog {
+	case "":
+		r.Backlog = schemas.BacklogUnseen
+	case schemas.BacklogUnseen, schemas.BacklogAll, schemas.BacklogNone:
+	default:
+		return nil, Permanent(fmt.Errorf("route %s: unknown backlog %q", r.Name, r.Backlog))
 	}
 	switch r.After {
 	case "":
@@ -79,6 +86,8 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		conn:    c,
 		pub:     pub,
 		cps:     newCheckpointStore(rt.Storage.State, r.Name),
+		src:     CheckpointSource{Connection: c.Name, Server: IMAPAddr(&c), User: c.Username, Mailbox: r.Mailbox},
+		foreign: make(map[string]bool),
 		subject: rt.Names.BusSubject(r.Bus, r.Name),
 		source:  "mailbus/" + eventPrefix,
 		idPfx:   eventPrefix,
@@ -92,11 +101,15 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 // imapWorker runs one route: sessions (connect, cycle, wait, cycle...) until ctx ends,
 // with backoff between failed sessions.
 type imapWorker struct {
-	rt      *Runtime
-	route   schemas.Route
-	conn    schemas.Connection
-	pub     *busPublisher
-	cps     *checkpointStore
+	rt    *Runtime
+	route schemas.Route
+	conn  schemas.Connection
+	pub   *busPublisher
+	cps   *checkpointStore
+	src   CheckpointSource // what the checkpoint belongs to
+	// foreign holds the Msg-Ids of events the stream held already though this route never
+	// published them (see awaitAcks), until one of them is stored after all.
+	foreign map[string]bool
 	subject string
 	source  string // ce-source
 	idPfx   string // <connection>/<mailbox>, the event Id without /<uidvalidity>/<uid>
@@ -146,7 +159,8 @@ func (w *imapWorker) Run(ctx context.Context) error {
 			attempt++
 			w.clog.failed(state, wait, err)
 		}
-		w.status(func(s *schemas.RouteStatus) { s.State, s.LastError = state, err.Error() })
+		text := statusError(err, "IMAP", w.rt.natsUp())
+		w.status(func(s *schemas.RouteStatus) { s.State, s.LastError = state, text })
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -223,8 +237,22 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 	if err != nil {
 		return err
 	}
+	if change := w.src.changeFrom(cp.Source); change != "" {
+		w.connLog(slog.LevelWarn, EventState, fmt.Sprintf(
+			"checkpoint reset: the route's source changed (%s); backlog %s decides what of the mail in the mailbox is published",
+			change, w.route.Backlog))
+		cp = Checkpoint{}
+	}
+	// A checkpoint of an earlier version records no source and no PublishedTo: whatever
+	// the mailbox holds may have been published (see selectMailbox).
+	legacy := cp.Source == nil && cp.UidValidity != 0
+	cp.Source = &w.src
+	probeKey, err := w.rt.probeKeys().get(ctx)
+	if err != nil {
+		return err
+	}
 	s := &imapSession{
-		w: w, c: c, cp: cp, wake: wake,
+		w: w, c: c, cp: cp, wake: wake, probeKey: probeKey, legacy: legacy,
 		renewAt: w.tokens.renewAt(),
 		idle:    caps.Has(imap.CapIdle) && w.conn.IdleEnabled(),
 		move:    caps.Has(imap.CapMove),

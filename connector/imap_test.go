@@ -19,6 +19,7 @@ import (
 
 // TestIMAPCycle runs the whole cycle for each select and after: three messages (the second
 // already seen) are in the mailbox when the route starts, a fourth arrives while it idles.
+// With select all the route takes its backlog all too.
 func TestIMAPCycle(t *testing.T) {
 	for _, sel := range []string{schemas.SelectUnseen, schemas.SelectAll} {
 		for _, after := range []string{schemas.AfterMarkRead, schemas.AfterNone, schemas.AfterDelete, schemas.AfterMove} {
@@ -34,6 +35,9 @@ func TestIMAPCycle(t *testing.T) {
 				srv.append(t, "INBOX", testMail(3, ""))
 				rt := newIMAPRuntime(t, n)
 				route := imapRoute("r_"+sel+"_"+after, sel, after)
+				if sel == schemas.SelectAll {
+					route.Backlog = schemas.BacklogAll
+				}
 				runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 				waitRouteIdle(t, rt, route.Name, 3)
 				srv.append(t, "INBOX", testMail(4, ""))
@@ -208,7 +212,7 @@ func TestIMAPDeadLetter(t *testing.T) {
 	if d.Route != route.Name || d.Connection != "c1" || d.Mailbox != "INBOX" || d.Uid != 2 || d.UidValidity == 0 || d.Error == "" || d.RawRef == nil {
 		t.Fatalf("dead letter %+v", d)
 	}
-	if id := dead[0].Header.Get("Nats-Msg-Id"); id != fmt.Sprintf("dead/c1/INBOX/%d/2", d.UidValidity) {
+	if id := dead[0].Header.Get("Nats-Msg-Id"); id != fmt.Sprintf("dead/%s/c1/INBOX/%d/2", route.Name, d.UidValidity) {
 		t.Errorf("dead letter Msg-Id %q", id)
 	}
 	// The raw copy is what the server serves as BODY[] (go-imap's memory server serves
@@ -377,27 +381,6 @@ func TestIMAPUIDValidityChange(t *testing.T) {
 	}
 	if last := evs[2]; last.UidValidity != st2.UidValidity || last.Uid != 1 || !strings.HasSuffix(last.Id, fmt.Sprintf("/%d/1", st2.UidValidity)) {
 		t.Errorf("event after the change: %+v", last)
-	}
-}
-
-// TestIMAPProbeSkipped: the connection check's probe is never published nor touched.
-func TestIMAPProbeSkipped(t *testing.T) {
-	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
-	srv.append(t, "INBOX", testMail(1, connector.ProbeHeader+": 1\r\n"))
-	srv.append(t, "INBOX", testMail(2, ""))
-	rt := newIMAPRuntime(t, n)
-	route := imapRoute("probe", schemas.SelectUnseen, schemas.AfterMarkRead)
-	route.Headers = []string{"X-Other"}
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
-	waitRouteIdle(t, rt, route.Name, 2)
-	if evs := busEvents(t, n, 1, route.Name); len(evs) != 1 || evs[0].Uid != 2 {
-		t.Fatalf("events %+v", evs)
-	}
-	for _, m := range listMailbox(t, dialPlain(srv.addr), "INBOX") {
-		if seen := hasIMAPFlag(m.flags, imap.FlagSeen); seen != (m.uid == 2) {
-			t.Errorf("UID %d: \\Seen %v", m.uid, seen)
-		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,8 +35,8 @@ const (
 	// maxInflightBytes bounds the events a route holds for a possible retry (published,
 	// not yet acknowledged); above it the FETCH waits for acknowledgements.
 	maxInflightBytes = 32 << 20
-	// publishRetries is how often an unacknowledged event is published again (same
-	// Msg-Id) before the cycle gives up.
+	// publishRetries is how often the unacknowledged events of a batch are published
+	// again (same Msg-Id) before the cycle gives up.
 	publishRetries = 3
 )
 
@@ -50,17 +51,42 @@ type imapSession struct {
 	// renewAt ends the session between cycles, so that the next one logs in with a new
 	// access token before the old one expires (Microsoft 365 drops a session whose token
 	// expired); zero: never.
-	renewAt time.Time
-	avgSize int // of the messages of the last batch, for the size of the next
-	flt     imapFilterState
+	renewAt  time.Time
+	avgSize  int    // of the messages of the last batch, for the size of the next
+	probeKey []byte // see isProbe
+	legacy   bool   // cp was written by an earlier version, without PublishedTo
+	// published is cp.PublishedTo before the current batch raised it: a duplicate
+	// acknowledgement up to it may be of an event published before a crash.
+	published uint32
+	flt       imapFilterState
+	// litFailed: a literal of the FETCH being given up failed to read (see quit).
+	litFailed bool
 }
+
+// candidate is a UID the search found above the checkpoint, and whether the route passes it
+// over rather than publishing it.
+type candidate struct {
+	uid  imap.UID
+	pass int // passNone, passBacklog, passSeen
+}
+
+const (
+	passNone    = iota
+	passBacklog // already in the mailbox when the checkpoint began, and left out by backlog
+	passSeen    // already read, and left out by select unseen (counted in skippedSeen)
+)
 
 // fetched is one message of a batch on its way: published and waiting for its
 // acknowledgement, skipped, or to be dead-lettered.
 type fetched struct {
 	uid  imap.UID
-	skip bool // a probe (ProbeHeader): nothing published, no after action (the check
-	// removes its probe itself); the checkpoint moves past it like past any message
+	skip bool // a probe (ProbeHeader), or passed over (see candidate): nothing published,
+	// no after action (the check removes its probe itself); the checkpoint moves past it
+	// like past any message
+	pass    int   // why skipped, for the count and the log
+	retried bool  // published more than once by this worker
+	dup     bool  // the stream acknowledged it as a duplicate of a stored Msg-Id
+	counted bool  // in the status and the metrics (tally)
 	deadErr error // why the mapping rejected it; dead-lettered once the FETCH is over
 	// msg is the event (or dead letter) held for a retry, and fut its publish (which
 	// holds it too); both are let go of once it is acknowledged (release).
@@ -83,8 +109,8 @@ func (f *fetched) result(ctx context.Context) error {
 		return f.err
 	}
 	select {
-	case <-f.fut.Ok():
-		f.err = nil
+	case ack := <-f.fut.Ok():
+		f.err, f.dup = nil, ack.Duplicate
 	case f.err = <-f.fut.Err():
 	case <-ctx.Done():
 		return ctx.Err()
@@ -99,8 +125,8 @@ func (f *fetched) resolved() bool {
 		return true
 	}
 	select {
-	case <-f.fut.Ok():
-		f.err = nil
+	case ack := <-f.fut.Ok():
+		f.err, f.dup = nil, ack.Duplicate
 	case f.err = <-f.fut.Err():
 	default:
 		return false
@@ -125,6 +151,11 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 			return err
 		}
 	}
+	if len(s.cp.Journal) > 0 {
+		if err := s.settle(ctx); err != nil {
+			return err
+		}
+	}
 
 	// An EXISTS from here on may be mail this search misses: keep it for the next wait.
 	select {
@@ -135,12 +166,12 @@ func (s *imapSession) cycle(ctx context.Context, reselect bool) error {
 	if err != nil {
 		return err
 	}
-	if uids, err = s.filter(ctx, uids); err != nil {
+	if uids, err = s.filterCandidates(ctx, uids); err != nil {
 		return err
 	}
-	w.clog.listed(len(uids))
+	w.clog.listed(countPublish(uids))
 	for len(uids) > 0 {
-		w.status(func(st *schemas.RouteStatus) { st.Pending = int64(len(uids)) })
+		w.status(func(st *schemas.RouteStatus) { st.Pending = int64(countPublish(uids)) })
 		n := min(len(uids), s.batchSize())
 		if err := s.batch(ctx, uids[:n]); err != nil {
 			return err
@@ -182,45 +213,182 @@ func (s *imapSession) selectMailbox(ctx context.Context) error {
 	if sel.UIDValidity != s.cp.UidValidity {
 		if s.cp.UidValidity != 0 {
 			w.connLog(slog.LevelWarn, EventUIDValidity, fmt.Sprintf(
-				"mailbox %q: UIDVALIDITY changed from %d to %d: checkpoint reset, select %s publishes its messages again under new Ids",
-				w.route.Mailbox, s.cp.UidValidity, sel.UIDValidity, w.route.Select),
+				"mailbox %q: UIDVALIDITY changed from %d to %d: checkpoint reset, backlog %s publishes its messages again under new Ids",
+				w.route.Mailbox, s.cp.UidValidity, sel.UIDValidity, w.route.Backlog),
 				"oldUidValidity", s.cp.UidValidity, "uidValidity", sel.UIDValidity)
 		}
-		s.cp = Checkpoint{UidValidity: sel.UIDValidity}
+		// The mail in the mailbox now is the backlog; UIDNEXT says where it ends.
+		top := uint32(sel.UIDNext) - 1
+		if sel.UIDNext == 0 {
+			var err error
+			if top, err = s.highestUID(ctx); err != nil {
+				return err
+			}
+		}
+		s.cp = Checkpoint{Source: &w.src, UidValidity: sel.UIDValidity, Backlog: top}
+		if w.route.Backlog == schemas.BacklogNone {
+			s.cp.LastUid = top
+		}
 		if err := w.cps.Save(ctx, s.cp); err != nil {
 			return err
 		}
+	} else if s.legacy {
+		// Its events may all have been published, up to the last mail there now.
+		s.cp.PublishedTo = max(s.cp.PublishedTo, uint32(max(sel.UIDNext, 1)-1))
 	}
+	s.legacy = false
 	w.status(func(st *schemas.RouteStatus) { st.UidValidity, st.LastUid = s.cp.UidValidity, s.cp.LastUid })
 	return nil
 }
 
-// search returns, in order, the UIDs above the checkpoint that the route selects.
-func (s *imapSession) search(ctx context.Context) ([]imap.UID, error) {
-	last := imap.UID(s.cp.LastUid)
-	crit := &imap.SearchCriteria{UID: []imap.UIDSet{{{Start: last + 1, Stop: 0}}}}
-	if s.w.route.Select == schemas.SelectUnseen {
-		crit.NotFlag = []imap.Flag{imap.FlagSeen}
+// search returns, in UID order, the UIDs above the checkpoint: those the route publishes,
+// and those it passes over (read ones left out by backlog or select unseen), so that the
+// checkpoint moves past them too. Up to cp.Backlog the route's backlog rule applies,
+// above it its select rule.
+func (s *imapSession) search(ctx context.Context) ([]candidate, error) {
+	r := s.w.route
+	last := s.cp.LastUid
+	var out []candidate
+	if last < s.cp.Backlog && r.Backlog != schemas.BacklogNone {
+		c, err := s.searchRange(ctx, last+1, s.cp.Backlog, r.Backlog == schemas.BacklogUnseen, passBacklog)
+		if err != nil {
+			return nil, err
+		}
+		// Of the read ones left out, only the last is kept: the checkpoint moves past it,
+		// and so past the others, which are neither counted nor logged.
+		for i, x := range c {
+			if x.pass == passNone || i == len(c)-1 {
+				out = append(out, x)
+			}
+		}
+		last = s.cp.Backlog
 	}
+	c, err := s.searchRange(ctx, max(last, s.cp.Backlog)+1, 0, r.Select == schemas.SelectUnseen, passSeen)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, c...), nil
+}
+
+// searchRange finds the UIDs from..to (to 0: the highest); with unseen, the read ones are
+// marked pass.
+func (s *imapSession) searchRange(ctx context.Context, from, to uint32, unseen bool, pass int) ([]candidate, error) {
+	crit := &imap.SearchCriteria{UID: []imap.UIDSet{{{Start: imap.UID(from), Stop: imap.UID(to)}}}}
 	var data *imap.SearchData
+	var seen map[imap.UID]bool
 	err := within(ctx, imapCommandTimeout, s.c, func() (err error) {
-		data, err = s.c.UIDSearch(crit, nil).Wait()
-		return err
+		if data, err = s.c.UIDSearch(crit, nil).Wait(); err != nil || !unseen {
+			return err
+		}
+		// The read ones, in a search of their own: the server tells the flags, so a
+		// message read between two searches is at worst published, never missed.
+		read, err := s.c.UIDSearch(&imap.SearchCriteria{UID: crit.UID, Flag: []imap.Flag{imap.FlagSeen}}, nil).Wait()
+		if err != nil {
+			return err
+		}
+		seen = make(map[imap.UID]bool)
+		for _, u := range read.AllUIDs() {
+			seen[u] = true
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("uid search: %w", err)
 	}
-	// "n:*" always matches the highest UID, even below n: drop what is not above last.
-	uids := slices.DeleteFunc(data.AllUIDs(), func(u imap.UID) bool { return u <= last })
+	// "n:*" always matches the highest UID, even below n: drop what is not above from.
+	uids := slices.DeleteFunc(data.AllUIDs(), func(u imap.UID) bool {
+		return u < imap.UID(from) || (to != 0 && u > imap.UID(to))
+	})
 	slices.Sort(uids)
-	return uids, nil
+	out := make([]candidate, len(uids))
+	for i, u := range uids {
+		out[i] = candidate{uid: u}
+		if seen[u] {
+			out[i].pass = pass
+		}
+	}
+	return out, nil
+}
+
+// filterCandidates keeps, of the candidates to publish, those the route's filter matches
+// (see filter); the ones passed over for being read stay, for the checkpoint.
+func (s *imapSession) filterCandidates(ctx context.Context, c []candidate) ([]candidate, error) {
+	var pub []imap.UID
+	for _, x := range c {
+		if x.pass == passNone {
+			pub = append(pub, x.uid)
+		}
+	}
+	matched, err := s.filter(ctx, pub)
+	if err != nil || len(matched) == len(pub) {
+		return c, err
+	}
+	keep := make(map[imap.UID]bool, len(matched))
+	for _, u := range matched {
+		keep[u] = true
+	}
+	return slices.DeleteFunc(c, func(x candidate) bool { return x.pass == passNone && !keep[x.uid] }), nil
+}
+
+// highestUID is the highest UID in the selected mailbox, for a server that did not tell
+// UIDNEXT; 0 when the mailbox is empty.
+func (s *imapSession) highestUID(ctx context.Context) (uint32, error) {
+	var data *imap.SearchData
+	err := within(ctx, imapCommandTimeout, s.c, func() (err error) {
+		data, err = s.c.UIDSearch(&imap.SearchCriteria{}, nil).Wait()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("uid search: %w", err)
+	}
+	var top imap.UID
+	for _, u := range data.AllUIDs() {
+		top = max(top, u)
+	}
+	return uint32(top), nil
+}
+
+func countPublish(c []candidate) int {
+	n := 0
+	for _, x := range c {
+		if x.pass == passNone {
+			n++
+		}
+	}
+	return n
 }
 
 // batch fetches, maps and publishes the messages uids, then waits for the acknowledgements
 // and, for the acknowledged run of UIDs from the lowest, applies the after action and
 // only then moves the checkpoint. A crash anywhere leaves the checkpoint at or below what
 // the mailbox shows; republishing uses the same Msg-Ids, which the stream deduplicates.
-func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
+func (s *imapSession) batch(ctx context.Context, cands []candidate) (err error) {
+	var uids []imap.UID
+	var got []*fetched
+	defer func() {
+		if err != nil {
+			s.tallyStored(got)
+		}
+	}()
+	for _, c := range cands {
+		if c.pass == passNone {
+			uids = append(uids, c.uid)
+		} else {
+			got = append(got, &fetched{uid: c.uid, skip: true, pass: c.pass})
+		}
+	}
+	if len(uids) == 0 {
+		return s.apply(ctx, got)
+	}
+	// Written before publishing: after a crash, a duplicate acknowledgement up to here may
+	// be of an event published before it (see awaitAcks).
+	s.published = s.cp.PublishedTo
+	if top := uint32(slices.Max(uids)); top > s.cp.PublishedTo {
+		s.cp.PublishedTo = top
+		if err := s.w.cps.Save(ctx, s.cp); err != nil {
+			return err
+		}
+	}
 	start := time.Now()
 	fetch := s.c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{
 		UID: true, RFC822Size: true, InternalDate: true,
@@ -228,7 +396,6 @@ func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
 	})
 	watch := newProgressWatch(s.c, imapCommandTimeout)
 	defer watch.stop()
-	var got []*fetched
 	var size, sized int // bytes and number of the literals, for avgSize
 	oldest := 0         // of got, the first not yet known to be acknowledged (throttle)
 	for {
@@ -240,7 +407,7 @@ func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
 		}
 		f, err := s.message(ctx, m, watch, &size)
 		if err != nil {
-			// The session ends and closes the connection, which ends the FETCH.
+			s.quit(fetch) // the session ends
 			return watch.explain(err)
 		}
 		if f != nil {
@@ -248,11 +415,12 @@ func (s *imapSession) batch(ctx context.Context, uids []imap.UID) error {
 			sized++
 		}
 		if err := s.throttle(ctx, got, &oldest); err != nil {
+			s.quit(fetch)
 			return err
 		}
 	}
 	watch.arm()
-	err := fetch.Close()
+	err = fetch.Close()
 	watch.disarm()
 	if err != nil {
 		return watch.explain(fmt.Errorf("uid fetch: %w", err))
@@ -343,7 +511,7 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 	case !seen:
 		f.deadErr = errors.New("the server returned no body")
 		return f, nil
-	case isProbe(ev):
+	case isProbe(ev, s.probeKey):
 		f.skip = true
 		return f, nil
 	}
@@ -382,6 +550,11 @@ func (s *imapSession) publishEvent(ctx context.Context, f *fetched, ev *schemas.
 		return err
 	}
 	f.msg, f.note = w.eventMsg(ev, data), noteOf(ev, "")
+	// Not into the client's reconnect buffer: an outage shows in the status, and the
+	// FETCH waits for NATS rather than filling memory.
+	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		return err
+	}
 	if f.fut, err = w.pub.publish(ctx, f.msg); err != nil {
 		return err
 	}
@@ -408,14 +581,34 @@ func (s *imapSession) publishPartial(ctx context.Context, f *fetched) error {
 	return s.publishEvent(ctx, f, ev)
 }
 
-// abandon gives up the FETCH in the middle of a literal: the session ends. imapclient's
-// reader goroutine waits until the literal is read to its end or to an error, and reading
-// a literal again after an error races with that goroutine; so the connection is closed,
-// the literal read (through lit, which never reads again after an error) until it fails,
-// and nothing of the FETCH is touched after that.
+// abandon gives up the FETCH in the middle of a literal: the session ends. The connection
+// is closed and the literal read (through lit, which never reads again after an error) to
+// its end or its error; the caller then lets go of the FETCH with quit.
 func (s *imapSession) abandon(lit *trackedReader) {
-	s.c.Close()
+	s.closeConn()
 	io.Copy(io.Discard, lit)
+	s.litFailed = lit.failed() != nil
+}
+
+// quit lets go of a FETCH the session gives up before its end. imapclient's reader
+// goroutine hands the FETCH over message by message and waits until each literal is
+// read; Close waits for that goroutine, so a FETCH left unread made the session's Close
+// wait forever (a NATS outage stopping the worker in the middle of a FETCH stalled its
+// route for good). So the connection is closed and the FETCH read to its end, which comes
+// soon on the closed connection. After a literal failed, nothing of the FETCH is read
+// again: reading a literal again after an error races with that goroutine, which went on
+// past it and fails on the closed connection by itself.
+func (s *imapSession) quit(fetch *imapclient.FetchCommand) {
+	s.closeConn()
+	if !s.litFailed {
+		fetch.Close()
+	}
+}
+
+// closeConn closes the connection without waiting for imapclient's reader goroutine,
+// which Close does: the caller may be what that goroutine waits for.
+func (s *imapSession) closeConn() {
+	go s.c.Close()
 }
 
 // mapMessage turns the literal into an event. err is a failure to read the message or to
@@ -475,16 +668,19 @@ func (w *imapWorker) headers() []string {
 	return append(slices.Clip(w.route.Headers), ProbeHeader)
 }
 
-func isProbe(ev *schemas.Event) bool {
+// isProbe reports whether ev is the connection check's probe: its ProbeHeader carries a
+// value signed with key. Any other message with the header is ordinary mail.
+func isProbe(ev *schemas.Event, key []byte) bool {
 	for _, h := range ev.CustomHeaders {
-		if strings.EqualFold(h.Name, ProbeHeader) {
+		if strings.EqualFold(h.Name, ProbeHeader) && slices.ContainsFunc(h.ListValues, func(v string) bool { return probeSigned(key, v) }) {
 			return true
 		}
 	}
 	return false
 }
 
-// eventID is <connection>/<mailbox>/<uidvalidity>/<uid>: the Id and Msg-Id of the event.
+// eventID is <connection>/<mailbox>/<uidvalidity>/<uid>: the Id of the event (its Msg-Id
+// is <route>/<Id>).
 func (s *imapSession) eventID(uid imap.UID) string {
 	return s.w.idPfx + "/" + strconv.FormatUint(uint64(s.cp.UidValidity), 10) + "/" + strconv.FormatUint(uint64(uid), 10)
 }
@@ -504,7 +700,8 @@ func (w *imapWorker) eventMsg(ev *schemas.Event, data []byte) *nats.Msg {
 		t = *ev.ReceivedAt
 	}
 	h := m.Header
-	h.Set(nats.MsgIdHdr, ev.Route+"/"+ev.Id)
+	// Unique per route and mail: two routes on one mailbox and one bus each store theirs.
+	h.Set(jetstream.MsgIDHeader, ev.Route+"/"+ev.Id)
 	h.Set("Content-Type", "application/json")
 	h.Set("ce-specversion", "1.0")
 	h.Set("ce-id", ev.Id)
@@ -558,85 +755,214 @@ func (s *imapSession) release(f *fetched) {
 	f.msg, f.fut = nil, nil
 }
 
-// awaitAcks waits, in UID order, for each event to be acknowledged, publishing it again
-// (same Msg-Id) when it failed. It returns how many of got, from the first, are done.
+// awaitAcks waits for the acknowledgement of every event of got. The failed ones are
+// published again (same Msg-Id: the stream drops what it has already) all together, once
+// NATS is connected, up to publishRetries times: a reconnect fails every publish in
+// flight at once, and publishing them again one by one, each after its own pause, stalled
+// a route for minutes. It returns how many of got, from the first, are done (acknowledged
+// or skipped).
+//
+// A duplicate acknowledgement is success when this route may have published the event
+// before: a retry here, or a UID up to the PublishedTo of an earlier run. Otherwise the
+// stream holds an event of this route's Msg-Id that the route never published (a route
+// deleted and created again, a connection pointed at another server whose UIDs happen to
+// match, or another deployment on the same stream): the mail would be lost, so it counts
+// as not acknowledged, and is published again once the duplicate window is over.
 func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error) {
-	for i, f := range got {
+	n := 0 // of got, the first not yet counted
+	for round := 1; ; round++ {
+		var failed []*fetched
+		var err error
+		for _, f := range got {
+			if f.msg == nil { // skipped, or acknowledged while throttling
+				continue
+			}
+			if ferr := f.result(ctx); ferr == nil {
+				s.release(f)
+			} else if ctx.Err() != nil {
+				break
+			} else {
+				failed = append(failed, f)
+				err = cmp.Or(err, ferr)
+			}
+		}
+		var foreign error
+		n, foreign = s.count(got, n)
+		switch {
+		case foreign != nil:
+			return n, foreign
+		case ctx.Err() != nil:
+			return n, ctx.Err()
+		case len(failed) == 0:
+			return n, nil
+		case round > publishRetries:
+			return n, fmt.Errorf("publish %s: not acknowledged after %d tries: %w",
+				failed[0].msg.Header.Get(jetstream.MsgIDHeader), round, err)
+		}
+		if err := s.w.rt.awaitNATS(ctx, s.w.status); err != nil {
+			return n, err
+		}
+		// One pause for the round: a stream that lost its leader needs a moment.
+		if err := sleepCtx(ctx, time.Duration(round)*250*time.Millisecond); err != nil {
+			return n, err
+		}
+		for _, f := range failed {
+			fut, err := s.w.pub.publish(ctx, f.msg)
+			if err != nil {
+				return n, err
+			}
+			f.fut, f.done, f.retried = fut, false, true
+		}
+	}
+}
+
+// count records the events of got from n on that are done, up to the first one still
+// waiting for its acknowledgement, and returns the index of that one. It stops with an
+// error at an acknowledgement that is a duplicate of an event this route never published
+// (see awaitAcks), which is not done.
+func (s *imapSession) count(got []*fetched, n int) (int, error) {
+	w := s.w
+	for ; n < len(got) && got[n].msg == nil; n++ {
+		f := got[n]
 		if f.skip {
 			continue
 		}
-		if f.msg != nil { // else: acknowledged while throttling
-			for attempt := 1; ; attempt++ {
-				err := f.result(ctx)
-				if err == nil {
-					break
-				}
-				if ctx.Err() != nil || attempt > publishRetries {
-					return i, fmt.Errorf("publish %s: not acknowledged after %d tries: %w",
-						f.msg.Header.Get(jetstream.MsgIDHeader), attempt, err)
-				}
-				if err := sleepCtx(ctx, time.Duration(attempt)*250*time.Millisecond); err != nil {
-					return i, err
-				}
-				if f.fut, err = s.w.pub.publish(ctx, f.msg); err != nil {
-					return i, err
-				}
-				f.done = false
-			}
-			s.release(f)
+		id := w.route.Name + "/" + s.eventID(f.uid)
+		if f.deadErr != nil {
+			id = "dead/" + id
 		}
-		if f.deadErr == nil {
-			s.w.clog.publishedMsg(f.note)
+		if s.foreign(f, id) {
+			w.foreign[id] = true
+			w.met.duplicate()
+			w.status(func(st *schemas.RouteStatus) { st.Duplicates++ })
+			f.counted = true
+			w.connLog(slog.LevelWarn, EventError, "the stream already holds an event with Msg-Id "+id+
+				" that this route did not publish; the message is left as it is and published again once the duplicate window is over", "uid", f.uid)
+			return n, fmt.Errorf("publish %s: the stream holds this Msg-Id from an event this route did not publish: waiting for the duplicate window to pass", id)
 		}
-		s.w.met.done(f.deadErr != nil)
-		s.w.status(func(st *schemas.RouteStatus) {
-			if f.deadErr != nil {
-				st.DeadLettered++
-			} else {
-				st.Published++
+		if !f.dup {
+			delete(w.foreign, id)
+			if f.deadErr == nil && !f.counted {
+				w.clog.publishedMsg(f.note)
 			}
-		})
+		}
+		s.tally(f)
 	}
-	return len(got), nil
+	return n, nil
 }
 
-// apply runs the after action on the acknowledged messages done (in UID order), then
-// moves the checkpoint past the last of them. Nothing here runs for a message whose event
-// was not acknowledged.
+// foreign reports whether f's acknowledgement is a duplicate of an event this route never
+// published (see awaitAcks).
+func (s *imapSession) foreign(f *fetched, id string) bool {
+	return f.dup && (s.w.foreign[id] || !f.retried && uint32(f.uid) > s.published)
+}
+
+// tally counts f's acknowledgement, once: stored (published or dead-lettered) or dropped
+// as a duplicate.
+func (s *imapSession) tally(f *fetched) {
+	if f.counted {
+		return
+	}
+	f.counted = true
+	w := s.w
+	if f.dup {
+		w.met.duplicate()
+	} else {
+		w.met.done(f.deadErr != nil)
+	}
+	w.status(func(st *schemas.RouteStatus) {
+		switch {
+		case f.dup:
+			st.Duplicates++
+		case f.deadErr != nil:
+			st.DeadLettered++
+		default:
+			st.Published++
+		}
+	})
+}
+
+// tallyStored counts, when a batch failed before its end, the events of got the stream
+// acknowledged all the same (waiting a little for those in flight): they are stored, and
+// published again by the next try, which the stream drops as duplicates. Without it,
+// published counted fewer events than the stream held, and duplicates more.
+func (s *imapSession) tallyStored(got []*fetched) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, f := range got {
+		if f.skip || f.counted || (f.msg == nil && !f.done) {
+			continue // passed over, counted, or never published
+		}
+		if !f.done && f.result(ctx) != nil || f.err != nil {
+			continue
+		}
+		id := s.w.route.Name + "/" + s.eventID(f.uid)
+		if f.deadErr != nil {
+			id = "dead/" + id
+		}
+		if s.foreign(f, id) {
+			continue // judged when it is published again
+		}
+		if !f.dup && f.deadErr == nil {
+			s.w.clog.publishedMsg(f.note)
+		}
+		s.tally(f)
+	}
+}
+
+// apply moves the checkpoint past the acknowledged messages done (in UID order) and the
+// ones passed over, with the UIDs to act on in its journal, then runs the after action on
+// them (settle). Nothing here runs for a message whose event was not acknowledged. Should
+// the action fail, or the process die before it ran, the next cycle runs it on the
+// journal's UIDs without publishing them again.
 func (s *imapSession) apply(ctx context.Context, done []*fetched) error {
 	if len(done) == 0 {
 		return nil
 	}
-	var set imap.UIDSet
+	w := s.w
+	var seen int
 	var left []imap.UID
 	for _, f := range done {
 		switch {
-		case f.skip:
-		case f.noRaw && (s.w.route.After == schemas.AfterDelete || s.w.route.After == schemas.AfterMove):
+		case f.pass == passSeen:
+			seen++
+			w.connLog(slog.LevelDebug, EventPoll, fmt.Sprintf("UID %d skipped: already read, and the route selects unseen mail", f.uid), "uid", f.uid)
+		case f.skip || w.route.After == schemas.AfterNone:
+		case f.noRaw && (w.route.After == schemas.AfterDelete || w.route.After == schemas.AfterMove):
 			// The mailbox holds its only copy. (markRead still applies: it loses nothing.)
 			left = append(left, f.uid)
 		default:
-			set.AddNum(f.uid)
+			s.cp.Journal = append(s.cp.Journal, uint32(f.uid))
 		}
 	}
 	if len(left) > 0 {
-		s.w.connLog(slog.LevelWarn, EventAction, fmt.Sprintf(
+		w.connLog(slog.LevelWarn, EventAction, fmt.Sprintf(
 			"after %s not applied to %d messages (UIDs %v): no raw copy of them could be stored (the server returned no body), so the mailbox keeps them as they are",
-			s.w.route.After, len(left), left), "uids", fmt.Sprint(left))
-	}
-	if len(set) > 0 {
-		if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
-			return fmt.Errorf("after %s: %w", s.w.route.After, err)
-		}
-		uids, _ := set.Nums()
-		s.w.clog.acted(s.w.route.After, s.w.route.MoveTo, len(uids), "UIDs "+set.String())
+			w.route.After, len(left), left), "uids", fmt.Sprint(left))
 	}
 	s.cp.LastUid = uint32(done[len(done)-1].uid)
-	if err := s.w.cps.Save(ctx, s.cp); err != nil {
+	if err := w.cps.Save(ctx, s.cp); err != nil {
 		return err
 	}
-	s.w.status(func(st *schemas.RouteStatus) { st.LastUid = s.cp.LastUid })
-	return nil
+	w.status(func(st *schemas.RouteStatus) { st.LastUid, st.SkippedSeen = s.cp.LastUid, st.SkippedSeen+uint64(seen) })
+	if len(s.cp.Journal) == 0 {
+		return nil
+	}
+	return s.settle(ctx)
+}
+
+// settle runs the after action on the UIDs of the checkpoint's journal, then empties it.
+func (s *imapSession) settle(ctx context.Context) error {
+	var set imap.UIDSet
+	for _, u := range s.cp.Journal {
+		set.AddNum(imap.UID(u))
+	}
+	if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
+		return fmt.Errorf("after %s: %w", s.w.route.After, err)
+	}
+	s.w.clog.acted(s.w.route.After, s.w.route.MoveTo, len(s.cp.Journal), "UIDs "+set.String())
+	s.cp.Journal = nil
+	return s.w.cps.Save(ctx, s.cp)
 }
 
 func (s *imapSession) after(set imap.UIDSet) error {
@@ -706,6 +1032,9 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 	}
 	w.clog.deadLettered(msgNote{uid: uint32(f.uid), eventID: id}, why)
 	f.msg = msg
+	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		return err
+	}
 	if f.fut, err = w.pub.publish(ctx, msg); err != nil {
 		return err
 	}
@@ -749,6 +1078,7 @@ func (s *imapSession) storeRaw(ctx context.Context, uid imap.UID) (*schemas.Obje
 			}
 			if err != nil {
 				s.abandon(lit)
+				s.quit(fetch)
 				if err := lit.failed(); err != nil {
 					return nil, watch.explain(fmt.Errorf("read message %d: %w", uid, err))
 				}

@@ -2,7 +2,6 @@ package connector
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -70,7 +69,7 @@ func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) (reselect b
 	case <-ctx.Done():
 		return false, ctx.Err()
 	case <-s.c.Closed():
-		return false, errors.New("idle: connection closed by the server")
+		return false, fmt.Errorf("idle: %w", errClosedByServer)
 	case <-s.wake:
 	case <-t.C:
 		reselect = true

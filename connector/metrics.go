@@ -22,6 +22,7 @@ import (
 // A deleted route's series are dropped.
 type Metrics struct {
 	published, dead, bytes *prometheus.CounterVec // route, bus
+	duplicates             *prometheus.CounterVec // route, bus
 	polls, reconnects      *prometheus.CounterVec // route
 	errors                 *prometheus.CounterVec // route, kind
 	idle                   *prometheus.GaugeVec   // route
@@ -45,6 +46,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailbus_route_events_published_total",
 			Help: "Events published and acknowledged by JetStream.",
+		}, routeBus),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailbus_route_duplicates_total",
+			Help: "Events (and dead letters) published again that JetStream dropped as duplicates of a stored Nats-Msg-Id; not counted as published.",
 		}, routeBus),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailbus_route_dead_letters_total",
@@ -83,7 +88,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"bus"}),
 	}
-	reg.MustRegister(m.published, m.dead, m.bytes, m.polls, m.reconnects, m.errors, m.idle, m.fetch, m.publish)
+	reg.MustRegister(m.published, m.duplicates, m.dead, m.bytes, m.polls, m.reconnects, m.errors, m.idle, m.fetch, m.publish)
 	return m
 }
 
@@ -95,6 +100,7 @@ func (m *Metrics) route(name string, bus int) *routeMetrics {
 	b := strconv.Itoa(bus)
 	return &routeMetrics{
 		published:  m.published.WithLabelValues(name, b),
+		duplicates: m.duplicates.WithLabelValues(name, b),
 		dead:       m.dead.WithLabelValues(name, b),
 		polls:      m.polls.WithLabelValues(name),
 		reconnects: m.reconnects.WithLabelValues(name),
@@ -112,7 +118,7 @@ func (m *Metrics) forget(route string) {
 	}
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
-	}{m.published, m.dead, m.bytes, m.polls, m.reconnects, m.errors, m.idle, m.fetch} {
+	}{m.published, m.duplicates, m.dead, m.bytes, m.polls, m.reconnects, m.errors, m.idle, m.fetch} {
 		v.DeletePartialMatch(prometheus.Labels{"route": route})
 	}
 }
@@ -134,6 +140,7 @@ func (m *Metrics) stored(bus int, msg *nats.Msg, ack *jetstream.PubAck, took tim
 // routeMetrics are one route's metrics; the workers call its methods, each a no-op on nil.
 type routeMetrics struct {
 	published, dead, polls, reconnects prometheus.Counter
+	duplicates                         prometheus.Counter
 	errors                             *prometheus.CounterVec
 	idle                               prometheus.Gauge
 	fetch                              prometheus.Observer
@@ -147,6 +154,13 @@ func (r *routeMetrics) done(dead bool) {
 		r.dead.Inc()
 	default:
 		r.published.Inc()
+	}
+}
+
+// duplicate counts an event (or dead letter) the stream dropped as a duplicate.
+func (r *routeMetrics) duplicate() {
+	if r != nil {
+		r.duplicates.Inc()
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/mailbus/mailbus/schemas"
 )
 
 // NATS client reconnection: forever, every reconnectWait plus up to reconnectJitter, so a
@@ -145,4 +147,39 @@ func DialNATS(cfg Config) (*nats.Conn, error) {
 		return nil, fmt.Errorf("nats connect %s: %w", RedactURLs(url), err)
 	}
 	return nc, nil
+}
+
+// natsPoll is how often a worker waiting for NATS to come back looks at the connection.
+const natsPoll = 100 * time.Millisecond
+
+// awaitNATS returns once the NATS connection is up: at once when it is, else when the
+// client has reconnected, or with an error when ctx ends or the connection is closed for
+// good. Meanwhile the route's status (status is its writer) shows the outage in plain
+// words. Workers call it before they publish, so that a message is not handed to the
+// client's reconnect buffer, and before they publish again what a reconnect failed.
+func (rt *Runtime) awaitNATS(ctx context.Context, status func(func(*schemas.RouteStatus))) error {
+	if rt.natsUp() {
+		return nil
+	}
+	nc := rt.NC
+	status(func(st *schemas.RouteStatus) { st.State, st.LastError = schemas.StateBackoff, natsUnreachable })
+	t := time.NewTicker(natsPoll)
+	defer t.Stop()
+	for !nc.IsConnected() {
+		if nc.IsClosed() {
+			return fmt.Errorf("%s: %w", natsUnreachable, nats.ErrConnectionClosed)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	status(func(st *schemas.RouteStatus) { st.State, st.LastError = schemas.StateRunning, "" })
+	return nil
+}
+
+// natsUp reports whether the NATS connection is up (true without one).
+func (rt *Runtime) natsUp() bool {
+	return rt.NC == nil || rt.NC.IsConnected()
 }

@@ -194,7 +194,7 @@ func startMemIMAPUsers(tb testing.TB, n int) *memIMAPUsers {
 		mem.AddUser(u)
 		m.users = append(m.users, u)
 	}
-	m.addr = serveIMAP(tb, capSet(memCaps...), func() imapserver.Session { return mem.NewSession() })
+	m.addr = serveIMAP(tb, capSet(memCaps...), func() imapserver.Session { return announceQueued(mem.NewSession()) })
 	return m
 }
 

@@ -301,7 +301,9 @@ func (s *store) ListConnections(ctx context.Context) ([]schemas.Connection, erro
 	})
 }
 
-// PutRoute validates and stores a route whose connection exists.
+// PutRoute validates and stores a route whose connection exists. Routes may share a
+// mailbox (each gets every mail it selects), except when one of them deletes or moves what
+// it took: the others would lose that mail, so such a put is refused with a conflict.
 func (s *store) PutRoute(ctx context.Context, in schemas.Route) (schemas.Route, error) {
 	if e := validateRoute(&in); e != nil {
 		return in, e
@@ -325,11 +327,120 @@ func (s *store) PutRoute(ctx context.Context, in schemas.Route) (schemas.Route, 
 		} else if !ok {
 			return errInvalid("connection", "no connection named %s", in.Connection)
 		}
+		if e, err := s.sharedMailbox(ctx, &in); e != nil || err != nil {
+			if err != nil {
+				return err
+			}
+			return e
+		}
 		out = in
 		out.Revision, err = s.write(ctx, key, rev, out)
 		return err
 	})
 	return out, err
+}
+
+// sharedMailbox refuses r when it would share its connection and mailbox with another route
+// and one of the two deletes or moves the mail it took.
+func (s *store) sharedMailbox(ctx context.Context, r *schemas.Route) (*schemas.Error, error) {
+	routes, err := s.ListRoutes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	removes := func(after string) bool { return after == schemas.AfterDelete || after == schemas.AfterMove }
+	for _, o := range routes {
+		if o.Name == r.Name || o.Connection != r.Connection || !sameMailbox(o.Mailbox, r.Mailbox) {
+			continue
+		}
+		switch {
+		case removes(r.After):
+			return errConflict("after", "route %s reads mailbox %s of connection %s too: with after %s this route would take the mail away from it; use after markRead or none, or another mailbox",
+				o.Name, r.Mailbox, r.Connection, r.After), nil
+		case removes(o.After):
+			return errConflict("mailbox", "route %s reads mailbox %s of connection %s with after %s, which takes the mail away from every other route on it; use another mailbox, or change route %s first",
+				o.Name, r.Mailbox, r.Connection, o.After, o.Name), nil
+		}
+	}
+	return nil, nil
+}
+
+// sharedMailboxes is sharedMailbox for the routes of an apply, against each other and
+// against the stored routes that stay (with prune, those declared).
+func (s *store) sharedMailboxes(ctx context.Context, routes []schemas.Route, req *schemas.ApplyRequest) error {
+	stored, err := s.ListRoutes(ctx)
+	if err != nil {
+		return err
+	}
+	key := func(r *schemas.Route) string {
+		mb := r.Mailbox
+		if strings.EqualFold(mb, defaultMailbox) {
+			mb = defaultMailbox
+		}
+		return r.Connection + "\x00" + mb
+	}
+	inRequest := make(map[string]bool, len(routes))
+	for _, r := range routes {
+		inRequest[r.Name] = true
+	}
+	var keep map[string]bool
+	if req.Prune && req.Declared != nil {
+		keep = make(map[string]bool, len(req.Declared.Routes))
+		for _, n := range req.Declared.Routes {
+			keep[n] = true
+		}
+	}
+	byMailbox := map[string][]schemas.Route{}
+	for _, r := range stored {
+		if !inRequest[r.Name] && (keep == nil || keep[r.Name]) {
+			byMailbox[key(&r)] = append(byMailbox[key(&r)], r)
+		}
+	}
+	for _, r := range routes {
+		byMailbox[key(&r)] = append(byMailbox[key(&r)], r)
+	}
+	removes := func(after string) bool { return after == schemas.AfterDelete || after == schemas.AfterMove }
+	// The routes that delete or move first: the refusal names the one to change.
+	order := make([]int, 0, len(routes))
+	for i, r := range routes {
+		if removes(r.After) {
+			order = append(order, i)
+		}
+	}
+	for i, r := range routes {
+		if !removes(r.After) {
+			order = append(order, i)
+		}
+	}
+	for _, i := range order {
+		r := routes[i]
+		for _, o := range byMailbox[key(&r)] {
+			switch {
+			case o.Name == r.Name:
+			case removes(r.After):
+				return applyError("route", i, r.Name, errConflict("after", "route %s reads mailbox %s of connection %s too: with after %s this route would take the mail away from it; use after markRead or none, or another mailbox",
+					o.Name, r.Mailbox, r.Connection, r.After))
+			case removes(o.After):
+				return applyError("route", i, r.Name, errConflict("mailbox", "route %s reads mailbox %s of connection %s with after %s, which takes the mail away from every other route on it; use another mailbox, or change route %s first",
+					o.Name, r.Mailbox, r.Connection, o.After, o.Name))
+			}
+		}
+	}
+	return nil
+}
+
+// fillRouteDefaults gives a route stored by an earlier version the fields it lacks.
+func fillRouteDefaults(r *schemas.Route) {
+	if r.Backlog == "" {
+		r.Backlog = schemas.BacklogUnseen
+	}
+}
+
+// sameMailbox compares mailbox names as IMAP does: INBOX in any case is INBOX.
+func sameMailbox(a, b string) bool {
+	if strings.EqualFold(a, defaultMailbox) && strings.EqualFold(b, defaultMailbox) {
+		return true
+	}
+	return a == b
 }
 
 // GetRoute reads one route.
@@ -346,6 +457,7 @@ func (s *store) GetRoute(ctx context.Context, name string) (schemas.Route, error
 		return r, errNotFound("no route named %s", name)
 	}
 	r.Revision = rev
+	fillRouteDefaults(&r)
 	return r, nil
 }
 
@@ -362,6 +474,7 @@ func (s *store) DeleteRoute(ctx context.Context, name string) error {
 func (s *store) ListRoutes(ctx context.Context) ([]schemas.Route, error) {
 	return list[schemas.Route](ctx, s, "route", func(r *schemas.Route, rev uint64) string {
 		r.Revision = rev
+		fillRouteDefaults(r)
 		return r.Name
 	})
 }

@@ -394,6 +394,9 @@ func (s *supervisor) acquire(ctx context.Context, name string, share int) {
 	if _, ok := s.running[name]; ok {
 		return
 	}
+	if !s.leases.beating() {
+		return // nothing is taken without a heartbeat; a stopped route's status says why
+	}
 	if len(s.running) >= share {
 		s.rt.Status.Delete(name) // what it said when parked here is no longer true
 		return
@@ -496,7 +499,7 @@ func (s *supervisor) runOwned(ctx context.Context, run *runner, spec RouteSpec, 
 		}
 	}
 	dueAt = time.Now()
-	lost := false
+	lost, lapse := false, false
 own:
 	for {
 		select {
@@ -507,7 +510,7 @@ own:
 			break own
 		case <-lapsed:
 			s.logger.Warn("instance heartbeat lapsed; stopping the route's worker", "route", name)
-			lost = true
+			lost, lapse = true, true
 			break own
 		case <-changed:
 			if state() != writtenState {
@@ -545,7 +548,13 @@ own:
 	switch {
 	case lost:
 		run.lost.Store(true)
-		s.rt.Status.Delete(name)
+		if lapse {
+			// Until NATS is back nobody can take the route over: its status says why it
+			// stopped. The next balance takes it back or forgets it (acquire).
+			s.setStatus(name, schemas.StateBackoff, natsUnreachable)
+		} else {
+			s.rt.Status.Delete(name)
+		}
 		select {
 		case s.poke <- struct{}{}:
 		default:

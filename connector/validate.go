@@ -210,7 +210,7 @@ func checkPassword(c *schemas.Connection) *schemas.Error {
 }
 
 // validateRoute checks a route as a put carries it and fills its defaults: mailbox INBOX,
-// select unseen, after markRead. Whether its connection exists is checked by the store.
+// select all, backlog unseen, after markRead. Whether its connection exists is checked by the store.
 func validateRoute(r *schemas.Route) *schemas.Error {
 	if e := checkName("name", r.Name); e != nil {
 		return e
@@ -225,9 +225,15 @@ func validateRoute(r *schemas.Route) *schemas.Error {
 		r.Mailbox = defaultMailbox
 	}
 	if r.Select == "" {
-		r.Select = schemas.SelectUnseen
+		r.Select = schemas.SelectAll
 	}
 	if e := oneOf("select", r.Select, schemas.SelectUnseen, schemas.SelectAll); e != nil {
+		return e
+	}
+	if r.Backlog == "" {
+		r.Backlog = schemas.BacklogUnseen
+	}
+	if e := oneOf("backlog", r.Backlog, schemas.BacklogUnseen, schemas.BacklogAll, schemas.BacklogNone); e != nil {
 		return e
 	}
 	if r.After == "" {

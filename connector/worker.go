@@ -57,6 +57,10 @@ type Runtime struct {
 	// mapMessage maps a message; nil is mapping.MapMessage. Tests replace it (SetMapping in
 	// export_test.go) to make the mapping panic.
 	mapMessage func(io.Reader, *mapping.Options) (*mapping.Result, error)
+
+	// probes signs and checks the connection check's probe (see probeKeys).
+	probes    *probeKeys
+	probeOnce sync.Once
 }
 
 // StatusBoard holds the status of the routes this replica runs, for route.status.

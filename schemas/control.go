@@ -133,12 +133,18 @@ type RouteStatus struct {
 	LastPollAt    *time.Time `json:"lastPollAt"`
 	LastSuccessAt *time.Time `json:"lastSuccessAt"`
 	LastError     string     `json:"lastError"`
-	Published     uint64     `json:"published"`
-	DeadLettered  uint64     `json:"deadLettered"`
-	UidValidity   uint32     `json:"uidValidity"`
-	LastUid       uint32     `json:"lastUid"`
-	Pending       int64      `json:"pending"`
-	Filtered      uint64     `json:"filtered"` // messages the route's filter passed over
+	// Published counts events the stream stored; Duplicates those it dropped because it
+	// held their Msg-Id already (a retry, or a publish after a crash).
+	Published    uint64 `json:"published"`
+	Duplicates   uint64 `json:"duplicates"`
+	DeadLettered uint64 `json:"deadLettered"`
+	// SkippedSeen counts messages select unseen passed over because they were already read.
+	SkippedSeen uint64 `json:"skippedSeen"`
+	UidValidity uint32 `json:"uidValidity"`
+	LastUid     uint32 `json:"lastUid"`
+	Pending     int64  `json:"pending"`
+	// Filtered counts messages the route's filter passed over.
+	Filtered uint64 `json:"filtered"`
 }
 
 // Stage is one timed step of a connection check.

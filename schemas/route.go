@@ -1,10 +1,19 @@
 package schemas
 
-// Select modes: unseen takes unread messages (the seed's behaviour), all takes every message
-// with a UID above the checkpoint whatever its flags.
+// Select modes: all (the default) takes every message that arrives, whatever its flags;
+// unseen takes only the unread ones, and counts the others (RouteStatus.SkippedSeen).
 const (
 	SelectUnseen = "unseen"
 	SelectAll    = "all"
+)
+
+// Backlog modes: what a route takes of the mail already in its mailbox when it first starts
+// or after its checkpoint was reset. unseen (the default) takes the unread messages, all
+// takes every one, none takes nothing and starts with the mail that arrives next.
+const (
+	BacklogUnseen = "unseen"
+	BacklogAll    = "all"
+	BacklogNone   = "none"
 )
 
 // After actions, applied to a message only once JetStream acknowledged its event.
@@ -25,6 +34,7 @@ type Route struct {
 	Bus     int    `json:"bus"`
 	Mailbox string `json:"mailbox"`
 	Select  string `json:"select"`
+	Backlog string `json:"backlog"`
 	After   string `json:"after"`
 	MoveTo  string `json:"moveTo"`
 	// Headers is the allow-list of CustomHeaders (case-insensitive); nil means all.

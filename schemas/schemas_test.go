@@ -299,7 +299,7 @@ const (
  "verifyWithoutSending":true, "testRecipients":[], "tlsInsecureSkipVerify":false}`
 
 	contractRoute = `{"name":"support_inbox", "connection":"support_imap", "disabled":false, "description":"",
- "bus":0, "mailbox":"INBOX", "select":"unseen", "after":"markRead", "moveTo":"",
+ "bus":0, "mailbox":"INBOX", "select":"all", "backlog":"unseen", "after":"markRead", "moveTo":"",
  "headers":["X-Ticket-Id"], "attributes":[{"name":"ticket","from":"header:X-Ticket-Id"}],
  "includeRaw":false}`
 )
@@ -443,7 +443,7 @@ func TestRoute(t *testing.T) {
 		{"all headers", with(t, contractRoute, `{"headers":null}`)},
 		{"Go nil slices", schemas.Route{
 			Name: "r", Connection: "c", Bus: 3, Mailbox: "INBOX",
-			Select: schemas.SelectAll, After: schemas.AfterMove, MoveTo: "Done",
+			Select: schemas.SelectAll, Backlog: schemas.BacklogNone, After: schemas.AfterMove, MoveTo: "Done",
 		}},
 		{"regex rule", with(t, contractRoute, `{"attributes":[{"name":"n","from":"subject","regex":"#(\\d+)"}]}`)},
 		{"minimal", `{"name":"r","connection":"c"}`},

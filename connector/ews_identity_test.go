@@ -1,0 +1,176 @@
+package connector
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// Issue 21, part B, for exchange routes: identity, what a route takes, the state bound to
+// its source. (The publish journal: TestExchangeWorkerCrashBeforeMarkRead.)
+
+func ewsSubjects(evs []schemas.Event) []string {
+	var out []string
+	for _, ev := range evs {
+		out = append(out, ev.Subject)
+	}
+	return out
+}
+
+// TestExchangeSharedFolder (path 2): two routes on one folder and one bus both get every
+// item. They used the same Nats-Msg-Id, and the stream dropped the second route's events.
+func TestExchangeSharedFolder(t *testing.T) {
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	f.add(3)
+	a := ewsSpec(f, "", schemas.AfterNone)
+	a.Connection.Auth = schemas.AuthNone
+	b := a
+	b.Route.Name = "exch_other"
+	runEWSWorker(t, rt, a)
+	runEWSWorker(t, rt, b)
+	for _, r := range []string{a.Route.Name, b.Route.Name} {
+		ewsWaitFor(t, "the route idle after its 3 events", func() bool {
+			st := ewsRouteStatus(rt, r)
+			return st.State == schemas.StateIdle && st.Published == 3
+		})
+		if evs := ewsEvents(t, rt, r, 1); len(evs) != 3 {
+			t.Errorf("route %s: %d events, want 3", r, len(evs))
+		}
+	}
+}
+
+// TestExchangeSelectAndBacklog (path 5): under the default select (all), an item read in
+// another client before the route saw it is published; backlog decides what of the items
+// already in the folder at the first start is.
+func TestExchangeSelectAndBacklog(t *testing.T) {
+	for _, tc := range []struct {
+		backlog string
+		want    []string
+	}{
+		{"", []string{"message 2", "message 3", "message 4"}},
+		{schemas.BacklogAll, []string{"message 1", "message 2", "message 3", "message 4"}},
+		{schemas.BacklogNone, []string{"message 4"}},
+	} {
+		t.Run("backlog "+tc.backlog, func(t *testing.T) {
+			rt := newEWSRuntime(t)
+			f := newFakeEWS(t, false)
+			f.add(3)
+			f.items[0].read = true
+			spec := ewsSpec(f, "", schemas.AfterMarkRead)
+			spec.Connection.Auth = schemas.AuthNone
+			spec.Route.Backlog = tc.backlog
+			runEWSWorker(t, rt, spec)
+			ewsWaitFor(t, "the first cycle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+			f.mu.Lock()
+			f.add0(1)
+			f.items[3].read = true // opened elsewhere before the route saw it
+			f.mu.Unlock()
+			ewsWaitFor(t, "its event", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == len(tc.want) })
+			ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+			if got := ewsSubjects(ewsEvents(t, rt, "exch_inbox", 1)); !slices.Equal(got, tc.want) {
+				t.Errorf("events %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestExchangeSkippedSeen (path 5): select unseen passes over the items already read when
+// they arrive, counts them once each, and publishes the others.
+func TestExchangeSkippedSeen(t *testing.T) {
+	rt := newEWSRuntime(t)
+	f := newFakeEWS(t, false)
+	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterNone)
+	spec.Connection.Auth = schemas.AuthNone
+	runEWSWorker(t, rt, spec)
+	ewsWaitFor(t, "the first cycle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	f.mu.Lock()
+	f.add0(3)
+	f.items[0].read = true
+	f.items[2].read = true
+	n := len(f.syncStates)
+	f.mu.Unlock()
+	ewsWaitFor(t, "its event", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 1 })
+	// A few more polls: the skipped are not counted again.
+	ewsWaitFor(t, "more polls", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.syncStates) > n+3
+	})
+	st := ewsRouteStatus(rt, "exch_inbox")
+	if st.SkippedSeen != 2 || st.Published != 1 {
+		t.Errorf("status %+v: want skippedSeen 2, published 1", st)
+	}
+	if got := ewsSubjects(ewsEvents(t, rt, "exch_inbox", 1)); !slices.Equal(got, []string{"message 2"}) {
+		t.Errorf("events %q, want message 2", got)
+	}
+}
+
+// lockedBuffer is a log sink that tests read while workers write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestExchangeRepointedFolder (path 4): the SyncState of a route is bound to its folder. A
+// route pointed at another folder syncs that one from the start (its backlog), and says
+// why; before, it went on from the old folder's SyncState, skipping what the new folder
+// held.
+func TestExchangeRepointedFolder(t *testing.T) {
+	rt := newEWSRuntime(t)
+	var log lockedBuffer
+	rt.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	f := newFakeEWS(t, false)
+	f.add(1)
+	f.items[0].folder = f.folders["Archive"]
+	f.add(2)
+	spec := ewsSpec(f, "", schemas.AfterNone)
+	spec.Connection.Auth = schemas.AuthNone
+	stop := runEWSWorker(t, rt, spec)
+	ewsWaitFor(t, "the inbox's 2 events", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 2 })
+	ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	stop()
+
+	spec.Route.Mailbox = "Archive"
+	runEWSWorker(t, rt, spec)
+	ewsWaitFor(t, "the archive's event", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 3 })
+	evs := ewsEvents(t, rt, "exch_inbox", 1)
+	if evs[2].Subject != "message 1" || evs[2].Mailbox != "Archive" {
+		t.Errorf("third event %q in %q, want message 1 in Archive", evs[2].Subject, evs[2].Mailbox)
+	}
+	if !strings.Contains(log.String(), `checkpoint reset: the route's source changed (mailbox \"INBOX\" -> \"Archive\")`) {
+		t.Errorf("the log does not say the checkpoint was reset:\n%s", log.String())
+	}
+}
+
+// add0 is add for a caller that holds f.mu: it can set flags before the worker sees them.
+func (f *fakeEWS) add0(n int) {
+	for range n {
+		f.seq++
+		id := base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf("AAMkADk0-item-%04d-%s", f.seq, strings.Repeat("x", 60))))
+		f.items = append(f.items, &fakeItem{
+			id: id, mime: fakeMIME(f.seq), folder: "inbox", created: f.seq,
+			received: time.Date(2026, 11, 25, 19, 0, f.seq, 0, time.UTC),
+		})
+	}
+}

@@ -1,0 +1,116 @@
+package connector
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// probeKeyName is the key of the deployment's probe key in the state bucket, used when
+// MAILBUS_SECRET_KEY is not set.
+const probeKeyName = "probe.key"
+
+// probeKeys hands out the key that signs the connection check's probe (ProbeHeader). A
+// route passes over only a message whose ProbeHeader carries a value signed with it:
+// anybody can write the header into a mail, nobody outside the deployment can sign it, so
+// a mail from outside cannot hide itself. The key is derived from MAILBUS_SECRET_KEY when
+// that is set; otherwise it is a random key created once in the state bucket (Create is a
+// compare-and-set, so replicas starting together agree on one).
+type probeKeys struct {
+	secret []byte             // from MAILBUS_SECRET_KEY; nil without
+	kv     jetstream.KeyValue // where the key is kept without a secret key
+
+	mu  sync.Mutex
+	key []byte
+}
+
+// newProbeKeys makes the probe keys of a deployment. secretKey is MAILBUS_SECRET_KEY as
+// configured (already checked by newSealer); "" keeps the key in kv.
+func newProbeKeys(secretKey string, kv jetstream.KeyValue) *probeKeys {
+	p := &probeKeys{kv: kv}
+	if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(secretKey)); err == nil && len(raw) > 0 {
+		// A key of its own, so that the probe's MAC says nothing about the encryption key.
+		m := hmac.New(sha256.New, raw)
+		m.Write([]byte("mailbus probe key v1"))
+		p.secret = m.Sum(nil)
+	}
+	return p
+}
+
+// get returns the key, creating it in the bucket the first time.
+func (p *probeKeys) get(ctx context.Context) ([]byte, error) {
+	if p.secret != nil {
+		return p.secret, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.key != nil {
+		return p.key, nil
+	}
+	if p.kv == nil {
+		return nil, errors.New("probe key: no state bucket")
+	}
+	for range 3 {
+		e, err := p.kv.Get(ctx, probeKeyName)
+		if err == nil && len(e.Value()) >= 32 {
+			p.key = e.Value()
+			return p.key, nil
+		}
+		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, fmt.Errorf("probe key: %w", err)
+		}
+		k := make([]byte, 32)
+		rand.Read(k)
+		if _, err := p.kv.Create(ctx, probeKeyName, k); err == nil {
+			p.key = k
+			return k, nil
+		} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, fmt.Errorf("probe key: %w", err)
+		}
+		// Another replica created it first: read theirs.
+	}
+	return nil, errors.New("probe key: could not be read or created")
+}
+
+// probeValue is the ProbeHeader value of the probe id: id.MAC. Without a key (a check run
+// outside a deployment) it is id alone, which no route takes for a probe.
+func probeValue(key []byte, id string) string {
+	if key == nil {
+		return id
+	}
+	return id + "." + probeMAC(key, id)
+}
+
+func probeMAC(key []byte, id string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("mailbus probe v1\x00" + id))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// probeSigned reports whether v, a ProbeHeader value, was signed with key.
+func probeSigned(key []byte, v string) bool {
+	id, mac, ok := strings.Cut(strings.TrimSpace(v), ".")
+	if !ok || id == "" || key == nil {
+		return false
+	}
+	return hmac.Equal([]byte(mac), []byte(probeMAC(key, id)))
+}
+
+// probeKeys returns the runtime's probe keys; a Runtime made outside a Connector keeps its
+// key in its state bucket.
+func (rt *Runtime) probeKeys() *probeKeys {
+	rt.probeOnce.Do(func() {
+		if rt.probes == nil {
+			rt.probes = newProbeKeys("", rt.Storage.State)
+		}
+	})
+	return rt.probes
+}
