@@ -135,6 +135,7 @@ func TestConsoleBrowserDovecot(t *testing.T) {
 		setValue("#f-bus", "1"),
 		setValue("#f-mailbox", "INBOX"),
 		setValue("#f-select", "all"),
+		setValue("#f-backlog", "all"),
 		setValue("#f-after", "markRead"),
 		chromedp.Click(chromedp.CSS("#save")),
 		chromedp.WaitVisible(chromedp.CSS("#route-inbox_route")),
@@ -152,6 +153,10 @@ func TestConsoleBrowserDovecot(t *testing.T) {
 		}
 	}
 	published("inbox_route", loaded)
+	if r := m.control(t, "route.get", schemas.NameRequest{Name: "inbox_route"}); r.Route == nil ||
+		r.Route.Bus != 1 || r.Route.Select != "all" || r.Route.Backlog != "all" || r.Route.Description != "Route for receiving letters" {
+		t.Fatalf("stored route = %+v", r.Route)
+	}
 	snap()
 
 	// A route put elsewhere (as with the CLI) appears without a reload.

@@ -15,7 +15,7 @@ import (
 )
 
 // routeFields are the route form's inputs, by JSON path.
-var routeFields = []string{"connection", "name", "disabled", "description", "bus", "mailbox", "select", "after", "moveTo"}
+var routeFields = []string{"connection", "name", "disabled", "description", "bus", "mailbox", "select", "backlog", "after", "moveTo"}
 
 type routeRow struct {
 	schemas.RouteStatus
@@ -94,7 +94,7 @@ func (c *Console) routeForm(w http.ResponseWriter, r *http.Request, s *session) 
 	name := r.URL.Query().Get("name")
 	if name == "" {
 		p.New = true
-		p.R = schemas.Route{Mailbox: "INBOX", Select: schemas.SelectAll, After: schemas.AfterMarkRead,
+		p.R = schemas.Route{Mailbox: "INBOX", Select: schemas.SelectAll, Backlog: schemas.BacklogUnseen, After: schemas.AfterMarkRead,
 			Connection: r.URL.Query().Get("connection")}
 	} else {
 		reply, err := c.request(r.Context(), "route", "get", schemas.NameRequest{Name: name})
@@ -146,6 +146,7 @@ func (c *Console) routeSave(w http.ResponseWriter, r *http.Request, s *session) 
 	rt.Description = f.Get("description")
 	rt.Mailbox = strings.TrimSpace(f.Get("mailbox"))
 	rt.Select = f.Get("select")
+	rt.Backlog = f.Get("backlog")
 	rt.After = f.Get("after")
 	rt.MoveTo = strings.TrimSpace(f.Get("moveTo"))
 	rt.Bus = 0
