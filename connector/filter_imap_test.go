@@ -101,8 +101,10 @@ func TestIMAPFilterTwoRoutesDovecot(t *testing.T) {
 }
 
 // runFilterTwoRoutes runs two routes with different filters on one shared mailbox, both
-// on bus 1. Both select all and mark read: a route that selected unseen mail only would
-// miss a message the other route matched and marked read first (message 3 matches both).
+// on bus 1. Both select all, take all the backlog and mark read: a route that took unseen
+// mail only would miss a message the other route matched and marked read first (message 3
+// matches both), whether it was there before the route's first start (backlog) or arrived
+// after it (select).
 // Every message must reach exactly the routes whose filter it matches; mail that matches
 // none is left unread, and each route counts what it passed over.
 func runFilterTwoRoutes(t *testing.T, srv *filterServer) {
@@ -117,6 +119,7 @@ func runFilterTwoRoutes(t *testing.T, srv *filterServer) {
 	routes := map[string]*schemas.RouteFilter{"invoices": invoicesFilter, "support": supportFilter}
 	for name, f := range routes {
 		r := imapRoute(name, schemas.SelectAll, schemas.AfterMarkRead)
+		r.Backlog = schemas.BacklogAll
 		r.Filter = f
 		runIMAPWorker(t, rt, connector.RouteSpec{Route: r, Connection: srv.conn})
 	}
