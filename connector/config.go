@@ -34,7 +34,9 @@ type Config struct {
 	MaxInlineBytes int64         `envconfig:"MAX_INLINE_BYTES" default:"262144"`
 	SecretKey      string        `envconfig:"SECRET_KEY"`
 	HTTPAddr       string        `envconfig:"HTTP_ADDR" default:":8080"`
-	Instance       string        `envconfig:"INSTANCE"`
+	// AdminToken turns the admin console at /ui/ on and is its login token.
+	AdminToken string `envconfig:"ADMIN_TOKEN"`
+	Instance   string `envconfig:"INSTANCE"`
 
 	EventsMaxAge   time.Duration `envconfig:"EVENTS_MAX_AGE" default:"168h"`
 	EventsMaxBytes ByteSize      `envconfig:"EVENTS_MAX_BYTES" default:"unlimited"`

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mailbus/mailbus/connector/connlog"
+	"github.com/mailbus/mailbus/connector/console"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/connector/secrets"
@@ -43,9 +44,10 @@ type Connector struct {
 	done    chan struct{} // closed when Run returns
 	ready   chan struct{} // closed when commands are served and definitions applied
 
-	mu  sync.Mutex
-	srv *server.Server
-	nc  *nats.Conn
+	mu       sync.Mutex
+	srv      *server.Server
+	nc       *nats.Conn
+	httpAddr string
 }
 
 // Option changes how New builds a Connector.
@@ -244,11 +246,27 @@ func (c *Connector) Run(ctx context.Context) error {
 			g.Wait()
 			return err
 		}
+		if c.cfg.AdminToken != "" {
+			ui, err := console.New(console.Options{
+				Token: c.cfg.AdminToken, NC: nc, Prefix: c.names.Prefix,
+				Logger: c.logger.With("component", "console"),
+			})
+			if err != nil {
+				stopControl()
+				stopRoutes()
+				g.Wait()
+				return err
+			}
+			hs.Handle("/ui/", ui)
+		}
 		// The health server answers until the very end, so /readyz reports the shutdown.
 		hctx, stopHealth := context.WithCancel(context.WithoutCancel(ctx))
 		defer stopHealth()
 		go hs.Run(hctx)
-		log.Info("http listening", "addr", hs.Addr())
+		c.mu.Lock()
+		c.httpAddr = hs.Addr()
+		c.mu.Unlock()
+		log.Info("http listening", "addr", hs.Addr(), "console", c.cfg.AdminToken != "")
 	}
 
 	select {
@@ -365,6 +383,14 @@ func (c *Connector) Ready() error {
 		return errors.New("nats not connected")
 	}
 	return nil
+}
+
+// HTTPAddr is the address the HTTP server (health, metrics, console) listens on, once Run
+// started it; empty before or without one.
+func (c *Connector) HTTPAddr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.httpAddr
 }
 
 // ClientURL is the client URL of the embedded NATS server, "" when connected to

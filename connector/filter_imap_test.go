@@ -101,10 +101,10 @@ func TestIMAPFilterTwoRoutesDovecot(t *testing.T) {
 }
 
 // runFilterTwoRoutes runs two routes with different filters on one shared mailbox, both
-// on bus 1. Both select all, take all the backlog and mark read: a route that selected
-// unseen mail only, or took only the unseen backlog (the default), would miss a message
-// the other route matched and marked read first (message 3 matches both); the shared mail
-// is in the mailbox before the routes start, so it is backlog.
+// on bus 1. Both select all, take all the backlog and mark read: a route that took unseen
+// mail only would miss a message the other route matched and marked read first (message 3
+// matches both), whether it was there before the route's first start (backlog) or arrived
+// after it (select).
 // Every message must reach exactly the routes whose filter it matches; mail that matches
 // none is left unread, and each route counts what it passed over.
 func runFilterTwoRoutes(t *testing.T, srv *filterServer) {

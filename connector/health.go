@@ -17,6 +17,7 @@ import (
 // buckets ready) and /metrics (Prometheus) on MAILBUS_HTTP_ADDR.
 type HealthServer struct {
 	srv *http.Server
+	mux *http.ServeMux
 	ln  net.Listener
 }
 
@@ -40,15 +41,21 @@ func NewHealthServer(addr string, ready func() error, reg *prometheus.Registry) 
 	}
 	return &HealthServer{
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		mux: mux,
 		ln:  ln,
 	}, nil
 }
 
+// Handle serves pattern with handler too (the admin console under /ui/). Call it before Run.
+func (h *HealthServer) Handle(pattern string, handler http.Handler) { h.mux.Handle(pattern, handler) }
+
 // Addr is the address the server listens on (useful with port 0).
 func (h *HealthServer) Addr() string { return h.ln.Addr().String() }
 
-// Run serves until ctx ends, then shuts down gracefully.
+// Run serves until ctx ends, then shuts down gracefully. Requests get a context that ends
+// with ctx, so long-lived ones (the console's event streams) end with it too.
 func (h *HealthServer) Run(ctx context.Context) error {
+	h.srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	stop := context.AfterFunc(ctx, func() {
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -112,6 +112,7 @@ func demo(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	fmt.Fprintf(info, `mailbus demo: NATS at %s, IMAP at %s (demo/demo), a new message every %s.
+Admin console: %s
 Try in another terminal:
   nats -s %[1]s sub 'mail.bus.>'
   nats -s %[1]s req mail.control.route.list '{"status":true}'
@@ -119,7 +120,7 @@ Try in another terminal:
   nats -s %[1]s micro ls
 Ctrl-C stops.
 
-`, url, imapAddr, *every)
+`, url, imapAddr, *every, consoleURL(c.HTTPAddr(), cfg.AdminToken))
 
 	tick := time.NewTicker(*every)
 	defer tick.Stop()
@@ -153,8 +154,9 @@ Ctrl-C stops.
 }
 
 // demoConfig is the MAILBUS_* environment with what the demo needs on top: an embedded
-// server (on a free port when the usual one is taken), no HTTP server unless asked for, and
-// an empty DataDir for a temporary one.
+// server (on a free port when the usual one is taken), the admin console on loopback
+// (127.0.0.1:8080, or a free port when that is taken) with a random token unless
+// MAILBUS_ADMIN_TOKEN is set, and an empty DataDir for a temporary one.
 func demoConfig() (connector.Config, error) {
 	cfg, err := loadConfig()
 	if err != nil {
@@ -162,7 +164,17 @@ func demoConfig() (connector.Config, error) {
 	}
 	cfg.NATSURL = ""
 	if os.Getenv("MAILBUS_HTTP_ADDR") == "" {
-		cfg.HTTPAddr = ""
+		cfg.HTTPAddr = "127.0.0.1:8080"
+		if ln, err := net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			cfg.HTTPAddr = "127.0.0.1:0"
+		} else {
+			ln.Close()
+		}
+	}
+	if cfg.AdminToken == "" {
+		token := make([]byte, 18)
+		rand.Read(token)
+		cfg.AdminToken = base64.RawURLEncoding.EncodeToString(token)
 	}
 	if os.Getenv("MAILBUS_DATA_DIR") == "" {
 		cfg.DataDir = ""
@@ -180,6 +192,19 @@ func demoConfig() (connector.Config, error) {
 		ln.Close()
 	}
 	return cfg, nil
+}
+
+// consoleURL is the console's login link with the token in the fragment, which the
+// browser never sends: the page's script fills the form with it and logs in.
+func consoleURL(addr, token string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || addr == "" {
+		return "(no HTTP server)"
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/ui/login#token=" + token
 }
 
 // startDemoIMAP serves an in-memory mailbox, user demo/demo, on a free local port.

@@ -4,6 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -96,5 +101,56 @@ func TestDemoJSON(t *testing.T) {
 		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.Route != "demo_inbox" || ev.Subject == "" {
 			t.Errorf("line %q: event %+v (%v)", l, ev, err)
 		}
+	}
+}
+
+// TestDemoConsole: the demo prints the admin console's link with a random token, and that
+// token logs in to a console that lists the demo's route.
+func TestDemoConsole(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("MAILBUS_EMBEDDED_LISTEN", "127.0.0.1:-1")
+	t.Setenv("MAILBUS_DATA_DIR", t.TempDir())
+	t.Setenv("MAILBUS_HTTP_ADDR", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- demo(ctx, []string{"-every", "1h"}, &out) }()
+	defer func() { cancel(); <-done }()
+
+	link := regexp.MustCompile(`Admin console: (http://[^/\s]+)/ui/login#token=([A-Za-z0-9_-]{20,})`)
+	var m []string
+	for deadline := time.Now().Add(30 * time.Second); m == nil; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no console link in 30s:\n%s", out.String())
+		}
+		m = link.FindStringSubmatch(out.String())
+	}
+	base, token := m[1], m[2]
+
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	resp, err := hc.Get(base + "/ui/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
+	if csrf == nil {
+		t.Fatalf("login page has no form:\n%s", page)
+	}
+	resp, err = hc.PostForm(base+"/ui/login", url.Values{"csrf": {string(csrf[1])}, "token": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = hc.Get(base + "/ui/routes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(routes), `id="route-demo_inbox"`) {
+		t.Fatalf("GET /ui/routes with the printed token = %s:\n%.2000s", resp.Status, routes)
 	}
 }
