@@ -15,7 +15,6 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	dto "github.com/prometheus/client_model/go"
 
@@ -26,35 +25,6 @@ import (
 
 // Issue 21, part B: identity (Msg-Id per route), checkpoints bound to their source, what a
 // route takes (select, backlog), the publish journal, unforgeable probes and true counters.
-
-// startBusNATSWindow is startBusNATS with the bus streams' duplicate window set to window.
-func startBusNATSWindow(t testing.TB, window time.Duration) *busNATS {
-	t.Helper()
-	n := &busNATS{dir: t.TempDir()}
-	srv, err := connector.StartEmbedded("127.0.0.1:-1", n.dir)
-	if err != nil {
-		t.Fatalf("StartEmbedded() = %v", err)
-	}
-	n.srv = srv
-	n.addr = srv.Addr().String()
-	n.nc, err = nats.Connect("nats://"+n.addr, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatalf("nats.Connect() = %v", err)
-	}
-	n.js, _ = jetstream.New(n.nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	n.st, err = connector.EnsureStorage(ctx, n.js, busNames, 1, window)
-	if err != nil {
-		t.Fatalf("EnsureStorage() = %v", err)
-	}
-	t.Cleanup(func() {
-		n.nc.Close()
-		n.srv.Shutdown()
-		n.srv.WaitForShutdown()
-	})
-	return n
-}
 
 // uidsOf lists the UIDs of events, in stream order.
 func uidsOf(evs []schemas.Event) []uint32 {

@@ -43,6 +43,12 @@ type busNATS struct {
 
 func startBusNATS(t testing.TB) *busNATS {
 	t.Helper()
+	return startBusNATSWindow(t, 10*time.Minute)
+}
+
+// startBusNATSWindow is startBusNATS with the bus streams' duplicate window set to window.
+func startBusNATSWindow(t testing.TB, window time.Duration) *busNATS {
+	t.Helper()
 	n := &busNATS{dir: t.TempDir()}
 	srv, err := connector.StartEmbedded("127.0.0.1:-1", n.dir)
 	if err != nil {
@@ -57,7 +63,7 @@ func startBusNATS(t testing.TB) *busNATS {
 	n.js, _ = jetstream.New(n.nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	n.st, err = connector.EnsureStorage(ctx, n.js, busNames, 1, 10*time.Minute)
+	n.st, err = connector.EnsureStorage(ctx, n.js, busNames, 1, window)
 	if err != nil {
 		t.Fatalf("EnsureStorage() = %v", err)
 	}
