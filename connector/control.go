@@ -50,8 +50,8 @@ type control struct {
 	names    Names
 	state    jetstream.KeyValue // route checkpoints; nil: none to remove
 	probes   *probeKeys         // signs the check's probe; nil: unsigned
-	// maxPayload is the largest message the NATS server takes: a list reply stays within.
-	maxPayload int
+	// nc answers the requests; a list reply stays within its server's max payload.
+	nc *nats.Conn
 }
 
 // handler serves one command: the request body in, the reply out (OK is set by the caller)
@@ -61,7 +61,7 @@ type handler func(ctx context.Context, data []byte) (*schemas.Reply, error)
 // startControl adds the control service to nc. ctx is the parent of every request's
 // context. Stop the returned service before draining nc.
 func startControl(ctx context.Context, nc *nats.Conn, n Names, version string, c *control) (micro.Service, error) {
-	c.maxPayload = int(nc.MaxPayload())
+	c.nc = nc
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        ServiceName,
 		Version:     serviceVersion(version),
@@ -366,6 +366,9 @@ func (c *control) connectionList(ctx context.Context, data []byte) (*schemas.Rep
 	if e := decodeRequest(data, &req); e != nil {
 		return nil, e
 	}
+	if e := checkList(req); e != nil {
+		return nil, e
+	}
 	all, err := c.store.ListConnections(ctx)
 	if err != nil {
 		return nil, err
@@ -421,6 +424,9 @@ func (c *control) routeList(ctx context.Context, data []byte) (*schemas.Reply, e
 	if e := decodeRequest(data, &req); e != nil {
 		return nil, e
 	}
+	if e := checkList(req); e != nil {
+		return nil, e
+	}
 	all, err := c.store.ListRoutes(ctx)
 	if err != nil {
 		return nil, err
@@ -449,6 +455,18 @@ func (c *control) routeList(ctx context.Context, data []byte) (*schemas.Reply, e
 // cursor and the micro headers of the reply message.
 const replyOverhead = 4 << 10
 
+// defaultMaxPayload is nats-server's default max payload, for when the connection does not
+// know its server's (between reconnects).
+const defaultMaxPayload = 1 << 20
+
+// checkList refuses a list request's bad paging fields.
+func checkList(req schemas.ListRequest) *schemas.Error {
+	if req.Limit < 0 {
+		return errInvalid("limit", "limit must not be negative, got %d", req.Limit)
+	}
+	return nil
+}
+
 // pageWindow is the part of a list sorted by name that a request may get: the names after
 // req.After, and with req.Limit at most that many; more says whether others follow it.
 func pageWindow[T any](all []T, req schemas.ListRequest, name func(T) string) (window []T, more bool) {
@@ -473,10 +491,11 @@ func pageWindow[T any](all []T, req schemas.ListRequest, name func(T) string) (w
 // names the last of them when others follow; without a limit all of them, or the request
 // is refused. name gives an item's name.
 func (c *control) fit(req schemas.ListRequest, n int, more bool, item, status func(int) any, name func(int) string) (int, string, *schemas.Error) {
-	if req.Limit < 0 {
-		return 0, "", errInvalid("limit", "limit must not be negative, got %d", req.Limit)
+	maxPayload := int(c.nc.MaxPayload()) // the server's, after any reconnect
+	if maxPayload <= 0 {
+		maxPayload = defaultMaxPayload
 	}
-	budget := c.maxPayload - replyOverhead
+	budget := maxPayload - replyOverhead
 	size, fits := 0, n
 	for i := range n {
 		b, _ := json.Marshal(item(i))
@@ -492,7 +511,7 @@ func (c *control) fit(req schemas.ListRequest, n int, more bool, item, status fu
 	}
 	switch {
 	case fits < n && req.Limit == 0:
-		return 0, "", errInvalid("limit", "the list is larger than the NATS server's max payload (%d bytes): ask for it in pages with limit, and after set to the next of each reply", c.maxPayload)
+		return 0, "", errInvalid("limit", "the list is larger than the NATS server's max payload (%d bytes): ask for it in pages with limit, and after set to the next of each reply", maxPayload)
 	case fits < n:
 		fits = max(fits, 1) // a page moves on even when one item is that large
 		return fits, name(fits - 1), nil
