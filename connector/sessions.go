@@ -10,12 +10,13 @@ import (
 // only so many (RLIMIT_NOFILE, ulimit -n); when its routes take them all, the NATS
 // connection and, with the embedded server, the JetStream store cannot open the files they
 // need, and every route stops: checkpoint and lease writes time out, the heartbeat lapses
-// (seen with 10,000 routes under a limit of 20,000). So routes hold a session only within a
+// (seen in a scale test whose IMAP server shared the process: 10,000 routes and their
+// server's 10,000 sessions under a limit of 20,000). So routes hold a session only within a
 // budget that leaves a reserve for everything else; a route over it waits in backoff, its
 // status saying why, and takes a free slot on a later try.
 
-// sessionReserve is how many of the process's files no route session may take: the
-// largest of sessionReserveMin and a tenth of the limit.
+// sessionReserveMin is the least number of the process's files no route session may
+// take; the reserve is a tenth of the limit when that is more.
 const sessionReserveMin = 256
 
 // ErrNoSessionSlot is the error of a route that found every session slot taken.
