@@ -383,10 +383,12 @@ func TestCLIListThousands(t *testing.T) {
 		{"get routes", "route", []string{"get", "routes", "-o", "json"}},
 		{"status", "route", []string{"status", "-o", "json"}},
 	} {
+		start := time.Now()
 		out, err := cli(t, tc.args...)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.what, err)
 		}
+		t.Logf("%s: %d bytes in %s", tc.what, len(out), time.Since(start).Round(time.Millisecond))
 		var got []struct{ Name, Route, State string }
 		if err := json.Unmarshal([]byte(out), &got); err != nil {
 			t.Fatalf("%s: %v", tc.what, err)
