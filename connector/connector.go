@@ -199,8 +199,12 @@ func (c *Connector) Run(ctx context.Context) error {
 		TLSRootCAs:     c.roots,
 		ConnLog:        NewConnLog(js, c.names, c.logger),
 		defs:           st,
+		sessions:       newSessionSlots(openFileLimit()),
 		Metrics:        metrics,
 		probes:         newProbeKeys(c.cfg.SecretKey, storage.State),
+	}
+	if b := rt.sessions; b.budget > 0 {
+		c.logger.Info("mail server sessions bounded by the open files limit", "fileLimit", b.fileLimit, "sessions", b.budget, "reserved", b.reserveFor)
 	}
 	ls := newLeases(js, storage.Leases, c.cfg.Instance, rt.Status)
 	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories, resync, ls)

@@ -50,6 +50,8 @@ type control struct {
 	names    Names
 	state    jetstream.KeyValue // route checkpoints; nil: none to remove
 	probes   *probeKeys         // signs the check's probe; nil: unsigned
+	// nc answers the requests; a list reply stays within its server's max payload.
+	nc *nats.Conn
 }
 
 // handler serves one command: the request body in, the reply out (OK is set by the caller)
@@ -59,6 +61,7 @@ type handler func(ctx context.Context, data []byte) (*schemas.Reply, error)
 // startControl adds the control service to nc. ctx is the parent of every request's
 // context. Stop the returned service before draining nc.
 func startControl(ctx context.Context, nc *nats.Conn, n Names, version string, c *control) (micro.Service, error) {
+	c.nc = nc
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        ServiceName,
 		Version:     serviceVersion(version),
@@ -363,14 +366,22 @@ func (c *control) connectionList(ctx context.Context, data []byte) (*schemas.Rep
 	if e := decodeRequest(data, &req); e != nil {
 		return nil, e
 	}
+	if e := checkList(req); e != nil {
+		return nil, e
+	}
 	all, err := c.store.ListConnections(ctx)
 	if err != nil {
 		return nil, err
 	}
+	all, more := pageWindow(all, req, func(d schemas.Connection) string { return d.Name })
 	for i := range all {
 		all[i] = redact(all[i])
 	}
-	return &schemas.Reply{Connections: all}, nil
+	n, next, e := c.fit(req, len(all), more, func(i int) any { return all[i] }, nil, func(i int) string { return all[i].Name })
+	if e != nil {
+		return nil, e
+	}
+	return &schemas.Reply{Connections: all[:n], Next: next}, nil
 }
 
 func (c *control) connectionDelete(ctx context.Context, data []byte) (*schemas.Reply, error) {
@@ -413,17 +424,101 @@ func (c *control) routeList(ctx context.Context, data []byte) (*schemas.Reply, e
 	if e := decodeRequest(data, &req); e != nil {
 		return nil, e
 	}
+	if e := checkList(req); e != nil {
+		return nil, e
+	}
 	all, err := c.store.ListRoutes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	reply := &schemas.Reply{Routes: all}
+	all, more := pageWindow(all, req, func(d schemas.Route) string { return d.Name })
+	var statuses []schemas.RouteStatus
+	var status func(int) any
 	if req.Status {
 		for _, r := range all {
-			reply.Statuses = append(reply.Statuses, c.statusOf(ctx, r))
+			statuses = append(statuses, c.statusOf(ctx, r))
 		}
+		status = func(i int) any { return statuses[i] }
+	}
+	n, next, e := c.fit(req, len(all), more, func(i int) any { return all[i] }, status, func(i int) string { return all[i].Name })
+	if e != nil {
+		return nil, e
+	}
+	reply := &schemas.Reply{Routes: all[:n], Next: next}
+	if req.Status {
+		reply.Statuses = statuses[:n]
 	}
 	return reply, nil
+}
+
+// replyOverhead is what a list reply needs besides its items: the envelope, the next
+// cursor and the micro headers of the reply message.
+const replyOverhead = 4 << 10
+
+// defaultMaxPayload is nats-server's default max payload, for when the connection does not
+// know its server's (between reconnects).
+const defaultMaxPayload = 1 << 20
+
+// checkList refuses a list request's bad paging fields.
+func checkList(req schemas.ListRequest) *schemas.Error {
+	if req.Limit < 0 {
+		return errInvalid("limit", "limit must not be negative, got %d", req.Limit)
+	}
+	return nil
+}
+
+// pageWindow is the part of a list sorted by name that a request may get: the names after
+// req.After, and with req.Limit at most that many; more says whether others follow it.
+func pageWindow[T any](all []T, req schemas.ListRequest, name func(T) string) (window []T, more bool) {
+	if req.After != "" {
+		i, _ := slices.BinarySearchFunc(all, req.After, func(d T, after string) int {
+			if name(d) <= after {
+				return -1
+			}
+			return 1
+		})
+		all = all[i:]
+	}
+	if req.Limit > 0 && len(all) > req.Limit {
+		return all[:req.Limit], true
+	}
+	return all, false
+}
+
+// fit says how many of the n items of a list window (see pageWindow; more: others follow
+// it), with the status of each route when status is not nil, go into the reply so that it
+// stays within the max payload of the NATS server: with a limit, as many as fit, and next
+// names the last of them when others follow; without a limit all of them, or the request
+// is refused. name gives an item's name.
+func (c *control) fit(req schemas.ListRequest, n int, more bool, item, status func(int) any, name func(int) string) (int, string, *schemas.Error) {
+	maxPayload := int(c.nc.MaxPayload()) // the server's, after any reconnect
+	if maxPayload <= 0 {
+		maxPayload = defaultMaxPayload
+	}
+	budget := maxPayload - replyOverhead
+	size, fits := 0, n
+	for i := range n {
+		b, _ := json.Marshal(item(i))
+		size += len(b) + 1
+		if status != nil {
+			b, _ = json.Marshal(status(i))
+			size += len(b) + 1
+		}
+		if size > budget {
+			fits = i
+			break
+		}
+	}
+	switch {
+	case fits < n && req.Limit == 0:
+		return 0, "", errInvalid("limit", "the list is larger than the NATS server's max payload (%d bytes): ask for it in pages with limit, and after set to the next of each reply", maxPayload)
+	case fits < n:
+		fits = max(fits, 1) // a page moves on even when one item is that large
+		return fits, name(fits - 1), nil
+	case more && n > 0:
+		return n, name(n - 1), nil
+	}
+	return n, "", nil
 }
 
 func (c *control) routeDelete(ctx context.Context, data []byte) (*schemas.Reply, error) {

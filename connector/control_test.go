@@ -330,3 +330,46 @@ func TestConnectionTestsInParallel(t *testing.T) {
 		t.Errorf("slow connection.test = %s, want its greeting received after the fast check answered", m.Data)
 	}
 }
+
+// TestListPages: with limit, connection.list and route.list come in pages in name order,
+// each with next while more follow; after need not name an existing definition; without
+// limit the list is one reply, as before paging.
+func TestListPages(t *testing.T) {
+	s := startService(t, svcConfig(t), nil, nil)
+	for _, n := range []string{"c", "a", "b"} {
+		s.ok("mail.control.connection.put", imapConnection(n))
+		s.ok("mail.control.route.put", map[string]any{"name": "r" + n, "connection": n, "disabled": true})
+	}
+	names := func(r schemas.Reply) string {
+		var out []string
+		for _, c := range r.Connections {
+			out = append(out, c.Name)
+		}
+		for i, rt := range r.Routes {
+			out = append(out, rt.Name)
+			if i < len(r.Statuses) {
+				out = append(out, r.Statuses[i].State)
+			}
+		}
+		return strings.Join(out, ",") + " next=" + r.Next
+	}
+	for _, tc := range []struct {
+		subject, req, want string
+	}{
+		{"connection.list", `{}`, "a,b,c next="},
+		{"connection.list", `{"limit":2}`, "a,b next=b"},
+		{"connection.list", `{"limit":2,"after":"b"}`, "c next="},
+		{"connection.list", `{"limit":1,"after":"b"}`, "c next="},
+		{"connection.list", `{"after":"a"}`, "b,c next="},
+		{"connection.list", `{"limit":5,"after":"aa"}`, "b,c next="},
+		{"connection.list", `{"limit":2,"after":"c"}`, " next="},
+		{"route.list", `{"status":true,"limit":2}`, "ra,disabled,rb,disabled next=rb"},
+		{"route.list", `{"status":true,"limit":2,"after":"rb"}`, "rc,disabled next="},
+	} {
+		if got := names(s.ok("mail.control."+tc.subject, tc.req)); got != tc.want {
+			t.Errorf("%s %s = %s, want %s", tc.subject, tc.req, got, tc.want)
+		}
+	}
+	s.fail("mail.control.route.list", `{"limit":-1}`, schemas.CodeInvalid, "limit")
+	s.fail("mail.control.connection.list", `{"limit":"ten"}`, schemas.CodeInvalid, "limit")
+}

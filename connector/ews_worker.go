@@ -133,6 +133,7 @@ type ewsWorker struct {
 	clog   *routeLog
 	filter *ewsFilter
 
+	release        func()     // frees its session slot (see sessionSlots); nil: holds none
 	folder, moveTo *ewsFolder // resolved on the first cycle
 	inflight       int        // bytes of published, unacknowledged events
 
@@ -149,6 +150,11 @@ type ewsWorker struct {
 // the route's state telling what happens.
 func (w *ewsWorker) Run(ctx context.Context) error {
 	defer w.client.Close()
+	defer func() {
+		if w.release != nil {
+			w.release()
+		}
+	}()
 	w.status(func(s *schemas.RouteStatus) {
 		s.State, s.Owner, s.LastError = schemas.StateStarting, w.rt.Instance, ""
 	})
@@ -213,6 +219,14 @@ func (w *ewsWorker) cycle(ctx context.Context) error {
 	now := time.Now().UTC()
 	w.status(func(s *schemas.RouteStatus) { s.State, s.LastPollAt = schemas.StateRunning, &now })
 	w.met.poll()
+	if w.release == nil {
+		// The slot of the connection the client keeps open between polls, held until Run ends.
+		release, err := w.rt.sessions.take()
+		if err != nil {
+			return err
+		}
+		w.release = release
+	}
 	if err := w.resolve(ctx); err != nil {
 		return err
 	}

@@ -214,6 +214,11 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 			}
 		},
 	}}
+	release, err := w.rt.sessions.take()
+	if err != nil {
+		return err
+	}
+	defer release()
 	c, err := dialIMAP(ctx, &w.conn, w.rt.TLSRootCAs, opts, w.tokens)
 	if err != nil {
 		return err

@@ -1,14 +1,17 @@
 package connector_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
@@ -31,8 +34,9 @@ import (
 // imapmemserver) on one Connector, waits until every route sits in IDLE, then measures the
 // process over an idle window. It checks what works (every route reaches IDLE, a message
 // appended to a random mailbox becomes its event) and only reports memory and CPU: those
-// depend on the machine. The process holds the IMAP server's sessions and the NATS server
-// too, so its figures are an upper bound for the routes' own.
+// depend on the machine. The IMAP server runs in a child process (see memIMAPUsers); the
+// process measured holds the embedded NATS server too, so its figures are an upper bound
+// for the routes' own.
 
 // scaleRoutes is how many routes the scale test runs: MAILBUS_SCALE_ROUTES, else 1,000,
 // else 200 under the race detector (which allows 8,128 live goroutines; a route costs
@@ -59,10 +63,10 @@ func TestScaleIdleRoutes(t *testing.T) {
 	n := scaleRoutes()
 	f := runIdleScale(t, n, scaleIdleWindow())
 	t.Logf("%d routes in IDLE after %s (apply %s); over %s idle: CPU %s (%.2f%% of one core), "+
-		"RSS %.1f MB (%.1f MB before the routes, peak %.1f MB), Go heap %.1f MB, %d goroutines; "+
+		"RSS %.1f MB (%.1f MB before the routes, peak %.1f MB), Go heap %.1f MB, %d goroutines, %d open files; "+
 		"append to event %s",
 		n, f.toIdle.Round(time.Millisecond), f.puts.Round(time.Millisecond), f.window, f.cpu,
-		f.cpuPercent(), f.rssMB, f.rssBeforeMB, f.peakMB, f.heapMB, f.goroutines, f.appendToEvent.Round(time.Millisecond))
+		f.cpuPercent(), f.rssMB, f.rssBeforeMB, f.peakMB, f.heapMB, f.goroutines, f.files, f.appendToEvent.Round(time.Millisecond))
 }
 
 // BenchmarkScaleIdleRoutes reports the scale test's figures as metrics: MB-RSS, MB-heap and
@@ -80,12 +84,14 @@ func BenchmarkScaleIdleRoutes(b *testing.B) {
 	b.ReportMetric(f.cpuPercent(), "CPU-%")
 	b.ReportMetric(f.toIdle.Seconds(), "s-to-idle")
 	b.ReportMetric(f.puts.Seconds(), "s-apply")
+	b.ReportMetric(float64(f.files), "fds")
 }
 
 type scaleFigures struct {
 	puts, toIdle          time.Duration // applying the definitions; from the apply's start to all in IDLE
 	window, cpu           time.Duration // the idle window and the process's CPU time in it
-	rssBeforeMB           float64       // before any route, with the IMAP server's users
+	rssBeforeMB           float64       // before any route
+	files                 int           // open file descriptors at the end of the idle window
 	rssMB, peakMB, heapMB float64       // at the end of the idle window
 	goroutines            int
 	appendToEvent         time.Duration
@@ -129,6 +135,7 @@ func runIdleScale(tb testing.TB, n int, window time.Duration) scaleFigures {
 				break
 			}
 			if time.Now().After(deadline) {
+				scaleDump(tb, nc)
 				tb.Fatalf("route %s not in IDLE after %s: %+v", route, time.Since(start), st)
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -151,6 +158,9 @@ func runIdleScale(tb testing.TB, n int, window time.Duration) scaleFigures {
 	f.rssMB, f.peakMB = procStatusMB("VmRSS"), procStatusMB("VmHWM")
 	f.heapMB = float64(heapBytes()) / 1e6
 	f.goroutines = runtime.NumGoroutine()
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+		f.files = len(fds)
+	}
 
 	// Every route still works: new mail in a random mailbox becomes its event.
 	i := rand.N(n)
@@ -160,7 +170,7 @@ func runIdleScale(tb testing.TB, n int, window time.Duration) scaleFigures {
 	}
 	defer sub.Unsubscribe()
 	t1 := time.Now()
-	if _, err := srv.users[i].Append("INBOX", memLiteral{bytes.NewReader(testMail(1, ""))}, &imap.AppendOptions{}); err != nil {
+	if err := srv.Append(i); err != nil {
 		tb.Fatalf("Append() = %v", err)
 	}
 	msg, err := sub.NextMsg(30 * time.Second)
@@ -176,26 +186,95 @@ func runIdleScale(tb testing.TB, n int, window time.Duration) scaleFigures {
 }
 
 // memIMAPUsers is an imapmemserver with users user0..user<n-1>, password secret, each with
-// an INBOX.
+// an INBOX, in a child process (TestScaleIMAPChild): a socket is a file descriptor at both
+// ends, and the two ends of 10,000 sessions in one process would take all of the 20,000 a
+// process commonly may open, leaving none to the NATS server's store. The routes' process
+// holds only its own ends then, as it does in production.
 type memIMAPUsers struct {
-	addr  string
-	users []*imapmemserver.User
+	addr string
+	cmd  *exec.Cmd
+	in   io.Writer
+	out  *bufio.Reader
 }
 
 func startMemIMAPUsers(tb testing.TB, n int) *memIMAPUsers {
 	tb.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestScaleIMAPChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), childEnv+"=imap", "MAILBUS_SCALE_USERS="+strconv.Itoa(n))
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start the IMAP server: %v", err)
+	}
+	tb.Cleanup(func() {
+		in.Close() // the child ends when its stdin does
+		cmd.Wait()
+	})
+	m := &memIMAPUsers{cmd: cmd, in: in, out: bufio.NewReader(out)}
+	for {
+		line, err := m.out.ReadString('\n')
+		if err != nil {
+			tb.Fatalf("the IMAP server did not start: %v", err)
+		}
+		if addr, ok := strings.CutPrefix(strings.TrimSpace(line), "imap "); ok {
+			m.addr = addr
+			return m
+		}
+	}
+}
+
+// Append puts test mail 1 into user i's INBOX.
+func (m *memIMAPUsers) Append(i int) error {
+	fmt.Fprintf(m.in, "append %d\n", i)
+	line, err := m.out.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "ok\n" {
+		return fmt.Errorf("append: %s", strings.TrimSpace(line))
+	}
+	return nil
+}
+
+// TestScaleIMAPChild is the IMAP server of the scale test, run as its child: it serves
+// MAILBUS_SCALE_USERS users, prints "imap <addr>", then appends mail to user i's INBOX on
+// each line "append i" of its stdin, and ends with its stdin.
+func TestScaleIMAPChild(t *testing.T) {
+	if os.Getenv(childEnv) != "imap" {
+		t.Skip("runs as the child of the scale test")
+	}
+	n, _ := strconv.Atoi(os.Getenv("MAILBUS_SCALE_USERS"))
 	mem := imapmemserver.New()
-	m := &memIMAPUsers{}
+	users := make([]*imapmemserver.User, n)
 	for i := range n {
 		u := imapmemserver.NewUser(fmt.Sprintf("user%d", i), "secret")
 		if err := u.Create("INBOX", nil); err != nil {
-			tb.Fatalf("Create(INBOX) = %v", err)
+			t.Fatalf("Create(INBOX) = %v", err)
 		}
 		mem.AddUser(u)
-		m.users = append(m.users, u)
+		users[i] = u
 	}
-	m.addr = serveIMAP(tb, capSet(memCaps...), func() imapserver.Session { return announceQueued(mem.NewSession()) })
-	return m
+	fmt.Printf("imap %s\n", serveIMAP(t, capSet(memCaps...), func() imapserver.Session { return announceQueued(mem.NewSession()) }))
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		var i int
+		if _, err := fmt.Sscanf(sc.Text(), "append %d", &i); err != nil || i < 0 || i >= n {
+			fmt.Printf("bad command %q\n", sc.Text())
+			continue
+		}
+		if _, err := users[i].Append("INBOX", memLiteral{bytes.NewReader(testMail(1, ""))}, &imap.AppendOptions{}); err != nil {
+			fmt.Printf("%v\n", err)
+			continue
+		}
+		fmt.Println("ok")
+	}
 }
 
 // startScaleConnector runs a whole Connector (embedded NATS with file storage) and returns
@@ -206,7 +285,14 @@ func startScaleConnector(tb testing.TB) (*nats.Conn, func()) {
 		EmbeddedListen: "127.0.0.1:-1", DataDir: tb.TempDir(), SubjectPrefix: "mail",
 		StreamReplicas: 1, DedupWindow: time.Minute, MaxInlineBytes: 1 << 18, Instance: "scale",
 	}
-	c, err := connector.New(cfg, slog.New(slog.DiscardHandler))
+	logger := slog.New(slog.DiscardHandler)
+	if path := os.Getenv("MAILBUS_SCALE_LOG"); path != "" { // the warnings of a run, to explain it
+		if out, err := os.Create(path); err == nil {
+			tb.Cleanup(func() { out.Close() })
+			logger = slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		}
+	}
+	c, err := connector.New(cfg, logger)
 	if err != nil {
 		tb.Fatalf("connector.New() = %v", err)
 	}
@@ -266,4 +352,26 @@ func heapBytes() uint64 {
 	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 	metrics.Read(s)
 	return s[0].Value.Uint64()
+}
+
+// scaleDump writes, where MAILBUS_SCALE_DUMP names a directory, the goroutines and the
+// JetStream account and state bucket figures: what a stuck scale run needs explained.
+func scaleDump(tb testing.TB, nc *nats.Conn) {
+	dir := os.Getenv("MAILBUS_SCALE_DUMP")
+	if dir == "" {
+		return
+	}
+	if out, err := os.Create(dir + "/goroutines.txt"); err == nil {
+		pprof.Lookup("goroutine").WriteTo(out, 1)
+		out.Close()
+	}
+	var info bytes.Buffer
+	for _, subj := range []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.KV_mail_state", "$JS.API.STREAM.INFO.KV_mail_leases", "$JS.API.STREAM.INFO.MAIL_LOG"} {
+		if m, err := nc.Request(subj, nil, 5*time.Second); err == nil {
+			fmt.Fprintf(&info, "%s\n%s\n\n", subj, m.Data)
+		} else {
+			fmt.Fprintf(&info, "%s: %v\n\n", subj, err)
+		}
+	}
+	os.WriteFile(dir+"/jetstream.txt", info.Bytes(), 0o644)
 }

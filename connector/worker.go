@@ -61,6 +61,8 @@ type Runtime struct {
 	// probes signs and checks the connection check's probe (see probeKeys).
 	probes    *probeKeys
 	probeOnce sync.Once
+	// sessions bounds the mail server sessions open at once (see sessionSlots); nil: no bound.
+	sessions *sessionSlots
 }
 
 // StatusBoard holds the status of the routes this replica runs, for route.status.

@@ -33,10 +33,17 @@ type NameRequest struct {
 	Name string `json:"name"`
 }
 
-// ListRequest asks for every definition of a kind. Status adds each route's status to
-// route.list.
+// ListRequest asks for the definitions of a kind, in name order. Status adds each route's
+// status to route.list.
+//
+// Limit and After page through a list too large for one NATS message: a page holds at
+// most Limit definitions (fewer when more would not fit in the server's max payload),
+// those named after After, and the reply's Next names the last of them when more follow.
+// Without Limit the whole list (after After) is one reply, refused when it does not fit.
 type ListRequest struct {
-	Status bool `json:"status,omitempty"`
+	Status bool   `json:"status,omitempty"`
+	Limit  int    `json:"limit,omitempty"`
+	After  string `json:"after,omitempty"`
 }
 
 // LogRequest reads a connection's log: at most Limit entries (newest last) since Since.
@@ -59,6 +66,9 @@ type Reply struct {
 	Routes      []Route       `json:"routes,omitempty"`
 	Status      *RouteStatus  `json:"status,omitempty"`
 	Statuses    []RouteStatus `json:"statuses,omitempty"`
+	// Next is set on a page of a list when more definitions follow: the After of the next
+	// page's request.
+	Next string `json:"next,omitempty"`
 
 	// Connection check.
 	Stages       []Stage       `json:"stages,omitempty"`

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -50,12 +52,18 @@ routes:
 // client of the definitions.
 func cliEnv(t *testing.T) (port string, kv jetstream.KeyValue) {
 	t.Helper()
-	clearEnv(t)
 	srv, err := connector.StartEmbedded("127.0.0.1:-1", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cliEnvOn(t, srv)
+}
+
+// cliEnvOn is cliEnv on the NATS server srv, which it shuts down at the end.
+func cliEnvOn(t *testing.T, srv *server.Server) (port string, kv jetstream.KeyValue) {
+	t.Helper()
 	t.Cleanup(srv.Shutdown)
+	clearEnv(t)
 	user, imapAddr, stopIMAP, err := startDemoIMAP()
 	if err != nil {
 		t.Fatal(err)
@@ -333,5 +341,87 @@ func TestCLIUsage(t *testing.T) {
 	// Well formed, but nobody answers: exit 1.
 	if _, err := cli(t, "get", "routes"); exitCode(err) != 1 {
 		t.Errorf("get routes without a server: exit %d (%v), want 1", exitCode(err), err)
+	}
+}
+
+// TestCLIListThousands: get and status list 10,000 connections and routes, far more than
+// one NATS message (1 MB) holds, page by page; a list request without a limit that does
+// not fit is refused, naming limit, rather than left unanswered.
+func TestCLIListThousands(t *testing.T) {
+	const n = 10000
+	// A nats-server as an operator runs it: the default max payload, 1 MB (the embedded
+	// server allows 8 MB).
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	port, _ := cliEnvOn(t, srv)
+	var b strings.Builder
+	b.WriteString("connections:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "  - {name: conn_%05d, type: imap, host: 127.0.0.1, port: %s, encryption: none, username: user%d, password: secret, description: a connection with a description long enough to make the list large}\n", i, port, i)
+	}
+	b.WriteString("routes:\n")
+	for i := range n {
+		// Disabled: the list is under test, not 10,000 IMAP sessions.
+		fmt.Fprintf(&b, "  - {name: route_%05d, connection: conn_%05d, disabled: true, headers: [X-Ticket-Id], description: a route with a description long enough to make the list large}\n", i, i)
+	}
+	writeFile(t, "many.yaml", b.String(), port)
+	if out, err := cli(t, "apply", "-f", "many.yaml"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+
+	for _, tc := range []struct {
+		what, prefix string
+		args         []string
+	}{
+		{"get connections", "conn", []string{"get", "connections", "-o", "json"}},
+		{"get routes", "route", []string{"get", "routes", "-o", "json"}},
+		{"status", "route", []string{"status", "-o", "json"}},
+	} {
+		start := time.Now()
+		out, err := cli(t, tc.args...)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.what, err)
+		}
+		t.Logf("%s: %d bytes in %s", tc.what, len(out), time.Since(start).Round(time.Millisecond))
+		var got []struct{ Name, Route, State string }
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("%s: %v", tc.what, err)
+		}
+		if len(got) != n {
+			t.Fatalf("%s: %d entries, want %d", tc.what, len(got), n)
+		}
+		for i, g := range got {
+			if name, want := g.Name+g.Route, fmt.Sprintf("%s_%05d", tc.prefix, i); name != want {
+				t.Fatalf("%s: entry %d is %q, want %q", tc.what, i, name, want)
+			}
+			if g.Route != "" && g.State != "disabled" {
+				t.Fatalf("%s: %s is %q, want disabled", tc.what, g.Route, g.State)
+			}
+		}
+	}
+	out, err := cli(t, "get", "routes")
+	if err != nil || strings.Count(out, "\n") != n+1 || !strings.Contains(out, "route_09999") {
+		t.Errorf("get routes (table): %d lines, %v", strings.Count(out, "\n"), err)
+	}
+
+	// Asked for in one piece, the list is refused with a reason, not dropped.
+	nc, err := nats.Connect(os.Getenv("MAILBUS_NATS_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	msg, err := nc.Request("mail.control.route.list", []byte(`{}`), 15*time.Second)
+	if err != nil {
+		t.Fatalf("route.list {}: %v", err)
+	}
+	if !strings.Contains(string(msg.Data), `"code":"invalid"`) || !strings.Contains(string(msg.Data), `"field":"limit"`) ||
+		msg.Header.Get("Nats-Service-Error-Code") != "400" {
+		t.Errorf("route.list {} = %.300s (%d bytes) %v, want invalid, field limit", msg.Data, len(msg.Data), msg.Header)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -77,11 +78,39 @@ func (c *Client) Do(ctx context.Context, entity, op string, req any, timeout tim
 
 // Connections lists every connection, secrets redacted.
 func (c *Client) Connections(ctx context.Context) ([]schemas.Connection, error) {
-	r, err := c.Do(ctx, "connection", "list", schemas.ListRequest{}, 0)
-	if err != nil {
-		return nil, err
+	var all []schemas.Connection
+	err := c.list(ctx, "connection", schemas.ListRequest{}, func(r *schemas.Reply) { all = append(all, r.Connections...) })
+	return all, err
+}
+
+// PageSize is how many definitions the client asks for in one page of a list; the
+// service sends fewer when they would not fit in one NATS message.
+const PageSize = 1000
+
+// list reads a whole list page by page, handing each reply to add; each page waits at
+// most DefaultTimeout when ctx has no deadline. A service from before
+// paging refuses limit as an unknown field: then the list is asked for in one piece.
+func (c *Client) list(ctx context.Context, entity string, req schemas.ListRequest, add func(*schemas.Reply)) error {
+	req.Limit = PageSize
+	for {
+		r, err := c.Do(ctx, entity, "list", req, 0)
+		var e *schemas.Error
+		if req.After == "" && errors.As(err, &e) && e.Code == schemas.CodeInvalid && e.Field == "limit" && strings.Contains(e.Message, "unknown") {
+			req.Limit = 0
+			r, err = c.Do(ctx, entity, "list", req, 0)
+		}
+		if err != nil {
+			return err
+		}
+		add(r)
+		if r.Next == "" {
+			return nil
+		}
+		if r.Next <= req.After {
+			return fmt.Errorf("%s.list: the page after %q did not move on (next %q)", entity, req.After, r.Next)
+		}
+		req.After = r.Next
 	}
-	return r.Connections, nil
 }
 
 // Connection reads one connection, secrets redacted.
@@ -95,11 +124,9 @@ func (c *Client) Connection(ctx context.Context, name string) (*schemas.Connecti
 
 // Routes lists every route.
 func (c *Client) Routes(ctx context.Context) ([]schemas.Route, error) {
-	r, err := c.Do(ctx, "route", "list", schemas.ListRequest{}, 0)
-	if err != nil {
-		return nil, err
-	}
-	return r.Routes, nil
+	var all []schemas.Route
+	err := c.list(ctx, "route", schemas.ListRequest{}, func(r *schemas.Reply) { all = append(all, r.Routes...) })
+	return all, err
 }
 
 // Route reads one route.
@@ -125,11 +152,9 @@ func (c *Client) Status(ctx context.Context, route string) (*schemas.RouteStatus
 
 // Statuses reads the status of every route.
 func (c *Client) Statuses(ctx context.Context) ([]schemas.RouteStatus, error) {
-	r, err := c.Do(ctx, "route", "list", schemas.ListRequest{Status: true}, 0)
-	if err != nil {
-		return nil, err
-	}
-	return r.Statuses, nil
+	var all []schemas.RouteStatus
+	err := c.list(ctx, "route", schemas.ListRequest{Status: true}, func(r *schemas.Reply) { all = append(all, r.Statuses...) })
+	return all, err
 }
 
 // Test runs the staged check of a saved connection. The reply's OK says whether it
