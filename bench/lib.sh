@@ -11,6 +11,8 @@ BIN=$BENCH_DIR/bin
 DOVECOT_PID=
 MAILBUS_TIME_PID=
 NATSSERVER_PID=
+# PROFILE_TAG, when PPROF is set, names the run's profiles: $PPROF/{mailbus,nats}-TAG.pprof.
+PROFILE_TAG=
 
 cleanup() {
 	stop_mailbus
@@ -40,8 +42,16 @@ install_tools() {
 }
 
 # build_programs builds the measured binary and the bench programs, outside the timings.
+# With PPROF=DIR, mailbus is built with the tag benchprof (cmd/mailbus/profile.go) so that
+# it writes a CPU profile of its whole run when MAILBUS_BENCH_CPUPROFILE names a file.
 build_programs() {
-	go build -o "$BIN/" ./cmd/mailbus ./bench/barefetch ./bench/driver ./bench/natsserver
+	go build -o "$BIN/" ./bench/barefetch ./bench/driver ./bench/natsserver ./bench/rawpipe
+	if [[ -n ${PPROF:-} ]]; then
+		mkdir -p "$PPROF"
+		go build -tags benchprof -o "$BIN/" ./cmd/mailbus
+	else
+		go build -o "$BIN/" ./cmd/mailbus
+	fi
 }
 
 free_port() {
@@ -145,9 +155,11 @@ start_mailbus() {
 	rm -rf "$BENCH_DIR/store"
 	local env=(MAILBUS_DATA_DIR="$BENCH_DIR/store" MAILBUS_EMBEDDED_LISTEN="127.0.0.1:$port")
 	if [[ $mode == external ]]; then
-		"$BIN/natsserver" -listen "127.0.0.1:$port" -dir "$BENCH_DIR/store" &
-		NATSSERVER_PID=$!
+		start_natsserver "$port"
 		env=(MAILBUS_NATS_URL="$NATS_URL")
+	fi
+	if [[ -n ${PPROF:-} && -n $PROFILE_TAG ]]; then
+		env+=(MAILBUS_BENCH_CPUPROFILE="$PPROF/mailbus-$PROFILE_TAG.pprof")
 	fi
 	# SSL_CERT_FILE makes Go trust the test CA, so mailbus verifies Dovecot's certificate
 	# as it would a real server's.
@@ -173,11 +185,52 @@ stop_mailbus() {
 		rm -f "$BENCH_DIR/mailbus.pid"
 		MAILBUS_TIME_PID=
 	fi
+	stop_natsserver
+}
+
+# start_natsserver PORT starts bench/natsserver (the embedded server's configuration in a
+# process of its own) under GNU time (report in $BENCH_DIR/time.nats) on a fresh store,
+# with a CPU profile when PPROF is set, and waits until it accepts connections.
+start_natsserver() {
+	rm -rf "$BENCH_DIR/store"
+	rm -f "$BENCH_DIR/time.nats"
+	local prof=()
+	if [[ -n ${PPROF:-} && -n $PROFILE_TAG ]]; then
+		prof=(-cpuprofile "$PPROF/nats-$PROFILE_TAG.pprof")
+	fi
+	/usr/bin/time -v -o "$BENCH_DIR/time.nats" \
+		bash -c 'echo $$ >"$0"; exec "$@"' "$BENCH_DIR/nats.pid" "$BIN/natsserver" \
+		-listen "127.0.0.1:$1" -dir "$BENCH_DIR/store" "${prof[@]}" 2>>"$BENCH_DIR/nats.log" &
+	NATSSERVER_PID=$!
+	for _ in $(seq 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "natsserver did not start:" >&2
+	tail "$BENCH_DIR/nats.log" >&2 || true
+	return 1
+}
+
+# stop_natsserver stops the natsserver of start_natsserver (SIGTERM: it writes its profile)
+# and waits until GNU time wrote its report.
+stop_natsserver() {
 	if [[ -n $NATSSERVER_PID ]]; then
-		kill -TERM "$NATSSERVER_PID" 2>/dev/null || true
+		for _ in $(seq 50); do
+			[[ -s $BENCH_DIR/nats.pid ]] && break
+			sleep 0.1
+		done
+		kill -TERM "$(cat "$BENCH_DIR/nats.pid")" 2>/dev/null || true
 		wait "$NATSSERVER_PID" || true
+		rm -f "$BENCH_DIR/nats.pid"
 		NATSSERVER_PID=
 	fi
+}
+
+# cpu_s FILE prints the user+system CPU seconds of a GNU time -v report.
+cpu_s() {
+	awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.2f", s }' "$1"
 }
 
 # peak_rss_mb FILE prints the "Maximum resident set size" of a GNU time -v report in MiB.

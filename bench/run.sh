@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side ingest benchmark (issue 9): the same Dovecot mailbox read by
 #   barefetch  one `UID FETCH 1:* BODY.PEEK[]`, bytes discarded (the floor; bench/barefetch)
+#   rawpipe    the same FETCH, every raw message published unparsed and asynchronously to a
+#              JetStream file stream on bench/natsserver, then every ack awaited (the floor
+#              of the job; bench/rawpipe)
 #   mbsync     isync pulling the mailbox into a fresh Maildir
 #   mailbus    the real binary with its embedded NATS (file storage), driven by control
 #              commands (bench/driver): from route.put until every event is stored in the
 #              stream and every message is \Seen
-# in alternating rounds, then prints a Markdown table of medians with ratios to barefetch.
+# in alternating rounds, then prints a Markdown table of medians with ratios to both floors.
 # Wall time and peak RSS ("Maximum resident set size") come from GNU time -v on the
 # measured process; for mailbus the time is the driver's (route.put to done), since the
 # process lives before and after the work.
@@ -14,8 +17,11 @@
 #        MIXED=200 SMALL=200 ROUNDS=1 bench/run.sh   (a smoke run)
 # env:   MIXED, SMALL   messages in each corpus (0 leaves the corpus out)
 #        ROUNDS         rounds of every tool on every corpus (medians are reported)
-#        TOOLS          subset of "barefetch mbsync mailbus mailbus_extnats"; the last is
-#                       mailbus with NATS in its own process, for mailbus's RSS alone
+#        TOOLS          subset of "barefetch rawpipe mbsync mailbus mailbus_extnats"; the
+#                       last is mailbus with NATS in its own process (bench/natsserver, as
+#                       rawpipe's), for mailbus's RSS alone and a like-for-like ratio
+#        PPROF=DIR      CPU profiles of every run of mailbus (built with -tags benchprof)
+#                       and of bench/natsserver: DIR/{mailbus,nats}-CORPUS-TOOL-ROUND.pprof
 #        GEN            gen_maildir.py (default ../shared/bench/gen_maildir.py)
 #        ENCRYPTION     none (default: plain IMAP on loopback, as the issue's yardstick
 #                       figures were taken) or ssl (IMAPS for every tool; Dovecot's
@@ -29,7 +35,7 @@ cd "$(dirname "$0")/.."
 MIXED=${MIXED:-5000}
 SMALL=${SMALL:-20000}
 ROUNDS=${ROUNDS:-3}
-TOOLS=${TOOLS:-barefetch mbsync mailbus}
+TOOLS=${TOOLS:-barefetch rawpipe mbsync mailbus mailbus_extnats}
 GEN=${GEN:-../shared/bench/gen_maildir.py}
 ENCRYPTION=${ENCRYPTION:-none}
 
@@ -63,10 +69,25 @@ reset() {
 	doveadm -c "$DOVECOT_CONF" flags remove '\Seen' -u "$1" mailbox INBOX all
 }
 
+# Every run_TOOL prints: wall seconds, peak RSS MiB, CPU seconds of the tool's process,
+# CPU seconds of its separate NATS server ("-" when it has none).
 run_barefetch() {
 	/usr/bin/time -v -o "$BENCH_DIR/time.bare" "$BIN/barefetch" -addr "127.0.0.1:$PORT" \
 		-encryption "$ENCRYPTION" -ca "$CA" -user "$1" -pass secret >&2
-	echo "$(wall_s "$BENCH_DIR/time.bare") $(peak_rss_mb "$BENCH_DIR/time.bare")"
+	echo "$(wall_s "$BENCH_DIR/time.bare") $(peak_rss_mb "$BENCH_DIR/time.bare") $(cpu_s "$BENCH_DIR/time.bare") -"
+}
+
+run_rawpipe() {
+	local port
+	port=$(free_port)
+	start_natsserver "$port"
+	if ! /usr/bin/time -v -o "$BENCH_DIR/time.rawpipe" "$BIN/rawpipe" -addr "127.0.0.1:$PORT" \
+		-encryption "$ENCRYPTION" -ca "$CA" -user "$1" -pass secret -nats "nats://127.0.0.1:$port" >&2; then
+		stop_natsserver
+		return 1
+	fi
+	stop_natsserver
+	echo "$(wall_s "$BENCH_DIR/time.rawpipe") $(peak_rss_mb "$BENCH_DIR/time.rawpipe") $(cpu_s "$BENCH_DIR/time.rawpipe") $(cpu_s "$BENCH_DIR/time.nats")"
 }
 
 run_mbsync() {
@@ -109,7 +130,7 @@ run_mbsync() {
 		echo "mbsync pulled $got messages, want $2" >&2
 		return 1
 	fi
-	echo "$(wall_s "$BENCH_DIR/time.mbsync") $(peak_rss_mb "$BENCH_DIR/time.mbsync")"
+	echo "$(wall_s "$BENCH_DIR/time.mbsync") $(peak_rss_mb "$BENCH_DIR/time.mbsync") $(cpu_s "$BENCH_DIR/time.mbsync") -"
 }
 
 run_mailbus() {
@@ -121,8 +142,10 @@ run_mailbus() {
 		return 1
 	fi
 	echo "$out" | grep -v elapsed_s= >&2
+	local nats=-
 	stop_mailbus
-	echo "$(echo "$out" | sed -n 's/^elapsed_s=//p') $(peak_rss_mb "$BENCH_DIR/time.mailbus")"
+	[[ ${NATS_MODE:-embedded} == external ]] && nats=$(cpu_s "$BENCH_DIR/time.nats")
+	echo "$(echo "$out" | sed -n 's/^elapsed_s=//p') $(peak_rss_mb "$BENCH_DIR/time.mailbus") $(cpu_s "$BENCH_DIR/time.mailbus") $nats"
 }
 
 # run_mailbus_extnats is run_mailbus with NATS in a process of its own: mailbus's RSS alone.
@@ -142,10 +165,13 @@ for round in $(seq "$ROUNDS"); do
 		n=$(awk -v c="$c" '$1 == c { print $2 }' "$BENCH_DIR/corpora")
 		for tool in $TOOLS; do
 			reset "$c"
-			# Dirty pages of the previous run (mbsync's Maildir, the stream store) are
-			# written out now rather than during the next run.
+			# The previous run's store (mbsync's Maildir, the stream store) is removed and
+			# the dirty pages written out now, so that no run pays for the last one's
+			# writeback.
+			rm -rf "$BENCH_DIR/store" "$BENCH_DIR/near"
 			sync
 			echo "round $round: $tool, $c..." >&2
+			PROFILE_TAG=$c-$tool-$round
 			r=$("run_$tool" "$c" "$n")
 			echo "$c $tool $round $r" >>"$BENCH_DIR/results"
 		done
@@ -157,23 +183,28 @@ import os, statistics, sys
 corpora = {c: (int(n), int(b)) for c, n, b in (l.split() for l in open(sys.argv[1]))}
 runs = {}
 for line in open(sys.argv[2]):
-    corpus, tool, _, wall, rss = line.split()
-    runs.setdefault((corpus, tool), []).append((float(wall), float(rss)))
+    corpus, tool, _, wall, rss, cpu, nats = line.split()
+    runs.setdefault((corpus, tool), []).append((float(wall), float(rss), float(cpu), None if nats == "-" else float(nats)))
 cores = len(open('/proc/cpuinfo').read().split('processor')) - 1
 load = open('/proc/loadavg').read().split()[:3]
 print(f"\n{cores} cores, IMAP encryption {os.environ['ENCRYPTION']}, load average at the end {' '.join(load)}; medians of the rounds; "
-      "mailbus's wall time is route.put to last event stored and all \\Seen\n")
-print("| corpus | tool | runs | wall s, median (min–max) | × barefetch | peak RSS MiB, median (max) |")
-print("| --- | --- | --- | --- | --- | --- |")
+      "mailbus's wall time is route.put to last event stored and all \\Seen; CPU s is user+system of the tool's process "
+      "(mailbus: with its embedded NATS) + of its own NATS server (bench/natsserver)\n")
+print("| corpus | tool | runs | wall s, median (min–max) | × barefetch | × rawpipe | CPU s, tool + NATS | peak RSS MiB, median (max) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+med = lambda xs: statistics.median(xs) if xs else 0
 for corpus, (n, size) in corpora.items():
-    bare = statistics.median(w for w, _ in runs.get((corpus, "barefetch"), [(0, 0)]))
+    floors = [med([r[0] for r in runs.get((corpus, f), [])]) for f in ("barefetch", "rawpipe")]
     for (c, tool), rs in runs.items():
         if c != corpus:
             continue
-        walls, rss = [w for w, _ in rs], [r for _, r in rs]
-        med = statistics.median(walls)
-        ratio = f"{med / bare:.2f}" if bare else "–"
+        walls, rss = [r[0] for r in rs], [r[1] for r in rs]
+        m = med(walls)
+        ratios = " | ".join(f"{m / f:.2f}" if f else "–" for f in floors)
+        cpu = f"{med([r[2] for r in rs]):.2f}"
+        if rs[0][3] is not None:
+            cpu += f" + {med([r[3] for r in rs]):.2f}"
         print(f"| {n} {corpus} ({size / 2**20:.1f} MiB on disk) | {tool} | {len(rs)} | "
-              f"{med:.2f} ({min(walls):.2f}–{max(walls):.2f}) | {ratio} | "
+              f"{m:.2f} ({min(walls):.2f}–{max(walls):.2f}) | {ratios} | {cpu} | "
               f"{statistics.median(rss):.0f} ({max(rss):.0f}) |")
 EOF

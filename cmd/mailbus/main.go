@@ -42,10 +42,16 @@ var version string
 // did (exit status 1).
 type usageError struct{ error }
 
+// stopProfile ends the CPU profile of a benchmark build (profile.go, build tag benchprof);
+// in the real binary it does nothing.
+var stopProfile = func() {}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stopProfile()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "mailbus:", err)
 		if errors.As(err, new(usageError)) {
 			os.Exit(2)
