@@ -70,11 +70,11 @@ func (c *Console) connectionsPage(w http.ResponseWriter, r *http.Request, s *ses
 // connectionRows is the list: each connection with the states of its routes and the last
 // check run from this console.
 func (c *Console) connectionRows(ctx context.Context) ([]connRow, error) {
-	conns, err := c.request(ctx, "connection", "list", schemas.ListRequest{})
+	conns, err := c.list(ctx, "connection", false)
 	if err != nil {
 		return nil, err
 	}
-	routes, err := c.request(ctx, "route", "list", schemas.ListRequest{Status: true})
+	routes, err := c.list(ctx, "route", true)
 	if err != nil {
 		return nil, err
 	}

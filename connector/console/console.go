@@ -212,6 +212,30 @@ type errorPage struct {
 
 // request sends one control request and decodes its reply. A refusal is returned as a
 // *schemas.Error (with the reply); a transport failure as another error.
+// listPage is how many definitions the console asks for in one page of a list.
+const listPage = 1000
+
+// list reads a whole list page by page, as connector/client does for the CLI (the console
+// cannot import it: connector, which client imports, mounts the console). Asked for in one
+// piece, a list larger than a NATS message is refused.
+func (c *Console) list(ctx context.Context, entity string, status bool) (*schemas.Reply, error) {
+	req := schemas.ListRequest{Status: status, Limit: listPage}
+	all := &schemas.Reply{OK: true}
+	for {
+		r, err := c.request(ctx, entity, "list", req)
+		if err != nil {
+			return nil, err
+		}
+		all.Connections = append(all.Connections, r.Connections...)
+		all.Routes = append(all.Routes, r.Routes...)
+		all.Statuses = append(all.Statuses, r.Statuses...)
+		if r.Next == "" || r.Next <= req.After {
+			return all, nil
+		}
+		req.After = r.Next
+	}
+}
+
 func (c *Console) request(ctx context.Context, entity, op string, body any) (*schemas.Reply, error) {
 	data, err := json.Marshal(body)
 	if err != nil {

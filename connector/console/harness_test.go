@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
@@ -35,6 +36,12 @@ type mailbus struct {
 // port and the console on (when token is not empty); roots trust a test mail server.
 func startMailbus(t testing.TB, token string, roots *x509.CertPool) *mailbus {
 	t.Helper()
+	return startMailbusWith(t, token, roots, nil)
+}
+
+// startMailbusWith is startMailbus with the configuration changed by edit first.
+func startMailbusWith(t testing.TB, token string, roots *x509.CertPool, edit func(*connector.Config)) *mailbus {
+	t.Helper()
 	key := make([]byte, 32)
 	rand.Read(key)
 	cfg := connector.Config{
@@ -48,6 +55,9 @@ func startMailbus(t testing.TB, token string, roots *x509.CertPool) *mailbus {
 		HTTPAddr:       "127.0.0.1:0",
 		AdminToken:     token,
 		Instance:       "console-test",
+	}
+	if edit != nil {
+		edit(&cfg)
 	}
 	var opts []connector.Option
 	if roots != nil {
@@ -71,7 +81,7 @@ func startMailbus(t testing.TB, token string, roots *x509.CertPool) *mailbus {
 	if err := c.WaitReady(wctx); err != nil {
 		t.Fatalf("WaitReady() = %v", err)
 	}
-	nc, err := nats.Connect(c.ClientURL())
+	nc, err := nats.Connect(cmp.Or(cfg.NATSURL, c.ClientURL()))
 	if err != nil {
 		t.Fatalf("nats.Connect() = %v", err)
 	}

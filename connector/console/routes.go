@@ -43,7 +43,7 @@ func (c *Console) routesPage(w http.ResponseWriter, r *http.Request, s *session)
 }
 
 func (c *Console) routeRows(ctx context.Context) ([]routeRow, error) {
-	reply, err := c.request(ctx, "route", "list", schemas.ListRequest{Status: true})
+	reply, err := c.list(ctx, "route", true)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,7 @@ func (p *routePage) lang() string                  { return p.Lang }
 func (p *routePage) fieldError(name string) string { return p.Errors[name] }
 
 func (c *Console) connectionNames(ctx context.Context) ([]string, error) {
-	reply, err := c.request(ctx, "connection", "list", schemas.ListRequest{})
+	reply, err := c.list(ctx, "connection", false)
 	if err != nil {
 		return nil, err
 	}
