@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/engine"
+
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
@@ -514,7 +516,7 @@ func (k *checker) probe(ctx context.Context, client *imapclient.Client, caps ima
 		to = append(to, a.String())
 	}
 	id := rand.Text()
-	msg := probeMessage(probeValue(k.probeKey, id), id, to)
+	msg := probeMessage(engine.ProbeValue(k.probeKey, id), id, to)
 
 	var uid imap.UID
 	err := within(ctx, imapCommandTimeout, client, func() error {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/engine"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -52,7 +54,7 @@ type control struct {
 	js       jetstream.JetStream
 	names    Names
 	state    jetstream.KeyValue // route checkpoints; nil: none to remove
-	probes   *probeKeys         // signs the check's probe; nil: unsigned
+	probes   *engine.ProbeKeys  // signs the check's probe; nil: unsigned
 	// nc answers the requests; a list reply stays within its server's max payload.
 	nc *nats.Conn
 }
@@ -287,7 +289,7 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 	}
 	var probeKey []byte
 	if c.probes != nil {
-		if probeKey, err = c.probes.get(ctx); err != nil {
+		if probeKey, err = c.probes.Get(ctx); err != nil {
 			return nil, err
 		}
 	}

@@ -90,7 +90,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	var tokens *oauth2.Source
 	if c.Auth == schemas.AuthOAuth2 {
 		// As for IMAP: bad settings park the route when the first request asks for a token.
-		tokens = newTokenSource(&c, rt.defs)
+		tokens = oauth2.NewSource(&c, rt.Tokens)
 	}
 	client, err := newEWSClient(&c, rt.TLSRootCAs, tokens)
 	if err != nil {
@@ -114,7 +114,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		// The wire form (Msg-Id, CloudEvents headers) is the IMAP worker's, so that both
 		// kinds of route publish exactly the same way.
 		wire: &imapWorker{subject: subject, source: "mailbus/" + idPfx},
-		log:  rt.logger().With("route", r.Name, "connection", c.Name),
+		log:  rt.Log().With("route", r.Name, "connection", c.Name),
 		met:  rt.Metrics.Route(r.Name, r.Bus),
 	}
 	w.clog = connlog.NewRoute(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
@@ -227,7 +227,7 @@ func (w *ewsWorker) cycle(ctx context.Context) error {
 	w.met.Poll()
 	if w.release == nil {
 		// The slot of the connection the client keeps open between polls, held until Run ends.
-		release, err := w.rt.sessions.take()
+		release, err := w.rt.Sessions.Take()
 		if err != nil {
 			return err
 		}
@@ -562,7 +562,7 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 		r = tee
 	}
 	in := &trackedReader{r: r}
-	res, mapErr := w.rt.mapSafely(in, &mapping.Options{
+	res, mapErr := w.rt.MapSafely(in, &mapping.Options{
 		Headers:        w.route.Headers,
 		Attributes:     w.route.Attributes,
 		MaxInlineBytes: w.rt.MaxInlineBytes,

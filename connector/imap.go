@@ -79,7 +79,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if c.Auth == schemas.AuthOAuth2 {
 		// Its settings are checked when the first session asks for a token, so a bad one
 		// parks the route with the reason rather than failing its start.
-		tokens = newTokenSource(&c, rt.defs)
+		tokens = oauth2.NewSource(&c, rt.Tokens)
 	}
 	w := &imapWorker{
 		tokens:  tokens,
@@ -94,7 +94,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		subject: rt.Names.BusSubject(r.Bus, r.Name),
 		source:  "mailbus/" + eventPrefix,
 		idPfx:   eventPrefix,
-		log:     rt.logger().With("route", r.Name, "connection", c.Name),
+		log:     rt.Log().With("route", r.Name, "connection", c.Name),
 		met:     rt.Metrics.Route(r.Name, r.Bus),
 	}
 	w.clog = connlog.NewRoute(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
@@ -121,13 +121,6 @@ type imapWorker struct {
 	met     *metrics.RouteMetrics
 	clog    *connlog.Route
 	filter  *mailFilter // nil: every message the route selects
-}
-
-func (rt *Runtime) logger() *slog.Logger {
-	if rt.Logger == nil {
-		return slog.Default()
-	}
-	return rt.Logger
 }
 
 // Run implements Worker. It returns only when ctx ends: failures are retried here, with
@@ -207,7 +200,7 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 			}
 		},
 	}}
-	release, err := w.rt.sessions.take()
+	release, err := w.rt.Sessions.Take()
 	if err != nil {
 		return err
 	}
@@ -245,7 +238,7 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 	// the mailbox holds may have been published (see selectMailbox).
 	legacy := cp.Source == nil && cp.UidValidity != 0
 	cp.Source = &w.src
-	probeKey, err := w.rt.probeKeys().get(ctx)
+	probeKey, err := w.rt.ProbeKeys().Get(ctx)
 	if err != nil {
 		return err
 	}

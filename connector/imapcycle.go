@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/engine"
+
 	"github.com/mailbus/mailbus/connector/bus"
 
 	"github.com/emersion/go-imap/v2"
@@ -629,7 +631,7 @@ func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, lit *tracked
 		r = tee
 	}
 	in := &trackedReader{r: r, size: -1}
-	res, mapErr := w.rt.mapSafely(in, &mapping.Options{
+	res, mapErr := w.rt.MapSafely(in, &mapping.Options{
 		Headers:        w.headers(),
 		Attributes:     w.route.Attributes,
 		MaxInlineBytes: w.rt.MaxInlineBytes,
@@ -676,7 +678,7 @@ func (w *imapWorker) headers() []string {
 // value signed with key. Any other message with the header is ordinary mail.
 func isProbe(ev *schemas.Event, key []byte) bool {
 	for _, h := range ev.CustomHeaders {
-		if strings.EqualFold(h.Name, ProbeHeader) && slices.ContainsFunc(h.ListValues, func(v string) bool { return probeSigned(key, v) }) {
+		if strings.EqualFold(h.Name, ProbeHeader) && slices.ContainsFunc(h.ListValues, func(v string) bool { return engine.ProbeSigned(key, v) }) {
 			return true
 		}
 	}
