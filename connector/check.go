@@ -28,11 +28,9 @@ import (
 	"github.com/mailbus/mailbus/schemas"
 )
 
-// ProbeHeader marks the message a connection check appends for its round trip. Routes skip
-// a message whose header carries a value signed with the deployment's probe key (see
-// probeKeys), so a probe never becomes an event; any other message with the header is
-// ordinary mail.
-const ProbeHeader = "X-Mailbus-Probe"
+// ProbeHeader marks the message a connection check appends for its round trip (see
+// engine.ProbeHeader).
+const ProbeHeader = engine.ProbeHeader
 
 const (
 	// checkTimeout bounds a whole check when the caller's ctx has no deadline.

@@ -8,11 +8,30 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
+	"github.com/mailbus/mailbus/schemas"
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// ProbeHeader marks the message a connection check appends for its round trip. Routes skip
+// a message whose header carries a value signed with the deployment's probe key (see
+// ProbeKeys), so a probe never becomes an event; any other message with the header is
+// ordinary mail.
+const ProbeHeader = "X-Mailbus-Probe"
+
+// IsProbe reports whether ev is the connection check's probe: its ProbeHeader carries a
+// value signed with key. Any other message with the header is ordinary mail.
+func IsProbe(ev *schemas.Event, key []byte) bool {
+	for _, h := range ev.CustomHeaders {
+		if strings.EqualFold(h.Name, ProbeHeader) && slices.ContainsFunc(h.ListValues, func(v string) bool { return ProbeSigned(key, v) }) {
+			return true
+		}
+	}
+	return false
+}
 
 // probeKeyName is the key of the deployment's probe key in the state bucket, used when
 // MAILBUS_SECRET_KEY is not set.
