@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/bus"
+
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -149,7 +151,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		default:
 		}
 	}
-	nc, closed, err := connectNATS(ctx, c.cfg, log, reconnected, extra...)
+	nc, closed, err := bus.Connect(ctx, c.cfg.natsConn(), log, reconnected, extra...)
 	if err != nil {
 		return err
 	}
@@ -182,7 +184,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	reg := NewRegistry()
 	met := metrics.New(reg)
 	metrics.RegisterNATS(reg, nc)
-	pubs.measure(met)
+	pubs.Measure(met)
 	st := &store{kv: storage.Config, sealer: c.sealer}
 	if c.cfg.Definitions != "" {
 		if err := c.applyDefinitions(ctx, st); err != nil {

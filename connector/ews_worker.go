@@ -14,6 +14,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/bus"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -81,7 +83,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if r.Mailbox == "" {
 		r.Mailbox = "INBOX"
 	}
-	pub := rt.Publishers.bus(r.Bus)
+	pub := rt.Publishers.Bus(r.Bus)
 	if pub == nil {
 		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
 	}
@@ -127,7 +129,7 @@ type ewsWorker struct {
 	route  schemas.Route
 	conn   schemas.Connection
 	client *ewsClient
-	pub    *busPublisher
+	pub    *bus.BusPublisher
 	sync   bool // SyncFolderItems rather than FindItem of the unread
 	state  *ewsStateStore
 	idPfx  string
@@ -190,7 +192,7 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 		w.status(func(s *schemas.RouteStatus) {
 			s.State = state
 			if err != nil {
-				s.LastError = statusError(err, "Exchange", w.rt.natsUp())
+				s.LastError = statusError(err, "Exchange", bus.Up(w.rt.NC))
 			}
 		})
 		if !retry.Sleep(ctx, wait) {
@@ -553,10 +555,10 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 // acknowledgement. An error is the reading's or the storage's (temporary); a message the
 // mapping rejects is marked for the dead letters.
 func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, earlier []*ewsPending) error {
-	sink := &objectSink{ctx: ctx, store: w.rt.Storage.Objects, bucket: w.rt.Names.ObjectBucket(), eventID: p.id}
-	var tee *rawTee
+	sink := bus.NewObjectSink(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), p.id)
+	var tee *bus.RawTee
 	if w.route.IncludeRaw {
-		tee = newRawTee(ctx, w.rt.Storage.Objects, objectName(p.id, "raw"), r)
+		tee = bus.NewRawTee(ctx, w.rt.Storage.Objects, bus.ObjectName(p.id, "raw"), r)
 		r = tee
 	}
 	in := &trackedReader{r: r}
@@ -568,12 +570,12 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 	})
 	if mapErr != nil {
 		if tee != nil {
-			tee.abort()
+			tee.Abort()
 		}
 		var corrupt base64.CorruptInputError
 		switch {
-		case sink.failed() != nil:
-			return sink.failed()
+		case sink.Failed() != nil:
+			return sink.Failed()
 		case errors.As(in.err, &corrupt):
 			p.deadErr = fmt.Errorf("the server sent MIME content that is not base64: %w", in.err)
 		case in.failed() != nil:
@@ -581,17 +583,17 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 		default:
 			p.deadErr = mapErr
 		}
-		if err := sink.drop(); err != nil {
+		if err := sink.Drop(); err != nil {
 			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", err)
 		}
 		return nil
 	}
 	ev := res.Event
 	if tee != nil {
-		if err := tee.finish(); err != nil {
+		if err := tee.Finish(); err != nil {
 			return err
 		}
-		ev.RawRef = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: objectName(p.id, "raw")}
+		ev.RawRef = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: bus.ObjectName(p.id, "raw")}
 	}
 	ev.Id, ev.Route, ev.Connection, ev.Bus, ev.Mailbox = p.id, w.route.Name, w.conn.Name, w.route.Bus, w.route.Mailbox
 	if t, err := time.Parse(time.RFC3339, p.item.Received); err == nil {
@@ -611,10 +613,10 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 // publishEvent publishes the event of p without waiting for its acknowledgement; an event
 // too large for NATS marks p for the dead letters instead.
 func (w *ewsWorker) publishEvent(ctx context.Context, p *ewsPending, ev *schemas.Event) error {
-	limit := max(int(w.rt.NC.MaxPayload())-payloadHeadroom, 1024)
-	data, err := fitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, limit)
-	if errors.Is(err, errEventTooLarge) {
-		if derr := dropObjects(ctx, w.rt.Storage.Objects, eventObjects(ev)); derr != nil {
+	limit := max(int(w.rt.NC.MaxPayload())-bus.PayloadHeadroom, 1024)
+	data, err := bus.FitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, limit)
+	if errors.Is(err, bus.ErrEventTooLarge) {
+		if derr := bus.DropObjects(ctx, w.rt.Storage.Objects, bus.EventObjects(ev)); derr != nil {
 			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", derr)
 		}
 		p.deadErr = err
@@ -624,10 +626,10 @@ func (w *ewsWorker) publishEvent(ctx context.Context, p *ewsPending, ev *schemas
 		return err
 	}
 	p.msg, p.note = w.wire.eventMsg(ev, data), connlog.NoteOf(ev, p.item.ID.ID)
-	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+	if err := bus.AwaitNATS(ctx, w.rt.NC, w.status); err != nil {
 		return err
 	}
-	if p.fut, err = w.pub.publish(ctx, p.msg); err != nil {
+	if p.fut, err = w.pub.Publish(ctx, p.msg); err != nil {
 		return err
 	}
 	w.inflight += len(p.msg.Data)
@@ -798,14 +800,14 @@ func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {
 		if round > publishRetries {
 			return fmt.Errorf("publish %s: not acknowledged after %d tries: %w", failed[0].id, round, err)
 		}
-		if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		if err := bus.AwaitNATS(ctx, w.rt.NC, w.status); err != nil {
 			return err
 		}
 		if !retry.Sleep(ctx, time.Duration(round)*250*time.Millisecond) {
 			return ctx.Err()
 		}
 		for _, p := range failed {
-			fut, err := w.pub.publish(ctx, p.msg)
+			fut, err := w.pub.Publish(ctx, p.msg)
 			if err != nil {
 				return err
 			}
@@ -830,7 +832,7 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 		p.noRaw = true
 		why = fmt.Errorf("%w (and no raw copy could be stored: the item is neither deleted nor moved)", why)
 	}
-	msg, err := deadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), p.id, &DeadLetter{
+	msg, err := bus.DeadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), p.id, &DeadLetter{
 		Route: w.route.Name, Connection: w.conn.Name, Mailbox: w.route.Mailbox,
 		Error: why.Error(), RawRef: ref,
 	})
@@ -839,10 +841,10 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 	}
 	w.clog.DeadLettered(connlog.Note{Item: p.item.ID.ID, EventID: p.id}, why)
 	p.msg = msg
-	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+	if err := bus.AwaitNATS(ctx, w.rt.NC, w.status); err != nil {
 		return err
 	}
-	if p.fut, err = w.pub.publish(ctx, msg); err != nil {
+	if p.fut, err = w.pub.Publish(ctx, msg); err != nil {
 		return err
 	}
 	w.inflight += len(msg.Data)
@@ -853,9 +855,9 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 // returns nil (and no error) when the server gave no MIME for it.
 func (w *ewsWorker) storeRaw(ctx context.Context, p *ewsPending) (*schemas.ObjectRef, error) {
 	var ref *schemas.ObjectRef
-	name := objectName(p.id, "raw")
+	name := bus.ObjectName(p.id, "raw")
 	_, err := w.client.getItems(ctx, []ewsID{p.item.ID}, func(_ int, r io.Reader) error {
-		if _, err := putObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
+		if _, err := bus.PutObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
 			return fmt.Errorf("store raw message %s: %w", name, err)
 		}
 		ref = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: name}

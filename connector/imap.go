@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/bus"
+
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
@@ -68,7 +70,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
 	}
-	pub := rt.Publishers.bus(r.Bus)
+	pub := rt.Publishers.Bus(r.Bus)
 	if pub == nil {
 		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
 	}
@@ -105,7 +107,7 @@ type imapWorker struct {
 	rt    *Runtime
 	route schemas.Route
 	conn  schemas.Connection
-	pub   *busPublisher
+	pub   *bus.BusPublisher
 	cps   *checkpointStore
 	src   CheckpointSource // what the checkpoint belongs to
 	// foreign holds the Msg-Ids of events the stream held already though this route never
@@ -160,7 +162,7 @@ func (w *imapWorker) Run(ctx context.Context) error {
 			attempt++
 			w.clog.Failed(state, wait, err)
 		}
-		text := statusError(err, "IMAP", w.rt.natsUp())
+		text := statusError(err, "IMAP", bus.Up(w.rt.NC))
 		w.status(func(s *schemas.RouteStatus) { s.State, s.LastError = state, text })
 		t := time.NewTimer(wait)
 		select {

@@ -48,7 +48,7 @@ func TestMetricsExchange(t *testing.T) {
 	rt := newEWSRuntime(t)
 	reg := prometheus.NewRegistry()
 	rt.Metrics = metrics.New(reg)
-	rt.Publishers.measure(rt.Metrics)
+	rt.Publishers.Measure(rt.Metrics)
 	f := newFakeEWS(t, false)
 	ids := f.add(3)
 	f.badItems[ids[1]] = "ErrorMimeContentConversionFailed"
