@@ -24,6 +24,7 @@ import (
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/connector/secrets"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -187,7 +188,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	met := metrics.New(reg)
 	metrics.RegisterNATS(reg, nc)
 	pubs.Measure(met)
-	st := &store{kv: storage.Config, sealer: c.sealer}
+	st := store.New(storage.Config, c.sealer)
 	if c.cfg.Definitions != "" {
 		if err := c.applyDefinitions(ctx, st); err != nil {
 			return err
@@ -322,9 +323,9 @@ func (c *Connector) ensureStorage(ctx context.Context, js jetstream.JetStream) (
 
 // applyDefinitions applies the file of MAILBUS_DEFINITIONS, retrying while the storage
 // does not answer. A file that cannot be read or is refused stops the start.
-func (c *Connector) applyDefinitions(ctx context.Context, st *store) error {
+func (c *Connector) applyDefinitions(ctx context.Context, st *store.Store) error {
 	path := c.cfg.Definitions
-	defs, err := ReadDefinitions(path)
+	defs, err := store.ReadDefinitions(path)
 	if err != nil {
 		return fmt.Errorf("MAILBUS_DEFINITIONS: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +22,8 @@ import (
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/retry"
+	"github.com/mailbus/mailbus/connector/store"
+	"github.com/mailbus/mailbus/connector/validate"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -107,8 +108,8 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		rt: rt, route: r, conn: c, client: client, pub: pub,
 		sync:    sync,
 		filter:  newEWSFilter(filter, sync),
-		state:   &ewsStateStore{kv: rt.Storage.State, key: RouteKey(r.Name)},
-		src:     CheckpointSource{Connection: c.Name, Server: c.ExchangeURL, User: c.Username, Mailbox: r.Mailbox},
+		state:   store.NewRecord[ewsState](rt.Storage.State, RouteKey(r.Name), "sync state"),
+		src:     store.CheckpointSource{Connection: c.Name, Server: c.ExchangeURL, User: c.Username, Mailbox: r.Mailbox},
 		foreign: make(map[string]bool),
 		idPfx:   idPfx,
 		// The wire form (Msg-Id, CloudEvents headers) is the IMAP worker's, so that both
@@ -131,7 +132,7 @@ type ewsWorker struct {
 	client *ewsClient
 	pub    *bus.BusPublisher
 	sync   bool // SyncFolderItems rather than FindItem of the unread
-	state  *ewsStateStore
+	state  *store.Record[ewsState]
 	idPfx  string
 	wire   *imapWorker
 	log    *slog.Logger
@@ -143,7 +144,7 @@ type ewsWorker struct {
 	folder, moveTo *ewsFolder // resolved on the first cycle
 	inflight       int        // bytes of published, unacknowledged events
 
-	src CheckpointSource
+	src store.CheckpointSource
 	st  ewsState // loaded at the start of each cycle
 	// published is st.Publishing as it was before the current batch: a duplicate
 	// acknowledgement for one of these may be of an event published before a crash.
@@ -205,7 +206,7 @@ func (w *ewsWorker) pollInterval() time.Duration {
 	if d := time.Duration(w.conn.PollInterval); d > 0 {
 		return d
 	}
-	return defaultPollInterval
+	return validate.DefaultPollInterval
 }
 
 func (w *ewsWorker) status(f func(s *schemas.RouteStatus)) {
@@ -362,7 +363,7 @@ func (w *ewsWorker) syncCycle(ctx context.Context) error {
 		if next != w.st.SyncState || last && w.st.InBacklog {
 			w.st.SyncState = next
 			w.st.InBacklog = w.st.InBacklog && !last
-			if err := w.state.save(ctx, &w.st); err != nil {
+			if err := w.state.Save(ctx, w.st); err != nil {
 				return err
 			}
 		}
@@ -377,11 +378,11 @@ func (w *ewsWorker) syncCycle(ctx context.Context) error {
 
 // loadState reads the route's state, and resets it when it belongs to another source.
 func (w *ewsWorker) loadState(ctx context.Context) error {
-	st, err := w.state.load(ctx)
+	st, err := w.state.Load(ctx)
 	if err != nil {
 		return err
 	}
-	if change := w.src.changeFrom(st.Source); change != "" {
+	if change := w.src.ChangeFrom(st.Source); change != "" {
 		w.connLog(slog.LevelWarn, connlog.EventState, fmt.Sprintf(
 			"checkpoint reset: the route's source changed (%s); backlog %s decides what of the mail in the mailbox is published",
 			change, w.route.Backlog))
@@ -389,7 +390,7 @@ func (w *ewsWorker) loadState(ctx context.Context) error {
 	}
 	// A state of an earlier version records no source and no Publishing: any of its items
 	// may have been published.
-	w.legacy = st.Source == nil && w.state.rev != 0
+	w.legacy = st.Source == nil && w.state.Revision() != 0
 	st.Source = &w.src
 	w.st = st
 	return nil
@@ -456,7 +457,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 			w.st.Publishing = append(w.st.Publishing, it.ID.ID)
 		}
 	}
-	if err := w.state.save(ctx, &w.st); err != nil {
+	if err := w.state.Save(ctx, w.st); err != nil {
 		return 0, err
 	}
 	start := time.Now()
@@ -513,7 +514,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 			w.st.Journal = append(w.st.Journal, p.item.ID.ID)
 		}
 	}
-	if err := w.state.save(ctx, &w.st); err != nil {
+	if err := w.state.Save(ctx, w.st); err != nil {
 		return 0, err
 	}
 	left = 0
@@ -872,7 +873,7 @@ func (w *ewsWorker) storeRaw(ctx context.Context, p *ewsPending) (*schemas.Objec
 func (w *ewsWorker) settle(ctx context.Context) error {
 	if w.route.After == schemas.AfterNone {
 		w.st.Journal = nil
-		return w.state.save(ctx, &w.st)
+		return w.state.Save(ctx, w.st)
 	}
 	done := make([]ewsID, len(w.st.Journal))
 	for i, id := range w.st.Journal {
@@ -904,7 +905,7 @@ func (w *ewsWorker) settle(ctx context.Context) error {
 	}
 	w.clog.Acted(w.route.After, w.route.MoveTo, len(done)-len(keep), "")
 	w.st.Journal = keep
-	return w.state.save(ctx, &w.st)
+	return w.state.Save(ctx, w.st)
 }
 
 // eventID is <connection>/<mailbox>/<first 32 hex digits of SHA-256(ItemId)>.
@@ -913,19 +914,10 @@ func (w *ewsWorker) eventID(id ewsID) string {
 	return w.idPfx + "/" + hex.EncodeToString(sum[:16])
 }
 
-// ewsStateStore keeps a route's state in the state bucket, as JSON (ewsState). Writes
-// compare the revision they read, so a worker that lost its route to another replica
-// cannot move the state back.
-type ewsStateStore struct {
-	kv  jetstream.KeyValue
-	key string
-	rev uint64
-}
-
 // ewsState is an exchange route's checkpoint.
 type ewsState struct {
-	Source    *CheckpointSource `json:"source,omitempty"`
-	SyncState string            `json:"syncState"`
+	Source    *store.CheckpointSource `json:"source,omitempty"`
+	SyncState string                  `json:"syncState"`
 	// InBacklog: the first sync (of the backlog) has not reached its end yet.
 	InBacklog bool `json:"inBacklog,omitempty"`
 	// Journal holds the ItemIds whose events were acknowledged but whose after action has
@@ -934,36 +926,4 @@ type ewsState struct {
 	// Publishing holds the ItemIds whose events may have been published and were not
 	// acknowledged yet.
 	Publishing []string `json:"publishing,omitempty"`
-}
-
-func (s *ewsStateStore) load(ctx context.Context) (ewsState, error) {
-	var st ewsState
-	e, err := s.kv.Get(ctx, s.key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		s.rev = 0
-		return st, nil
-	}
-	if err != nil {
-		return st, fmt.Errorf("load sync state %s: %w", s.key, err)
-	}
-	s.rev = e.Revision()
-	if len(e.Value()) > 0 {
-		if err := json.Unmarshal(e.Value(), &st); err != nil {
-			return st, fmt.Errorf("load sync state %s: %w", s.key, err)
-		}
-	}
-	return st, nil
-}
-
-func (s *ewsStateStore) save(ctx context.Context, st *ewsState) error {
-	b, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	rev, err := putRev(ctx, s.kv, s.key, b, s.rev)
-	if err != nil {
-		return fmt.Errorf("save sync state %s: %w", s.key, err)
-	}
-	s.rev = rev
-	return nil
 }

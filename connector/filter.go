@@ -9,18 +9,13 @@ import (
 
 	"github.com/emersion/go-message/charset"
 
+	"github.com/mailbus/mailbus/connector/validate"
 	"github.com/mailbus/mailbus/schemas"
 )
 
 // A route's filter is a list of conditions, all of which a message must meet. Each source
 // hands the server what it can express (IMAP: UID SEARCH, Exchange: a FindItem restriction)
 // and checks the rest itself on the message's header, read before and instead of its body.
-
-// filterDate is the layout of since and before.
-const filterDate = "2006-01-02"
-
-// maxFilterText bounds a filter string: a search key, not a document.
-const maxFilterText = 1000
 
 type condKind int
 
@@ -61,7 +56,7 @@ func newMailFilter(f *schemas.RouteFilter) (*mailFilter, error) {
 	if f.IsZero() {
 		return nil, nil
 	}
-	if e := validateFilter(f); e != nil {
+	if e := validate.Filter(f); e != nil {
 		return nil, fmt.Errorf("%s: %s", e.Field, e.Message)
 	}
 	m := &mailFilter{}
@@ -74,11 +69,11 @@ func newMailFilter(f *schemas.RouteFilter) (*mailFilter, error) {
 		m.conds = append(m.conds, condition{kind: condHeader, name: h.Name, value: h.Contains})
 	}
 	if f.Since != "" {
-		d, _ := time.Parse(filterDate, f.Since)
+		d, _ := time.Parse(validate.FilterDate, f.Since)
 		m.conds = append(m.conds, condition{kind: condSince, date: d})
 	}
 	if f.Before != "" {
-		d, _ := time.Parse(filterDate, f.Before)
+		d, _ := time.Parse(validate.FilterDate, f.Before)
 		m.conds = append(m.conds, condition{kind: condBefore, date: d})
 	}
 	if f.MinSize > 0 {
@@ -169,67 +164,4 @@ func headerContains(values []string, sub string) bool {
 		}
 	}
 	return false
-}
-
-// validateFilter checks a route's filter; errors name the field in JSON path form
-// (filter.headers[1].name, filter.since).
-func validateFilter(f *schemas.RouteFilter) *schemas.Error {
-	for _, t := range []struct{ field, v string }{
-		{"filter.from", f.From}, {"filter.to", f.To}, {"filter.cc", f.Cc}, {"filter.subject", f.Subject},
-	} {
-		if e := checkFilterText(t.field, t.v); e != nil {
-			return e
-		}
-	}
-	for i, h := range f.Headers {
-		field := fmt.Sprintf("filter.headers[%d]", i)
-		if h.Name == "" {
-			return errInvalid(field+".name", "%s.name is required", field)
-		}
-		if !headerNameRule.MatchString(h.Name) {
-			return errInvalid(field+".name", "header name %q: want printable ASCII without spaces or colons", h.Name)
-		}
-		if e := checkFilterText(field+".contains", h.Contains); e != nil {
-			return e
-		}
-	}
-	var since, before time.Time
-	for _, d := range []struct {
-		field, v string
-		t        *time.Time
-	}{{"filter.since", f.Since, &since}, {"filter.before", f.Before, &before}} {
-		if d.v == "" {
-			continue
-		}
-		t, err := time.Parse(filterDate, d.v)
-		if err != nil {
-			return errInvalid(d.field, "%s %q: want a date YYYY-MM-DD", d.field, d.v)
-		}
-		*d.t = t
-	}
-	if !since.IsZero() && !before.IsZero() && !since.Before(before) {
-		return errInvalid("filter.before", "filter.before %s must be after filter.since %s: no message could match", f.Before, f.Since)
-	}
-	if f.MinSize < 0 {
-		return errInvalid("filter.minSize", "filter.minSize %d: want 0 or more bytes", f.MinSize)
-	}
-	if f.MaxSize < 0 {
-		return errInvalid("filter.maxSize", "filter.maxSize %d: want 0 (no limit) or more bytes", f.MaxSize)
-	}
-	if f.MaxSize > 0 && f.MaxSize < f.MinSize {
-		return errInvalid("filter.maxSize", "filter.maxSize %d is below filter.minSize %d: no message could match", f.MaxSize, f.MinSize)
-	}
-	return nil
-}
-
-func checkFilterText(field, v string) *schemas.Error {
-	switch {
-	case len(v) > maxFilterText:
-		return errInvalid(field, "%s: %d bytes, want at most %d", field, len(v), maxFilterText)
-	case !utf8.ValidString(v):
-		return errInvalid(field, "%s is not valid UTF-8", field)
-	case strings.ContainsFunc(v, func(r rune) bool { return r < ' ' || r == 0x7f }):
-		return errInvalid(field, "%s %q must not contain line breaks or control characters", field, v)
-	}
-	return nil
 }

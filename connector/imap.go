@@ -16,6 +16,8 @@ import (
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/retry"
+	"github.com/mailbus/mailbus/connector/store"
+	"github.com/mailbus/mailbus/connector/validate"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -88,8 +90,8 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		route:   r,
 		conn:    c,
 		pub:     pub,
-		cps:     newCheckpointStore(rt.Storage.State, r.Name),
-		src:     CheckpointSource{Connection: c.Name, Server: IMAPAddr(&c), User: c.Username, Mailbox: r.Mailbox},
+		cps:     store.Checkpoints(rt.Storage.State, r.Name),
+		src:     store.CheckpointSource{Connection: c.Name, Server: IMAPAddr(&c), User: c.Username, Mailbox: r.Mailbox},
 		foreign: make(map[string]bool),
 		subject: rt.Names.BusSubject(r.Bus, r.Name),
 		source:  "mailbus/" + eventPrefix,
@@ -108,8 +110,8 @@ type imapWorker struct {
 	route schemas.Route
 	conn  schemas.Connection
 	pub   *bus.BusPublisher
-	cps   *checkpointStore
-	src   CheckpointSource // what the checkpoint belongs to
+	cps   *store.Record[store.Checkpoint]
+	src   store.CheckpointSource // what the checkpoint belongs to
 	// foreign holds the Msg-Ids of events the stream held already though this route never
 	// published them (see awaitAcks), until one of them is stored after all.
 	foreign map[string]bool
@@ -171,7 +173,7 @@ func (w *imapWorker) pollInterval() time.Duration {
 	if d := time.Duration(w.conn.PollInterval); d > 0 {
 		return d
 	}
-	return defaultPollInterval
+	return validate.DefaultPollInterval
 }
 
 func (w *imapWorker) status(f func(s *schemas.RouteStatus)) {
@@ -228,11 +230,11 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 	if err != nil {
 		return err
 	}
-	if change := w.src.changeFrom(cp.Source); change != "" {
+	if change := w.src.ChangeFrom(cp.Source); change != "" {
 		w.connLog(slog.LevelWarn, connlog.EventState, fmt.Sprintf(
 			"checkpoint reset: the route's source changed (%s); backlog %s decides what of the mail in the mailbox is published",
 			change, w.route.Backlog))
-		cp = Checkpoint{}
+		cp = store.Checkpoint{}
 	}
 	// A checkpoint of an earlier version records no source and no PublishedTo: whatever
 	// the mailbox holds may have been published (see selectMailbox).

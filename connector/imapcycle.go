@@ -24,6 +24,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/retry"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -50,7 +51,7 @@ const (
 type imapSession struct {
 	w          *imapWorker
 	c          *imapclient.Client
-	cp         Checkpoint
+	cp         store.Checkpoint
 	wake       chan struct{} // EXISTS seen
 	idle, move bool
 	inflight   int // bytes of events held for a retry
@@ -231,7 +232,7 @@ func (s *imapSession) selectMailbox(ctx context.Context) error {
 				return err
 			}
 		}
-		s.cp = Checkpoint{Source: &w.src, UidValidity: sel.UIDValidity, Backlog: top}
+		s.cp = store.Checkpoint{Source: &w.src, UidValidity: sel.UIDValidity, Backlog: top}
 		if w.route.Backlog == schemas.BacklogNone {
 			s.cp.LastUid = top
 		}
