@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mailbus/mailbus/connector/engine"
 )
 
 // The SOAP and EWS namespaces. Requests write the prefixes soap:, t: and m: literally
@@ -339,10 +341,10 @@ func (c *ewsClient) getItems(ctx context.Context, ids []ewsID, mime func(i int, 
 	}
 	defer rc.Close()
 	// Closing the body is what unblocks a read from a server that stopped sending.
-	watch := newProgressWatch(rc, ewsStallTimeout)
-	defer watch.stop()
-	got, err := ewsReadGetItem(&progressReader{r: rc, w: watch}, mime)
-	if err != nil && watch.fired.Load() {
+	watch := engine.NewProgressWatch(rc, ewsStallTimeout, nil)
+	defer watch.Stop()
+	got, err := ewsReadGetItem(&engine.ProgressReader{R: rc, W: watch}, mime)
+	if err != nil && watch.Fired() {
 		return nil, fmt.Errorf("ews GetItem: the server sent nothing for %s: %w", ewsStallTimeout, err)
 	}
 	if err != nil {

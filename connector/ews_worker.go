@@ -1,7 +1,6 @@
 package connector
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -13,18 +12,13 @@ import (
 	"slices"
 	"time"
 
-	"github.com/mailbus/mailbus/connector/bus"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/mailbus/mailbus/connector/engine"
 
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/connector/store"
-	"github.com/mailbus/mailbus/connector/validate"
-	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -56,37 +50,8 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if c.Type != schemas.TypeExchange {
 		return nil, Permanent(fmt.Errorf("connection %s is of type %q, not exchange", c.Name, c.Type))
 	}
-	switch r.Select {
-	case "":
-		r.Select = schemas.SelectAll
-	case schemas.SelectUnseen, schemas.SelectAll:
-	default:
-		return nil, Permanent(fmt.Errorf("route %s: unknown select %q", r.Name, r.Select))
-	}
-	switch r.Backlog {
-	case "":
-		r.Backlog = schemas.BacklogUnseen
-	case schemas.BacklogUnseen, schemas.BacklogAll, schemas.BacklogNone:
-	default:
-		return nil, Permanent(fmt.Errorf("route %s: unknown backlog %q", r.Name, r.Backlog))
-	}
-	switch r.After {
-	case "":
-		r.After = schemas.AfterMarkRead
-	case schemas.AfterMarkRead, schemas.AfterNone, schemas.AfterDelete:
-	case schemas.AfterMove:
-		if r.MoveTo == "" {
-			return nil, Permanent(fmt.Errorf("route %s: after move needs moveTo", r.Name))
-		}
-	default:
-		return nil, Permanent(fmt.Errorf("route %s: unknown after %q", r.Name, r.After))
-	}
-	if r.Mailbox == "" {
-		r.Mailbox = "INBOX"
-	}
-	pub := rt.Publishers.Bus(r.Bus)
-	if pub == nil {
-		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
+	if err := engine.Defaults(&r); err != nil {
+		return nil, err
 	}
 	var tokens *oauth2.Source
 	if c.Auth == schemas.AuthOAuth2 {
@@ -101,60 +66,58 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
 	}
-	idPfx := c.Name + "/" + r.Mailbox
-	subject := rt.Names.BusSubject(r.Bus, r.Name)
+	e, err := engine.New(rt, r, c, engine.Options{Server: "Exchange", Noun: "item", Tokens: tokens})
+	if err != nil {
+		return nil, err
+	}
 	sync := r.Select == schemas.SelectAll || r.After == schemas.AfterNone || r.Backlog != schemas.BacklogUnseen
 	w := &ewsWorker{
-		rt: rt, route: r, conn: c, client: client, pub: pub,
-		sync:    sync,
-		filter:  newEWSFilter(filter, sync),
-		state:   store.NewRecord[ewsState](rt.Storage.State, RouteKey(r.Name), "sync state"),
-		src:     store.CheckpointSource{Connection: c.Name, Server: c.ExchangeURL, User: c.Username, Mailbox: r.Mailbox},
-		foreign: make(map[string]bool),
-		idPfx:   idPfx,
-		// The wire form (Msg-Id, CloudEvents headers) is the IMAP worker's, so that both
-		// kinds of route publish exactly the same way.
-		wire: &imapWorker{subject: subject, source: "mailbus/" + idPfx},
-		log:  rt.Log().With("route", r.Name, "connection", c.Name),
-		met:  rt.Metrics.Route(r.Name, r.Bus),
+		e: e, rt: rt, route: r, conn: c, client: client,
+		sync:   sync,
+		filter: newEWSFilter(filter, sync),
+		state:  store.NewRecord[ewsState](rt.Storage.State, RouteKey(r.Name), "sync state"),
+		src:    store.CheckpointSource{Connection: c.Name, Server: c.ExchangeURL, User: c.Username, Mailbox: r.Mailbox},
+		idPfx:  e.IDPrefix,
+		log:    e.Logger,
+		met:    e.Metrics,
+		clog:   e.ConnLog,
 	}
-	w.clog = connlog.NewRoute(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
+	e.SetSource(w)
 	client.accepted = func() { w.clog.Reached(client.url) }
 	return w, nil
 }
 
-// ewsWorker runs one route of an exchange connection: a cycle every poll interval until
-// ctx ends, with backoff after failures.
+// ewsWorker is the Exchange source of a route (engine.Source), and its worker: the engine
+// runs a cycle every poll interval over it until ctx ends, with backoff after failures.
 type ewsWorker struct {
+	e      *engine.Engine
 	rt     *Runtime
 	route  schemas.Route
 	conn   schemas.Connection
 	client *ewsClient
-	pub    *bus.BusPublisher
 	sync   bool // SyncFolderItems rather than FindItem of the unread
 	state  *store.Record[ewsState]
 	idPfx  string
-	wire   *imapWorker
 	log    *slog.Logger
 	met    *metrics.RouteMetrics
 	clog   *connlog.Route
 	filter *ewsFilter
 
-	release        func()     // frees its session slot (see sessionSlots); nil: holds none
+	release        func()     // frees its session slot (see engine.SessionSlots); nil: holds none
 	folder, moveTo *ewsFolder // resolved on the first cycle
-	inflight       int        // bytes of published, unacknowledged events
 
-	src store.CheckpointSource
-	st  ewsState // loaded at the start of each cycle
-	// published is st.Publishing as it was before the current batch: a duplicate
-	// acknowledgement for one of these may be of an event published before a crash.
-	published map[string]bool
-	foreign   map[string]bool // as imapWorker.foreign
-	legacy    bool            // st was written by an earlier version
+	src    store.CheckpointSource
+	st     ewsState // loaded at the start of each cycle
+	legacy bool     // st was written by an earlier version
+
+	// The cycle under way: the offset of the next page of unread items, and whether the
+	// last page was read.
+	offset int
+	done   bool
 }
 
-// Run implements Worker. It returns only when ctx ends: failures are retried here, with
-// the route's state telling what happens.
+// Run implements Worker: the engine runs the route; the client's connections and the
+// session slot are let go of when it ends.
 func (w *ewsWorker) Run(ctx context.Context) error {
 	defer w.client.Close()
 	defer func() {
@@ -162,58 +125,10 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 			w.release()
 		}
 	}()
-	w.status(func(s *schemas.RouteStatus) {
-		s.State, s.Owner, s.LastError = schemas.StateStarting, w.rt.Instance, ""
-	})
-	defer w.status(func(s *schemas.RouteStatus) { s.State = schemas.StateStopped })
-	attempt := 0
-	for {
-		err := w.cycle(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		wait, state := w.pollInterval(), schemas.StateIdle
-		switch {
-		case err == nil:
-			attempt = 0
-		case IsPermanent(err) || ewsPermanent(err):
-			countFailure(w.met, err, true)
-			state, wait = schemas.StateError, max(permanentRetry, 5*w.pollInterval())
-			w.clog.Failed(state, wait, err)
-		default:
-			countFailure(w.met, err, false)
-			// The server's own figure wins: ErrorServerBusy says how long it wants.
-			state, wait = schemas.StateBackoff, ewsBackOff(err)
-			if wait == 0 {
-				wait = retry.Backoff(attempt)
-				attempt++
-			}
-			w.clog.Failed(state, wait, err)
-		}
-		w.status(func(s *schemas.RouteStatus) {
-			s.State = state
-			if err != nil {
-				s.LastError = statusError(err, "Exchange", bus.Up(w.rt.NC))
-			}
-		})
-		if !retry.Sleep(ctx, wait) {
-			return nil
-		}
-	}
+	return w.e.Run(ctx)
 }
 
-func (w *ewsWorker) pollInterval() time.Duration {
-	if d := time.Duration(w.conn.PollInterval); d > 0 {
-		return d
-	}
-	return validate.DefaultPollInterval
-}
-
-func (w *ewsWorker) status(f func(s *schemas.RouteStatus)) {
-	if w.rt.Status != nil {
-		w.rt.Status.Update(w.route.Name, f)
-	}
-}
+func (w *ewsWorker) status(f func(s *schemas.RouteStatus)) { w.e.Status(f) }
 
 // connLog writes to the process log and to the connection log (see connlog.Route). args are
 // key, value pairs.
@@ -221,22 +136,40 @@ func (w *ewsWorker) connLog(level slog.Level, event, msg string, args ...any) {
 	w.clog.Log(level, event, msg, args...)
 }
 
-// cycle publishes everything the route selects, batch by batch.
-func (w *ewsWorker) cycle(ctx context.Context) error {
-	now := time.Now().UTC()
-	w.status(func(s *schemas.RouteStatus) { s.State, s.LastPollAt = schemas.StateRunning, &now })
-	w.met.Poll()
+// Judge implements engine.Source: besides what is marked permanent, the Exchange errors
+// that retrying cannot fix are permanent; ErrorServerBusy says how long to wait.
+func (w *ewsWorker) Judge(err error) engine.Verdict {
+	return engine.Verdict{Permanent: IsPermanent(err) || ewsPermanent(err), Wait: ewsBackOff(err)}
+}
+
+// Connect implements engine.Source: it takes the session slot of the connection the
+// client keeps open between polls (held until Run ends) and resolves the folders.
+func (w *ewsWorker) Connect(ctx context.Context) error {
 	if w.release == nil {
-		// The slot of the connection the client keeps open between polls, held until Run ends.
 		release, err := w.rt.Sessions.Take()
 		if err != nil {
 			return err
 		}
 		w.release = release
 	}
-	if err := w.resolve(ctx); err != nil {
-		return err
+	return w.resolve(ctx)
+}
+
+// Close implements engine.Source: the client and the slot are kept for the next session.
+func (w *ewsWorker) Close() error { return nil }
+
+// Wait implements engine.Source: the next cycle is due after the poll interval.
+func (w *ewsWorker) Wait(ctx context.Context) (bool, error) {
+	w.status(func(s *schemas.RouteStatus) { s.State = schemas.StateIdle })
+	if !retry.Sleep(ctx, w.e.PollInterval()) {
+		return false, ctx.Err()
 	}
+	return true, nil
+}
+
+// Poll implements engine.Source: it loads the state and runs the after action the last
+// cycle left in the journal; ReadBatch then pages through the items.
+func (w *ewsWorker) Poll(ctx context.Context, _ bool) error {
 	if err := w.loadState(ctx); err != nil {
 		return err
 	}
@@ -245,19 +178,37 @@ func (w *ewsWorker) cycle(ctx context.Context) error {
 			return err
 		}
 	}
-	var err error
+	w.offset, w.done = 0, false
 	if w.sync {
-		err = w.syncCycle(ctx)
+		if w.st.SyncState == "" {
+			// The first sync lists what is in the folder: the backlog.
+			w.st.InBacklog = true
+		}
 	} else {
-		err = w.unreadCycle(ctx)
+		w.filter.newCycle()
 	}
-	if err != nil {
-		return err
-	}
-	now = time.Now().UTC()
-	w.status(func(s *schemas.RouteStatus) { s.Pending, s.LastSuccessAt, s.LastError = 0, &now, "" })
-	w.clog.Polled(w.route.Mailbox)
 	return nil
+}
+
+// ReadBatch implements engine.Source.
+func (w *ewsWorker) ReadBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
+	if w.done {
+		return nil, nil
+	}
+	if w.sync {
+		return w.syncBatch(ctx, b)
+	}
+	return w.unreadBatch(ctx, b)
+}
+
+// Raw implements engine.Source: it fetches the MIME of the item again.
+func (w *ewsWorker) Raw(ctx context.Context, it *engine.Item, put func(io.Reader) error) (bool, error) {
+	found := false
+	_, err := w.client.getItems(ctx, []ewsID{{ID: it.ItemID}}, func(_ int, r io.Reader) error {
+		found = true
+		return put(r)
+	})
+	return found, err
 }
 
 // resolve finds the route's folder and moveTo folder, once.
@@ -279,87 +230,73 @@ func (w *ewsWorker) resolve(ctx context.Context) error {
 	return nil
 }
 
-// unreadCycle pages through the unread items by asking again after each batch: the batch
-// leaves the unread set (read, deleted or moved), so the next page starts where the items
-// still unread behind the route (failed ones) end.
-func (w *ewsWorker) unreadCycle(ctx context.Context) error {
-	offset := 0
-	w.filter.newCycle()
+// unreadBatch reads the next page of the unread items. It pages by asking again after
+// each batch: the batch leaves the unread set (read, deleted or moved), so the next page
+// starts where the items still unread behind the route (failed ones) end.
+func (w *ewsWorker) unreadBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
 	for {
-		items, more, err := w.client.findUnread(ctx, *w.folder, offset, ewsBatch, w.filter.restrict...)
+		items, more, err := w.client.findUnread(ctx, *w.folder, w.offset, ewsBatch, w.filter.restrict...)
 		if err != nil || len(items) == 0 {
-			return err
+			return nil, err
 		}
 		// Published already, their action still to be done: not published again.
 		n := len(items)
 		items = slices.DeleteFunc(items, func(it ewsItem) bool { return slices.Contains(w.st.Journal, it.ID.ID) })
-		offset += n - len(items)
+		w.offset += n - len(items)
 		items, passed, err := w.filterItems(ctx, items)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		offset += passed // they stay unread
+		w.offset += passed // they stay unread
 		w.status(func(s *schemas.RouteStatus) { s.Pending = int64(len(items)) })
 		if len(items) == 0 {
 			if !more {
-				return nil
+				return nil, nil
 			}
 			continue
 		}
-		left, err := w.batch(ctx, items)
-		if err != nil {
-			return err
-		}
-		// Left unread: not acknowledged, or the server refused the action (journal).
-		offset += left
-		for _, it := range items {
-			if slices.Contains(w.st.Journal, it.ID.ID) {
-				offset++
+		return w.batch(ctx, b, items, func(_ context.Context, left int) error {
+			// Left unread: not acknowledged, or the server refused the action (journal).
+			w.offset += left
+			for _, it := range items {
+				if slices.Contains(w.st.Journal, it.ID.ID) {
+					w.offset++
+				}
 			}
-		}
-		if !more {
+			w.done = !more
 			return nil
-		}
+		})
 	}
 }
 
-// syncCycle takes the items created since the stored SyncState, and stores the new state
-// only once the batch is published and acted upon.
-func (w *ewsWorker) syncCycle(ctx context.Context) error {
-	if w.st.SyncState == "" {
-		// The first sync lists what is in the folder: the backlog.
-		w.st.InBacklog = true
+// syncBatch takes the next items created since the stored SyncState, and stores the new
+// state only once the batch is published and acted upon.
+func (w *ewsWorker) syncBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
+	items, next, last, err := w.client.syncItems(ctx, *w.folder, w.st.SyncState, ewsBatch)
+	if err != nil {
+		return nil, err
 	}
-	for {
-		items, next, last, err := w.client.syncItems(ctx, *w.folder, w.st.SyncState, ewsBatch)
-		if err != nil {
-			return err
-		}
-		skipped := 0
-		switch {
-		case w.st.InBacklog && w.route.Backlog == schemas.BacklogNone:
-			items = nil
-		case w.st.InBacklog && w.route.Backlog == schemas.BacklogUnseen:
-			items = slices.DeleteFunc(items, func(it ewsItem) bool { return it.IsRead })
-		case !w.st.InBacklog && w.route.Select == schemas.SelectUnseen:
-			n := len(items)
-			items = slices.DeleteFunc(items, func(it ewsItem) bool {
-				if it.IsRead {
-					w.connLog(slog.LevelDebug, connlog.EventPoll, "item skipped: already read, and the route selects unseen mail", "id", w.eventID(it.ID))
-				}
-				return it.IsRead
-			})
-			skipped = n - len(items)
-		}
-		if items, _, err = w.filterItems(ctx, items); err != nil {
-			return err
-		}
-		w.status(func(s *schemas.RouteStatus) { s.Pending = int64(len(items)) })
-		if len(items) > 0 {
-			if _, err := w.batch(ctx, items); err != nil {
-				return err
+	skipped := 0
+	switch {
+	case w.st.InBacklog && w.route.Backlog == schemas.BacklogNone:
+		items = nil
+	case w.st.InBacklog && w.route.Backlog == schemas.BacklogUnseen:
+		items = slices.DeleteFunc(items, func(it ewsItem) bool { return it.IsRead })
+	case !w.st.InBacklog && w.route.Select == schemas.SelectUnseen:
+		n := len(items)
+		items = slices.DeleteFunc(items, func(it ewsItem) bool {
+			if it.IsRead {
+				w.connLog(slog.LevelDebug, connlog.EventPoll, "item skipped: already read, and the route selects unseen mail", "id", w.eventID(it.ID))
 			}
-		}
+			return it.IsRead
+		})
+		skipped = n - len(items)
+	}
+	if items, _, err = w.filterItems(ctx, items); err != nil {
+		return nil, err
+	}
+	w.status(func(s *schemas.RouteStatus) { s.Pending = int64(len(items)) })
+	return w.batch(ctx, b, items, func(ctx context.Context, _ int) error {
 		if next != w.st.SyncState || last && w.st.InBacklog {
 			w.st.SyncState = next
 			w.st.InBacklog = w.st.InBacklog && !last
@@ -370,10 +307,9 @@ func (w *ewsWorker) syncCycle(ctx context.Context) error {
 		if skipped > 0 {
 			w.status(func(s *schemas.RouteStatus) { s.SkippedSeen += uint64(skipped) })
 		}
-		if last {
-			return nil
-		}
-	}
+		w.done = last
+		return nil
+	})
 }
 
 // loadState reads the route's state, and resets it when it belongs to another source.
@@ -396,25 +332,6 @@ func (w *ewsWorker) loadState(ctx context.Context) error {
 	return nil
 }
 
-// ewsPending is one item of a batch on its way: published and waiting for its
-// acknowledgement, to be dead-lettered, or skipped.
-type ewsPending struct {
-	item    ewsItem
-	id      string // event Id
-	gone    bool   // deleted or moved since it was listed
-	deadErr error  // why it cannot become an event
-	noRaw   bool   // no raw copy stored (the server would not give its MIME): left alone by after
-	// partial is an event that keeps only part of its message, held until the raw copy is
-	// stored after the GetItem (publishPartial); then it is published with RawRef.
-	partial *schemas.Event
-	msg     *nats.Msg
-	fut     jetstream.PubAckFuture
-	acked   bool
-	retried bool         // published more than once
-	note    connlog.Note // for the connection log
-	err     error        // fut failed: published again by awaitAcks
-}
-
 // ewsTransientItem are per-item errors worth retrying on the next cycle rather than
 // dead-lettering the item.
 var ewsTransientItem = []string{
@@ -422,106 +339,110 @@ var ewsTransientItem = []string{
 	"ErrorConnectionFailed", "ErrorMailboxStoreUnavailable", "ErrorMailboxMoveInProgress",
 }
 
-// batch fetches the MIME of items in one GetItem, mapping and publishing each as it
-// streams in, dead-letters what cannot become an event, waits for the acknowledgements and
-// only then, with them in the journal, applies the after action to the acknowledged
-// items (settle). It returns how many items it did not publish and left in the folder;
-// those the server refused to change stay in the journal. A transient error on one item does not hold the others up:
-// it is returned once they are done, so the cycle backs off and retries.
-func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err error) {
-	if len(items) == 0 { // all passed over by the filter
-		return 0, nil
+// batch fetches the MIME of items in one GetItem into b, each mapped (and its event
+// published by the engine) as it streams in; what cannot become an event is marked for
+// the dead letters. The Ack the engine calls once it has the acknowledgements applies,
+// with them in the journal, the after action to the acknowledged items (settle), then
+// then(left), left being how many items it did not publish and left in the folder;
+// those the server refused to change stay in the journal. A transient error on one item
+// does not hold the others up: the Ack returns it once they are done, so the cycle backs
+// off and retries.
+func (w *ewsWorker) batch(ctx context.Context, b *engine.Batch, items []ewsItem, then func(ctx context.Context, left int) error) (engine.Ack, error) {
+	if len(items) == 0 { // all passed over
+		return func(ctx context.Context, _ int, _ error) error { return then(ctx, 0) }, nil
 	}
-	// Whatever an earlier, failed batch left in flight is no longer waited for.
-	w.inflight = 0
 	w.clog.Listed(len(items))
-	pend := make([]*ewsPending, len(items))
-	defer func() {
-		if err != nil {
-			w.tallyStored(pend)
-		}
-	}()
+	pend := make([]*engine.Item, len(items))
 	ids := make([]ewsID, len(items))
-	for i, it := range items {
-		pend[i] = &ewsPending{item: it, id: w.eventID(it.ID)}
-		ids[i] = it.ID
-	}
 	// Written before publishing: after a crash, a duplicate acknowledgement for one of
-	// these may be of an event published before it (see ack).
-	w.published = make(map[string]bool, len(w.st.Publishing))
+	// these may be of an event published before it (see engine.Batch).
+	published := make(map[string]bool, len(w.st.Publishing))
 	for _, id := range w.st.Publishing {
-		w.published[id] = true
+		published[id] = true
 	}
-	for _, it := range items {
-		if !w.published[it.ID.ID] {
+	for i, it := range items {
+		pend[i] = &engine.Item{ID: w.eventID(it.ID), ItemID: it.ID.ID, PublishedBefore: w.legacy || published[it.ID.ID]}
+		if t, err := time.Parse(time.RFC3339, it.Received); err == nil {
+			pend[i].Received = t
+		}
+		b.Add(pend[i])
+		ids[i] = it.ID
+		if !published[it.ID.ID] {
 			w.st.Publishing = append(w.st.Publishing, it.ID.ID)
 		}
 	}
 	if err := w.state.Save(ctx, w.st); err != nil {
-		return 0, err
+		return nil, err
 	}
 	start := time.Now()
 	got, err := w.client.getItems(ctx, ids, func(i int, r io.Reader) error {
-		return w.publish(ctx, pend[i], r, pend[:i])
+		if err := b.Map(ctx, pend[i], &mimeReader{r: r}); err != nil {
+			return err
+		}
+		return b.Publish(ctx, pend[i])
 	})
 	if err != nil {
-		return 0, err // what was published is published again next time, deduplicated
+		return nil, err // what was published is published again next time, deduplicated
 	}
 	w.met.Fetched(start)
-	var retry error
+	var retryErr error
+	gone := make([]bool, len(items))
 	for i, g := range got {
 		p := pend[i]
 		var ee *ewsError
 		switch {
-		// No message and not acknowledged (throttle lets go of acknowledged ones early):
-		// nothing was published for the item.
-		case g.Err == nil && p.msg == nil && !p.acked && p.deadErr == nil && p.partial == nil:
-			p.deadErr, p.noRaw = errors.New("the server returned no MIME content"), true
+		// Not read into the mapping: nothing was published for the item.
+		case g.Err == nil && !p.Mapped():
+			p.DeadErr, p.NoRaw = errors.New("the server returned no MIME content"), true
 		case g.Err == nil:
 		case errors.As(g.Err, &ee) && ee.Code == "ErrorItemNotFound":
-			p.gone = true // nothing to do
+			gone[i], p.Skip = true, true // nothing to do
 		case errors.As(g.Err, &ee) && slices.Contains(ewsTransientItem, ee.Code):
-			retry = fmt.Errorf("ews GetItem: item %s: %w", p.id, g.Err)
+			p.Later = true
+			retryErr = fmt.Errorf("ews GetItem: item %s: %w", p.ID, g.Err)
 		default:
-			p.deadErr, p.noRaw = fmt.Errorf("ews GetItem: %w", g.Err), true
-		}
-		if p.partial != nil {
-			if err := w.publishPartial(ctx, p); err != nil {
-				return 0, err
-			}
-		}
-		if p.deadErr != nil {
-			if err := w.deadLetter(ctx, p); err != nil {
-				return 0, err
-			}
+			p.DeadErr, p.NoRaw = fmt.Errorf("ews GetItem: %w", g.Err), true
 		}
 	}
-	if err := w.awaitAcks(ctx, pend); err != nil {
-		return 0, err
-	}
-	// The journal: acknowledged, not published again, to be acted upon (settle).
+	return func(ctx context.Context, _ int, failed error) error {
+		if failed != nil {
+			return failed
+		}
+		left, err := w.acked(ctx, pend, gone)
+		if err != nil {
+			return err
+		}
+		if retryErr != nil {
+			return retryErr
+		}
+		return then(ctx, left)
+	}, nil
+}
+
+// acked puts the acknowledged items of pend in the journal, and applies the after action
+// to them (settle). It returns how many items it left in the folder.
+func (w *ewsWorker) acked(ctx context.Context, pend []*engine.Item, gone []bool) (int, error) {
 	destroys := w.route.After == schemas.AfterDelete || w.route.After == schemas.AfterMove
 	var kept []ewsID
-	for _, p := range pend {
-		if p.acked || p.gone {
-			w.st.Publishing = slices.DeleteFunc(w.st.Publishing, func(id string) bool { return id == p.item.ID.ID })
+	left := 0
+	for i, p := range pend {
+		acked := p.Acked() && !gone[i]
+		if acked || gone[i] {
+			w.st.Publishing = slices.DeleteFunc(w.st.Publishing, func(id string) bool { return id == p.ItemID })
+		}
+		if !acked && !gone[i] {
+			left++
 		}
 		switch {
-		case !p.acked || w.route.After == schemas.AfterNone:
-		case p.noRaw && destroys:
-			kept = append(kept, p.item.ID)
+		case !acked || w.route.After == schemas.AfterNone:
+		case p.NoRaw && destroys:
+			kept = append(kept, ewsID{ID: p.ItemID})
 		default:
-			w.st.Journal = append(w.st.Journal, p.item.ID.ID)
+			w.st.Journal = append(w.st.Journal, p.ItemID)
 		}
 	}
 	if err := w.state.Save(ctx, w.st); err != nil {
 		return 0, err
-	}
-	left = 0
-	for _, p := range pend {
-		if !p.acked && !p.gone {
-			left++
-		}
 	}
 	if len(kept) > 0 {
 		// Neither deleted nor moved: the folder holds the only copy. Read from unread items,
@@ -549,323 +470,31 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 			return 0, err
 		}
 	}
-	return left, retry
+	return left, nil
 }
 
-// publish maps the MIME of p from r and publishes its event without waiting for the
-// acknowledgement. An error is the reading's or the storage's (temporary); a message the
-// mapping rejects is marked for the dead letters.
-func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, earlier []*ewsPending) error {
-	sink := bus.NewObjectSink(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), p.id)
-	var tee *bus.RawTee
-	if w.route.IncludeRaw {
-		tee = bus.NewRawTee(ctx, w.rt.Storage.Objects, bus.ObjectName(p.id, "raw"), r)
-		r = tee
+// mimeReader is the MIME of an item as the mapping reads it: content the server sent
+// that is not base64 cannot be mended by reading it again, so the item goes to the dead
+// letters (engine.ErrUnreadable) rather than failing the cycle.
+type mimeReader struct{ r io.Reader }
+
+func (m *mimeReader) Read(p []byte) (int, error) {
+	n, err := m.r.Read(p)
+	var corrupt base64.CorruptInputError
+	if errors.As(err, &corrupt) {
+		err = notBase64{err}
 	}
-	in := &trackedReader{r: r}
-	res, mapErr := w.rt.MapSafely(in, &mapping.Options{
-		Headers:        w.route.Headers,
-		Attributes:     w.route.Attributes,
-		MaxInlineBytes: w.rt.MaxInlineBytes,
-		Sink:           sink,
-	})
-	if mapErr != nil {
-		if tee != nil {
-			tee.Abort()
-		}
-		var corrupt base64.CorruptInputError
-		switch {
-		case sink.Failed() != nil:
-			return sink.Failed()
-		case errors.As(in.err, &corrupt):
-			p.deadErr = fmt.Errorf("the server sent MIME content that is not base64: %w", in.err)
-		case in.failed() != nil:
-			return fmt.Errorf("read item %s: %w", p.id, in.err)
-		default:
-			p.deadErr = mapErr
-		}
-		if err := sink.Drop(); err != nil {
-			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", err)
-		}
-		return nil
-	}
-	ev := res.Event
-	if tee != nil {
-		if err := tee.Finish(); err != nil {
-			return err
-		}
-		ev.RawRef = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: bus.ObjectName(p.id, "raw")}
-	}
-	ev.Id, ev.Route, ev.Connection, ev.Bus, ev.Mailbox = p.id, w.route.Name, w.conn.Name, w.route.Bus, w.route.Mailbox
-	if t, err := time.Parse(time.RFC3339, p.item.Received); err == nil {
-		t = t.UTC()
-		ev.ReceivedAt = &t
-	}
-	if res.Partial && ev.RawRef == nil {
-		p.partial = ev
-		return nil
-	}
-	if err := w.publishEvent(ctx, p, ev); err != nil {
-		return err
-	}
-	return w.throttle(ctx, earlier)
+	return n, err
 }
 
-// publishEvent publishes the event of p without waiting for its acknowledgement; an event
-// too large for NATS marks p for the dead letters instead.
-func (w *ewsWorker) publishEvent(ctx context.Context, p *ewsPending, ev *schemas.Event) error {
-	limit := max(int(w.rt.NC.MaxPayload())-bus.PayloadHeadroom, 1024)
-	data, err := bus.FitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, limit)
-	if errors.Is(err, bus.ErrEventTooLarge) {
-		if derr := bus.DropObjects(ctx, w.rt.Storage.Objects, bus.EventObjects(ev)); derr != nil {
-			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", derr)
-		}
-		p.deadErr = err
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	p.msg, p.note = w.wire.eventMsg(ev, data), connlog.NoteOf(ev, p.item.ID.ID)
-	if err := bus.AwaitNATS(ctx, w.rt.NC, w.status); err != nil {
-		return err
-	}
-	if p.fut, err = w.pub.Publish(ctx, p.msg); err != nil {
-		return err
-	}
-	w.inflight += len(p.msg.Data)
-	return nil
+// notBase64 is the read error of MIME content that is not base64.
+type notBase64 struct{ err error }
+
+func (e notBase64) Error() string {
+	return "the server sent MIME content that is not base64: " + e.err.Error()
 }
 
-// publishPartial stores the raw copy of an item the mapping kept only part of (fetched
-// again: the first read went into the mapping) and publishes its event with RawRef to it,
-// whatever includeRaw says.
-func (w *ewsWorker) publishPartial(ctx context.Context, p *ewsPending) error {
-	ev := p.partial
-	p.partial = nil
-	ref, err := w.storeRaw(ctx, p)
-	if err != nil {
-		return err
-	}
-	if ref == nil {
-		p.noRaw = true
-		w.connLog(slog.LevelWarn, connlog.EventError, "item keeps only part of it in its event and the server returned no MIME for its raw copy: it is neither deleted nor moved", "id", p.id)
-	}
-	ev.RawRef = ref
-	return w.publishEvent(ctx, p, ev)
-}
-
-// throttle waits for acknowledgements while the route holds too many event bytes. A
-// failed publish is left to awaitAcks.
-func (w *ewsWorker) throttle(ctx context.Context, pend []*ewsPending) error {
-	for _, p := range pend {
-		if w.inflight <= maxInflightBytes {
-			return nil
-		}
-		if err := w.result(ctx, p); err != nil && ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
-	if w.inflight > maxInflightBytes {
-		return errors.New("publish: events are not being acknowledged")
-	}
-	return nil
-}
-
-// errForeign is the acknowledgement of a duplicate of an event this route never published.
-var errForeign = errors.New("the stream holds this Msg-Id from an event this route did not publish: waiting for the duplicate window to pass")
-
-// result waits for the publish of p to resolve. Once it is acknowledged, its message is let
-// go of and it is counted; a failure is returned, and remembered (a future tells it once)
-// until awaitAcks publishes p again.
-//
-// As for IMAP (imapSession.awaitAcks), a duplicate of an event this route never published
-// is not taken for its own: it is errForeign, which awaitAcks does not publish again.
-func (w *ewsWorker) result(ctx context.Context, p *ewsPending) error {
-	if p.fut == nil || p.acked || p.err != nil {
-		return p.err
-	}
-	var dup bool
-	select {
-	case ack := <-p.fut.Ok():
-		dup = ack.Duplicate
-	case p.err = <-p.fut.Err():
-		return p.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	id := p.msg.Header.Get(jetstream.MsgIDHeader)
-	if dup && (w.foreign[id] || !p.retried && !w.legacy && !w.published[p.item.ID.ID]) {
-		w.foreign[id] = true
-		p.fut = nil // counted here
-		p.err = fmt.Errorf("publish %s: %w", id, errForeign)
-		w.met.Duplicate()
-		w.status(func(s *schemas.RouteStatus) { s.Duplicates++ })
-		w.connLog(slog.LevelWarn, connlog.EventError, "the stream already holds an event with Msg-Id "+id+
-			" that this route did not publish; the item is left as it is and published again once the duplicate window is over", "id", p.id)
-		return p.err
-	}
-	if !dup {
-		delete(w.foreign, id)
-	}
-	p.acked = true
-	w.inflight -= len(p.msg.Data)
-	p.msg, p.fut = nil, nil // the future holds the message too
-	if dup {
-		w.met.Duplicate()
-	} else {
-		if p.deadErr == nil {
-			w.clog.Published(p.note)
-		}
-		w.met.Done(p.deadErr != nil)
-	}
-	w.status(func(s *schemas.RouteStatus) {
-		switch {
-		case dup:
-			s.Duplicates++
-		case p.deadErr != nil:
-			s.DeadLettered++
-		default:
-			s.Published++
-		}
-	})
-	return nil
-}
-
-// tallyStored counts, when a batch failed before its end, the events of pend the stream
-// acknowledged all the same (waiting a little for those in flight), as imapSession's does.
-func (w *ewsWorker) tallyStored(pend []*ewsPending) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, p := range pend {
-		if p == nil || p.fut == nil || p.acked || p.err != nil {
-			continue
-		}
-		var ack *jetstream.PubAck
-		select {
-		case ack = <-p.fut.Ok():
-		case <-p.fut.Err():
-		case <-ctx.Done():
-		}
-		if ack == nil {
-			continue
-		}
-		dup := ack.Duplicate
-		if dup && !p.retried && !w.legacy && !w.published[p.item.ID.ID] {
-			continue // judged when it is published again
-		}
-		p.fut = nil
-		if dup {
-			w.met.Duplicate()
-		} else {
-			w.met.Done(p.deadErr != nil)
-			if p.deadErr == nil {
-				w.clog.Published(p.note)
-			}
-		}
-		w.status(func(s *schemas.RouteStatus) {
-			switch {
-			case dup:
-				s.Duplicates++
-			case p.deadErr != nil:
-				s.DeadLettered++
-			default:
-				s.Published++
-			}
-		})
-	}
-}
-
-// awaitAcks waits for the acknowledgement of every item of pend. The failed ones are
-// published again all together (same Msg-Id), once NATS is connected, up to
-// publishRetries times: as for IMAP (see imapSession.awaitAcks), not one by one.
-func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {
-	for round := 1; ; round++ {
-		var failed []*ewsPending
-		var err error
-		for _, p := range pend {
-			if ferr := w.result(ctx, p); ferr != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				if errors.Is(ferr, errForeign) {
-					return ferr
-				}
-				failed = append(failed, p)
-				err = cmp.Or(err, ferr)
-			}
-		}
-		if len(failed) == 0 {
-			return nil
-		}
-		if round > publishRetries {
-			return fmt.Errorf("publish %s: not acknowledged after %d tries: %w", failed[0].id, round, err)
-		}
-		if err := bus.AwaitNATS(ctx, w.rt.NC, w.status); err != nil {
-			return err
-		}
-		if !retry.Sleep(ctx, time.Duration(round)*250*time.Millisecond) {
-			return ctx.Err()
-		}
-		for _, p := range failed {
-			fut, err := w.pub.Publish(ctx, p.msg)
-			if err != nil {
-				return err
-			}
-			p.fut, p.err, p.retried = fut, nil, true
-		}
-	}
-}
-
-// deadLetter publishes the dead letter of p, with its raw message in the object store
-// (fetched again: the first read went into the mapping) unless the server would not give it.
-func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
-	var ref *schemas.ObjectRef
-	if !p.noRaw {
-		var err error
-		if ref, err = w.storeRaw(ctx, p); err != nil {
-			return err
-		}
-	}
-	why := p.deadErr
-	if ref == nil {
-		// The after action leaves it: the folder holds its only copy.
-		p.noRaw = true
-		why = fmt.Errorf("%w (and no raw copy could be stored: the item is neither deleted nor moved)", why)
-	}
-	msg, err := bus.DeadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), p.id, &DeadLetter{
-		Route: w.route.Name, Connection: w.conn.Name, Mailbox: w.route.Mailbox,
-		Error: why.Error(), RawRef: ref,
-	})
-	if err != nil {
-		return err
-	}
-	w.clog.DeadLettered(connlog.Note{Item: p.item.ID.ID, EventID: p.id}, why)
-	p.msg = msg
-	if err := bus.AwaitNATS(ctx, w.rt.NC, w.status); err != nil {
-		return err
-	}
-	if p.fut, err = w.pub.Publish(ctx, msg); err != nil {
-		return err
-	}
-	w.inflight += len(msg.Data)
-	return nil
-}
-
-// storeRaw fetches the MIME of p again and stores it as the object <event id>/raw. It
-// returns nil (and no error) when the server gave no MIME for it.
-func (w *ewsWorker) storeRaw(ctx context.Context, p *ewsPending) (*schemas.ObjectRef, error) {
-	var ref *schemas.ObjectRef
-	name := bus.ObjectName(p.id, "raw")
-	_, err := w.client.getItems(ctx, []ewsID{p.item.ID}, func(_ int, r io.Reader) error {
-		if _, err := bus.PutObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
-			return fmt.Errorf("store raw message %s: %w", name, err)
-		}
-		ref = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: name}
-		return nil
-	})
-	return ref, err
-}
+func (e notBase64) Unwrap() []error { return []error{e.err, engine.ErrUnreadable} }
 
 // settle applies the route's after action, in one request, to the items of the journal,
 // and keeps in it those the server refused to change (logged): the next cycle tries them

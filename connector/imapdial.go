@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/engine"
+
 	"github.com/Azure/go-ntlmssp"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -278,7 +280,7 @@ func within(ctx context.Context, d time.Duration, c io.Closer, f func() error) e
 
 // errTokenRenew ends an IMAP session whose access token is about to expire; the worker
 // reconnects at once, which is not a failure.
-var errTokenRenew = errors.New("the access token is about to expire")
+var errTokenRenew = engine.ErrRenew
 
 // oauthMechanism picks the SASL mechanism the server offers, OAUTHBEARER first.
 func oauthMechanism(caps imap.CapSet) string {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/engine"
+
 	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -70,7 +72,7 @@ func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) (reselect b
 	case <-ctx.Done():
 		return false, ctx.Err()
 	case <-s.c.Closed():
-		return false, fmt.Errorf("idle: %w", errClosedByServer)
+		return false, fmt.Errorf("idle: %w", engine.ErrClosedByServer)
 	case <-s.wake:
 	case <-t.C:
 		reselect = true

@@ -50,6 +50,9 @@ type Item struct {
 	Skip bool
 	// Pass is the source's reason for Skip, for its own counts and logs.
 	Pass int
+	// Later: the server would not give the message this time (a transient error of its
+	// own); nothing is published, it is not done, and the source tries it again.
+	Later bool
 	// PublishedBefore: the route may have published the event before (a run that
 	// crashed), so a duplicate acknowledgement of it is its own (see Batch.awaitAcks).
 	PublishedBefore bool
@@ -260,7 +263,6 @@ func (b *Batch) publishEvent(ctx context.Context, it *Item, ev *schemas.Event) e
 // send publishes msg for it. Not into the client's reconnect buffer: an outage shows in
 // the status, and the read waits for NATS rather than filling memory.
 func (b *Batch) send(ctx context.Context, it *Item, msg *nats.Msg) error {
-	it.msg = msg
 	if err := b.e.AwaitNATS(ctx); err != nil {
 		return err
 	}
@@ -268,7 +270,7 @@ func (b *Batch) send(ctx context.Context, it *Item, msg *nats.Msg) error {
 	if err != nil {
 		return err
 	}
-	it.fut = fut
+	it.msg, it.fut = msg, fut
 	b.inflight += len(msg.Data)
 	return nil
 }
@@ -506,7 +508,7 @@ func (b *Batch) count(n int) (int, error) {
 	e := b.e
 	for ; n < len(b.items) && b.items[n].msg == nil; n++ {
 		it := b.items[n]
-		if it.Skip {
+		if it.Skip || it.Later {
 			continue
 		}
 		id := b.msgID(it)
