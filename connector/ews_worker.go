@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector/connlog"
+	"github.com/mailbus/mailbus/connector/filter"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/retry"
@@ -94,7 +95,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
 	}
-	filter, err := newMailFilter(r.Filter)
+	flt, err := filter.New(r.Filter)
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
 	}
@@ -104,7 +105,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	w := &ewsWorker{
 		rt: rt, route: r, conn: c, client: client, pub: pub,
 		sync:    sync,
-		filter:  newEWSFilter(filter, sync),
+		filter:  newEWSFilter(flt, sync),
 		state:   &ewsStateStore{kv: rt.Storage.State, key: RouteKey(r.Name)},
 		src:     CheckpointSource{Connection: c.Name, Server: c.ExchangeURL, User: c.Username, Mailbox: r.Mailbox},
 		foreign: make(map[string]bool),

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailbus/mailbus/connector/connlog"
+	"github.com/mailbus/mailbus/connector/filter"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -62,27 +63,27 @@ func ewsUnreadRestriction(filter []any) ewsRestriction {
 }
 
 // ewsServerCondition reports whether a FindItem restriction expresses c.
-func ewsServerCondition(c condition) bool {
-	return c.kind != condHeader || c.name == "Subject"
+func ewsServerCondition(c filter.Condition) bool {
+	return c.Kind != filter.Header || c.Name == "Subject"
 }
 
 // ewsExpressions are the search expressions of conditions that ewsServerCondition took.
 // Dates are days in UTC, as DateTimeReceived is.
-func ewsExpressions(conds []condition) []any {
+func ewsExpressions(conds []filter.Condition) []any {
 	var out []any
 	for _, c := range conds {
-		switch c.kind {
-		case condHeader:
+		switch c.Kind {
+		case filter.Header:
 			out = append(out, ewsContains{Mode: "Substring", Comparison: "IgnoreCase",
-				Field: ewsFieldURI{"item:Subject"}, Constant: ewsConstant{c.value}})
-		case condSince:
-			out = append(out, ewsCompareTo("IsGreaterThanOrEqualTo", "item:DateTimeReceived", c.date.Format(time.RFC3339)))
-		case condBefore:
-			out = append(out, ewsCompareTo("IsLessThan", "item:DateTimeReceived", c.date.Format(time.RFC3339)))
-		case condMinSize:
-			out = append(out, ewsCompareTo("IsGreaterThanOrEqualTo", "item:Size", strconv.FormatInt(c.size, 10)))
-		case condMaxSize:
-			out = append(out, ewsCompareTo("IsLessThanOrEqualTo", "item:Size", strconv.FormatInt(c.size, 10)))
+				Field: ewsFieldURI{"item:Subject"}, Constant: ewsConstant{c.Value}})
+		case filter.Since:
+			out = append(out, ewsCompareTo("IsGreaterThanOrEqualTo", "item:DateTimeReceived", c.Date.Format(time.RFC3339)))
+		case filter.Before:
+			out = append(out, ewsCompareTo("IsLessThan", "item:DateTimeReceived", c.Date.Format(time.RFC3339)))
+		case filter.MinSize:
+			out = append(out, ewsCompareTo("IsGreaterThanOrEqualTo", "item:Size", strconv.FormatInt(c.Size, 10)))
+		case filter.MaxSize:
+			out = append(out, ewsCompareTo("IsLessThanOrEqualTo", "item:Size", strconv.FormatInt(c.Size, 10)))
 		}
 	}
 	return out
@@ -90,22 +91,22 @@ func ewsExpressions(conds []condition) []any {
 
 // ewsFilter is an Exchange route's filter, split between the server and mailbus.
 type ewsFilter struct {
-	restrict []any       // FindItem search expressions (unread routes)
-	local    *mailFilter // checked on the headers; nil: nothing
+	restrict []any          // FindItem search expressions (unread routes)
+	local    *filter.Filter // checked on the headers; nil: nothing
 	// passed holds the unread items passed over by the filter: they stay unread, so
 	// FindItem lists them again every cycle, and they are neither fetched nor counted again.
 	// A cycle keeps only those it saw again (prev is the last cycle's).
 	passed, prev map[string]bool
 }
 
-func newEWSFilter(f *mailFilter, sync bool) *ewsFilter {
+func newEWSFilter(f *filter.Filter, sync bool) *ewsFilter {
 	if f == nil {
 		return &ewsFilter{}
 	}
 	if sync {
 		return &ewsFilter{local: f}
 	}
-	remote, local := f.split(ewsServerCondition)
+	remote, local := f.Split(ewsServerCondition)
 	return &ewsFilter{restrict: ewsExpressions(remote), local: local}
 }
 
@@ -142,7 +143,7 @@ func (w *ewsWorker) filterItems(ctx context.Context, items []ewsItem) ([]ewsItem
 	for i, it := range ask {
 		// An item whose headers the server would not give is left to the batch, whose
 		// GetItem says why (gone, or a dead letter).
-		if facts[i] == nil || f.local.match(facts[i]) {
+		if facts[i] == nil || f.local.Match(facts[i]) {
 			keep = append(keep, it)
 			continue
 		}
@@ -182,7 +183,7 @@ type getHeadersReply struct {
 
 // getHeaders fetches the internet headers, size and reception time of ids (never their
 // MIME content) in one GetItem; an item the server reports an error for is nil.
-func (c *ewsClient) getHeaders(ctx context.Context, ids []ewsID) ([]*mailFacts, error) {
+func (c *ewsClient) getHeaders(ctx context.Context, ids []ewsID) ([]*filter.Facts, error) {
 	req := getItemRequest{IDs: ewsBareIDs(ids)}
 	req.Shape = ewsWithProperties("item:InternetMessageHeaders", "item:Size", "item:DateTimeReceived")
 	var r getHeadersReply
@@ -192,18 +193,18 @@ func (c *ewsClient) getHeaders(ctx context.Context, ids []ewsID) ([]*mailFacts, 
 	if len(r.Messages) != len(ids) {
 		return nil, fmt.Errorf("ews GetItem (headers): %d response messages for %d items", len(r.Messages), len(ids))
 	}
-	out := make([]*mailFacts, len(ids))
+	out := make([]*filter.Facts, len(ids))
 	for i, m := range r.Messages {
 		if m.err() != nil || len(m.Items.Items) != 1 {
 			continue
 		}
 		it := m.Items.Items[0]
-		facts := &mailFacts{size: it.Size}
+		facts := &filter.Facts{Size: it.Size}
 		if t, err := time.Parse(time.RFC3339, strings.TrimSpace(it.Received)); err == nil {
-			facts.received = t.UTC()
+			facts.Received = t.UTC()
 		}
 		for _, h := range it.Headers {
-			facts.add(h.Name, h.Value)
+			facts.Add(h.Name, h.Value)
 		}
 		out[i] = facts
 	}

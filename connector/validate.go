@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/filter"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -256,7 +257,7 @@ func validateRoute(r *schemas.Route) *schemas.Error {
 	}
 	if r.Filter.IsZero() {
 		r.Filter = nil
-	} else if e := validateFilter(r.Filter); e != nil {
+	} else if e := filter.Validate(r.Filter); e != nil {
 		return e
 	}
 	seen := make(map[string]bool, len(r.Attributes))
