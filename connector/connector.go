@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/bus"
+
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,6 +22,7 @@ import (
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/connector/secrets"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -149,7 +152,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		default:
 		}
 	}
-	nc, closed, err := connectNATS(ctx, c.cfg, log, reconnected, extra...)
+	nc, closed, err := bus.Connect(ctx, c.cfg.natsConn(), log, reconnected, extra...)
 	if err != nil {
 		return err
 	}
@@ -182,8 +185,8 @@ func (c *Connector) Run(ctx context.Context) error {
 	reg := NewRegistry()
 	met := metrics.New(reg)
 	metrics.RegisterNATS(reg, nc)
-	pubs.measure(met)
-	st := &store{kv: storage.Config, sealer: c.sealer}
+	pubs.Measure(met)
+	st := store.New(storage.Config, c.sealer)
 	if c.cfg.Definitions != "" {
 		if err := c.applyDefinitions(ctx, st); err != nil {
 			return err
@@ -318,9 +321,9 @@ func (c *Connector) ensureStorage(ctx context.Context, js jetstream.JetStream) (
 
 // applyDefinitions applies the file of MAILBUS_DEFINITIONS, retrying while the storage
 // does not answer. A file that cannot be read or is refused stops the start.
-func (c *Connector) applyDefinitions(ctx context.Context, st *store) error {
+func (c *Connector) applyDefinitions(ctx context.Context, st *store.Store) error {
 	path := c.cfg.Definitions
-	defs, err := ReadDefinitions(path)
+	defs, err := store.ReadDefinitions(path)
 	if err != nil {
 		return fmt.Errorf("MAILBUS_DEFINITIONS: %w", err)
 	}

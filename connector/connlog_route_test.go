@@ -24,6 +24,7 @@ import (
 	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/connector/secrets"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -41,7 +42,7 @@ func connLogRuntime(t *testing.T) *Runtime {
 	rt.ConnLog = connlog.New(rt.JS, rt.Names, rt.Logger)
 	s := &secrets.Sealer{}
 	svc, err := startControl(context.Background(), rt.NC, rt.Names, "test", &control{
-		store: &store{kv: rt.Storage.Config, sealer: s}, status: rt.Status, instance: rt.Instance,
+		store: store.New(rt.Storage.Config, s), status: rt.Status, instance: rt.Instance,
 		logger: rt.Logger, sealer: s, js: rt.JS, names: rt.Names,
 	})
 	if err != nil {

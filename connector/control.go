@@ -1,14 +1,11 @@
 package connector
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -21,6 +18,8 @@ import (
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/secrets"
+	"github.com/mailbus/mailbus/connector/store"
+	"github.com/mailbus/mailbus/connector/validate"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -43,7 +42,7 @@ var errorHeaderCodes = map[string]string{
 
 // control answers the control commands on <prefix>.control.<entity>.<op>.
 type control struct {
-	store    *store
+	store    *store.Store
 	status   *StatusBoard
 	leases   *leases // who owns the routes not running here; nil: no lookup
 	instance string
@@ -222,7 +221,7 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 	draft := true
 	if json.Unmarshal(data, &only) == nil && len(only) == 1 && only["name"] != nil {
 		var in schemas.NameRequest
-		if e := decodeRequest(data, &in); e != nil {
+		if e := validate.Decode(data, &in); e != nil {
 			return nil, e
 		}
 		stored, err := c.store.GetConnection(ctx, in.Name)
@@ -231,10 +230,10 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		}
 		conn, draft = stored, false
 	} else {
-		if e := decodeRequest(data, &conn); e != nil {
+		if e := validate.Decode(data, &conn); e != nil {
 			return nil, e
 		}
-		if e := validateConnection(&conn); e != nil {
+		if e := validate.Connection(&conn); e != nil {
 			return nil, e
 		}
 		if e := c.sealer.Probe(&conn); e != nil {
@@ -244,7 +243,7 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		if err := c.sealer.SealConnection(&conn); err != nil {
 			return nil, err
 		}
-		if e := checkPassword(&conn); e != nil {
+		if e := validate.Credentials(&conn); e != nil {
 			if e.Field == "password" || e.Field == "oauth2" {
 				e.Message += " (a test of an unsaved connection does not use stored secrets: give them, or test the saved connection by name)"
 			}
@@ -299,13 +298,13 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 // one the endpoint rotates it to.
 func (c *control) sameTokenEndpoint(ctx context.Context, draft *schemas.Connection) bool {
 	stored, err := c.store.GetConnection(ctx, draft.Name)
-	return err == nil && rebound(draft, &stored) == ""
+	return err == nil && store.Rebound(draft, &stored) == ""
 }
 
 // connectionLog reads a connection's log from its stream, so any replica can answer.
 func (c *control) connectionLog(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var in schemas.LogRequest
-	if e := decodeRequest(data, &in); e != nil {
+	if e := validate.Decode(data, &in); e != nil {
 		return nil, e
 	}
 	if _, err := c.store.GetConnection(ctx, in.Name); err != nil {
@@ -328,7 +327,7 @@ const applyRequestTimeout = 2 * time.Minute
 // definitionsApply applies many definitions at once (mailbus apply).
 func (c *control) definitionsApply(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var req schemas.ApplyRequest
-	if e := decodeRequest(data, &req); e != nil {
+	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
 	changes, err := c.store.Apply(ctx, &req)
@@ -340,7 +339,7 @@ func (c *control) definitionsApply(ctx context.Context, data []byte) (*schemas.R
 
 func (c *control) connectionPut(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var in schemas.Connection
-	if e := decodeRequest(data, &in); e != nil {
+	if e := validate.Decode(data, &in); e != nil {
 		return nil, e
 	}
 	out, err := c.store.PutConnection(ctx, in)
@@ -353,7 +352,7 @@ func (c *control) connectionPut(ctx context.Context, data []byte) (*schemas.Repl
 
 func (c *control) connectionGet(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var req schemas.NameRequest
-	if e := decodeRequest(data, &req); e != nil {
+	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
 	out, err := c.store.GetConnection(ctx, req.Name)
@@ -366,7 +365,7 @@ func (c *control) connectionGet(ctx context.Context, data []byte) (*schemas.Repl
 
 func (c *control) connectionList(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var req schemas.ListRequest
-	if e := decodeRequest(data, &req); e != nil {
+	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
 	if e := checkList(req); e != nil {
@@ -389,7 +388,7 @@ func (c *control) connectionList(ctx context.Context, data []byte) (*schemas.Rep
 
 func (c *control) connectionDelete(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var req schemas.NameRequest
-	if e := decodeRequest(data, &req); e != nil {
+	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
 	if err := c.store.DeleteConnection(ctx, req.Name); err != nil {
@@ -400,7 +399,7 @@ func (c *control) connectionDelete(ctx context.Context, data []byte) (*schemas.R
 
 func (c *control) routePut(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var in schemas.Route
-	if e := decodeRequest(data, &in); e != nil {
+	if e := validate.Decode(data, &in); e != nil {
 		return nil, e
 	}
 	out, err := c.store.PutRoute(ctx, in)
@@ -412,7 +411,7 @@ func (c *control) routePut(ctx context.Context, data []byte) (*schemas.Reply, er
 
 func (c *control) routeGet(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var req schemas.NameRequest
-	if e := decodeRequest(data, &req); e != nil {
+	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
 	out, err := c.store.GetRoute(ctx, req.Name)
@@ -424,7 +423,7 @@ func (c *control) routeGet(ctx context.Context, data []byte) (*schemas.Reply, er
 
 func (c *control) routeList(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var req schemas.ListRequest
-	if e := decodeRequest(data, &req); e != nil {
+	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
 	if e := checkList(req); e != nil {
@@ -465,7 +464,7 @@ const defaultMaxPayload = 1 << 20
 // checkList refuses a list request's bad paging fields.
 func checkList(req schemas.ListRequest) *schemas.Error {
 	if req.Limit < 0 {
-		return errInvalid("limit", "limit must not be negative, got %d", req.Limit)
+		return validate.Invalid("limit", "limit must not be negative, got %d", req.Limit)
 	}
 	return nil
 }
@@ -514,7 +513,7 @@ func (c *control) fit(req schemas.ListRequest, n int, more bool, item, status fu
 	}
 	switch {
 	case fits < n && req.Limit == 0:
-		return 0, "", errInvalid("limit", "the list is larger than the NATS server's max payload (%d bytes): ask for it in pages with limit, and after set to the next of each reply", maxPayload)
+		return 0, "", validate.Invalid("limit", "the list is larger than the NATS server's max payload (%d bytes): ask for it in pages with limit, and after set to the next of each reply", maxPayload)
 	case fits < n:
 		fits = max(fits, 1) // a page moves on even when one item is that large
 		return fits, name(fits - 1), nil
@@ -526,7 +525,7 @@ func (c *control) fit(req schemas.ListRequest, n int, more bool, item, status fu
 
 func (c *control) routeDelete(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var req schemas.NameRequest
-	if e := decodeRequest(data, &req); e != nil {
+	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
 	if err := c.store.DeleteRoute(ctx, req.Name); err != nil {
@@ -534,7 +533,7 @@ func (c *control) routeDelete(ctx context.Context, data []byte) (*schemas.Reply,
 	}
 	// A route created again under this name starts afresh, not from this checkpoint.
 	if c.state != nil {
-		if err := purgeCheckpoint(ctx, c.state, req.Name); err != nil {
+		if err := store.PurgeCheckpoint(ctx, c.state, req.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -543,7 +542,7 @@ func (c *control) routeDelete(ctx context.Context, data []byte) (*schemas.Reply,
 
 func (c *control) routeStatus(ctx context.Context, data []byte) (*schemas.Reply, error) {
 	var req schemas.NameRequest
-	if e := decodeRequest(data, &req); e != nil {
+	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
 	r, err := c.store.GetRoute(ctx, req.Name)
@@ -578,140 +577,4 @@ func (c *control) statusOf(ctx context.Context, r schemas.Route) schemas.RouteSt
 		}
 	}
 	return st
-}
-
-// decodeRequest reads exactly one JSON value into v, refusing unknown fields, wrong types
-// and trailing data with an invalid error that names the field. An empty body reads as {}.
-func decodeRequest(data []byte, v any) *schemas.Error {
-	if len(bytes.TrimSpace(data)) == 0 {
-		data = []byte("{}")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return decodeError(data, v, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errInvalid("", "unexpected data after the JSON value at offset %d", dec.InputOffset())
-	}
-	return nil
-}
-
-// decodeError names the field of a decoding failure. encoding/json gives the path of a
-// type mismatch, but only the last name of an unknown field and nothing for an error of a
-// field's own UnmarshalJSON (a bad duration), so for those the JSON is walked again.
-func decodeError(data []byte, v any, err error) *schemas.Error {
-	var (
-		syntax *json.SyntaxError
-		typ    *json.UnmarshalTypeError
-	)
-	switch {
-	case errors.As(err, &syntax):
-		return errInvalid("", "malformed JSON at offset %d: %v", syntax.Offset, syntax)
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return errInvalid("", "malformed JSON: it ends too early")
-	case errors.As(err, &typ) && typ.Field == "":
-		return errInvalid("", "want a JSON object, got %s", typ.Value)
-	case errors.As(err, &typ):
-		return errInvalid(typ.Field, "%s: want %s, got %s", typ.Field, kindName(typ.Type), typ.Value)
-	}
-	var generic any
-	if json.Unmarshal(data, &generic) == nil {
-		if field, msg := fieldProblem(generic, reflect.TypeOf(v), ""); field != "" {
-			return errInvalid(field, "%s", msg)
-		}
-	}
-	return errInvalid("", "%v", err)
-}
-
-// kindName says what JSON a Go type wants, for type mismatch messages.
-func kindName(t reflect.Type) string {
-	switch t.Kind() {
-	case reflect.String:
-		return "a string"
-	case reflect.Bool:
-		return "true or false"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "a whole number"
-	case reflect.Float32, reflect.Float64:
-		return "a number"
-	case reflect.Slice, reflect.Array:
-		return "an array"
-	default:
-		return "an object"
-	}
-}
-
-var durationType = reflect.TypeFor[schemas.Duration]()
-
-// fieldProblem walks a decoded JSON value v along the Go type t and returns the path and
-// message of the first unknown field or bad duration, in sorted key order.
-func fieldProblem(v any, t reflect.Type, path string) (field, msg string) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t == durationType {
-		b, _ := json.Marshal(v)
-		var d schemas.Duration
-		if err := d.UnmarshalJSON(b); err != nil {
-			return path, fmt.Sprintf("%s: %v", path, err)
-		}
-		return "", ""
-	}
-	switch t.Kind() {
-	case reflect.Struct:
-		m, ok := v.(map[string]any)
-		if !ok {
-			return "", ""
-		}
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			p := k
-			if path != "" {
-				p = path + "." + k
-			}
-			ft, ok := jsonField(t, k)
-			if !ok {
-				return p, fmt.Sprintf("unknown field %q", p)
-			}
-			if f, msg := fieldProblem(m[k], ft, p); f != "" {
-				return f, msg
-			}
-		}
-	case reflect.Slice:
-		a, _ := v.([]any)
-		for i, e := range a {
-			if f, msg := fieldProblem(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); f != "" {
-				return f, msg
-			}
-		}
-	}
-	return "", ""
-}
-
-// jsonField finds the type of the struct field that encoding/json fills from key (it
-// matches names case-insensitively).
-func jsonField(t reflect.Type, key string) (reflect.Type, bool) {
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" {
-			continue
-		}
-		if name == "" {
-			name = f.Name
-		}
-		if strings.EqualFold(name, key) {
-			return f.Type, true
-		}
-	}
-	return nil, false
 }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -46,7 +46,7 @@ routes:
 // applyReq turns a definitions file into an apply request.
 func applyReq(t *testing.T, file string) *schemas.ApplyRequest {
 	t.Helper()
-	d, err := connector.ParseDefinitions("defs.yaml", []byte(file), os.LookupEnv)
+	d, err := store.ParseDefinitions("defs.yaml", []byte(file), os.LookupEnv)
 	if err != nil {
 		t.Fatalf("ParseDefinitions() = %v", err)
 	}
@@ -165,8 +165,8 @@ func TestApplyBadFile(t *testing.T) {
 		{"not yaml", "connections: [\n", "defs.yaml: not valid YAML"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := connector.ParseDefinitions("defs.yaml", []byte(tc.file), os.LookupEnv)
-			var de *connector.DefinitionError
+			_, err := store.ParseDefinitions("defs.yaml", []byte(tc.file), os.LookupEnv)
+			var de *store.DefinitionError
 			if !errors.As(err, &de) || !strings.HasPrefix(err.Error(), tc.want) {
 				t.Errorf("ParseDefinitions() = %v\nwant %s...", err, tc.want)
 			}

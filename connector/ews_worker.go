@@ -6,13 +6,14 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"slices"
 	"time"
+
+	"github.com/mailbus/mailbus/connector/bus"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,6 +24,8 @@ import (
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/retry"
+	"github.com/mailbus/mailbus/connector/store"
+	"github.com/mailbus/mailbus/connector/validate"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -83,7 +86,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if r.Mailbox == "" {
 		r.Mailbox = "INBOX"
 	}
-	pub := rt.Publishers.bus(r.Bus)
+	pub := rt.Publishers.Bus(r.Bus)
 	if pub == nil {
 		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
 	}
@@ -107,8 +110,8 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		rt: rt, route: r, conn: c, client: client, pub: pub,
 		sync:    sync,
 		filter:  ews.NewFilter(flt, sync),
-		state:   &ewsStateStore{kv: rt.Storage.State, key: RouteKey(r.Name)},
-		src:     CheckpointSource{Connection: c.Name, Server: c.ExchangeURL, User: c.Username, Mailbox: r.Mailbox},
+		state:   store.NewRecord[ewsState](rt.Storage.State, RouteKey(r.Name), "sync state"),
+		src:     store.CheckpointSource{Connection: c.Name, Server: c.ExchangeURL, User: c.Username, Mailbox: r.Mailbox},
 		foreign: make(map[string]bool),
 		idPfx:   idPfx,
 		// The wire form (Msg-Id, CloudEvents headers) is the IMAP worker's, so that both
@@ -129,9 +132,9 @@ type ewsWorker struct {
 	route  schemas.Route
 	conn   schemas.Connection
 	client *ews.Client
-	pub    *busPublisher
+	pub    *bus.BusPublisher
 	sync   bool // SyncFolderItems rather than FindItem of the unread
-	state  *ewsStateStore
+	state  *store.Record[ewsState]
 	idPfx  string
 	wire   *imapWorker
 	log    *slog.Logger
@@ -143,7 +146,7 @@ type ewsWorker struct {
 	folder, moveTo *ews.Folder // resolved on the first cycle
 	inflight       int         // bytes of published, unacknowledged events
 
-	src CheckpointSource
+	src store.CheckpointSource
 	st  ewsState // loaded at the start of each cycle
 	// published is st.Publishing as it was before the current batch: a duplicate
 	// acknowledgement for one of these may be of an event published before a crash.
@@ -192,7 +195,7 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 		w.status(func(s *schemas.RouteStatus) {
 			s.State = state
 			if err != nil {
-				s.LastError = statusError(err, "Exchange", w.rt.natsUp())
+				s.LastError = statusError(err, "Exchange", bus.Up(w.rt.NC))
 			}
 		})
 		if !retry.Sleep(ctx, wait) {
@@ -205,7 +208,7 @@ func (w *ewsWorker) pollInterval() time.Duration {
 	if d := time.Duration(w.conn.PollInterval); d > 0 {
 		return d
 	}
-	return defaultPollInterval
+	return validate.DefaultPollInterval
 }
 
 func (w *ewsWorker) status(f func(s *schemas.RouteStatus)) {
@@ -371,7 +374,7 @@ func (w *ewsWorker) syncCycle(ctx context.Context) error {
 		if next != w.st.SyncState || last && w.st.InBacklog {
 			w.st.SyncState = next
 			w.st.InBacklog = w.st.InBacklog && !last
-			if err := w.state.save(ctx, &w.st); err != nil {
+			if err := w.state.Save(ctx, w.st); err != nil {
 				return err
 			}
 		}
@@ -386,11 +389,11 @@ func (w *ewsWorker) syncCycle(ctx context.Context) error {
 
 // loadState reads the route's state, and resets it when it belongs to another source.
 func (w *ewsWorker) loadState(ctx context.Context) error {
-	st, err := w.state.load(ctx)
+	st, err := w.state.Load(ctx)
 	if err != nil {
 		return err
 	}
-	if change := w.src.changeFrom(st.Source); change != "" {
+	if change := w.src.ChangeFrom(st.Source); change != "" {
 		w.connLog(slog.LevelWarn, connlog.EventState, fmt.Sprintf(
 			"checkpoint reset: the route's source changed (%s); backlog %s decides what of the mail in the mailbox is published",
 			change, w.route.Backlog))
@@ -398,7 +401,7 @@ func (w *ewsWorker) loadState(ctx context.Context) error {
 	}
 	// A state of an earlier version records no source and no Publishing: any of its items
 	// may have been published.
-	w.legacy = st.Source == nil && w.state.rev != 0
+	w.legacy = st.Source == nil && w.state.Revision() != 0
 	st.Source = &w.src
 	w.st = st
 	return nil
@@ -465,7 +468,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ews.Item) (left int, err 
 			w.st.Publishing = append(w.st.Publishing, it.ID.ID)
 		}
 	}
-	if err := w.state.save(ctx, &w.st); err != nil {
+	if err := w.state.Save(ctx, w.st); err != nil {
 		return 0, err
 	}
 	start := time.Now()
@@ -522,7 +525,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ews.Item) (left int, err 
 			w.st.Journal = append(w.st.Journal, p.item.ID.ID)
 		}
 	}
-	if err := w.state.save(ctx, &w.st); err != nil {
+	if err := w.state.Save(ctx, w.st); err != nil {
 		return 0, err
 	}
 	left = 0
@@ -564,10 +567,10 @@ func (w *ewsWorker) batch(ctx context.Context, items []ews.Item) (left int, err 
 // acknowledgement. An error is the reading's or the storage's (temporary); a message the
 // mapping rejects is marked for the dead letters.
 func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, earlier []*ewsPending) error {
-	sink := &objectSink{ctx: ctx, store: w.rt.Storage.Objects, bucket: w.rt.Names.ObjectBucket(), eventID: p.id}
-	var tee *rawTee
+	sink := bus.NewObjectSink(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), p.id)
+	var tee *bus.RawTee
 	if w.route.IncludeRaw {
-		tee = newRawTee(ctx, w.rt.Storage.Objects, objectName(p.id, "raw"), r)
+		tee = bus.NewRawTee(ctx, w.rt.Storage.Objects, bus.ObjectName(p.id, "raw"), r)
 		r = tee
 	}
 	in := &trackedReader{r: r}
@@ -579,12 +582,12 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 	})
 	if mapErr != nil {
 		if tee != nil {
-			tee.abort()
+			tee.Abort()
 		}
 		var corrupt base64.CorruptInputError
 		switch {
-		case sink.failed() != nil:
-			return sink.failed()
+		case sink.Failed() != nil:
+			return sink.Failed()
 		case errors.As(in.err, &corrupt):
 			p.deadErr = fmt.Errorf("the server sent MIME content that is not base64: %w", in.err)
 		case in.failed() != nil:
@@ -592,17 +595,17 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 		default:
 			p.deadErr = mapErr
 		}
-		if err := sink.drop(); err != nil {
+		if err := sink.Drop(); err != nil {
 			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", err)
 		}
 		return nil
 	}
 	ev := res.Event
 	if tee != nil {
-		if err := tee.finish(); err != nil {
+		if err := tee.Finish(); err != nil {
 			return err
 		}
-		ev.RawRef = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: objectName(p.id, "raw")}
+		ev.RawRef = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: bus.ObjectName(p.id, "raw")}
 	}
 	ev.Id, ev.Route, ev.Connection, ev.Bus, ev.Mailbox = p.id, w.route.Name, w.conn.Name, w.route.Bus, w.route.Mailbox
 	if t, err := time.Parse(time.RFC3339, p.item.Received); err == nil {
@@ -622,10 +625,10 @@ func (w *ewsWorker) publish(ctx context.Context, p *ewsPending, r io.Reader, ear
 // publishEvent publishes the event of p without waiting for its acknowledgement; an event
 // too large for NATS marks p for the dead letters instead.
 func (w *ewsWorker) publishEvent(ctx context.Context, p *ewsPending, ev *schemas.Event) error {
-	limit := max(int(w.rt.NC.MaxPayload())-payloadHeadroom, 1024)
-	data, err := fitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, limit)
-	if errors.Is(err, errEventTooLarge) {
-		if derr := dropObjects(ctx, w.rt.Storage.Objects, eventObjects(ev)); derr != nil {
+	limit := max(int(w.rt.NC.MaxPayload())-bus.PayloadHeadroom, 1024)
+	data, err := bus.FitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, limit)
+	if errors.Is(err, bus.ErrEventTooLarge) {
+		if derr := bus.DropObjects(ctx, w.rt.Storage.Objects, bus.EventObjects(ev)); derr != nil {
 			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", derr)
 		}
 		p.deadErr = err
@@ -635,10 +638,10 @@ func (w *ewsWorker) publishEvent(ctx context.Context, p *ewsPending, ev *schemas
 		return err
 	}
 	p.msg, p.note = w.wire.eventMsg(ev, data), connlog.NoteOf(ev, p.item.ID.ID)
-	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+	if err := bus.AwaitNATS(ctx, w.rt.NC, w.status); err != nil {
 		return err
 	}
-	if p.fut, err = w.pub.publish(ctx, p.msg); err != nil {
+	if p.fut, err = w.pub.Publish(ctx, p.msg); err != nil {
 		return err
 	}
 	w.inflight += len(p.msg.Data)
@@ -809,14 +812,14 @@ func (w *ewsWorker) awaitAcks(ctx context.Context, pend []*ewsPending) error {
 		if round > publishRetries {
 			return fmt.Errorf("publish %s: not acknowledged after %d tries: %w", failed[0].id, round, err)
 		}
-		if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+		if err := bus.AwaitNATS(ctx, w.rt.NC, w.status); err != nil {
 			return err
 		}
 		if !retry.Sleep(ctx, time.Duration(round)*250*time.Millisecond) {
 			return ctx.Err()
 		}
 		for _, p := range failed {
-			fut, err := w.pub.publish(ctx, p.msg)
+			fut, err := w.pub.Publish(ctx, p.msg)
 			if err != nil {
 				return err
 			}
@@ -841,7 +844,7 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 		p.noRaw = true
 		why = fmt.Errorf("%w (and no raw copy could be stored: the item is neither deleted nor moved)", why)
 	}
-	msg, err := deadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), p.id, &DeadLetter{
+	msg, err := bus.DeadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), p.id, &DeadLetter{
 		Route: w.route.Name, Connection: w.conn.Name, Mailbox: w.route.Mailbox,
 		Error: why.Error(), RawRef: ref,
 	})
@@ -850,10 +853,10 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 	}
 	w.clog.DeadLettered(connlog.Note{Item: p.item.ID.ID, EventID: p.id}, why)
 	p.msg = msg
-	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+	if err := bus.AwaitNATS(ctx, w.rt.NC, w.status); err != nil {
 		return err
 	}
-	if p.fut, err = w.pub.publish(ctx, msg); err != nil {
+	if p.fut, err = w.pub.Publish(ctx, msg); err != nil {
 		return err
 	}
 	w.inflight += len(msg.Data)
@@ -864,9 +867,9 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 // returns nil (and no error) when the server gave no MIME for it.
 func (w *ewsWorker) storeRaw(ctx context.Context, p *ewsPending) (*schemas.ObjectRef, error) {
 	var ref *schemas.ObjectRef
-	name := objectName(p.id, "raw")
+	name := bus.ObjectName(p.id, "raw")
 	_, err := w.client.GetItems(ctx, []ews.ID{p.item.ID}, func(_ int, r io.Reader) error {
-		if _, err := putObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
+		if _, err := bus.PutObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
 			return fmt.Errorf("store raw message %s: %w", name, err)
 		}
 		ref = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: name}
@@ -881,7 +884,7 @@ func (w *ewsWorker) storeRaw(ctx context.Context, p *ewsPending) (*schemas.Objec
 func (w *ewsWorker) settle(ctx context.Context) error {
 	if w.route.After == schemas.AfterNone {
 		w.st.Journal = nil
-		return w.state.save(ctx, &w.st)
+		return w.state.Save(ctx, w.st)
 	}
 	done := make([]ews.ID, len(w.st.Journal))
 	for i, id := range w.st.Journal {
@@ -913,7 +916,7 @@ func (w *ewsWorker) settle(ctx context.Context) error {
 	}
 	w.clog.Acted(w.route.After, w.route.MoveTo, len(done)-len(keep), "")
 	w.st.Journal = keep
-	return w.state.save(ctx, &w.st)
+	return w.state.Save(ctx, w.st)
 }
 
 // eventID is <connection>/<mailbox>/<first 32 hex digits of SHA-256(ItemId)>.
@@ -922,19 +925,10 @@ func (w *ewsWorker) eventID(id ews.ID) string {
 	return w.idPfx + "/" + hex.EncodeToString(sum[:16])
 }
 
-// ewsStateStore keeps a route's state in the state bucket, as JSON (ewsState). Writes
-// compare the revision they read, so a worker that lost its route to another replica
-// cannot move the state back.
-type ewsStateStore struct {
-	kv  jetstream.KeyValue
-	key string
-	rev uint64
-}
-
 // ewsState is an exchange route's checkpoint.
 type ewsState struct {
-	Source    *CheckpointSource `json:"source,omitempty"`
-	SyncState string            `json:"syncState"`
+	Source    *store.CheckpointSource `json:"source,omitempty"`
+	SyncState string                  `json:"syncState"`
 	// InBacklog: the first sync (of the backlog) has not reached its end yet.
 	InBacklog bool `json:"inBacklog,omitempty"`
 	// Journal holds the ItemIds whose events were acknowledged but whose after action has
@@ -943,36 +937,4 @@ type ewsState struct {
 	// Publishing holds the ItemIds whose events may have been published and were not
 	// acknowledged yet.
 	Publishing []string `json:"publishing,omitempty"`
-}
-
-func (s *ewsStateStore) load(ctx context.Context) (ewsState, error) {
-	var st ewsState
-	e, err := s.kv.Get(ctx, s.key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		s.rev = 0
-		return st, nil
-	}
-	if err != nil {
-		return st, fmt.Errorf("load sync state %s: %w", s.key, err)
-	}
-	s.rev = e.Revision()
-	if len(e.Value()) > 0 {
-		if err := json.Unmarshal(e.Value(), &st); err != nil {
-			return st, fmt.Errorf("load sync state %s: %w", s.key, err)
-		}
-	}
-	return st, nil
-}
-
-func (s *ewsStateStore) save(ctx context.Context, st *ewsState) error {
-	b, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	rev, err := putRev(ctx, s.kv, s.key, b, s.rev)
-	if err != nil {
-		return fmt.Errorf("save sync state %s: %w", s.key, err)
-	}
-	s.rev = rev
-	return nil
 }

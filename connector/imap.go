@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/bus"
+
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
@@ -15,6 +17,8 @@ import (
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/retry"
+	"github.com/mailbus/mailbus/connector/store"
+	"github.com/mailbus/mailbus/connector/validate"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -69,7 +73,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
 	}
-	pub := rt.Publishers.bus(r.Bus)
+	pub := rt.Publishers.Bus(r.Bus)
 	if pub == nil {
 		return nil, fmt.Errorf("route %s: no publisher for bus %d (Runtime.Publishers not set?)", r.Name, r.Bus)
 	}
@@ -87,8 +91,8 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		route:   r,
 		conn:    c,
 		pub:     pub,
-		cps:     newCheckpointStore(rt.Storage.State, r.Name),
-		src:     CheckpointSource{Connection: c.Name, Server: IMAPAddr(&c), User: c.Username, Mailbox: r.Mailbox},
+		cps:     store.Checkpoints(rt.Storage.State, r.Name),
+		src:     store.CheckpointSource{Connection: c.Name, Server: IMAPAddr(&c), User: c.Username, Mailbox: r.Mailbox},
 		foreign: make(map[string]bool),
 		subject: rt.Names.BusSubject(r.Bus, r.Name),
 		source:  "mailbus/" + eventPrefix,
@@ -106,9 +110,9 @@ type imapWorker struct {
 	rt    *Runtime
 	route schemas.Route
 	conn  schemas.Connection
-	pub   *busPublisher
-	cps   *checkpointStore
-	src   CheckpointSource // what the checkpoint belongs to
+	pub   *bus.BusPublisher
+	cps   *store.Record[store.Checkpoint]
+	src   store.CheckpointSource // what the checkpoint belongs to
 	// foreign holds the Msg-Ids of events the stream held already though this route never
 	// published them (see awaitAcks), until one of them is stored after all.
 	foreign map[string]bool
@@ -161,7 +165,7 @@ func (w *imapWorker) Run(ctx context.Context) error {
 			attempt++
 			w.clog.Failed(state, wait, err)
 		}
-		text := statusError(err, "IMAP", w.rt.natsUp())
+		text := statusError(err, "IMAP", bus.Up(w.rt.NC))
 		w.status(func(s *schemas.RouteStatus) { s.State, s.LastError = state, text })
 		t := time.NewTimer(wait)
 		select {
@@ -177,7 +181,7 @@ func (w *imapWorker) pollInterval() time.Duration {
 	if d := time.Duration(w.conn.PollInterval); d > 0 {
 		return d
 	}
-	return defaultPollInterval
+	return validate.DefaultPollInterval
 }
 
 func (w *imapWorker) status(f func(s *schemas.RouteStatus)) {
@@ -234,11 +238,11 @@ func (w *imapWorker) session(ctx context.Context, attempt *int) error {
 	if err != nil {
 		return err
 	}
-	if change := w.src.changeFrom(cp.Source); change != "" {
+	if change := w.src.ChangeFrom(cp.Source); change != "" {
 		w.connLog(slog.LevelWarn, connlog.EventState, fmt.Sprintf(
 			"checkpoint reset: the route's source changed (%s); backlog %s decides what of the mail in the mailbox is published",
 			change, w.route.Backlog))
-		cp = Checkpoint{}
+		cp = store.Checkpoint{}
 	}
 	// A checkpoint of an earlier version records no source and no PublishedTo: whatever
 	// the mailbox holds may have been published (see selectMailbox).

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/bus"
+
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/nats-io/nats.go"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/retry"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -46,7 +49,7 @@ const (
 type imapSession struct {
 	w          *imapWorker
 	c          *imapclient.Client
-	cp         Checkpoint
+	cp         store.Checkpoint
 	wake       chan struct{} // EXISTS seen
 	idle, move bool
 	inflight   int // bytes of events held for a retry
@@ -227,7 +230,7 @@ func (s *imapSession) selectMailbox(ctx context.Context) error {
 				return err
 			}
 		}
-		s.cp = Checkpoint{Source: &w.src, UidValidity: sel.UIDValidity, Backlog: top}
+		s.cp = store.Checkpoint{Source: &w.src, UidValidity: sel.UIDValidity, Backlog: top}
 		if w.route.Backlog == schemas.BacklogNone {
 			s.cp.LastUid = top
 		}
@@ -540,9 +543,9 @@ func (s *imapSession) message(ctx context.Context, m *imapclient.FetchMessageDat
 // too large for NATS marks f for the dead letters instead.
 func (s *imapSession) publishEvent(ctx context.Context, f *fetched, ev *schemas.Event) error {
 	w := s.w
-	data, err := fitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, w.maxPayload())
-	if errors.Is(err, errEventTooLarge) {
-		if derr := dropObjects(ctx, w.rt.Storage.Objects, eventObjects(ev)); derr != nil {
+	data, err := bus.FitPayload(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), ev, w.maxPayload())
+	if errors.Is(err, bus.ErrEventTooLarge) {
+		if derr := bus.DropObjects(ctx, w.rt.Storage.Objects, bus.EventObjects(ev)); derr != nil {
 			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", derr)
 		}
 		f.deadErr = err
@@ -554,10 +557,10 @@ func (s *imapSession) publishEvent(ctx context.Context, f *fetched, ev *schemas.
 	f.msg, f.note = w.eventMsg(ev, data), connlog.NoteOf(ev, "")
 	// Not into the client's reconnect buffer: an outage shows in the status, and the
 	// FETCH waits for NATS rather than filling memory.
-	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+	if err := bus.AwaitNATS(ctx, w.rt.NC, w.status); err != nil {
 		return err
 	}
-	if f.fut, err = w.pub.publish(ctx, f.msg); err != nil {
+	if f.fut, err = w.pub.Publish(ctx, f.msg); err != nil {
 		return err
 	}
 	s.inflight += len(f.msg.Data)
@@ -620,10 +623,10 @@ func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, lit *tracked
 	w := s.w
 	var r io.Reader = lit
 	id := s.eventID(uid)
-	sink := &objectSink{ctx: ctx, store: w.rt.Storage.Objects, bucket: w.rt.Names.ObjectBucket(), eventID: id}
-	var tee *rawTee
+	sink := bus.NewObjectSink(ctx, w.rt.Storage.Objects, w.rt.Names.ObjectBucket(), id)
+	var tee *bus.RawTee
 	if w.route.IncludeRaw {
-		tee = newRawTee(ctx, w.rt.Storage.Objects, objectName(id, "raw"), r)
+		tee = bus.NewRawTee(ctx, w.rt.Storage.Objects, bus.ObjectName(id, "raw"), r)
 		r = tee
 	}
 	in := &trackedReader{r: r, size: -1}
@@ -635,9 +638,9 @@ func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, lit *tracked
 	})
 	if mapErr != nil {
 		if tee != nil {
-			tee.abort()
+			tee.Abort()
 		}
-		if err := sink.failed(); err != nil {
+		if err := sink.Failed(); err != nil {
 			return nil, false, nil, err
 		}
 		if err := lit.failed(); err != nil {
@@ -646,17 +649,17 @@ func (s *imapSession) mapMessage(ctx context.Context, uid imap.UID, lit *tracked
 		if err := in.failed(); err != nil {
 			return nil, false, nil, fmt.Errorf("read message %d: %w", uid, err)
 		}
-		if err := sink.drop(); err != nil {
+		if err := sink.Drop(); err != nil {
 			w.rt.Logger.Warn("objects of a dead-lettered message not deleted", "route", w.route.Name, "err", err)
 		}
 		return nil, false, mapErr, nil
 	}
 	ev = res.Event
 	if tee != nil {
-		if err := tee.finish(); err != nil {
+		if err := tee.Finish(); err != nil {
 			return nil, false, nil, err
 		}
-		ev.RawRef = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: objectName(id, "raw")}
+		ev.RawRef = &schemas.ObjectRef{Bucket: w.rt.Names.ObjectBucket(), Object: bus.ObjectName(id, "raw")}
 	}
 	return ev, res.Partial, nil, nil
 }
@@ -688,7 +691,7 @@ func (s *imapSession) eventID(uid imap.UID) string {
 }
 
 func (w *imapWorker) maxPayload() int {
-	limit := int(w.rt.NC.MaxPayload()) - payloadHeadroom
+	limit := int(w.rt.NC.MaxPayload()) - bus.PayloadHeadroom
 	return max(limit, 1024)
 }
 
@@ -801,7 +804,7 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 			return n, fmt.Errorf("publish %s: not acknowledged after %d tries: %w",
 				failed[0].msg.Header.Get(jetstream.MsgIDHeader), round, err)
 		}
-		if err := s.w.rt.awaitNATS(ctx, s.w.status); err != nil {
+		if err := bus.AwaitNATS(ctx, s.w.rt.NC, s.w.status); err != nil {
 			return n, err
 		}
 		// One pause for the round: a stream that lost its leader needs a moment.
@@ -809,7 +812,7 @@ func (s *imapSession) awaitAcks(ctx context.Context, got []*fetched) (int, error
 			return n, ctx.Err()
 		}
 		for _, f := range failed {
-			fut, err := s.w.pub.publish(ctx, f.msg)
+			fut, err := s.w.pub.Publish(ctx, f.msg)
 			if err != nil {
 				return n, err
 			}
@@ -1025,7 +1028,7 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 		f.noRaw = true
 		why = fmt.Errorf("%w (and no raw copy could be stored: the message is neither deleted nor moved)", why)
 	}
-	msg, err := deadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), id, &DeadLetter{
+	msg, err := bus.DeadLetterMsg(w.rt.Names.DeadSubject(w.route.Name), id, &DeadLetter{
 		Route: w.route.Name, Connection: w.conn.Name, Mailbox: w.route.Mailbox,
 		UidValidity: s.cp.UidValidity, Uid: uint32(f.uid), Error: why.Error(), RawRef: ref,
 	})
@@ -1034,10 +1037,10 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 	}
 	w.clog.DeadLettered(connlog.Note{UID: uint32(f.uid), EventID: id}, why)
 	f.msg = msg
-	if err := w.rt.awaitNATS(ctx, w.status); err != nil {
+	if err := bus.AwaitNATS(ctx, w.rt.NC, w.status); err != nil {
 		return err
 	}
-	if f.fut, err = w.pub.publish(ctx, msg); err != nil {
+	if f.fut, err = w.pub.Publish(ctx, msg); err != nil {
 		return err
 	}
 	s.inflight += len(msg.Data)
@@ -1048,7 +1051,7 @@ func (s *imapSession) deadLetter(ctx context.Context, f *fetched) error {
 // It returns nil (and no error) when the server returned no body for it.
 func (s *imapSession) storeRaw(ctx context.Context, uid imap.UID) (*schemas.ObjectRef, error) {
 	w := s.w
-	name := objectName(s.eventID(uid), "raw")
+	name := bus.ObjectName(s.eventID(uid), "raw")
 	var ref *schemas.ObjectRef
 	fetch := s.c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{
 		UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}},
@@ -1074,7 +1077,7 @@ func (s *imapSession) storeRaw(ctx context.Context, uid imap.UID) (*schemas.Obje
 				continue
 			}
 			lit := literalReader(body.Literal, watch)
-			_, err := putObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, lit)
+			_, err := bus.PutObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, lit)
 			if err == nil {
 				_, err = io.Copy(io.Discard, lit)
 			}

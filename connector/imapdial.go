@@ -20,6 +20,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/secrets"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -291,8 +292,8 @@ func oauthMechanism(caps imap.CapSet) string {
 
 // newTokenSource makes the token source of a connection whose secrets are resolved. st
 // stores a refresh token the endpoint replaces; nil keeps it in memory only.
-func newTokenSource(c *schemas.Connection, st *store) *oauth2.Source {
-	if st == nil { // a nil *store is no nil oauth2.RefreshStore
+func newTokenSource(c *schemas.Connection, st *store.Store) *oauth2.Source {
+	if st == nil { // a nil *store.Store is no nil oauth2.RefreshStore
 		return oauth2.NewSource(c, nil)
 	}
 	return oauth2.NewSource(c, st)

@@ -10,6 +10,8 @@ import (
 	"net"
 	"syscall"
 
+	"github.com/mailbus/mailbus/connector/bus"
+
 	"github.com/emersion/go-imap/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -81,9 +83,8 @@ func errorKind(err error, permanent bool) string {
 // 51234->10.0.0.2:993: use of closed network connection") tell a user nothing; the
 // connection log keeps them.
 const (
-	natsUnreachable = "the NATS server is unreachable"
-	serverClosed    = "the %s server closed the connection"
-	serverDown      = "the %s server is unreachable"
+	serverClosed = "the %s server closed the connection"
+	serverDown   = "the %s server is unreachable"
 )
 
 // errClosedByServer is a connection's end seen without an error to tell it (imapclient's
@@ -100,7 +101,7 @@ func statusError(err error, server string, natsUp bool) string {
 	}
 	if !natsUp || errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrConnectionClosed) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrNoServers) {
-		return natsUnreachable
+		return bus.NATSUnreachable
 	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {

@@ -49,7 +49,7 @@ func TestMetricsExchange(t *testing.T) {
 	rt := newEWSRuntime(t)
 	reg := prometheus.NewRegistry()
 	rt.Metrics = metrics.New(reg)
-	rt.Publishers.measure(rt.Metrics)
+	rt.Publishers.Measure(rt.Metrics)
 	f := ewstest.New(t, false)
 	ids := f.Add(3)
 	f.BadItems[ids[1]] = "ErrorMimeContentConversionFailed"

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/secrets"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -22,7 +23,7 @@ func TestSaveRefreshToken(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewSealer() = %v", err)
 	}
-	st := &store{kv: rt.Storage.Config, sealer: sl}
+	st := store.New(rt.Storage.Config, sl)
 	ctx := context.Background()
 	old, operators, rotated := "rt-old-"+rand.Text(), "rt-operator-"+rand.Text(), "rt-rotated-"+rand.Text()
 	c := schemas.Connection{Name: "c", Type: schemas.TypeIMAP, Host: "imap.example.com", Auth: schemas.AuthOAuth2,

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/bus"
+
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector/retry"
@@ -553,7 +555,7 @@ own:
 		if lapse {
 			// Until NATS is back nobody can take the route over: its status says why it
 			// stopped. The next balance takes it back or forgets it (acquire).
-			s.setStatus(name, schemas.StateBackoff, natsUnreachable)
+			s.setStatus(name, schemas.StateBackoff, bus.NATSUnreachable)
 		} else {
 			s.rt.Status.Delete(name)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/metrics"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -55,7 +56,7 @@ type Runtime struct {
 
 	// defs stores the refresh token an OAuth2 token endpoint replaces; nil (a Runtime made
 	// outside a Connector) keeps it in memory only.
-	defs *store
+	defs *store.Store
 	// mapMessage maps a message; nil is mapping.MapMessage. Tests replace it (SetMapping in
 	// export_test.go) to make the mapping panic.
 	mapMessage func(io.Reader, *mapping.Options) (*mapping.Result, error)

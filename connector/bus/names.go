@@ -1,12 +1,9 @@
-package connector
+package bus
 
 import (
-	"regexp"
 	"strconv"
 	"strings"
 )
-
-var nameToken = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 
 // Buses is the number of data buses; a route's bus is 0..Buses-1.
 const Buses = 4

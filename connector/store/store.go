@@ -1,4 +1,4 @@
-package connector
+package store
 
 import (
 	"context"
@@ -12,7 +12,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/secrets"
+	"github.com/mailbus/mailbus/connector/validate"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -24,28 +26,34 @@ const putAttempts = 8
 // random part of it, so that two writers racing each other do not lose in step.
 const putBackoff = 5 * time.Millisecond
 
-// store keeps the definitions in the config bucket: connection.<name> and route.<name>,
+// Store keeps the definitions in the config bucket: connection.<name> and route.<name>,
 // JSON values, secrets sealed. Every write compares the revision it read, so concurrent
 // puts of one key are applied one after the other and none is lost.
 //
 // The cross-key checks (a route's connection exists, a deleted connection has no routes)
 // read one key and write another, so two replicas can still race past them; the supervisor
 // copes with either outcome by reporting the route's status as an error.
-type store struct {
+type Store struct {
 	kv     jetstream.KeyValue
 	sealer *secrets.Sealer
+}
+
+// New returns the store of the definitions in the config bucket kv, sealing secrets with
+// sealer.
+func New(kv jetstream.KeyValue, sealer *secrets.Sealer) *Store {
+	return &Store{kv: kv, sealer: sealer}
 }
 
 // errRetry says a write lost to a concurrent one and the put should start over.
 var errRetry = errors.New("definition changed while writing")
 
-// lostRace reports whether err is a compare-and-set failure of a KV write.
-func lostRace(err error) bool {
+// LostRace reports whether err is a compare-and-set failure of a KV write.
+func LostRace(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 }
 
 // get reads one definition into v and returns its revision; ok is false when it is absent.
-func (s *store) get(ctx context.Context, key string, v any) (rev uint64, ok bool, err error) {
+func (s *Store) get(ctx context.Context, key string, v any) (rev uint64, ok bool, err error) {
 	e, err := s.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, false, nil
@@ -61,13 +69,13 @@ func (s *store) get(ctx context.Context, key string, v any) (rev uint64, ok bool
 
 // write stores v under key if the key is still at rev (0: absent) and returns the new
 // revision, or errRetry when another writer came first.
-func (s *store) write(ctx context.Context, key string, rev uint64, v any) (uint64, error) {
+func (s *Store) write(ctx context.Context, key string, rev uint64, v any) (uint64, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return 0, fmt.Errorf("put %s: %w", key, err)
 	}
-	newRev, err := putRev(ctx, s.kv, key, b, rev)
-	if lostRace(err) {
+	newRev, err := PutRev(ctx, s.kv, key, b, rev)
+	if LostRace(err) {
 		return 0, errRetry
 	}
 	if err != nil {
@@ -76,10 +84,10 @@ func (s *store) write(ctx context.Context, key string, rev uint64, v any) (uint6
 	return newRev, nil
 }
 
-// putRev writes b under key if the key is still at rev (0: absent) and returns the new
+// PutRev writes b under key if the key is still at rev (0: absent) and returns the new
 // revision: the one compare-and-set KV write of definitions, checkpoints and sync states.
-// A lost race fails with jetstream.ErrKeyExists or ErrKeyRevisionMismatch (see lostRace).
-func putRev(ctx context.Context, kv jetstream.KeyValue, key string, b []byte, rev uint64) (uint64, error) {
+// A lost race fails with jetstream.ErrKeyExists or ErrKeyRevisionMismatch (see LostRace).
+func PutRev(ctx context.Context, kv jetstream.KeyValue, key string, b []byte, rev uint64) (uint64, error) {
 	if rev == 0 {
 		return kv.Create(ctx, key, b)
 	}
@@ -96,13 +104,13 @@ func retryPut(key string, attempt func() error) error {
 		}
 		time.Sleep(rand.N(putBackoff << i))
 	}
-	return errConflict("", "%s kept changing while writing; try again", key)
+	return validate.Conflict("", "%s kept changing while writing; try again", key)
 }
 
 // checkRevision refuses a put that asked for a revision other than the stored one.
 func checkRevision(key string, want, stored uint64) *schemas.Error {
 	if want != 0 && want != stored {
-		return errConflict("revision", "%s is at revision %d, not %d: read it again and retry", key, stored, want)
+		return validate.Conflict("revision", "%s is at revision %d, not %d: read it again and retry", key, stored, want)
 	}
 	return nil
 }
@@ -111,8 +119,8 @@ func checkRevision(key string, want, stored uint64) *schemas.Error {
 // an OAuth2 secret) keeps the stored one, unless it changes where the secret is sent (see
 // keepSecrets); a put with passwordFrom drops a stored password.
 // It returns the stored definition, sealed, with its revision.
-func (s *store) PutConnection(ctx context.Context, in schemas.Connection) (schemas.Connection, error) {
-	if e := validateConnection(&in); e != nil {
+func (s *Store) PutConnection(ctx context.Context, in schemas.Connection) (schemas.Connection, error) {
+	if e := validate.Connection(&in); e != nil {
 		return in, e
 	}
 	if e := s.sealer.Probe(&in); e != nil {
@@ -130,7 +138,7 @@ func (s *store) PutConnection(ctx context.Context, in schemas.Connection) (schem
 	if err := s.sealer.SealConnection(&in); err != nil {
 		return in, err
 	}
-	key := ConnectionKey(in.Name)
+	key := bus.ConnectionKey(in.Name)
 	var out schemas.Connection
 	err := retryPut(key, func() error {
 		var cur schemas.Connection
@@ -147,7 +155,7 @@ func (s *store) PutConnection(ctx context.Context, in schemas.Connection) (schem
 				return e
 			}
 		}
-		if e := checkPassword(&out); e != nil {
+		if e := validate.Credentials(&out); e != nil {
 			return e
 		}
 		out.Revision, err = s.write(ctx, key, rev, out)
@@ -157,18 +165,18 @@ func (s *store) PutConnection(ctx context.Context, in schemas.Connection) (schem
 }
 
 // keepSecrets copies into c the stored secrets the put left out, as long as c sends them
-// where and how the stored definition did (see rebound). When c changes that, a stored
+// where and how the stored definition did (see Rebound). When c changes that, a stored
 // secret c would use must come with the put again, or the put is refused naming the field;
 // one c has no use for (another auth, or an access token beside a new way to get one) is
 // dropped.
 func keepSecrets(c, stored *schemas.Connection) *schemas.Error {
-	why := rebound(c, stored)
+	why := Rebound(c, stored)
 	if c.Password == "" && c.PasswordFrom == nil && stored.Password != "" {
 		switch {
 		case why == "":
 			c.Password = stored.Password
 		case c.Auth == schemas.AuthBasic || c.Auth == schemas.AuthWindows:
-			return errInvalid("password", "this put changes %s: the stored password is only sent where it was given for, so give the password again", why)
+			return validate.Invalid("password", "this put changes %s: the stored password is only sent where it was given for, so give the password again", why)
 		}
 	}
 	if c.OAuth2 == nil || stored.OAuth2 == nil {
@@ -199,22 +207,22 @@ func keepSecrets(c, stored *schemas.Connection) *schemas.Error {
 		{"oauth2.refreshToken", o.RefreshToken, so.RefreshToken},
 	} {
 		if f.put == "" && f.stored != "" {
-			return errInvalid(f.field, "this put changes %s: the stored %s is only sent where it was given for, so give it again", why, f.field)
+			return validate.Invalid(f.field, "this put changes %s: the stored %s is only sent where it was given for, so give it again", why, f.field)
 		}
 	}
 	// A stored access token is needed only when nothing else gets one.
 	if o.AccessToken == "" && so.AccessToken != "" && o.RefreshToken == "" && o.ClientSecret == "" {
-		return errInvalid("oauth2.accessToken", "this put changes %s: the stored oauth2.accessToken is only sent where it was given for, so give it again", why)
+		return validate.Invalid("oauth2.accessToken", "this put changes %s: the stored oauth2.accessToken is only sent where it was given for, so give it again", why)
 	}
 	return nil
 }
 
-// rebound says what c changes, against the stored definition, of where and how its
+// Rebound says what c changes, against the stored definition, of where and how its
 // secrets are sent: the server (type, host, port, exchangeUrl), who logs in (username,
 // domain, auth), the protection on the wire (encryption none after ssl or tls, certificate
 // checks turned off) and, for OAuth2, the token endpoint and the client (tokenUrl,
 // clientId, tenant, provider). "" when nothing of that changed.
-func rebound(c, stored *schemas.Connection) string {
+func Rebound(c, stored *schemas.Connection) string {
 	var changed []string
 	diff := func(field string, a, b any) {
 		if a != b {
@@ -249,24 +257,24 @@ func rebound(c, stored *schemas.Connection) string {
 }
 
 // GetConnection reads one connection, sealed.
-func (s *store) GetConnection(ctx context.Context, name string) (schemas.Connection, error) {
-	if e := checkName("name", name); e != nil {
+func (s *Store) GetConnection(ctx context.Context, name string) (schemas.Connection, error) {
+	if e := validate.Name("name", name); e != nil {
 		return schemas.Connection{}, e
 	}
 	var c schemas.Connection
-	rev, ok, err := s.get(ctx, ConnectionKey(name), &c)
+	rev, ok, err := s.get(ctx, bus.ConnectionKey(name), &c)
 	if err != nil {
 		return c, err
 	}
 	if !ok {
-		return c, errNotFound("no connection named %s", name)
+		return c, validate.NotFound("no connection named %s", name)
 	}
 	c.Revision = rev
 	return c, nil
 }
 
 // DeleteConnection removes a connection no route uses.
-func (s *store) DeleteConnection(ctx context.Context, name string) error {
+func (s *Store) DeleteConnection(ctx context.Context, name string) error {
 	c, err := s.GetConnection(ctx, name)
 	if err != nil {
 		return err
@@ -282,16 +290,16 @@ func (s *store) DeleteConnection(ctx context.Context, name string) error {
 		}
 	}
 	if len(users) > 0 {
-		return errConflict("name", "connection %s is used by route %s: delete or move the route first", name, strings.Join(users, ", "))
+		return validate.Conflict("name", "connection %s is used by route %s: delete or move the route first", name, strings.Join(users, ", "))
 	}
-	return s.delete(ctx, ConnectionKey(name), c.Revision)
+	return s.delete(ctx, bus.ConnectionKey(name), c.Revision)
 }
 
 // delete removes key if it is still at rev.
-func (s *store) delete(ctx context.Context, key string, rev uint64) error {
+func (s *Store) delete(ctx context.Context, key string, rev uint64) error {
 	err := s.kv.Delete(ctx, key, jetstream.LastRevision(rev))
-	if lostRace(err) {
-		return errConflict("name", "%s changed while deleting; read it again and retry", key)
+	if LostRace(err) {
+		return validate.Conflict("name", "%s changed while deleting; read it again and retry", key)
 	}
 	if err != nil {
 		return fmt.Errorf("delete %s: %w", key, err)
@@ -300,7 +308,7 @@ func (s *store) delete(ctx context.Context, key string, rev uint64) error {
 }
 
 // ListConnections returns every connection, sealed, sorted by name.
-func (s *store) ListConnections(ctx context.Context) ([]schemas.Connection, error) {
+func (s *Store) ListConnections(ctx context.Context) ([]schemas.Connection, error) {
 	return list[schemas.Connection](ctx, s, "connection", func(c *schemas.Connection, rev uint64) string {
 		c.Revision = rev
 		return c.Name
@@ -310,13 +318,13 @@ func (s *store) ListConnections(ctx context.Context) ([]schemas.Connection, erro
 // PutRoute validates and stores a route whose connection exists. Routes may share a
 // mailbox (each gets every mail it selects), except when one of them deletes or moves what
 // it took: the others would lose that mail, so such a put is refused with a conflict.
-func (s *store) PutRoute(ctx context.Context, in schemas.Route) (schemas.Route, error) {
-	if e := validateRoute(&in); e != nil {
+func (s *Store) PutRoute(ctx context.Context, in schemas.Route) (schemas.Route, error) {
+	if e := validate.Route(&in); e != nil {
 		return in, e
 	}
 	want := in.Revision
 	in.Revision = 0
-	key := RouteKey(in.Name)
+	key := bus.RouteKey(in.Name)
 	var out schemas.Route
 	err := retryPut(key, func() error {
 		var cur schemas.Route
@@ -328,10 +336,10 @@ func (s *store) PutRoute(ctx context.Context, in schemas.Route) (schemas.Route, 
 			return e
 		}
 		var c schemas.Connection
-		if _, ok, err := s.get(ctx, ConnectionKey(in.Connection), &c); err != nil {
+		if _, ok, err := s.get(ctx, bus.ConnectionKey(in.Connection), &c); err != nil {
 			return err
 		} else if !ok {
-			return errInvalid("connection", "no connection named %s", in.Connection)
+			return validate.Invalid("connection", "no connection named %s", in.Connection)
 		}
 		if e, err := s.sharedMailbox(ctx, &in); e != nil || err != nil {
 			if err != nil {
@@ -348,7 +356,7 @@ func (s *store) PutRoute(ctx context.Context, in schemas.Route) (schemas.Route, 
 
 // sharedMailbox refuses r when it would share its connection and mailbox with another route
 // and one of the two deletes or moves the mail it took.
-func (s *store) sharedMailbox(ctx context.Context, r *schemas.Route) (*schemas.Error, error) {
+func (s *Store) sharedMailbox(ctx context.Context, r *schemas.Route) (*schemas.Error, error) {
 	routes, err := s.ListRoutes(ctx)
 	if err != nil {
 		return nil, err
@@ -360,10 +368,10 @@ func (s *store) sharedMailbox(ctx context.Context, r *schemas.Route) (*schemas.E
 		}
 		switch {
 		case removes(r.After):
-			return errConflict("after", "route %s reads mailbox %s of connection %s too: with after %s this route would take the mail away from it; use after markRead or none, or another mailbox",
+			return validate.Conflict("after", "route %s reads mailbox %s of connection %s too: with after %s this route would take the mail away from it; use after markRead or none, or another mailbox",
 				o.Name, r.Mailbox, r.Connection, r.After), nil
 		case removes(o.After):
-			return errConflict("mailbox", "route %s reads mailbox %s of connection %s with after %s, which takes the mail away from every other route on it; use another mailbox, or change route %s first",
+			return validate.Conflict("mailbox", "route %s reads mailbox %s of connection %s with after %s, which takes the mail away from every other route on it; use another mailbox, or change route %s first",
 				o.Name, r.Mailbox, r.Connection, o.After, o.Name), nil
 		}
 	}
@@ -372,15 +380,15 @@ func (s *store) sharedMailbox(ctx context.Context, r *schemas.Route) (*schemas.E
 
 // sharedMailboxes is sharedMailbox for the routes of an apply, against each other and
 // against the stored routes that stay (with prune, those declared).
-func (s *store) sharedMailboxes(ctx context.Context, routes []schemas.Route, req *schemas.ApplyRequest) error {
+func (s *Store) sharedMailboxes(ctx context.Context, routes []schemas.Route, req *schemas.ApplyRequest) error {
 	stored, err := s.ListRoutes(ctx)
 	if err != nil {
 		return err
 	}
 	key := func(r *schemas.Route) string {
 		mb := r.Mailbox
-		if strings.EqualFold(mb, defaultMailbox) {
-			mb = defaultMailbox
+		if strings.EqualFold(mb, validate.DefaultMailbox) {
+			mb = validate.DefaultMailbox
 		}
 		return r.Connection + "\x00" + mb
 	}
@@ -423,10 +431,10 @@ func (s *store) sharedMailboxes(ctx context.Context, routes []schemas.Route, req
 			switch {
 			case o.Name == r.Name:
 			case removes(r.After):
-				return applyError("route", i, r.Name, errConflict("after", "route %s reads mailbox %s of connection %s too: with after %s this route would take the mail away from it; use after markRead or none, or another mailbox",
+				return applyError("route", i, r.Name, validate.Conflict("after", "route %s reads mailbox %s of connection %s too: with after %s this route would take the mail away from it; use after markRead or none, or another mailbox",
 					o.Name, r.Mailbox, r.Connection, r.After))
 			case removes(o.After):
-				return applyError("route", i, r.Name, errConflict("mailbox", "route %s reads mailbox %s of connection %s with after %s, which takes the mail away from every other route on it; use another mailbox, or change route %s first",
+				return applyError("route", i, r.Name, validate.Conflict("mailbox", "route %s reads mailbox %s of connection %s with after %s, which takes the mail away from every other route on it; use another mailbox, or change route %s first",
 					o.Name, r.Mailbox, r.Connection, o.After, o.Name))
 			}
 		}
@@ -443,24 +451,24 @@ func fillRouteDefaults(r *schemas.Route) {
 
 // sameMailbox compares mailbox names as IMAP does: INBOX in any case is INBOX.
 func sameMailbox(a, b string) bool {
-	if strings.EqualFold(a, defaultMailbox) && strings.EqualFold(b, defaultMailbox) {
+	if strings.EqualFold(a, validate.DefaultMailbox) && strings.EqualFold(b, validate.DefaultMailbox) {
 		return true
 	}
 	return a == b
 }
 
 // GetRoute reads one route.
-func (s *store) GetRoute(ctx context.Context, name string) (schemas.Route, error) {
-	if e := checkName("name", name); e != nil {
+func (s *Store) GetRoute(ctx context.Context, name string) (schemas.Route, error) {
+	if e := validate.Name("name", name); e != nil {
 		return schemas.Route{}, e
 	}
 	var r schemas.Route
-	rev, ok, err := s.get(ctx, RouteKey(name), &r)
+	rev, ok, err := s.get(ctx, bus.RouteKey(name), &r)
 	if err != nil {
 		return r, err
 	}
 	if !ok {
-		return r, errNotFound("no route named %s", name)
+		return r, validate.NotFound("no route named %s", name)
 	}
 	r.Revision = rev
 	fillRouteDefaults(&r)
@@ -468,16 +476,16 @@ func (s *store) GetRoute(ctx context.Context, name string) (schemas.Route, error
 }
 
 // DeleteRoute removes a route.
-func (s *store) DeleteRoute(ctx context.Context, name string) error {
+func (s *Store) DeleteRoute(ctx context.Context, name string) error {
 	r, err := s.GetRoute(ctx, name)
 	if err != nil {
 		return err
 	}
-	return s.delete(ctx, RouteKey(name), r.Revision)
+	return s.delete(ctx, bus.RouteKey(name), r.Revision)
 }
 
 // ListRoutes returns every route sorted by name.
-func (s *store) ListRoutes(ctx context.Context) ([]schemas.Route, error) {
+func (s *Store) ListRoutes(ctx context.Context) ([]schemas.Route, error) {
 	return list[schemas.Route](ctx, s, "route", func(r *schemas.Route, rev uint64) string {
 		r.Revision = rev
 		fillRouteDefaults(r)
@@ -487,7 +495,7 @@ func (s *store) ListRoutes(ctx context.Context) ([]schemas.Route, error) {
 
 // list reads every live definition of a kind ("connection", "route"); set stores the
 // revision in a value and returns its name, for sorting.
-func list[T any](ctx context.Context, s *store, kind string, set func(*T, uint64) string) ([]T, error) {
+func list[T any](ctx context.Context, s *Store, kind string, set func(*T, uint64) string) ([]T, error) {
 	w, err := s.kv.WatchFiltered(ctx, []string{kind + ".*"}, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", kind, err)
@@ -525,9 +533,9 @@ func list[T any](ctx context.Context, s *store, kind string, set func(*T, uint64
 
 // RefreshToken returns the stored oauth2 refresh token of a connection, opened; ok is false
 // when it cannot be read.
-func (s *store) RefreshToken(ctx context.Context, name string) (string, bool) {
+func (s *Store) RefreshToken(ctx context.Context, name string) (string, bool) {
 	var c schemas.Connection
-	_, ok, err := s.get(ctx, ConnectionKey(name), &c)
+	_, ok, err := s.get(ctx, bus.ConnectionKey(name), &c)
 	if err != nil || !ok || c.OAuth2 == nil {
 		return "", false
 	}
@@ -539,8 +547,8 @@ func (s *store) RefreshToken(ctx context.Context, name string) (string, bool) {
 // the token endpoint rotated it. It writes with a compare-and-set and only over old: a
 // refresh token an operator (or another replica) put meanwhile is left alone, and saved
 // reports false.
-func (s *store) SaveRefreshToken(ctx context.Context, name, old, new string) (saved bool, err error) {
-	key := ConnectionKey(name)
+func (s *Store) SaveRefreshToken(ctx context.Context, name, old, new string) (saved bool, err error) {
+	key := bus.ConnectionKey(name)
 	sealed, err := s.sealer.Seal(name, new)
 	if err != nil {
 		return false, err

@@ -1,4 +1,4 @@
-package connector
+package bus
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 // (so the stream's duplicate tracking is paid as in production).
 //
 //	sync   one publish waits for its ack before the next (the floor of a naive publisher)
-//	async  the bus pipeline (busPublisher.publish) with its window of DefaultPublishWindow
+//	async  the bus pipeline (BusPublisher.Publish) with its window of DefaultPublishWindow
 //
 //	go test -run x -bench Publish -count 10 ./connector | tee new.txt; benchstat old.txt new.txt
 func BenchmarkPublish(b *testing.B) {
@@ -35,17 +35,17 @@ func BenchmarkPublish(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			bus := pubs.bus(0)
+			bp := pubs.Bus(0)
 			ctx := context.Background()
 			benchPublish(b, size, func(m *nats.Msg) error {
-				_, err := bus.publish(ctx, m)
+				_, err := bp.Publish(ctx, m)
 				return err
 			}, func() error {
 				select {
-				case <-bus.js.PublishAsyncComplete():
+				case <-bp.js.PublishAsyncComplete():
 					return nil
 				case <-time.After(time.Minute):
-					return fmt.Errorf("%d acks still pending after a minute", bus.js.PublishAsyncPending())
+					return fmt.Errorf("%d acks still pending after a minute", bp.js.PublishAsyncPending())
 				}
 			})
 		})

@@ -1,4 +1,4 @@
-package connector
+package bus
 
 import (
 	"context"
@@ -23,11 +23,22 @@ const (
 	reconnectJitterTLS = 2 * time.Second
 )
 
+// ConnConfig is what a NATS connection of mailbus is made with: the MAILBUS_NATS_*
+// settings, the replica's name, and the embedded server's address for a client of it.
+type ConnConfig struct {
+	URL, Creds, NKey, User, Password, Token string
+	TLSCA, TLSCert, TLSKey                  string
+	// Instance names the connection ("mailbus <instance>").
+	Instance string
+	// EmbeddedListen is the embedded server's client address, dialled by Dial without URL.
+	EmbeddedListen string
+}
+
 // natsOptions are the client options of the connector's NATS connection: name, auth, TLS,
 // endless reconnects and handlers that log connection changes. The logs name servers only
 // in redacted form and never any credential. reconnected is called after every reconnect,
 // closed once the connection is closed for good.
-func natsOptions(cfg Config, logger *slog.Logger, reconnected, closed func()) ([]nats.Option, error) {
+func natsOptions(cfg ConnConfig, logger *slog.Logger, reconnected, closed func()) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name("mailbus " + cfg.Instance),
 		nats.MaxReconnects(-1),
@@ -55,37 +66,37 @@ func natsOptions(cfg Config, logger *slog.Logger, reconnected, closed func()) ([
 		}),
 	}
 	switch {
-	case cfg.NATSCreds != "":
-		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
-	case cfg.NATSNKey != "":
-		o, err := nats.NkeyOptionFromSeed(cfg.NATSNKey)
+	case cfg.Creds != "":
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	case cfg.NKey != "":
+		o, err := nats.NkeyOptionFromSeed(cfg.NKey)
 		if err != nil {
 			// The error may quote the file; it never holds the seed itself.
 			return nil, fmt.Errorf("MAILBUS_NATS_NKEY: %w", err)
 		}
 		opts = append(opts, o)
-	case cfg.NATSUser != "":
-		opts = append(opts, nats.UserInfo(cfg.NATSUser, cfg.NATSPassword))
-	case cfg.NATSToken != "":
-		opts = append(opts, nats.Token(cfg.NATSToken))
+	case cfg.User != "":
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	case cfg.Token != "":
+		opts = append(opts, nats.Token(cfg.Token))
 	}
-	if cfg.NATSTLSCA != "" {
-		opts = append(opts, nats.RootCAs(cfg.NATSTLSCA))
+	if cfg.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLSCA))
 	}
-	if (cfg.NATSTLSCert == "") != (cfg.NATSTLSKey == "") {
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return nil, errors.New("MAILBUS_NATS_TLS_CERT and MAILBUS_NATS_TLS_KEY go together")
 	}
-	if cfg.NATSTLSCert != "" {
-		opts = append(opts, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
+	if cfg.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
 	}
 	return opts, nil
 }
 
-// connectNATS connects to the servers of MAILBUS_NATS_URL (or, with extra options such as
+// Connect connects to the servers of MAILBUS_NATS_URL (or, with extra options such as
 // nats.InProcessServer, to an embedded server), retrying the first connection until ctx
 // ends: at start the servers may still be coming up. reconnected is called after every
 // reconnect.
-func connectNATS(ctx context.Context, cfg Config, logger *slog.Logger, reconnected func(), extra ...nats.Option) (nc *nats.Conn, closed <-chan struct{}, err error) {
+func Connect(ctx context.Context, cfg ConnConfig, logger *slog.Logger, reconnected func(), extra ...nats.Option) (nc *nats.Conn, closed <-chan struct{}, err error) {
 	for attempt := 0; ; attempt++ {
 		done := make(chan struct{})
 		var once sync.Once
@@ -93,17 +104,17 @@ func connectNATS(ctx context.Context, cfg Config, logger *slog.Logger, reconnect
 		if err != nil {
 			return nil, nil, err
 		}
-		nc, err := nats.Connect(cfg.NATSURL, append(opts, extra...)...)
+		nc, err := nats.Connect(cfg.URL, append(opts, extra...)...)
 		if err == nil {
 			server := nc.ConnectedUrlRedacted()
-			if cfg.NATSURL == "" {
+			if cfg.URL == "" {
 				server = "embedded, in-process"
 			}
 			logger.Info("nats connected", "server", server)
 			return nc, done, nil
 		}
-		logger.Warn("nats connect failed; retrying", "servers", RedactURLs(cfg.NATSURL), "err", err)
-		if !retry.Sleep(ctx, restartDelay(min(attempt, 3))) {
+		logger.Warn("nats connect failed; retrying", "servers", RedactURLs(cfg.URL), "err", err)
+		if !retry.Sleep(ctx, retry.Backoff(min(attempt, 3)+1)) {
 			return nil, nil, fmt.Errorf("nats connect: %w", ctx.Err())
 		}
 	}
@@ -130,11 +141,11 @@ func RedactURLs(list string) string {
 	return strings.Join(parts, ",")
 }
 
-// DialNATS connects a client of a running mailbus (the mailbus CLI) with the same
+// Dial connects a client of a running mailbus (the mailbus CLI) with the same
 // MAILBUS_NATS_* settings: the servers of MAILBUS_NATS_URL, else the embedded server's
 // MAILBUS_EMBEDDED_LISTEN. It tries once and does not reconnect.
-func DialNATS(cfg Config) (*nats.Conn, error) {
-	url := cfg.NATSURL
+func Dial(cfg ConnConfig) (*nats.Conn, error) {
+	url := cfg.URL
 	if url == "" {
 		url = "nats://" + cfg.EmbeddedListen
 	}
@@ -153,22 +164,24 @@ func DialNATS(cfg Config) (*nats.Conn, error) {
 // natsPoll is how often a worker waiting for NATS to come back looks at the connection.
 const natsPoll = 100 * time.Millisecond
 
-// awaitNATS returns once the NATS connection is up: at once when it is, else when the
-// client has reconnected, or with an error when ctx ends or the connection is closed for
-// good. Meanwhile the route's status (status is its writer) shows the outage in plain
-// words. Workers call it before they publish, so that a message is not handed to the
+// NATSUnreachable is the status of a route while the NATS server is unreachable.
+const NATSUnreachable = "the NATS server is unreachable"
+
+// AwaitNATS returns once the NATS connection nc is up: at once when it is (or nc is nil),
+// else when the client has reconnected, or with an error when ctx ends or the connection is
+// closed for good. Meanwhile the route's status (status is its writer) shows the outage in
+// plain words. Workers call it before they publish, so that a message is not handed to the
 // client's reconnect buffer, and before they publish again what a reconnect failed.
-func (rt *Runtime) awaitNATS(ctx context.Context, status func(func(*schemas.RouteStatus))) error {
-	if rt.natsUp() {
+func AwaitNATS(ctx context.Context, nc *nats.Conn, status func(func(*schemas.RouteStatus))) error {
+	if Up(nc) {
 		return nil
 	}
-	nc := rt.NC
-	status(func(st *schemas.RouteStatus) { st.State, st.LastError = schemas.StateBackoff, natsUnreachable })
+	status(func(st *schemas.RouteStatus) { st.State, st.LastError = schemas.StateBackoff, NATSUnreachable })
 	t := time.NewTicker(natsPoll)
 	defer t.Stop()
 	for !nc.IsConnected() {
 		if nc.IsClosed() {
-			return fmt.Errorf("%s: %w", natsUnreachable, nats.ErrConnectionClosed)
+			return fmt.Errorf("%s: %w", NATSUnreachable, nats.ErrConnectionClosed)
 		}
 		select {
 		case <-ctx.Done():
@@ -180,7 +193,7 @@ func (rt *Runtime) awaitNATS(ctx context.Context, status func(func(*schemas.Rout
 	return nil
 }
 
-// natsUp reports whether the NATS connection is up (true without one).
-func (rt *Runtime) natsUp() bool {
-	return rt.NC == nil || rt.NC.IsConnected()
+// Up reports whether the NATS connection nc is up (true without one).
+func Up(nc *nats.Conn) bool {
+	return nc == nil || nc.IsConnected()
 }

@@ -1,4 +1,4 @@
-package connector
+package bus
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"github.com/mailbus/mailbus/schemas"
 )
 
-// marshalEvent is json.Marshal(ev), faster for inline attachments, whose content is most
+// MarshalEvent is json.Marshal(ev), faster for inline attachments, whose content is most
 // of the bytes of such an event: encoding/json encodes a []byte with the standard library's
 // base64 encoder, which runs at a tenth of the speed of the vectorised one used here (JSON
 // was a tenth of the worker's CPU on mixed mail). encoding/json cannot hand one field to
@@ -19,14 +19,14 @@ import (
 // attachments array is replaced by one made here: each attachment marshalled without its
 // content, then the content appended. The text "Attachments":[] can appear nowhere else,
 // since quotes inside strings are escaped. ev is changed during the call and restored.
-func marshalEvent(ev *schemas.Event) ([]byte, error) {
+func MarshalEvent(ev *schemas.Event) ([]byte, error) {
 	if inlineBytes(ev) < spliceAbove {
 		return json.Marshal(ev)
 	}
 	return spliceEvent(ev)
 }
 
-// spliceEvent is marshalEvent for any event.
+// spliceEvent is MarshalEvent for any event.
 func spliceEvent(ev *schemas.Event) ([]byte, error) {
 	size := inlineBytes(ev)
 	atts := ev.Attachments

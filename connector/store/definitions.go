@@ -1,4 +1,4 @@
-package connector
+package store
 
 import (
 	"bytes"
@@ -16,6 +16,8 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/validate"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -91,7 +93,7 @@ func ReadDefinitions(path string) (*Definitions, error) {
 // *DefinitionError.
 func ParseDefinitions(file string, data []byte, lookup func(string) (string, bool)) (*Definitions, error) {
 	fileErr := func(format string, args ...any) error {
-		return &DefinitionError{File: file, Err: errInvalid("", format, args...)}
+		return &DefinitionError{File: file, Err: validate.Invalid("", format, args...)}
 	}
 	var docs []map[string]json.RawMessage
 	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '{' {
@@ -165,7 +167,7 @@ func decodeItems[T any](file, kind string, list json.RawMessage, into []T, looku
 	}
 	var items []json.RawMessage
 	if err := json.Unmarshal(list, &items); err != nil {
-		return nil, &DefinitionError{File: file, Err: errInvalid(kind+"s", "%ss: want a list", kind)}
+		return nil, &DefinitionError{File: file, Err: validate.Invalid(kind+"s", "%ss: want a list", kind)}
 	}
 	for _, raw := range items {
 		i := len(into)
@@ -174,7 +176,7 @@ func decodeItems[T any](file, kind string, list json.RawMessage, into []T, looku
 		}
 		json.Unmarshal(raw, &named)
 		var v T
-		if e := decodeRequest(raw, &v); e != nil {
+		if e := validate.Decode(raw, &v); e != nil {
 			return nil, &DefinitionError{File: file, Kind: kind, Index: i, Name: named.Name, Err: e}
 		}
 		if c, ok := any(&v).(*schemas.Connection); ok && lookup != nil {
@@ -207,7 +209,7 @@ func expandSecrets(c *schemas.Connection, lookup func(string) (string, bool)) *s
 		name = strings.TrimSuffix(name, "}")
 		v, set := lookup(name)
 		if !set || v == "" {
-			return errInvalid(f.name, "environment variable %s is not set", name)
+			return validate.Invalid(f.name, "environment variable %s is not set", name)
 		}
 		*f.v = v
 	}
@@ -220,22 +222,22 @@ func (d *Definitions) Check() error {
 	seen := map[string]bool{}
 	for i := range d.Connections {
 		c := &d.Connections[i]
-		if e := validateConnection(c); e != nil {
+		if e := validate.Connection(c); e != nil {
 			return &DefinitionError{Kind: "connection", Index: i, Name: c.Name, Err: e}
 		}
 		if seen[c.Name] {
-			return &DefinitionError{Kind: "connection", Index: i, Name: c.Name, Err: errInvalid("name", "connection %s is defined twice", c.Name)}
+			return &DefinitionError{Kind: "connection", Index: i, Name: c.Name, Err: validate.Invalid("name", "connection %s is defined twice", c.Name)}
 		}
 		seen[c.Name] = true
 	}
 	seen = map[string]bool{}
 	for i := range d.Routes {
 		r := &d.Routes[i]
-		if e := validateRoute(r); e != nil {
+		if e := validate.Route(r); e != nil {
 			return &DefinitionError{Kind: "route", Index: i, Name: r.Name, Err: e}
 		}
 		if seen[r.Name] {
-			return &DefinitionError{Kind: "route", Index: i, Name: r.Name, Err: errInvalid("name", "route %s is defined twice", r.Name)}
+			return &DefinitionError{Kind: "route", Index: i, Name: r.Name, Err: validate.Invalid("name", "route %s is defined twice", r.Name)}
 		}
 		seen[r.Name] = true
 	}
@@ -259,7 +261,7 @@ type planned struct {
 // write each only once. Every definition is checked (and every change planned) before
 // anything is written: a refusal changes nothing. With req.Prune, the stored definitions
 // req.Declared does not name are deleted, routes first.
-func (s *store) Apply(ctx context.Context, req *schemas.ApplyRequest) ([]schemas.Change, error) {
+func (s *Store) Apply(ctx context.Context, req *schemas.ApplyRequest) ([]schemas.Change, error) {
 	defs := Definitions{Connections: req.Connections, Routes: req.Routes}
 	if err := defs.Check(); err != nil {
 		var de *DefinitionError
@@ -280,11 +282,11 @@ func (s *store) Apply(ctx context.Context, req *schemas.ApplyRequest) ([]schemas
 	}
 	if req.Prune {
 		if req.Declared == nil {
-			return nil, errInvalid("declared", "prune needs declared: the names of every definition to keep")
+			return nil, validate.Invalid("declared", "prune needs declared: the names of every definition to keep")
 		}
 		for i, r := range defs.Routes {
 			if !declared[r.Connection] && !inRequest[r.Connection] {
-				return nil, applyError("route", i, r.Name, errInvalid("connection", "connection %s is not declared, and prune would delete it", r.Connection))
+				return nil, applyError("route", i, r.Name, validate.Invalid("connection", "connection %s is not declared, and prune would delete it", r.Connection))
 			}
 		}
 	}
@@ -317,7 +319,7 @@ func (s *store) Apply(ctx context.Context, req *schemas.ApplyRequest) ([]schemas
 					return err
 				}
 				if !ok {
-					return applyError("route", i, r.Name, errInvalid("connection", "no connection named %s", r.Connection))
+					return applyError("route", i, r.Name, validate.Invalid("connection", "no connection named %s", r.Connection))
 				}
 			}
 			p, err := s.planRoute(gctx, r)
@@ -365,12 +367,12 @@ func applyError(kind string, i int, name string, e *schemas.Error) *schemas.Erro
 }
 
 // connectionExists reports whether a connection is stored, asking once per name.
-func (s *store) connectionExists(ctx context.Context, known *sync.Map, name string) (bool, error) {
+func (s *Store) connectionExists(ctx context.Context, known *sync.Map, name string) (bool, error) {
 	if v, ok := known.Load(name); ok {
 		return v.(bool), nil
 	}
 	var c schemas.Connection
-	_, ok, err := s.get(ctx, ConnectionKey(name), &c)
+	_, ok, err := s.get(ctx, bus.ConnectionKey(name), &c)
 	if err != nil {
 		return false, err
 	}
@@ -381,7 +383,7 @@ func (s *store) connectionExists(ctx context.Context, known *sync.Map, name stri
 // writePlans writes the creates and updates of plans side by side. A write that lost the
 // race to another writer is planned again from what that one wrote (replan), so replicas
 // applying the same definitions converge on one revision.
-func (s *store) writePlans(ctx context.Context, plans []planned, replan func(context.Context, int) (planned, error)) error {
+func (s *Store) writePlans(ctx context.Context, plans []planned, replan func(context.Context, int) (planned, error)) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(applyParallel)
 	for i := range plans {
@@ -417,8 +419,8 @@ func (s *store) writePlans(ctx context.Context, plans []planned, replan func(con
 // planConnection decides what applying c does: c as a put would store it (secrets the
 // file leaves out kept from the stored definition) compared with the stored one, secrets
 // opened.
-func (s *store) planConnection(ctx context.Context, c schemas.Connection) (planned, error) {
-	key := ConnectionKey(c.Name)
+func (s *Store) planConnection(ctx context.Context, c schemas.Connection) (planned, error) {
+	key := bus.ConnectionKey(c.Name)
 	p := planned{key: key, change: schemas.Change{Kind: "connection", Name: c.Name}}
 	if e := s.sealer.Probe(&c); e != nil {
 		return p, e
@@ -449,7 +451,7 @@ func (s *store) planConnection(ctx context.Context, c schemas.Connection) (plann
 			}
 		}
 	}
-	if e := checkPassword(&c); e != nil {
+	if e := validate.Credentials(&c); e != nil {
 		return p, e
 	}
 	want, err := json.Marshal(c)
@@ -475,9 +477,9 @@ func (s *store) planConnection(ctx context.Context, c schemas.Connection) (plann
 }
 
 // planRoute decides what applying r does.
-func (s *store) planRoute(ctx context.Context, r schemas.Route) (planned, error) {
+func (s *Store) planRoute(ctx context.Context, r schemas.Route) (planned, error) {
 	r.Revision = 0
-	key := RouteKey(r.Name)
+	key := bus.RouteKey(r.Name)
 	p := planned{key: key, change: schemas.Change{Kind: "route", Name: r.Name}}
 	var cur schemas.Route
 	rev, ok, err := s.get(ctx, key, &cur)
@@ -523,7 +525,7 @@ func changedFields(a, b []byte) []string {
 }
 
 // prune deletes the stored routes, then connections, that neither keep nor applied names.
-func (s *store) prune(ctx context.Context, keep, applied *schemas.DefinitionNames, dryRun bool) ([]schemas.Change, error) {
+func (s *Store) prune(ctx context.Context, keep, applied *schemas.DefinitionNames, dryRun bool) ([]schemas.Change, error) {
 	kept := func(lists ...[]string) map[string]bool {
 		m := map[string]bool{}
 		for _, l := range lists {
@@ -551,13 +553,13 @@ func (s *store) prune(ctx context.Context, keep, applied *schemas.DefinitionName
 	for _, r := range routes {
 		if !keepRoutes[r.Name] {
 			changes = append(changes, schemas.Change{Kind: "route", Name: r.Name, Action: schemas.ActionDelete})
-			routeKeys = append(routeKeys, gone{RouteKey(r.Name), r.Revision})
+			routeKeys = append(routeKeys, gone{bus.RouteKey(r.Name), r.Revision})
 		}
 	}
 	for _, c := range conns {
 		if !keepConns[c.Name] {
 			changes = append(changes, schemas.Change{Kind: "connection", Name: c.Name, Action: schemas.ActionDelete})
-			connKeys = append(connKeys, gone{ConnectionKey(c.Name), c.Revision})
+			connKeys = append(connKeys, gone{bus.ConnectionKey(c.Name), c.Revision})
 		}
 	}
 	if dryRun {

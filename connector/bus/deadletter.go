@@ -1,4 +1,4 @@
-package connector
+package bus
 
 import (
 	"encoding/json"
@@ -25,10 +25,10 @@ type DeadLetter struct {
 	RawRef      *schemas.ObjectRef `json:"rawRef"`
 }
 
-// deadLetterMsg is the NATS message of a dead letter. Its Msg-Id is
+// DeadLetterMsg is the NATS message of a dead letter. Its Msg-Id is
 // dead/<route>/<event id>, so a message dead-lettered again after a crash is deduplicated
 // like an event, and each route sharing the mailbox stores its own.
-func deadLetterMsg(subject, eventID string, d *DeadLetter) (*nats.Msg, error) {
+func DeadLetterMsg(subject, eventID string, d *DeadLetter) (*nats.Msg, error) {
 	b, err := json.Marshal(d)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package connector
+package bus
 
 import (
 	"context"
@@ -21,12 +21,12 @@ import (
 //	<event id>/att-<index>   an attachment too large for the event
 //	<event id>/raw           the raw message (includeRaw, dead letters)
 //	<event id>/text, /html   a body moved out of an event above the NATS max payload
-func objectName(eventID, part string) string { return eventID + "/" + part }
+func ObjectName(eventID, part string) string { return eventID + "/" + part }
 
-// objectSink is the mapping.Sink of one message: it streams attachments over the inline
+// ObjectSink is the mapping.Sink of one message: it streams attachments over the inline
 // limit into the object store. It remembers its first error, so that the worker can tell a
 // storage failure (temporary: retry the cycle) from a message the mapping rejects.
-type objectSink struct {
+type ObjectSink struct {
 	ctx     context.Context
 	store   jetstream.ObjectStore
 	bucket  string
@@ -38,9 +38,15 @@ type objectSink struct {
 }
 
 // PutAttachment implements mapping.Sink.
-func (s *objectSink) PutAttachment(index int, a *schemas.Attachment, r io.Reader) (schemas.ObjectRef, error) {
-	name := objectName(s.eventID, "att-"+strconv.Itoa(index))
-	info, err := putObject(s.ctx, s.store, jetstream.ObjectMeta{Name: name, Description: a.Name}, r)
+// NewObjectSink returns the sink of the message whose event is eventID: its objects go to
+// store, named in bucket.
+func NewObjectSink(ctx context.Context, store jetstream.ObjectStore, bucket, eventID string) *ObjectSink {
+	return &ObjectSink{ctx: ctx, store: store, bucket: bucket, eventID: eventID}
+}
+
+func (s *ObjectSink) PutAttachment(index int, a *schemas.Attachment, r io.Reader) (schemas.ObjectRef, error) {
+	name := ObjectName(s.eventID, "att-"+strconv.Itoa(index))
+	info, err := PutObject(s.ctx, s.store, jetstream.ObjectMeta{Name: name, Description: a.Name}, r)
 	var sum []byte
 	if err == nil {
 		sum, err = jetstream.DecodeObjectDigest(info.Digest)
@@ -63,35 +69,35 @@ func (s *objectSink) PutAttachment(index int, a *schemas.Attachment, r io.Reader
 
 // SumsContent implements mapping.SummingSink: the object store hashes what it stores (the
 // attachment's Sha256 is its object's digest), so the mapping does not hash it again.
-func (s *objectSink) SumsContent() {}
+func (s *ObjectSink) SumsContent() {}
 
-// drop deletes the objects the sink stored, for a message the mapping rejected: no event
+// Drop deletes the objects the sink stored, for a message the mapping rejected: no event
 // will refer to them.
-func (s *objectSink) drop() error {
+func (s *ObjectSink) Drop() error {
 	s.mu.Lock()
 	names := s.stored
 	s.stored = nil
 	s.mu.Unlock()
-	return dropObjects(s.ctx, s.store, names)
+	return DropObjects(s.ctx, s.store, names)
 }
 
-// eventObjects names the objects an event that will not be published was given, but for
+// EventObjects names the objects an event that will not be published was given, but for
 // its raw message, which its dead letter refers to: the attachments moved out of it and
-// the bodies fitPayload may have moved.
-func eventObjects(ev *schemas.Event) []string {
+// the bodies FitPayload may have moved.
+func EventObjects(ev *schemas.Event) []string {
 	var names []string
 	for _, a := range ev.Attachments {
 		if a.ContentRef != nil {
 			names = append(names, a.ContentRef.Object)
 		}
 	}
-	return append(names, objectName(ev.Id, "html"), objectName(ev.Id, "text"))
+	return append(names, ObjectName(ev.Id, "html"), ObjectName(ev.Id, "text"))
 }
 
-// dropObjects deletes the named objects, those of a message that never becomes an event:
+// DropObjects deletes the named objects, those of a message that never becomes an event:
 // nothing would ever refer to them. Absent ones are no error. What cannot be deleted now
 // ages out with the object store's age limit.
-func dropObjects(ctx context.Context, store jetstream.ObjectStore, names []string) error {
+func DropObjects(ctx context.Context, store jetstream.ObjectStore, names []string) error {
 	var errs []error
 	for _, name := range names {
 		if err := store.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
@@ -101,17 +107,18 @@ func dropObjects(ctx context.Context, store jetstream.ObjectStore, names []strin
 	return errors.Join(errs...)
 }
 
-func (s *objectSink) failed() error {
+// Failed is the first error the sink met storing an attachment, nil if none.
+func (s *ObjectSink) Failed() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.err
 }
 
-// putObject stores what r yields as one object. The object store makes one chunk (one
+// PutObject stores what r yields as one object. The object store makes one chunk (one
 // JetStream message, with its own acknowledgement) of each Read, and the readers it gets
 // here return little at a time (a base64 decoder, a pipe, a FETCH literal): a 1.5 MB
 // attachment made about a thousand chunks. Reads are gathered into whole chunks first.
-func putObject(ctx context.Context, store jetstream.ObjectStore, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error) {
+func PutObject(ctx context.Context, store jetstream.ObjectStore, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error) {
 	return store.Put(ctx, meta, &fullReader{r: r})
 }
 
@@ -134,28 +141,28 @@ func (f *fullReader) Read(p []byte) (int, error) {
 	return 0, f.err
 }
 
-// rawTee stores a copy of everything read through it as one object, streaming, so that
+// RawTee stores a copy of everything read through it as one object, streaming, so that
 // includeRaw costs no memory whatever the message size.
-type rawTee struct {
+type RawTee struct {
 	io.Reader
 	pw   *io.PipeWriter
 	done chan error
 }
 
-// newRawTee starts storing what is read through the returned tee as the object name.
-func newRawTee(ctx context.Context, store jetstream.ObjectStore, name string, r io.Reader) *rawTee {
+// NewRawTee starts storing what is read through the returned tee as the object name.
+func NewRawTee(ctx context.Context, store jetstream.ObjectStore, name string, r io.Reader) *RawTee {
 	pr, pw := io.Pipe()
-	t := &rawTee{Reader: io.TeeReader(r, pw), pw: pw, done: make(chan error, 1)}
+	t := &RawTee{Reader: io.TeeReader(r, pw), pw: pw, done: make(chan error, 1)}
 	go func() {
-		_, err := putObject(ctx, store, jetstream.ObjectMeta{Name: name, Description: "raw message"}, pr)
+		_, err := PutObject(ctx, store, jetstream.ObjectMeta{Name: name, Description: "raw message"}, pr)
 		pr.CloseWithError(err) // unblocks the tee if the store gave up early
 		t.done <- err
 	}()
 	return t
 }
 
-// finish reads what the mapping left, ends the object and waits for it to be stored.
-func (t *rawTee) finish() error {
+// Finish reads what the mapping left, ends the object and waits for it to be stored.
+func (t *RawTee) Finish() error {
 	_, err := io.Copy(io.Discard, t.Reader)
 	t.pw.CloseWithError(err)
 	if serr := <-t.done; serr != nil {
@@ -164,23 +171,23 @@ func (t *rawTee) finish() error {
 	return err
 }
 
-// abort gives the object up (the message goes to the dead letters, which store it again).
-func (t *rawTee) abort() {
+// Abort gives the object up (the message goes to the dead letters, which store it again).
+func (t *RawTee) Abort() {
 	t.pw.CloseWithError(io.ErrClosedPipe)
 	<-t.done
 }
 
-// errEventTooLarge is a message whose event cannot fit a NATS message: it is dead-lettered.
-var errEventTooLarge = errors.New("event above the NATS max payload")
+// ErrEventTooLarge is a message whose event cannot fit a NATS message: it is dead-lettered.
+var ErrEventTooLarge = errors.New("event above the NATS max payload")
 
-// payloadHeadroom is kept under the max payload for the NATS headers of the event.
-const payloadHeadroom = 4 << 10
+// PayloadHeadroom is kept under the max payload for the NATS headers of the event.
+const PayloadHeadroom = 4 << 10
 
-// fitPayload returns the event's JSON, first moving inline content to the object store
+// FitPayload returns the event's JSON, first moving inline content to the object store
 // while the JSON is above limit bytes: the largest inline attachments first, then the
 // bodies (each named in a warning). It fails only when even that is not enough.
-func fitPayload(ctx context.Context, store jetstream.ObjectStore, bucket string, ev *schemas.Event, limit int) ([]byte, error) {
-	b, err := marshalEvent(ev)
+func FitPayload(ctx context.Context, store jetstream.ObjectStore, bucket string, ev *schemas.Event, limit int) ([]byte, error) {
+	b, err := MarshalEvent(ev)
 	if err != nil || len(b) <= limit {
 		return b, err
 	}
@@ -195,12 +202,12 @@ func fitPayload(ctx context.Context, store jetstream.ObjectStore, bucket string,
 	})
 	for _, i := range inline {
 		a := &ev.Attachments[i]
-		name := objectName(ev.Id, "att-"+strconv.Itoa(i))
+		name := ObjectName(ev.Id, "att-"+strconv.Itoa(i))
 		if _, err := store.PutBytes(ctx, name, a.Content); err != nil {
 			return nil, fmt.Errorf("store attachment %s: %w", name, err)
 		}
 		a.Content, a.ContentRef = nil, &schemas.ObjectRef{Bucket: bucket, Object: name}
-		if b, err = marshalEvent(ev); err != nil || len(b) <= limit {
+		if b, err = MarshalEvent(ev); err != nil || len(b) <= limit {
 			return b, err
 		}
 	}
@@ -211,7 +218,7 @@ func fitPayload(ctx context.Context, store jetstream.ObjectStore, bucket string,
 		if *body.text == "" {
 			continue
 		}
-		name := objectName(ev.Id, body.part)
+		name := ObjectName(ev.Id, body.part)
 		if _, err := store.PutString(ctx, name, *body.text); err != nil {
 			return nil, fmt.Errorf("store %s: %w", name, err)
 		}
@@ -219,9 +226,9 @@ func fitPayload(ctx context.Context, store jetstream.ObjectStore, bucket string,
 			"%s (%d bytes) moved to object %s/%s: the event was above the NATS max payload",
 			body.field, len(*body.text), bucket, name))
 		*body.text = ""
-		if b, err = marshalEvent(ev); err != nil || len(b) <= limit {
+		if b, err = MarshalEvent(ev); err != nil || len(b) <= limit {
 			return b, err
 		}
 	}
-	return nil, fmt.Errorf("%w: %d bytes even without content, limit %d", errEventTooLarge, len(b), limit)
+	return nil, fmt.Errorf("%w: %d bytes even without content, limit %d", ErrEventTooLarge, len(b), limit)
 }

@@ -1,4 +1,4 @@
-package connector
+package store
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mailbus/mailbus/connector/bus"
 )
 
 // Checkpoint is where a route stands in its mailbox, kept in the state bucket under
@@ -48,10 +50,10 @@ type CheckpointSource struct {
 	Mailbox    string `json:"mailbox"`
 }
 
-// changeFrom says, in words, how src differs from the source old a checkpoint was written
+// ChangeFrom says, in words, how src differs from the source old a checkpoint was written
 // for; "" when it does not. A checkpoint written before sources were recorded (old nil)
 // is taken as the route's own.
-func (src CheckpointSource) changeFrom(old *CheckpointSource) string {
+func (src CheckpointSource) ChangeFrom(old *CheckpointSource) string {
 	if old == nil {
 		return ""
 	}
@@ -69,57 +71,69 @@ func (src CheckpointSource) changeFrom(old *CheckpointSource) string {
 	return strings.Join(d, ", ")
 }
 
-// checkpointStore reads and writes one route's checkpoint. Writes compare the revision they
-// read, so a worker that lost its route to another replica cannot move the checkpoint back.
-type checkpointStore struct {
-	kv  jetstream.KeyValue
-	key string
-	rev uint64
+// Record reads and writes one JSON value of type T under one key of a KV bucket: a route's
+// checkpoint, an Exchange route's sync state. Writes compare the revision they read (PutRev),
+// so a worker that lost its route to another replica cannot move the value back.
+type Record[T any] struct {
+	kv   jetstream.KeyValue
+	key  string
+	what string // what the value is, for errors: "checkpoint"
+	rev  uint64
 }
 
-func newCheckpointStore(kv jetstream.KeyValue, route string) *checkpointStore {
-	return &checkpointStore{kv: kv, key: RouteKey(route)}
+// NewRecord returns the record of key in kv; what names it in errors.
+func NewRecord[T any](kv jetstream.KeyValue, key, what string) *Record[T] {
+	return &Record[T]{kv: kv, key: key, what: what}
 }
 
-// Load reads the checkpoint; a route that never ran starts at the zero checkpoint.
-func (s *checkpointStore) Load(ctx context.Context) (Checkpoint, error) {
-	var cp Checkpoint
-	e, err := s.kv.Get(ctx, s.key)
+// Checkpoints returns the record of a route's checkpoint in the state bucket kv.
+func Checkpoints(kv jetstream.KeyValue, route string) *Record[Checkpoint] {
+	return NewRecord[Checkpoint](kv, bus.RouteKey(route), "checkpoint")
+}
+
+// Load reads the value; an absent or deleted one is the zero value (a route that never
+// ran starts there).
+func (r *Record[T]) Load(ctx context.Context) (T, error) {
+	var v T
+	e, err := r.kv.Get(ctx, r.key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		s.rev = 0
-		return cp, nil
+		r.rev = 0
+		return v, nil
 	case err != nil:
-		return cp, fmt.Errorf("load checkpoint %s: %w", s.key, err)
+		return v, fmt.Errorf("load %s %s: %w", r.what, r.key, err)
 	}
-	s.rev = e.Revision()
+	r.rev = e.Revision()
 	if len(e.Value()) == 0 { // deleted: start over
-		return cp, nil
+		return v, nil
 	}
-	if err := json.Unmarshal(e.Value(), &cp); err != nil {
-		return cp, fmt.Errorf("load checkpoint %s: %w", s.key, err)
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return v, fmt.Errorf("load %s %s: %w", r.what, r.key, err)
 	}
-	return cp, nil
+	return v, nil
 }
 
-// Save writes cp over the revision Load or the last Save saw.
-func (s *checkpointStore) Save(ctx context.Context, cp Checkpoint) error {
-	b, err := json.Marshal(cp)
+// Revision is the revision the last Load or Save saw; 0 when the key was absent.
+func (r *Record[T]) Revision() uint64 { return r.rev }
+
+// Save writes v over the revision Load or the last Save saw.
+func (r *Record[T]) Save(ctx context.Context, v T) error {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	rev, err := putRev(ctx, s.kv, s.key, b, s.rev)
+	rev, err := PutRev(ctx, r.kv, r.key, b, r.rev)
 	if err != nil {
-		return fmt.Errorf("save checkpoint %s: %w", s.key, err)
+		return fmt.Errorf("save %s %s: %w", r.what, r.key, err)
 	}
-	s.rev = rev
+	r.rev = rev
 	return nil
 }
 
-// purgeCheckpoint removes a route's checkpoint (and its history) from the state bucket:
+// PurgeCheckpoint removes a route's checkpoint (and its history) from the state bucket:
 // a route deleted and created again starts afresh.
-func purgeCheckpoint(ctx context.Context, kv jetstream.KeyValue, route string) error {
-	err := kv.Purge(ctx, RouteKey(route))
+func PurgeCheckpoint(ctx context.Context, kv jetstream.KeyValue, route string) error {
+	err := kv.Purge(ctx, bus.RouteKey(route))
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("remove checkpoint of route %s: %w", route, err)
 	}

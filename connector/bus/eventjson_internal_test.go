@@ -1,4 +1,4 @@
-package connector
+package bus
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 )
 
 // inlineEvent has attachments of every kind: inline content small and large, in the
-// object store, empty; and a subject that spells the key marshalEvent looks for.
+// object store, empty; and a subject that spells the key MarshalEvent looks for.
 func inlineEvent() *schemas.Event {
 	content := make([]byte, 150<<10)
 	rand.NewChaCha8([32]byte{1}).Read(content)
@@ -27,7 +27,7 @@ func inlineEvent() *schemas.Event {
 			{Name: "c.bin", Size: 1 << 20, ContentRef: &schemas.ObjectRef{Bucket: "b", Object: "o"}},
 			{Name: "empty"},
 			{Name: "d.png", Size: 5000, Content: content[:5000]},
-			// more text than marshalEvent guessed, and both content and reference
+			// more text than MarshalEvent guessed, and both content and reference
 			{Name: "e.txt", ContentId: strings.Repeat("<&>", 2000), Content: content[:2000]},
 			{Name: "f.txt", Content: content[:2000], ContentRef: &schemas.ObjectRef{Bucket: "b", Object: "f"}},
 		},
@@ -35,14 +35,14 @@ func inlineEvent() *schemas.Event {
 	}
 }
 
-// TestMarshalEvent: marshalEvent (spliceEvent, whatever the content) writes what
+// TestMarshalEvent: MarshalEvent (spliceEvent, whatever the content) writes what
 // json.Marshal writes, for the events of the mail corpus and for one with large inline
 // content.
 func TestMarshalEvent(t *testing.T) {
 	events := map[string]*schemas.Event{"inlineEvent": inlineEvent()}
-	files, _ := filepath.Glob("../testdata/mail/*.eml")
+	files, _ := filepath.Glob("../../testdata/mail/*.eml")
 	if len(files) == 0 {
-		t.Fatal("no mail in ../testdata/mail")
+		t.Fatal("no mail in ../../testdata/mail")
 	}
 	for _, f := range files {
 		raw, err := os.ReadFile(f)
@@ -60,7 +60,7 @@ func TestMarshalEvent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range []func(*schemas.Event) ([]byte, error){marshalEvent, spliceEvent} {
+		for _, f := range []func(*schemas.Event) ([]byte, error){MarshalEvent, spliceEvent} {
 			got, err := f(ev)
 			if err != nil || !bytes.Equal(got, want) {
 				t.Errorf("%s: got %.300q, %v; want %.300q", name, got, err, want)
@@ -74,7 +74,7 @@ func BenchmarkMarshalEvent(b *testing.B) {
 	for _, f := range []struct {
 		name string
 		f    func(*schemas.Event) ([]byte, error)
-	}{{"json", func(ev *schemas.Event) ([]byte, error) { return json.Marshal(ev) }}, {"spliced", marshalEvent}} {
+	}{{"json", func(ev *schemas.Event) ([]byte, error) { return json.Marshal(ev) }}, {"spliced", MarshalEvent}} {
 		b.Run(f.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(150 << 10)

@@ -1,4 +1,4 @@
-package connector
+package bus
 
 import (
 	"context"
@@ -36,7 +36,7 @@ const (
 // from a buffer that is flushed continuously), and one connection keeps one set of
 // credentials, TLS and permissions to set up and watch.
 type Publishers struct {
-	buses [Buses]*busPublisher
+	buses [Buses]*BusPublisher
 }
 
 // NewPublishers makes the pipelines of every bus on nc. window is the number of events a
@@ -47,7 +47,7 @@ func NewPublishers(nc *nats.Conn, window int) (*Publishers, error) {
 	}
 	var p Publishers
 	for bus := range Buses {
-		b := &busPublisher{bus: bus}
+		b := &BusPublisher{bus: bus}
 		js, err := jetstream.New(nc,
 			jetstream.WithPublishAsyncMaxPending(window),
 			jetstream.WithPublishAsyncTimeout(publishAckTimeout),
@@ -62,9 +62,9 @@ func NewPublishers(nc *nats.Conn, window int) (*Publishers, error) {
 	return &p, nil
 }
 
-// measure makes the pipelines count into m: publish latency and stored bytes. Call it
+// Measure makes the pipelines count into m: publish latency and stored bytes. Call it
 // before the first publish.
-func (p *Publishers) measure(m *metrics.Metrics) {
+func (p *Publishers) Measure(m *metrics.Metrics) {
 	for _, b := range p.buses {
 		b.mu.Lock()
 		b.metrics, b.sent = m, make(map[*nats.Msg]time.Time)
@@ -72,16 +72,16 @@ func (p *Publishers) measure(m *metrics.Metrics) {
 	}
 }
 
-// bus returns the pipeline of a bus, nil for a bus out of range.
-func (p *Publishers) bus(n int) *busPublisher {
+// Bus returns the pipeline of a bus, nil for a bus out of range.
+func (p *Publishers) Bus(n int) *BusPublisher {
 	if p == nil || n < 0 || n >= Buses {
 		return nil
 	}
 	return p.buses[n]
 }
 
-// busPublisher publishes on one bus.
-type busPublisher struct {
+// BusPublisher publishes on one bus.
+type BusPublisher struct {
 	js  jetstream.JetStream
 	bus int
 
@@ -93,7 +93,7 @@ type busPublisher struct {
 }
 
 // track records that msg is being published now, if publishes are measured.
-func (b *busPublisher) track(msg *nats.Msg) {
+func (b *BusPublisher) track(msg *nats.Msg) {
 	b.mu.Lock()
 	if b.sent != nil {
 		b.sent[msg] = time.Now()
@@ -102,7 +102,7 @@ func (b *busPublisher) track(msg *nats.Msg) {
 }
 
 // untrack forgets msg and tells when it was published, and where to count it.
-func (b *busPublisher) untrack(msg *nats.Msg) (time.Time, *metrics.Metrics, bool) {
+func (b *BusPublisher) untrack(msg *nats.Msg) (time.Time, *metrics.Metrics, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	at, ok := b.sent[msg]
@@ -112,7 +112,7 @@ func (b *busPublisher) untrack(msg *nats.Msg) (time.Time, *metrics.Metrics, bool
 
 // acked is the JetStream acknowledgement handler: it runs on the client's ack goroutine
 // and must not block.
-func (b *busPublisher) acked(_ jetstream.JetStream, msg *nats.Msg, ack *jetstream.PubAck) {
+func (b *BusPublisher) acked(_ jetstream.JetStream, msg *nats.Msg, ack *jetstream.PubAck) {
 	if at, m, ok := b.untrack(msg); ok {
 		m.Stored(b.bus, msg, ack, time.Since(at))
 	}
@@ -121,14 +121,14 @@ func (b *busPublisher) acked(_ jetstream.JetStream, msg *nats.Msg, ack *jetstrea
 // failed is the handler of a failed publish (refused, timed out, lost in a reconnect).
 // The worker publishes the message again; should it do so before this runs, that
 // attempt goes unmeasured, which is rare enough not to matter.
-func (b *busPublisher) failed(_ jetstream.JetStream, msg *nats.Msg, _ error) {
+func (b *BusPublisher) failed(_ jetstream.JetStream, msg *nats.Msg, _ error) {
 	b.untrack(msg)
 }
 
-// publish sends msg without waiting for its acknowledgement, waiting only (as long as ctx
+// Publish sends msg without waiting for its acknowledgement, waiting only (as long as ctx
 // allows) while the bus has its whole window in flight. msg must carry its Nats-Msg-Id, so
 // that publishing it again after a failure is deduplicated by the stream.
-func (b *busPublisher) publish(ctx context.Context, msg *nats.Msg) (jetstream.PubAckFuture, error) {
+func (b *BusPublisher) Publish(ctx context.Context, msg *nats.Msg) (jetstream.PubAckFuture, error) {
 	for {
 		// Tracked before the publish: its acknowledgement may come before it returns.
 		b.track(msg)
