@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/mailbus/mailbus/connector/engine"
+	"github.com/mailbus/mailbus/connector/ews"
+	"github.com/mailbus/mailbus/connector/filter"
 
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/metrics"
@@ -58,11 +60,11 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		// As for IMAP: bad settings park the route when the first request asks for a token.
 		tokens = oauth2.NewSource(&c, rt.Tokens)
 	}
-	client, err := newEWSClient(&c, rt.TLSRootCAs, tokens)
+	client, err := ews.NewClient(&c, rt.TLSRootCAs, tokens)
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
 	}
-	filter, err := newMailFilter(r.Filter)
+	flt, err := filter.New(r.Filter)
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
 	}
@@ -74,7 +76,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	w := &ewsWorker{
 		e: e, rt: rt, route: r, conn: c, client: client,
 		sync:   sync,
-		filter: newEWSFilter(filter, sync),
+		filter: ews.NewFilter(flt, sync),
 		state:  store.NewRecord[ewsState](rt.Storage.State, RouteKey(r.Name), "sync state"),
 		src:    store.CheckpointSource{Connection: c.Name, Server: c.ExchangeURL, User: c.Username, Mailbox: r.Mailbox},
 		idPfx:  e.IDPrefix,
@@ -83,7 +85,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		clog:   e.ConnLog,
 	}
 	e.SetSource(w)
-	client.accepted = func() { w.clog.Reached(client.url) }
+	client.Accepted = func() { w.clog.Reached(client.URL()) }
 	return w, nil
 }
 
@@ -94,17 +96,17 @@ type ewsWorker struct {
 	rt     *Runtime
 	route  schemas.Route
 	conn   schemas.Connection
-	client *ewsClient
+	client *ews.Client
 	sync   bool // SyncFolderItems rather than FindItem of the unread
 	state  *store.Record[ewsState]
 	idPfx  string
 	log    *slog.Logger
 	met    *metrics.RouteMetrics
 	clog   *connlog.Route
-	filter *ewsFilter
+	filter *ews.Filter
 
-	release        func()     // frees its session slot (see engine.SessionSlots); nil: holds none
-	folder, moveTo *ewsFolder // resolved on the first cycle
+	release        func()      // frees its session slot (see engine.SessionSlots); nil: holds none
+	folder, moveTo *ews.Folder // resolved on the first cycle
 
 	src    store.CheckpointSource
 	st     ewsState // loaded at the start of each cycle
@@ -136,10 +138,19 @@ func (w *ewsWorker) connLog(level slog.Level, event, msg string, args ...any) {
 	w.clog.Log(level, event, msg, args...)
 }
 
+// filterItems keeps the items whose headers meet the route's filter, and returns how many
+// it passed over (those passed over in an earlier cycle included).
+func (w *ewsWorker) filterItems(ctx context.Context, items []ews.Item) ([]ews.Item, int, error) {
+	return w.filter.Items(ctx, w.client, items, func(n, of int) {
+		w.connLog(slog.LevelDebug, connlog.EventPoll, fmt.Sprintf("filter: passed over %d of %d items", n, of))
+		w.status(func(s *schemas.RouteStatus) { s.Filtered += uint64(n) })
+	})
+}
+
 // Judge implements engine.Source: besides what is marked permanent, the Exchange errors
 // that retrying cannot fix are permanent; ErrorServerBusy says how long to wait.
 func (w *ewsWorker) Judge(err error) engine.Verdict {
-	return engine.Verdict{Permanent: IsPermanent(err) || ewsPermanent(err), Wait: ewsBackOff(err)}
+	return engine.Verdict{Permanent: IsPermanent(err) || ews.IsPermanent(err), Wait: ews.BackOff(err)}
 }
 
 // Connect implements engine.Source: it takes the session slot of the connection the
@@ -185,7 +196,7 @@ func (w *ewsWorker) Poll(ctx context.Context, _ bool) error {
 			w.st.InBacklog = true
 		}
 	} else {
-		w.filter.newCycle()
+		w.filter.NewCycle()
 	}
 	return nil
 }
@@ -204,7 +215,7 @@ func (w *ewsWorker) ReadBatch(ctx context.Context, b *engine.Batch) (engine.Ack,
 // Raw implements engine.Source: it fetches the MIME of the item again.
 func (w *ewsWorker) Raw(ctx context.Context, it *engine.Item, put func(io.Reader) error) (bool, error) {
 	found := false
-	_, err := w.client.getItems(ctx, []ewsID{{ID: it.ItemID}}, func(_ int, r io.Reader) error {
+	_, err := w.client.GetItems(ctx, []ews.ID{{ID: it.ItemID}}, func(_ int, r io.Reader) error {
 		found = true
 		return put(r)
 	})
@@ -214,14 +225,14 @@ func (w *ewsWorker) Raw(ctx context.Context, it *engine.Item, put func(io.Reader
 // resolve finds the route's folder and moveTo folder, once.
 func (w *ewsWorker) resolve(ctx context.Context) error {
 	if w.folder == nil {
-		f, err := w.client.resolveFolder(ctx, w.route.Mailbox)
+		f, err := w.client.ResolveFolder(ctx, w.route.Mailbox)
 		if err != nil {
 			return fmt.Errorf("mailbox %q: %w", w.route.Mailbox, err)
 		}
 		w.folder = &f
 	}
 	if w.route.After == schemas.AfterMove && w.moveTo == nil {
-		f, err := w.client.resolveFolder(ctx, w.route.MoveTo)
+		f, err := w.client.ResolveFolder(ctx, w.route.MoveTo)
 		if err != nil {
 			return fmt.Errorf("moveTo %q: %w", w.route.MoveTo, err)
 		}
@@ -235,13 +246,13 @@ func (w *ewsWorker) resolve(ctx context.Context) error {
 // starts where the items still unread behind the route (failed ones) end.
 func (w *ewsWorker) unreadBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
 	for {
-		items, more, err := w.client.findUnread(ctx, *w.folder, w.offset, ewsBatch, w.filter.restrict...)
+		items, more, err := w.client.FindUnread(ctx, *w.folder, w.offset, ewsBatch, w.filter)
 		if err != nil || len(items) == 0 {
 			return nil, err
 		}
 		// Published already, their action still to be done: not published again.
 		n := len(items)
-		items = slices.DeleteFunc(items, func(it ewsItem) bool { return slices.Contains(w.st.Journal, it.ID.ID) })
+		items = slices.DeleteFunc(items, func(it ews.Item) bool { return slices.Contains(w.st.Journal, it.ID.ID) })
 		w.offset += n - len(items)
 		items, passed, err := w.filterItems(ctx, items)
 		if err != nil {
@@ -272,7 +283,7 @@ func (w *ewsWorker) unreadBatch(ctx context.Context, b *engine.Batch) (engine.Ac
 // syncBatch takes the next items created since the stored SyncState, and stores the new
 // state only once the batch is published and acted upon.
 func (w *ewsWorker) syncBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
-	items, next, last, err := w.client.syncItems(ctx, *w.folder, w.st.SyncState, ewsBatch)
+	items, next, last, err := w.client.SyncItems(ctx, *w.folder, w.st.SyncState, ewsBatch)
 	if err != nil {
 		return nil, err
 	}
@@ -281,10 +292,10 @@ func (w *ewsWorker) syncBatch(ctx context.Context, b *engine.Batch) (engine.Ack,
 	case w.st.InBacklog && w.route.Backlog == schemas.BacklogNone:
 		items = nil
 	case w.st.InBacklog && w.route.Backlog == schemas.BacklogUnseen:
-		items = slices.DeleteFunc(items, func(it ewsItem) bool { return it.IsRead })
+		items = slices.DeleteFunc(items, func(it ews.Item) bool { return it.IsRead })
 	case !w.st.InBacklog && w.route.Select == schemas.SelectUnseen:
 		n := len(items)
-		items = slices.DeleteFunc(items, func(it ewsItem) bool {
+		items = slices.DeleteFunc(items, func(it ews.Item) bool {
 			if it.IsRead {
 				w.connLog(slog.LevelDebug, connlog.EventPoll, "item skipped: already read, and the route selects unseen mail", "id", w.eventID(it.ID))
 			}
@@ -347,13 +358,13 @@ var ewsTransientItem = []string{
 // those the server refused to change stay in the journal. A transient error on one item
 // does not hold the others up: the Ack returns it once they are done, so the cycle backs
 // off and retries.
-func (w *ewsWorker) batch(ctx context.Context, b *engine.Batch, items []ewsItem, then func(ctx context.Context, left int) error) (engine.Ack, error) {
+func (w *ewsWorker) batch(ctx context.Context, b *engine.Batch, items []ews.Item, then func(ctx context.Context, left int) error) (engine.Ack, error) {
 	if len(items) == 0 { // all passed over
 		return func(ctx context.Context, _ int, _ error) error { return then(ctx, 0) }, nil
 	}
 	w.clog.Listed(len(items))
 	pend := make([]*engine.Item, len(items))
-	ids := make([]ewsID, len(items))
+	ids := make([]ews.ID, len(items))
 	// Written before publishing: after a crash, a duplicate acknowledgement for one of
 	// these may be of an event published before it (see engine.Batch).
 	published := make(map[string]bool, len(w.st.Publishing))
@@ -375,7 +386,7 @@ func (w *ewsWorker) batch(ctx context.Context, b *engine.Batch, items []ewsItem,
 		return nil, err
 	}
 	start := time.Now()
-	got, err := w.client.getItems(ctx, ids, func(i int, r io.Reader) error {
+	got, err := w.client.GetItems(ctx, ids, func(i int, r io.Reader) error {
 		if err := b.Map(ctx, pend[i], &mimeReader{r: r}); err != nil {
 			return err
 		}
@@ -389,7 +400,7 @@ func (w *ewsWorker) batch(ctx context.Context, b *engine.Batch, items []ewsItem,
 	gone := make([]bool, len(items))
 	for i, g := range got {
 		p := pend[i]
-		var ee *ewsError
+		var ee *ews.Error
 		switch {
 		// Not read into the mapping: nothing was published for the item.
 		case g.Err == nil && !p.Mapped():
@@ -423,7 +434,7 @@ func (w *ewsWorker) batch(ctx context.Context, b *engine.Batch, items []ewsItem,
 // to them (settle). It returns how many items it left in the folder.
 func (w *ewsWorker) acked(ctx context.Context, pend []*engine.Item, gone []bool) (int, error) {
 	destroys := w.route.After == schemas.AfterDelete || w.route.After == schemas.AfterMove
-	var kept []ewsID
+	var kept []ews.ID
 	left := 0
 	for i, p := range pend {
 		acked := p.Acked() && !gone[i]
@@ -436,7 +447,7 @@ func (w *ewsWorker) acked(ctx context.Context, pend []*engine.Item, gone []bool)
 		switch {
 		case !acked || w.route.After == schemas.AfterNone:
 		case p.NoRaw && destroys:
-			kept = append(kept, ewsID{ID: p.ItemID})
+			kept = append(kept, ews.ID{ID: p.ItemID})
 		default:
 			w.st.Journal = append(w.st.Journal, p.ItemID)
 		}
@@ -451,7 +462,7 @@ func (w *ewsWorker) acked(ctx context.Context, pend []*engine.Item, gone []bool)
 		how := "left as they are"
 		if !w.sync {
 			how = "only marked read"
-			errs, err := w.client.markRead(ctx, kept)
+			errs, err := w.client.MarkRead(ctx, kept)
 			if err != nil {
 				return 0, fmt.Errorf("after %s: mark read the items without a raw copy: %w", w.route.After, err)
 			}
@@ -504,26 +515,26 @@ func (w *ewsWorker) settle(ctx context.Context) error {
 		w.st.Journal = nil
 		return w.state.Save(ctx, w.st)
 	}
-	done := make([]ewsID, len(w.st.Journal))
+	done := make([]ews.ID, len(w.st.Journal))
 	for i, id := range w.st.Journal {
-		done[i] = ewsID{ID: id}
+		done[i] = ews.ID{ID: id}
 	}
 	var errs []error
 	var err error
 	switch w.route.After {
 	case schemas.AfterMarkRead:
-		errs, err = w.client.markRead(ctx, done)
+		errs, err = w.client.MarkRead(ctx, done)
 	case schemas.AfterDelete:
-		errs, err = w.client.deleteItems(ctx, done)
+		errs, err = w.client.DeleteItems(ctx, done)
 	case schemas.AfterMove:
-		errs, err = w.client.moveItems(ctx, done, *w.moveTo)
+		errs, err = w.client.MoveItems(ctx, done, *w.moveTo)
 	}
 	if err != nil {
 		return fmt.Errorf("after %s: %w", w.route.After, err)
 	}
 	var keep []string
 	for i, e := range errs {
-		var ee *ewsError
+		var ee *ews.Error
 		switch {
 		case e == nil:
 		case errors.As(e, &ee) && ee.Code == "ErrorItemNotFound":
@@ -538,7 +549,7 @@ func (w *ewsWorker) settle(ctx context.Context) error {
 }
 
 // eventID is <connection>/<mailbox>/<first 32 hex digits of SHA-256(ItemId)>.
-func (w *ewsWorker) eventID(id ewsID) string {
+func (w *ewsWorker) eventID(id ews.ID) string {
 	sum := sha256.Sum256([]byte(id.ID))
 	return w.idPfx + "/" + hex.EncodeToString(sum[:16])
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mailbus/mailbus/connector/engine"
+	"github.com/mailbus/mailbus/connector/filter"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -39,7 +40,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if err := engine.Defaults(&r); err != nil {
 		return nil, err
 	}
-	filter, err := newMailFilter(r.Filter)
+	flt, err := filter.New(r.Filter)
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
 	}
@@ -56,7 +57,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	w := &imapWorker{
 		e:      e,
 		tokens: tokens,
-		filter: filter,
+		filter: flt,
 		rt:     rt,
 		route:  r,
 		conn:   c,
@@ -85,7 +86,7 @@ type imapWorker struct {
 	tokens *oauth2.Source // oauth2 only
 	met    *metrics.RouteMetrics
 	clog   *connlog.Route
-	filter *mailFilter // nil: every message the route selects
+	filter *filter.Filter // nil: every message the route selects
 
 	s        *imapSession // the session open, nil between sessions
 	sessions int          // opened so far, for the reconnect count

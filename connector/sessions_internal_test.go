@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/mailbus/mailbus/connector/engine"
+	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -18,18 +19,18 @@ func TestExchangeWorkerWaitsForSessionSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFakeEWS(t, false)
-	f.add(2)
+	f := ewstest.New(t, false)
+	f.Add(2)
 	runEWSWorker(t, rt, ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead))
 	ewsWaitFor(t, "the route waiting for a slot", func() bool {
 		st := ewsRouteStatus(rt, "exch_inbox")
 		return st.State == schemas.StateBackoff && strings.Contains(st.LastError, ErrNoSessionSlot.Error())
 	})
-	if n := f.readCount(); n != 0 {
+	if n := f.ReadCount(); n != 0 {
 		t.Fatalf("%d messages marked read without a session slot", n)
 	}
 	hold()
-	ewsWaitFor(t, "both messages marked read", func() bool { return f.readCount() == 2 })
+	ewsWaitFor(t, "both messages marked read", func() bool { return f.ReadCount() == 2 })
 	ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 	if _, err := rt.Sessions.Take(); !errors.Is(err, ErrNoSessionSlot) {
 		t.Errorf("take() while the route runs = %v, want the slot held by it", err)
