@@ -11,6 +11,7 @@ import (
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/retry"
+	"github.com/mailbus/mailbus/connector/validate"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -18,9 +19,6 @@ import (
 // a permanent one waits at least PermanentRetry (or five polls) before trying again,
 // since the definition or the server has to change first.
 const PermanentRetry = 5 * time.Minute
-
-// DefaultPollInterval is the poll interval of a connection that names none.
-const DefaultPollInterval = 60 * time.Second
 
 // ErrRenew ends a session whose access token is about to expire: the engine connects
 // again at once, with a new token, without counting a failure.
@@ -123,12 +121,13 @@ func Defaults(r *schemas.Route) error {
 	return nil
 }
 
-// PollInterval is the connection's poll interval, DefaultPollInterval when it names none.
+// PollInterval is the connection's poll interval, validate.DefaultPollInterval when it
+// names none.
 func (e *Engine) PollInterval() time.Duration {
 	if d := time.Duration(e.Conn.PollInterval); d > 0 {
 		return d
 	}
-	return DefaultPollInterval
+	return validate.DefaultPollInterval
 }
 
 // Status changes the route's status.

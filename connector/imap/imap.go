@@ -1,4 +1,4 @@
-package connector
+package imap
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/filter"
+	"github.com/mailbus/mailbus/connector/retry"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -28,21 +29,21 @@ const (
 	noopInterval = 2 * time.Minute
 )
 
-// NewIMAPWorker makes the worker of a route on an IMAP connection: the engine over an
+// NewWorker makes the worker of a route on an IMAP connection: the engine over an
 // IMAP source. It refuses a definition it cannot run (permanent errors); what depends on
 // the server (capabilities, credentials, the mailbox) is found out by Run, which parks the
 // route in state error when needed.
-func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
+func NewWorker(rt *engine.Runtime, spec engine.RouteSpec) (engine.Worker, error) {
 	r, c := spec.Route, spec.Connection
 	if c.Type != schemas.TypeIMAP && c.Type != "" {
-		return nil, Permanent(fmt.Errorf("connection %s is of type %q, not imap", c.Name, c.Type))
+		return nil, retry.Permanent(fmt.Errorf("connection %s is of type %q, not imap", c.Name, c.Type))
 	}
 	if err := engine.Defaults(&r); err != nil {
 		return nil, err
 	}
 	flt, err := filter.New(r.Filter)
 	if err != nil {
-		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
+		return nil, retry.Permanent(fmt.Errorf("route %s: %w", r.Name, err))
 	}
 	var tokens *oauth2.Source
 	if c.Auth == schemas.AuthOAuth2 {
@@ -62,7 +63,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		route:  r,
 		conn:   c,
 		cps:    store.Checkpoints(rt.Storage.State, r.Name),
-		src:    store.CheckpointSource{Connection: c.Name, Server: IMAPAddr(&c), User: c.Username, Mailbox: r.Mailbox},
+		src:    store.CheckpointSource{Connection: c.Name, Server: Addr(&c), User: c.Username, Mailbox: r.Mailbox},
 		idPfx:  e.IDPrefix,
 		log:    e.Logger,
 		met:    e.Metrics,
@@ -76,7 +77,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 // engine running cycles over it.
 type imapWorker struct {
 	e      *engine.Engine
-	rt     *Runtime
+	rt     *engine.Runtime
 	route  schemas.Route
 	conn   schemas.Connection
 	cps    *store.Record[store.Checkpoint]
@@ -105,7 +106,7 @@ func (w *imapWorker) connLog(level slog.Level, event, msg string, args ...any) {
 // Judge implements engine.Source: IMAP's refusals of credentials or mailbox and
 // certificate errors are permanent; an answer that did not come in time is a timeout.
 func (w *imapWorker) Judge(err error) engine.Verdict {
-	return engine.Verdict{Permanent: IsPermanent(err), Timeout: errors.Is(err, errIMAPTimeout)}
+	return engine.Verdict{Permanent: IsPermanent(err), Timeout: errors.Is(err, ErrTimeout)}
 }
 
 // Close implements engine.Source: it ends the session.
@@ -163,7 +164,7 @@ func (w *imapWorker) Connect(ctx context.Context) error {
 	if err := w.checkCaps(caps); err != nil {
 		return err
 	}
-	w.clog.Connected(IMAPAddr(&w.conn))
+	w.clog.Connected(Addr(&w.conn))
 	if err := w.checkMoveTo(ctx, c); err != nil {
 		return err
 	}
@@ -208,11 +209,11 @@ func (w *imapWorker) checkCaps(caps imap.CapSet) error {
 	switch w.route.After {
 	case schemas.AfterDelete:
 		if !caps.Has(imap.CapUIDPlus) {
-			return Permanent(errors.New("after delete needs the server's UIDPLUS (UID EXPUNGE), which it lacks"))
+			return retry.Permanent(errors.New("after delete needs the server's UIDPLUS (UID EXPUNGE), which it lacks"))
 		}
 	case schemas.AfterMove:
 		if !caps.Has(imap.CapMove) && !caps.Has(imap.CapUIDPlus) {
-			return Permanent(errors.New("after move needs the server's MOVE or UIDPLUS, which it lacks"))
+			return retry.Permanent(errors.New("after move needs the server's MOVE or UIDPLUS, which it lacks"))
 		}
 	}
 	return nil
@@ -225,14 +226,14 @@ func (w *imapWorker) checkMoveTo(ctx context.Context, c *imapclient.Client) erro
 	if w.route.After != schemas.AfterMove {
 		return nil
 	}
-	err := within(ctx, imapCommandTimeout, c, func() error {
+	err := Within(ctx, CommandTimeout, c, func() error {
 		_, err := c.Status(w.route.MoveTo, &imap.StatusOptions{NumMessages: true}).Wait()
 		return err
 	})
 	var ie *imap.Error
 	if errors.As(err, &ie) {
 		// Whatever the server's reason (missing, no right to it), no move can succeed.
-		return Permanent(fmt.Errorf("moveTo folder %q does not exist or cannot be opened: %w", w.route.MoveTo, err))
+		return retry.Permanent(fmt.Errorf("moveTo folder %q does not exist or cannot be opened: %w", w.route.MoveTo, err))
 	}
 	if err != nil {
 		return fmt.Errorf("moveTo folder %q: %w", w.route.MoveTo, err)

@@ -1,4 +1,4 @@
-package connector
+package imap
 
 import (
 	"cmp"
@@ -136,7 +136,7 @@ func (s *imapSession) selectMailbox(ctx context.Context) error {
 	var sel *imap.SelectData
 	// EXAMINE where the route never changes the mailbox: then it provably cannot.
 	readOnly := w.route.After == schemas.AfterNone
-	err := within(ctx, imapCommandTimeout, s.c, func() (err error) {
+	err := Within(ctx, CommandTimeout, s.c, func() (err error) {
 		sel, err = s.c.Select(w.route.Mailbox, &imap.SelectOptions{ReadOnly: readOnly}).Wait()
 		return err
 	})
@@ -209,7 +209,7 @@ func (s *imapSession) searchRange(ctx context.Context, from, to uint32, unseen b
 	crit := &imap.SearchCriteria{UID: []imap.UIDSet{{{Start: imap.UID(from), Stop: imap.UID(to)}}}}
 	var data *imap.SearchData
 	var seen map[imap.UID]bool
-	err := within(ctx, imapCommandTimeout, s.c, func() (err error) {
+	err := Within(ctx, CommandTimeout, s.c, func() (err error) {
 		if data, err = s.c.UIDSearch(crit, nil).Wait(); err != nil || !unseen {
 			return err
 		}
@@ -267,7 +267,7 @@ func (s *imapSession) filterCandidates(ctx context.Context, c []candidate) ([]ca
 // UIDNEXT; 0 when the mailbox is empty.
 func (s *imapSession) highestUID(ctx context.Context) (uint32, error) {
 	var data *imap.SearchData
-	err := within(ctx, imapCommandTimeout, s.c, func() (err error) {
+	err := Within(ctx, CommandTimeout, s.c, func() (err error) {
 		data, err = s.c.UIDSearch(&imap.SearchCriteria{}, nil).Wait()
 		return err
 	})
@@ -323,7 +323,7 @@ func (s *imapSession) batch(ctx context.Context, b *engine.Batch, cands []candid
 		UID: true, RFC822Size: true, InternalDate: true,
 		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
 	})
-	watch := engine.NewProgressWatch(s.c, imapCommandTimeout, errIMAPTimeout)
+	watch := engine.NewProgressWatch(s.c, CommandTimeout, ErrTimeout)
 	defer watch.Stop()
 	var size, sized int // bytes and number of the literals, for avgSize
 	for {
@@ -516,7 +516,7 @@ func (s *imapSession) settle(ctx context.Context) error {
 	for _, u := range s.cp.Journal {
 		set.AddNum(imap.UID(u))
 	}
-	if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
+	if err := Within(ctx, CommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
 		return fmt.Errorf("after %s: %w", s.w.route.After, err)
 	}
 	s.w.clog.Acted(s.w.route.After, s.w.route.MoveTo, len(s.cp.Journal), "UIDs "+set.String())
@@ -574,7 +574,7 @@ func (s *imapSession) raw(ctx context.Context, uid imap.UID, put func(io.Reader)
 	fetch := s.c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{
 		UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}},
 	})
-	watch := engine.NewProgressWatch(s.c, imapCommandTimeout, errIMAPTimeout)
+	watch := engine.NewProgressWatch(s.c, CommandTimeout, ErrTimeout)
 	defer watch.Stop()
 	for {
 		watch.Arm()
