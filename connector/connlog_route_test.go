@@ -226,7 +226,7 @@ func TestExchangeRouteConnLog(t *testing.T) {
 			w, _ := NewExchangeWorker(rt, spec)
 			items := map[string]string{} // event Id to ItemId
 			for _, id := range ids {
-				items[w.(*ewsWorker).eventID(ews.ID{ID: id})] = id
+				items[w.(interface{ EventID(ews.ID) string }).EventID(ews.ID{ID: id})] = id
 			}
 			checkRouteLog(t, level, entries, raw, evs, f.Password, func(ev schemas.Event) (string, any) {
 				return "itemId", items[ev.Id]

@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/imap"
 	"github.com/mailbus/mailbus/connector/retry"
 )
@@ -16,3 +17,7 @@ func IsPermanent(err error) bool { return retry.IsPermanent(err) }
 
 // NewIMAPWorker makes the worker of a route on an IMAP connection (see imap.NewWorker).
 func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) { return imap.NewWorker(rt, spec) }
+
+// NewExchangeWorker makes the worker of a route on an exchange (EWS) connection (see
+// ews.NewWorker).
+func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) { return ews.NewWorker(rt, spec) }

@@ -167,7 +167,7 @@ func TestExchangeWorkerPublishesAndMarksRead(t *testing.T) {
 		t.Errorf("first event = %+v", first)
 	}
 	w, _ := NewExchangeWorker(rt, spec)
-	if want := w.(*ewsWorker).eventID(ews.ID{ID: ids[0]}); first.Id != want {
+	if want := w.(interface{ EventID(ews.ID) string }).EventID(ews.ID{ID: ids[0]}); first.Id != want {
 		t.Errorf("first Id = %q, want %q", first.Id, want)
 	}
 	st := ewsRouteStatus(rt, "exch_inbox")
@@ -330,7 +330,9 @@ func TestExchangeWorkerSelectAll(t *testing.T) {
 	if err != nil {
 		t.Fatalf("state of the route: %v", err)
 	}
-	var st ewsState
+	var st struct {
+		SyncState string `json:"syncState"`
+	}
 	if err := json.Unmarshal(e.Value(), &st); err != nil || st.SyncState == "" {
 		t.Fatalf("state %s: %v", e.Value(), err)
 	}

@@ -1,4 +1,4 @@
-package connector
+package ews
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/engine"
-	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/filter"
 
 	"github.com/mailbus/mailbus/connector/connlog"
@@ -24,11 +24,11 @@ import (
 	"github.com/mailbus/mailbus/schemas"
 )
 
-// ewsBatch is how many items one FindItem, SyncFolderItems and GetItem handle: the after
+// batchSize is how many items one FindItem, SyncFolderItems and GetItem handle: the after
 // action follows each batch, so it also bounds the work redone after a crash.
-const ewsBatch = 50
+const batchSize = 50
 
-// NewExchangeWorker makes the worker of a route on an exchange (EWS) connection. It refuses
+// NewWorker makes the worker of a route on an exchange (EWS) connection. It refuses
 // a definition it cannot run (permanent errors); what depends on the server (credentials,
 // the folder) is found out by Run, which parks the route in state error when needed.
 //
@@ -47,10 +47,10 @@ const ewsBatch = 50
 // Events are those of IMAP routes, with Id <connection>/<mailbox>/<item>, where <item> is
 // the first 32 hex digits of the SHA-256 of the EWS ItemId (ItemIds are ~150 characters of
 // base64, too long for an Id that is also an object name prefix); UidValidity and Uid are 0.
-func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
+func NewWorker(rt *engine.Runtime, spec engine.RouteSpec) (engine.Worker, error) {
 	r, c := spec.Route, spec.Connection
 	if c.Type != schemas.TypeExchange {
-		return nil, Permanent(fmt.Errorf("connection %s is of type %q, not exchange", c.Name, c.Type))
+		return nil, retry.Permanent(fmt.Errorf("connection %s is of type %q, not exchange", c.Name, c.Type))
 	}
 	if err := engine.Defaults(&r); err != nil {
 		return nil, err
@@ -60,24 +60,24 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		// As for IMAP: bad settings park the route when the first request asks for a token.
 		tokens = oauth2.NewSource(&c, rt.Tokens)
 	}
-	client, err := ews.NewClient(&c, rt.TLSRootCAs, tokens)
+	client, err := NewClient(&c, rt.TLSRootCAs, tokens)
 	if err != nil {
-		return nil, Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
+		return nil, retry.Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
 	}
 	flt, err := filter.New(r.Filter)
 	if err != nil {
-		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
+		return nil, retry.Permanent(fmt.Errorf("route %s: %w", r.Name, err))
 	}
 	e, err := engine.New(rt, r, c, engine.Options{Server: "Exchange", Noun: "item", Tokens: tokens})
 	if err != nil {
 		return nil, err
 	}
 	sync := r.Select == schemas.SelectAll || r.After == schemas.AfterNone || r.Backlog != schemas.BacklogUnseen
-	w := &ewsWorker{
+	w := &worker{
 		e: e, rt: rt, route: r, conn: c, client: client,
 		sync:   sync,
-		filter: ews.NewFilter(flt, sync),
-		state:  store.NewRecord[ewsState](rt.Storage.State, RouteKey(r.Name), "sync state"),
+		filter: NewFilter(flt, sync),
+		state:  store.NewRecord[syncState](rt.Storage.State, bus.RouteKey(r.Name), "sync state"),
 		src:    store.CheckpointSource{Connection: c.Name, Server: c.ExchangeURL, User: c.Username, Mailbox: r.Mailbox},
 		idPfx:  e.IDPrefix,
 		log:    e.Logger,
@@ -89,28 +89,28 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	return w, nil
 }
 
-// ewsWorker is the Exchange source of a route (engine.Source), and its worker: the engine
+// worker is the Exchange source of a route (engine.Source), and its worker: the engine
 // runs a cycle every poll interval over it until ctx ends, with backoff after failures.
-type ewsWorker struct {
+type worker struct {
 	e      *engine.Engine
-	rt     *Runtime
+	rt     *engine.Runtime
 	route  schemas.Route
 	conn   schemas.Connection
-	client *ews.Client
+	client *Client
 	sync   bool // SyncFolderItems rather than FindItem of the unread
-	state  *store.Record[ewsState]
+	state  *store.Record[syncState]
 	idPfx  string
 	log    *slog.Logger
 	met    *metrics.RouteMetrics
 	clog   *connlog.Route
-	filter *ews.Filter
+	filter *Filter
 
-	release        func()      // frees its session slot (see engine.SessionSlots); nil: holds none
-	folder, moveTo *ews.Folder // resolved on the first cycle
+	release        func()  // frees its session slot (see engine.SessionSlots); nil: holds none
+	folder, moveTo *Folder // resolved on the first cycle
 
 	src    store.CheckpointSource
-	st     ewsState // loaded at the start of each cycle
-	legacy bool     // st was written by an earlier version
+	st     syncState // loaded at the start of each cycle
+	legacy bool      // st was written by an earlier version
 
 	// The cycle under way: the offset of the next page of unread items, and whether the
 	// last page was read.
@@ -120,7 +120,7 @@ type ewsWorker struct {
 
 // Run implements Worker: the engine runs the route; the client's connections and the
 // session slot are let go of when it ends.
-func (w *ewsWorker) Run(ctx context.Context) error {
+func (w *worker) Run(ctx context.Context) error {
 	defer w.client.Close()
 	defer func() {
 		if w.release != nil {
@@ -130,17 +130,17 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 	return w.e.Run(ctx)
 }
 
-func (w *ewsWorker) status(f func(s *schemas.RouteStatus)) { w.e.Status(f) }
+func (w *worker) status(f func(s *schemas.RouteStatus)) { w.e.Status(f) }
 
 // connLog writes to the process log and to the connection log (see connlog.Route). args are
 // key, value pairs.
-func (w *ewsWorker) connLog(level slog.Level, event, msg string, args ...any) {
+func (w *worker) connLog(level slog.Level, event, msg string, args ...any) {
 	w.clog.Log(level, event, msg, args...)
 }
 
 // filterItems keeps the items whose headers meet the route's filter, and returns how many
 // it passed over (those passed over in an earlier cycle included).
-func (w *ewsWorker) filterItems(ctx context.Context, items []ews.Item) ([]ews.Item, int, error) {
+func (w *worker) filterItems(ctx context.Context, items []Item) ([]Item, int, error) {
 	return w.filter.Items(ctx, w.client, items, func(n, of int) {
 		w.connLog(slog.LevelDebug, connlog.EventPoll, fmt.Sprintf("filter: passed over %d of %d items", n, of))
 		w.status(func(s *schemas.RouteStatus) { s.Filtered += uint64(n) })
@@ -149,13 +149,13 @@ func (w *ewsWorker) filterItems(ctx context.Context, items []ews.Item) ([]ews.It
 
 // Judge implements engine.Source: besides what is marked permanent, the Exchange errors
 // that retrying cannot fix are permanent; ErrorServerBusy says how long to wait.
-func (w *ewsWorker) Judge(err error) engine.Verdict {
-	return engine.Verdict{Permanent: IsPermanent(err) || ews.IsPermanent(err), Wait: ews.BackOff(err)}
+func (w *worker) Judge(err error) engine.Verdict {
+	return engine.Verdict{Permanent: retry.IsPermanent(err) || IsPermanent(err), Wait: BackOff(err)}
 }
 
 // Connect implements engine.Source: it takes the session slot of the connection the
 // client keeps open between polls (held until Run ends) and resolves the folders.
-func (w *ewsWorker) Connect(ctx context.Context) error {
+func (w *worker) Connect(ctx context.Context) error {
 	if w.release == nil {
 		release, err := w.rt.Sessions.Take()
 		if err != nil {
@@ -167,10 +167,10 @@ func (w *ewsWorker) Connect(ctx context.Context) error {
 }
 
 // Close implements engine.Source: the client and the slot are kept for the next session.
-func (w *ewsWorker) Close() error { return nil }
+func (w *worker) Close() error { return nil }
 
 // Wait implements engine.Source: the next cycle is due after the poll interval.
-func (w *ewsWorker) Wait(ctx context.Context) (bool, error) {
+func (w *worker) Wait(ctx context.Context) (bool, error) {
 	w.status(func(s *schemas.RouteStatus) { s.State = schemas.StateIdle })
 	if !retry.Sleep(ctx, w.e.PollInterval()) {
 		return false, ctx.Err()
@@ -180,7 +180,7 @@ func (w *ewsWorker) Wait(ctx context.Context) (bool, error) {
 
 // Poll implements engine.Source: it loads the state and runs the after action the last
 // cycle left in the journal; ReadBatch then pages through the items.
-func (w *ewsWorker) Poll(ctx context.Context, _ bool) error {
+func (w *worker) Poll(ctx context.Context, _ bool) error {
 	if err := w.loadState(ctx); err != nil {
 		return err
 	}
@@ -202,7 +202,7 @@ func (w *ewsWorker) Poll(ctx context.Context, _ bool) error {
 }
 
 // ReadBatch implements engine.Source.
-func (w *ewsWorker) ReadBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
+func (w *worker) ReadBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
 	if w.done {
 		return nil, nil
 	}
@@ -213,9 +213,9 @@ func (w *ewsWorker) ReadBatch(ctx context.Context, b *engine.Batch) (engine.Ack,
 }
 
 // Raw implements engine.Source: it fetches the MIME of the item again.
-func (w *ewsWorker) Raw(ctx context.Context, it *engine.Item, put func(io.Reader) error) (bool, error) {
+func (w *worker) Raw(ctx context.Context, it *engine.Item, put func(io.Reader) error) (bool, error) {
 	found := false
-	_, err := w.client.GetItems(ctx, []ews.ID{{ID: it.ItemID}}, func(_ int, r io.Reader) error {
+	_, err := w.client.GetItems(ctx, []ID{{ID: it.ItemID}}, func(_ int, r io.Reader) error {
 		found = true
 		return put(r)
 	})
@@ -223,7 +223,7 @@ func (w *ewsWorker) Raw(ctx context.Context, it *engine.Item, put func(io.Reader
 }
 
 // resolve finds the route's folder and moveTo folder, once.
-func (w *ewsWorker) resolve(ctx context.Context) error {
+func (w *worker) resolve(ctx context.Context) error {
 	if w.folder == nil {
 		f, err := w.client.ResolveFolder(ctx, w.route.Mailbox)
 		if err != nil {
@@ -244,15 +244,15 @@ func (w *ewsWorker) resolve(ctx context.Context) error {
 // unreadBatch reads the next page of the unread items. It pages by asking again after
 // each batch: the batch leaves the unread set (read, deleted or moved), so the next page
 // starts where the items still unread behind the route (failed ones) end.
-func (w *ewsWorker) unreadBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
+func (w *worker) unreadBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
 	for {
-		items, more, err := w.client.FindUnread(ctx, *w.folder, w.offset, ewsBatch, w.filter)
+		items, more, err := w.client.FindUnread(ctx, *w.folder, w.offset, batchSize, w.filter)
 		if err != nil || len(items) == 0 {
 			return nil, err
 		}
 		// Published already, their action still to be done: not published again.
 		n := len(items)
-		items = slices.DeleteFunc(items, func(it ews.Item) bool { return slices.Contains(w.st.Journal, it.ID.ID) })
+		items = slices.DeleteFunc(items, func(it Item) bool { return slices.Contains(w.st.Journal, it.ID.ID) })
 		w.offset += n - len(items)
 		items, passed, err := w.filterItems(ctx, items)
 		if err != nil {
@@ -282,8 +282,8 @@ func (w *ewsWorker) unreadBatch(ctx context.Context, b *engine.Batch) (engine.Ac
 
 // syncBatch takes the next items created since the stored SyncState, and stores the new
 // state only once the batch is published and acted upon.
-func (w *ewsWorker) syncBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
-	items, next, last, err := w.client.SyncItems(ctx, *w.folder, w.st.SyncState, ewsBatch)
+func (w *worker) syncBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
+	items, next, last, err := w.client.SyncItems(ctx, *w.folder, w.st.SyncState, batchSize)
 	if err != nil {
 		return nil, err
 	}
@@ -292,12 +292,12 @@ func (w *ewsWorker) syncBatch(ctx context.Context, b *engine.Batch) (engine.Ack,
 	case w.st.InBacklog && w.route.Backlog == schemas.BacklogNone:
 		items = nil
 	case w.st.InBacklog && w.route.Backlog == schemas.BacklogUnseen:
-		items = slices.DeleteFunc(items, func(it ews.Item) bool { return it.IsRead })
+		items = slices.DeleteFunc(items, func(it Item) bool { return it.IsRead })
 	case !w.st.InBacklog && w.route.Select == schemas.SelectUnseen:
 		n := len(items)
-		items = slices.DeleteFunc(items, func(it ews.Item) bool {
+		items = slices.DeleteFunc(items, func(it Item) bool {
 			if it.IsRead {
-				w.connLog(slog.LevelDebug, connlog.EventPoll, "item skipped: already read, and the route selects unseen mail", "id", w.eventID(it.ID))
+				w.connLog(slog.LevelDebug, connlog.EventPoll, "item skipped: already read, and the route selects unseen mail", "id", w.EventID(it.ID))
 			}
 			return it.IsRead
 		})
@@ -324,7 +324,7 @@ func (w *ewsWorker) syncBatch(ctx context.Context, b *engine.Batch) (engine.Ack,
 }
 
 // loadState reads the route's state, and resets it when it belongs to another source.
-func (w *ewsWorker) loadState(ctx context.Context) error {
+func (w *worker) loadState(ctx context.Context) error {
 	st, err := w.state.Load(ctx)
 	if err != nil {
 		return err
@@ -333,7 +333,7 @@ func (w *ewsWorker) loadState(ctx context.Context) error {
 		w.connLog(slog.LevelWarn, connlog.EventState, fmt.Sprintf(
 			"checkpoint reset: the route's source changed (%s); backlog %s decides what of the mail in the mailbox is published",
 			change, w.route.Backlog))
-		st = ewsState{}
+		st = syncState{}
 	}
 	// A state of an earlier version records no source and no Publishing: any of its items
 	// may have been published.
@@ -343,9 +343,9 @@ func (w *ewsWorker) loadState(ctx context.Context) error {
 	return nil
 }
 
-// ewsTransientItem are per-item errors worth retrying on the next cycle rather than
+// transientItem are per-item errors worth retrying on the next cycle rather than
 // dead-lettering the item.
-var ewsTransientItem = []string{
+var transientItem = []string{
 	"ErrorServerBusy", "ErrorInternalServerTransientError", "ErrorTimeoutExpired",
 	"ErrorConnectionFailed", "ErrorMailboxStoreUnavailable", "ErrorMailboxMoveInProgress",
 }
@@ -358,13 +358,13 @@ var ewsTransientItem = []string{
 // those the server refused to change stay in the journal. A transient error on one item
 // does not hold the others up: the Ack returns it once they are done, so the cycle backs
 // off and retries.
-func (w *ewsWorker) batch(ctx context.Context, b *engine.Batch, items []ews.Item, then func(ctx context.Context, left int) error) (engine.Ack, error) {
+func (w *worker) batch(ctx context.Context, b *engine.Batch, items []Item, then func(ctx context.Context, left int) error) (engine.Ack, error) {
 	if len(items) == 0 { // all passed over
 		return func(ctx context.Context, _ int, _ error) error { return then(ctx, 0) }, nil
 	}
 	w.clog.Listed(len(items))
 	pend := make([]*engine.Item, len(items))
-	ids := make([]ews.ID, len(items))
+	ids := make([]ID, len(items))
 	// Written before publishing: after a crash, a duplicate acknowledgement for one of
 	// these may be of an event published before it (see engine.Batch).
 	published := make(map[string]bool, len(w.st.Publishing))
@@ -372,7 +372,7 @@ func (w *ewsWorker) batch(ctx context.Context, b *engine.Batch, items []ews.Item
 		published[id] = true
 	}
 	for i, it := range items {
-		pend[i] = &engine.Item{ID: w.eventID(it.ID), ItemID: it.ID.ID, PublishedBefore: w.legacy || published[it.ID.ID]}
+		pend[i] = &engine.Item{ID: w.EventID(it.ID), ItemID: it.ID.ID, PublishedBefore: w.legacy || published[it.ID.ID]}
 		if t, err := time.Parse(time.RFC3339, it.Received); err == nil {
 			pend[i].Received = t
 		}
@@ -400,7 +400,7 @@ func (w *ewsWorker) batch(ctx context.Context, b *engine.Batch, items []ews.Item
 	gone := make([]bool, len(items))
 	for i, g := range got {
 		p := pend[i]
-		var ee *ews.Error
+		var ee *Error
 		switch {
 		// Not read into the mapping: nothing was published for the item.
 		case g.Err == nil && !p.Mapped():
@@ -408,7 +408,7 @@ func (w *ewsWorker) batch(ctx context.Context, b *engine.Batch, items []ews.Item
 		case g.Err == nil:
 		case errors.As(g.Err, &ee) && ee.Code == "ErrorItemNotFound":
 			gone[i], p.Skip = true, true // nothing to do
-		case errors.As(g.Err, &ee) && slices.Contains(ewsTransientItem, ee.Code):
+		case errors.As(g.Err, &ee) && slices.Contains(transientItem, ee.Code):
 			p.Later = true
 			retryErr = fmt.Errorf("ews GetItem: item %s: %w", p.ID, g.Err)
 		default:
@@ -432,9 +432,9 @@ func (w *ewsWorker) batch(ctx context.Context, b *engine.Batch, items []ews.Item
 
 // acked puts the acknowledged items of pend in the journal, and applies the after action
 // to them (settle). It returns how many items it left in the folder.
-func (w *ewsWorker) acked(ctx context.Context, pend []*engine.Item, gone []bool) (int, error) {
+func (w *worker) acked(ctx context.Context, pend []*engine.Item, gone []bool) (int, error) {
 	destroys := w.route.After == schemas.AfterDelete || w.route.After == schemas.AfterMove
-	var kept []ews.ID
+	var kept []ID
 	left := 0
 	for i, p := range pend {
 		acked := p.Acked() && !gone[i]
@@ -447,7 +447,7 @@ func (w *ewsWorker) acked(ctx context.Context, pend []*engine.Item, gone []bool)
 		switch {
 		case !acked || w.route.After == schemas.AfterNone:
 		case p.NoRaw && destroys:
-			kept = append(kept, ews.ID{ID: p.ItemID})
+			kept = append(kept, ID{ID: p.ItemID})
 		default:
 			w.st.Journal = append(w.st.Journal, p.ItemID)
 		}
@@ -510,14 +510,14 @@ func (e notBase64) Unwrap() []error { return []error{e.err, engine.ErrUnreadable
 // settle applies the route's after action, in one request, to the items of the journal,
 // and keeps in it those the server refused to change (logged): the next cycle tries them
 // again, without publishing them again. Items gone from the folder leave the journal.
-func (w *ewsWorker) settle(ctx context.Context) error {
+func (w *worker) settle(ctx context.Context) error {
 	if w.route.After == schemas.AfterNone {
 		w.st.Journal = nil
 		return w.state.Save(ctx, w.st)
 	}
-	done := make([]ews.ID, len(w.st.Journal))
+	done := make([]ID, len(w.st.Journal))
 	for i, id := range w.st.Journal {
-		done[i] = ews.ID{ID: id}
+		done[i] = ID{ID: id}
 	}
 	var errs []error
 	var err error
@@ -534,13 +534,13 @@ func (w *ewsWorker) settle(ctx context.Context) error {
 	}
 	var keep []string
 	for i, e := range errs {
-		var ee *ews.Error
+		var ee *Error
 		switch {
 		case e == nil:
 		case errors.As(e, &ee) && ee.Code == "ErrorItemNotFound":
 		default:
 			keep = append(keep, done[i].ID)
-			w.clog.ActionFailed(w.route.After, connlog.Note{Item: done[i].ID, EventID: w.eventID(done[i])}, e)
+			w.clog.ActionFailed(w.route.After, connlog.Note{Item: done[i].ID, EventID: w.EventID(done[i])}, e)
 		}
 	}
 	w.clog.Acted(w.route.After, w.route.MoveTo, len(done)-len(keep), "")
@@ -548,14 +548,14 @@ func (w *ewsWorker) settle(ctx context.Context) error {
 	return w.state.Save(ctx, w.st)
 }
 
-// eventID is <connection>/<mailbox>/<first 32 hex digits of SHA-256(ItemId)>.
-func (w *ewsWorker) eventID(id ews.ID) string {
+// EventID is the event Id of an item: <connection>/<mailbox>/<first 32 hex digits of SHA-256(ItemId)>.
+func (w *worker) EventID(id ID) string {
 	sum := sha256.Sum256([]byte(id.ID))
 	return w.idPfx + "/" + hex.EncodeToString(sum[:16])
 }
 
-// ewsState is an exchange route's checkpoint.
-type ewsState struct {
+// syncState is an exchange route's checkpoint.
+type syncState struct {
 	Source    *store.CheckpointSource `json:"source,omitempty"`
 	SyncState string                  `json:"syncState"`
 	// InBacklog: the first sync (of the backlog) has not reached its end yet.
