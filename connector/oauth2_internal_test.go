@@ -16,7 +16,7 @@ import (
 // TestSaveRefreshToken: a rotated refresh token replaces the stored one, sealed, only when
 // the stored one is still the one that was used; one an operator put meanwhile stays.
 func TestSaveRefreshToken(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := EWSRuntime(t)
 	key := make([]byte, 32)
 	rand.Read(key)
 	sl, err := secrets.NewSealer(base64.StdEncoding.EncodeToString(key), nil)
