@@ -670,3 +670,13 @@ func scrubReply(r *schemas.Reply, hidden []string) {
 		r.Error.Message = secrets.Scrub(r.Error.Message, hidden)
 	}
 }
+
+// checkConnection is the control service's connection check (control.Check): the check
+// of c, its probe signed with the deployment's key, so the routes pass over it.
+func (rt *Runtime) checkConnection(ctx context.Context, c schemas.Connection, mailboxes []string, ts *oauth2.Source) (*schemas.Reply, error) {
+	key, err := rt.probeKeys().get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return signedCheck(ctx, c, mailboxes, ts, key), nil
+}
