@@ -9,12 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/control"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/connector/store"
@@ -26,42 +24,21 @@ import (
 // would hand it replaced by recording ones. The service as a replica runs it (connector.New)
 // is tested in package connector.
 
-// service is a control service under test and the client that talks to it.
-type service struct {
-	nc      *nats.Conn
-	storage *bus.Storage
-}
+// service is a control service under test, on the server its client talks to.
+type service struct{ *testkit.NATS }
 
 func start(t *testing.T, cfg control.Config) *service {
 	t.Helper()
-	srv, err := bus.StartEmbedded("127.0.0.1:-1", t.TempDir())
-	if err != nil {
-		t.Fatalf("StartEmbedded() = %v", err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatalf("nats.Connect() = %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream.New() = %v", err)
-	}
-	names := bus.Names{Prefix: "mail"}
-	storage, err := bus.EnsureStorage(context.Background(), js, names, 1, time.Minute)
-	if err != nil {
-		t.Fatalf("EnsureStorage() = %v", err)
-	}
+	n := testkit.StartStorage(t)
 	sealer := &secrets.Sealer{}
-	cfg.Names, cfg.Version, cfg.Instance = names, "1.2.3", "test"
-	cfg.Store, cfg.Sealer, cfg.JS, cfg.State = store.New(storage.Config, sealer), sealer, js, storage.State
-	svc, err := control.Start(context.Background(), nc, cfg)
+	cfg.Names, cfg.Version, cfg.Instance = n.Names, "1.2.3", "test"
+	cfg.Store, cfg.Sealer, cfg.JS, cfg.State = store.New(n.Storage.Config, sealer), sealer, n.JS, n.Storage.State
+	svc, err := control.Start(context.Background(), n.NC, cfg)
 	if err != nil {
 		t.Fatalf("control.Start() = %v", err)
 	}
 	t.Cleanup(func() { svc.Stop() })
-	return &service{nc: nc, storage: storage}
+	return &service{n}
 }
 
 // request sends a command and returns the reply and the micro error code header.
@@ -71,7 +48,7 @@ func (s *service) request(t *testing.T, op string, body any) (schemas.Reply, str
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := s.nc.Request("mail.control."+op, data, 10*time.Second)
+	msg, err := s.NC.Request("mail.control."+op, data, 10*time.Second)
 	if err != nil {
 		t.Fatalf("Request(%s) = %v", op, err)
 	}
