@@ -22,6 +22,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/control"
+	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
@@ -226,7 +227,7 @@ func TestExchangeRouteConnLog(t *testing.T) {
 			w, _ := NewExchangeWorker(rt, spec)
 			items := map[string]string{} // event Id to ItemId
 			for _, id := range ids {
-				items[w.(*ewsWorker).eventID(ewsID{ID: id})] = id
+				items[w.(*ewsWorker).eventID(ews.ID{ID: id})] = id
 			}
 			checkRouteLog(t, level, entries, raw, evs, f.password, func(ev schemas.Event) (string, any) {
 				return "itemId", items[ev.Id]

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -27,15 +28,15 @@ func TestEWSEndpoint(t *testing.T) {
 		{"", "ssl", ""},
 		{"user@mail.example.com", "ssl", ""},
 	} {
-		got, err := ewsEndpoint(&schemas.Connection{ExchangeURL: tc.url, Encryption: tc.enc})
+		got, err := ews.Endpoint(&schemas.Connection{ExchangeURL: tc.url, Encryption: tc.enc})
 		if tc.want == "" {
 			if err == nil {
-				t.Errorf("ewsEndpoint(%q) = %q, want an error", tc.url, got)
+				t.Errorf("ews.Endpoint(%q) = %q, want an error", tc.url, got)
 			}
 			continue
 		}
 		if err != nil || got != tc.want {
-			t.Errorf("ewsEndpoint(%q, %s) = %q, %v, want %q", tc.url, tc.enc, got, err, tc.want)
+			t.Errorf("ews.Endpoint(%q, %s) = %q, %v, want %q", tc.url, tc.enc, got, err, tc.want)
 		}
 	}
 }
@@ -46,12 +47,12 @@ func TestEWSServerVersion(t *testing.T) {
 		"Exchange2013": "Exchange2013", "Exchange2013_SP1": "Exchange2013_SP1",
 		"Exchange2016": "Exchange2013_SP1", "Exchange2019": "Exchange2013_SP1", "": "Exchange2013_SP1",
 	} {
-		if got, err := ewsServerVersion(in); err != nil || got != want {
-			t.Errorf("ewsServerVersion(%q) = %q, %v, want %q", in, got, err, want)
+		if got, err := ews.ServerVersion(in); err != nil || got != want {
+			t.Errorf("ews.ServerVersion(%q) = %q, %v, want %q", in, got, err, want)
 		}
 	}
-	if _, err := ewsServerVersion("Exchange2003"); err == nil {
-		t.Errorf("ewsServerVersion(Exchange2003) = nil error")
+	if _, err := ews.ServerVersion("Exchange2003"); err == nil {
+		t.Errorf("ews.ServerVersion(Exchange2003) = nil error")
 	}
 }
 
@@ -63,11 +64,11 @@ func ewsConn(f *fakeEWS) schemas.Connection {
 	}
 }
 
-func newTestEWSClient(t *testing.T, c schemas.Connection, roots *x509.CertPool) *ewsClient {
+func newTestEWSClient(t *testing.T, c schemas.Connection, roots *x509.CertPool) *ews.Client {
 	t.Helper()
-	cl, err := newEWSClient(&c, roots, nil)
+	cl, err := ews.NewClient(&c, roots, nil)
 	if err != nil {
-		t.Fatalf("newEWSClient() = %v", err)
+		t.Fatalf("ews.NewClient() = %v", err)
 	}
 	t.Cleanup(cl.Close)
 	return cl
@@ -79,24 +80,24 @@ func TestEWSClientCycle(t *testing.T) {
 	ids := f.add(120)
 	cl := newTestEWSClient(t, ewsConn(f), nil)
 	ctx := context.Background()
-	inbox, err := cl.resolveFolder(ctx, "INBOX")
+	inbox, err := cl.ResolveFolder(ctx, "INBOX")
 	if err != nil {
 		t.Fatalf("resolveFolder() = %v", err)
 	}
 
-	items, more, err := cl.findUnread(ctx, inbox, 0, 50)
+	items, more, err := cl.FindUnread(ctx, inbox, 0, 50, nil)
 	page := ewsItemIDs(items)
 	if err != nil || len(page) != 50 || !more || page[0].ID != ids[0] || page[49].ID != ids[49] ||
 		items[0].Received != "2026-11-25T19:00:01Z" {
 		t.Fatalf("findUnread(0, 50) = %d items, more %t, %v", len(page), more, err)
 	}
-	last, more, err := cl.findUnread(ctx, inbox, 100, 50)
+	last, more, err := cl.FindUnread(ctx, inbox, 100, 50, nil)
 	if err != nil || len(last) != 20 || more || last[19].ID.ID != ids[119] {
 		t.Fatalf("findUnread(100, 50) = %d items, more %t, %v", len(last), more, err)
 	}
 
 	var mimes [][]byte
-	got, err := cl.getItems(ctx, page[:3], func(i int, r io.Reader) error {
+	got, err := cl.GetItems(ctx, page[:3], func(i int, r io.Reader) error {
 		b, err := io.ReadAll(r)
 		if i != len(mimes) {
 			t.Errorf("mime called for item %d, want %d", i, len(mimes))
@@ -114,11 +115,11 @@ func TestEWSClientCycle(t *testing.T) {
 		}
 	}
 
-	errs, err := cl.markRead(ctx, page[:3])
+	errs, err := cl.MarkRead(ctx, page[:3])
 	if err != nil || len(errs) != 3 || errors.Join(errs...) != nil {
 		t.Fatalf("markRead() = %v, %v", errs, err)
 	}
-	if page, _, _ := cl.findUnread(ctx, inbox, 0, 50); page[0].ID.ID != ids[3] {
+	if page, _, _ := cl.FindUnread(ctx, inbox, 0, 50, nil); page[0].ID.ID != ids[3] {
 		t.Errorf("after markRead the first unread is %s, want %s", page[0].ID.ID, ids[3])
 	}
 	for _, v := range f.versions {
@@ -131,8 +132,8 @@ func TestEWSClientCycle(t *testing.T) {
 	}
 }
 
-func ewsItemIDs(items []ewsItem) []ewsID {
-	ids := make([]ewsID, len(items))
+func ewsItemIDs(items []ews.Item) []ews.ID {
+	ids := make([]ews.ID, len(items))
 	for i, it := range items {
 		ids[i] = it.ID
 	}
@@ -152,7 +153,7 @@ func TestEWSClientVersions(t *testing.T) {
 			c := ewsConn(f)
 			c.Auth, c.ExchangeVersion = schemas.AuthNone, tc.version
 			cl := newTestEWSClient(t, c, nil)
-			if _, err := cl.markRead(context.Background(), []ewsID{{ID: ids[0]}}); err != nil {
+			if _, err := cl.MarkRead(context.Background(), []ews.ID{{ID: ids[0]}}); err != nil {
 				t.Fatalf("markRead() = %v", err)
 			}
 			if f.versions[0] != tc.sent || f.suppress[0] != tc.suppress {
@@ -173,9 +174,9 @@ func TestEWSClientBadCredentials(t *testing.T) {
 				c.Auth = schemas.AuthWindows
 			}
 			cl := newTestEWSClient(t, c, nil)
-			_, _, err := cl.findUnread(context.Background(), ewsDistinguishedFolder("inbox"), 0, 1)
-			if !errors.Is(err, errEWSAuth) || !ewsPermanent(err) {
-				t.Fatalf("findUnread() = %v, want errEWSAuth", err)
+			_, _, err := cl.FindUnread(context.Background(), ews.DistinguishedFolder("inbox"), 0, 1, nil)
+			if !errors.Is(err, ews.ErrAuth) || !ews.IsPermanent(err) {
+				t.Fatalf("findUnread() = %v, want ews.ErrAuth", err)
 			}
 			if strings.Contains(err.Error(), "wrong-Pa55") {
 				t.Errorf("error %q shows the password", err)
@@ -192,11 +193,11 @@ func TestEWSClientNTLM(t *testing.T) {
 	c.Auth = schemas.AuthWindows
 	cl := newTestEWSClient(t, c, nil)
 	ctx := context.Background()
-	page, _, err := cl.findUnread(ctx, ewsDistinguishedFolder("inbox"), 0, 10)
+	page, _, err := cl.FindUnread(ctx, ews.DistinguishedFolder("inbox"), 0, 10, nil)
 	if err != nil || len(page) != 3 {
 		t.Fatalf("findUnread() = %d, %v", len(page), err)
 	}
-	if _, err := cl.markRead(ctx, ewsItemIDs(page)); err != nil {
+	if _, err := cl.MarkRead(ctx, ewsItemIDs(page)); err != nil {
 		t.Fatalf("markRead() = %v", err)
 	}
 	// One handshake: the second request rides on the authenticated keep-alive connection.
@@ -214,18 +215,18 @@ func TestEWSClientTLS(t *testing.T) {
 	c := ewsConn(f)
 	c.Auth, c.Encryption = schemas.AuthNone, schemas.EncryptionSSL
 	ctx := context.Background()
-	inbox := ewsDistinguishedFolder("inbox")
+	inbox := ews.DistinguishedFolder("inbox")
 
-	if _, _, err := newTestEWSClient(t, c, nil).findUnread(ctx, inbox, 0, 1); !errors.As(err, new(*tls.CertificateVerificationError)) {
+	if _, _, err := newTestEWSClient(t, c, nil).FindUnread(ctx, inbox, 0, 1, nil); !errors.As(err, new(*tls.CertificateVerificationError)) {
 		t.Errorf("findUnread() without the CA = %v, want a certificate error", err)
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(f.srv.Certificate())
-	if _, _, err := newTestEWSClient(t, c, roots).findUnread(ctx, inbox, 0, 1); err != nil {
+	if _, _, err := newTestEWSClient(t, c, roots).FindUnread(ctx, inbox, 0, 1, nil); err != nil {
 		t.Errorf("findUnread() with the CA = %v", err)
 	}
 	c.TLSInsecureSkipVerify = true
-	if _, _, err := newTestEWSClient(t, c, nil).findUnread(ctx, inbox, 0, 1); err != nil {
+	if _, _, err := newTestEWSClient(t, c, nil).FindUnread(ctx, inbox, 0, 1, nil); err != nil {
 		t.Errorf("findUnread() with tlsInsecureSkipVerify = %v", err)
 	}
 }
@@ -237,21 +238,21 @@ func TestEWSClientFaults(t *testing.T) {
 	c.Auth = schemas.AuthNone
 	cl := newTestEWSClient(t, c, nil)
 	ctx := context.Background()
-	inbox := ewsDistinguishedFolder("inbox")
+	inbox := ews.DistinguishedFolder("inbox")
 
 	f.busy = 1500 * time.Millisecond
-	_, _, err := cl.findUnread(ctx, inbox, 0, 1)
-	var ee *ewsError
-	if !errors.As(err, &ee) || ee.Code != "ErrorServerBusy" || ewsBackOff(err) != 1500*time.Millisecond || ewsPermanent(err) {
-		t.Errorf("busy: findUnread() = %v (back-off %s), want ErrorServerBusy with 1.5s", err, ewsBackOff(err))
+	_, _, err := cl.FindUnread(ctx, inbox, 0, 1, nil)
+	var ee *ews.Error
+	if !errors.As(err, &ee) || ee.Code != "ErrorServerBusy" || ews.BackOff(err) != 1500*time.Millisecond || ews.IsPermanent(err) {
+		t.Errorf("busy: findUnread() = %v (back-off %s), want ErrorServerBusy with 1.5s", err, ews.BackOff(err))
 	}
 	f.fail500 = 1
-	_, _, err = cl.findUnread(ctx, inbox, 0, 1)
-	var he *ewsHTTPError
-	if !errors.As(err, &he) || he.Code != 500 || ewsPermanent(err) {
+	_, _, err = cl.FindUnread(ctx, inbox, 0, 1, nil)
+	var he *ews.HTTPError
+	if !errors.As(err, &he) || he.Code != 500 || ews.IsPermanent(err) {
 		t.Errorf("500: findUnread() = %v, want a temporary HTTP error", err)
 	}
-	if _, _, err := cl.findUnread(ctx, inbox, 0, 1); err != nil {
+	if _, _, err := cl.FindUnread(ctx, inbox, 0, 1, nil); err != nil {
 		t.Errorf("findUnread() after the faults = %v", err)
 	}
 }
@@ -264,14 +265,14 @@ func TestEWSClientItemError(t *testing.T) {
 	c.Auth = schemas.AuthNone
 	cl := newTestEWSClient(t, c, nil)
 	var called []int
-	got, err := cl.getItems(context.Background(), []ewsID{{ID: ids[0]}, {ID: ids[1]}, {ID: ids[2]}}, func(i int, r io.Reader) error {
+	got, err := cl.GetItems(context.Background(), []ews.ID{{ID: ids[0]}, {ID: ids[1]}, {ID: ids[2]}}, func(i int, r io.Reader) error {
 		called = append(called, i)
 		return nil // leaves the MIME unread: the reader skips it
 	})
 	if err != nil {
 		t.Fatalf("getItems() = %v", err)
 	}
-	var ee *ewsError
+	var ee *ews.Error
 	if got[0].Err != nil || got[2].Err != nil || !errors.As(got[1].Err, &ee) || ee.Code != "ErrorMimeContentConversionFailed" {
 		t.Errorf("item errors = %v, %v, %v", got[0].Err, got[1].Err, got[2].Err)
 	}
@@ -289,7 +290,7 @@ func TestEWSClientLargeMIME(t *testing.T) {
 	c.Auth = schemas.AuthNone
 	cl := newTestEWSClient(t, c, nil)
 	var sizes []int
-	_, err := cl.getItems(context.Background(), []ewsID{{ID: ids[0]}, {ID: ids[1]}}, func(i int, r io.Reader) error {
+	_, err := cl.GetItems(context.Background(), []ews.ID{{ID: ids[0]}, {ID: ids[1]}}, func(i int, r io.Reader) error {
 		b, err := io.ReadAll(r)
 		if i == 0 && !bytes.Equal(b, big) {
 			t.Errorf("large MIME differs: %d bytes, want %d", len(b), len(big))
@@ -309,34 +310,34 @@ func TestEWSClientSyncAndFolders(t *testing.T) {
 	c.Auth = schemas.AuthNone
 	cl := newTestEWSClient(t, c, nil)
 	ctx := context.Background()
-	inbox := ewsDistinguishedFolder("inbox")
+	inbox := ews.DistinguishedFolder("inbox")
 
-	items, state, last, err := cl.syncItems(ctx, inbox, "", 3)
+	items, state, last, err := cl.SyncItems(ctx, inbox, "", 3)
 	if err != nil || len(items) != 3 || last || state == "" || items[0].ID.ID != ids[0] || items[0].IsRead || items[0].Received == "" {
 		t.Fatalf("syncItems(\"\") = %d, %q, %t, %v", len(items), state, last, err)
 	}
-	items, state, last, err = cl.syncItems(ctx, inbox, state, 3)
+	items, state, last, err = cl.SyncItems(ctx, inbox, state, 3)
 	if err != nil || len(items) != 2 || !last || items[1].ID.ID != ids[4] {
 		t.Fatalf("syncItems(state) = %d, %q, %t, %v", len(items), state, last, err)
 	}
-	if _, _, _, err := cl.syncItems(ctx, inbox, "bm9wZQ==", 3); !ewsPermanent(err) {
+	if _, _, _, err := cl.SyncItems(ctx, inbox, "bm9wZQ==", 3); !ews.IsPermanent(err) {
 		t.Errorf("syncItems(bad state) = %v, want a permanent error", err)
 	}
 
-	archive, err := cl.resolveFolder(ctx, "Archive")
+	archive, err := cl.ResolveFolder(ctx, "Archive")
 	if err != nil || archive.Folder == nil || archive.Folder.ID != "AAMkFolderArchive=" {
 		t.Fatalf("resolveFolder(Archive) = %+v, %v", archive, err)
 	}
-	if _, err := cl.resolveFolder(ctx, "Nope"); !ewsPermanent(err) {
+	if _, err := cl.ResolveFolder(ctx, "Nope"); !ews.IsPermanent(err) {
 		t.Errorf("resolveFolder(Nope) = %v, want a permanent error", err)
 	}
-	if junk, err := cl.resolveFolder(ctx, "JunkEmail"); err != nil || junk.Distinguished.ID != "junkemail" {
+	if junk, err := cl.ResolveFolder(ctx, "JunkEmail"); err != nil || junk.Distinguished.ID != "junkemail" {
 		t.Errorf("resolveFolder(JunkEmail) = %+v, %v", junk, err)
 	}
-	if _, err := cl.moveItems(ctx, []ewsID{{ID: ids[0]}}, archive); err != nil || f.item(ids[0]).folder != "AAMkFolderArchive=" {
+	if _, err := cl.MoveItems(ctx, []ews.ID{{ID: ids[0]}}, archive); err != nil || f.item(ids[0]).folder != "AAMkFolderArchive=" {
 		t.Errorf("moveItems() = %v, folder %q", err, f.item(ids[0]).folder)
 	}
-	if _, err := cl.deleteItems(ctx, []ewsID{{ID: ids[1]}}); err != nil || f.item(ids[1]).folder != "deleteditems" {
+	if _, err := cl.DeleteItems(ctx, []ews.ID{{ID: ids[1]}}); err != nil || f.item(ids[1]).folder != "deleteditems" {
 		t.Errorf("deleteItems() = %v, folder %q", err, f.item(ids[1]).folder)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -177,7 +178,7 @@ func TestExchangeWorkerPublishesAndMarksRead(t *testing.T) {
 		t.Errorf("first event = %+v", first)
 	}
 	w, _ := NewExchangeWorker(rt, spec)
-	if want := w.(*ewsWorker).eventID(ewsID{ID: ids[0]}); first.Id != want {
+	if want := w.(*ewsWorker).eventID(ews.ID{ID: ids[0]}); first.Id != want {
 		t.Errorf("first Id = %q, want %q", first.Id, want)
 	}
 	st := ewsRouteStatus(rt, "exch_inbox")

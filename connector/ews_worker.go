@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector/connlog"
+	"github.com/mailbus/mailbus/connector/ews"
+	"github.com/mailbus/mailbus/connector/filter"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/retry"
@@ -93,11 +95,11 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		// As for IMAP: bad settings park the route when the first request asks for a token.
 		tokens = newTokenSource(&c, rt.defs)
 	}
-	client, err := newEWSClient(&c, rt.TLSRootCAs, tokens)
+	client, err := ews.NewClient(&c, rt.TLSRootCAs, tokens)
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("connection %s: %w", c.Name, err))
 	}
-	filter, err := newMailFilter(r.Filter)
+	flt, err := filter.New(r.Filter)
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
 	}
@@ -107,7 +109,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	w := &ewsWorker{
 		rt: rt, route: r, conn: c, client: client, pub: pub,
 		sync:    sync,
-		filter:  newEWSFilter(filter, sync),
+		filter:  ews.NewFilter(flt, sync),
 		state:   store.NewRecord[ewsState](rt.Storage.State, RouteKey(r.Name), "sync state"),
 		src:     store.CheckpointSource{Connection: c.Name, Server: c.ExchangeURL, User: c.Username, Mailbox: r.Mailbox},
 		foreign: make(map[string]bool),
@@ -119,7 +121,7 @@ func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 		met:  rt.Metrics.Route(r.Name, r.Bus),
 	}
 	w.clog = connlog.NewRoute(rt.ConnLog, &w.conn, r.Name, w.log, tokens)
-	client.accepted = func() { w.clog.Reached(client.url) }
+	client.Accepted = func() { w.clog.Reached(client.URL()) }
 	return w, nil
 }
 
@@ -129,7 +131,7 @@ type ewsWorker struct {
 	rt     *Runtime
 	route  schemas.Route
 	conn   schemas.Connection
-	client *ewsClient
+	client *ews.Client
 	pub    *bus.BusPublisher
 	sync   bool // SyncFolderItems rather than FindItem of the unread
 	state  *store.Record[ewsState]
@@ -138,11 +140,11 @@ type ewsWorker struct {
 	log    *slog.Logger
 	met    *metrics.RouteMetrics
 	clog   *connlog.Route
-	filter *ewsFilter
+	filter *ews.Filter
 
-	release        func()     // frees its session slot (see sessionSlots); nil: holds none
-	folder, moveTo *ewsFolder // resolved on the first cycle
-	inflight       int        // bytes of published, unacknowledged events
+	release        func()      // frees its session slot (see sessionSlots); nil: holds none
+	folder, moveTo *ews.Folder // resolved on the first cycle
+	inflight       int         // bytes of published, unacknowledged events
 
 	src store.CheckpointSource
 	st  ewsState // loaded at the start of each cycle
@@ -176,14 +178,14 @@ func (w *ewsWorker) Run(ctx context.Context) error {
 		switch {
 		case err == nil:
 			attempt = 0
-		case IsPermanent(err) || ewsPermanent(err):
+		case IsPermanent(err) || ews.IsPermanent(err):
 			countFailure(w.met, err, true)
 			state, wait = schemas.StateError, max(permanentRetry, 5*w.pollInterval())
 			w.clog.Failed(state, wait, err)
 		default:
 			countFailure(w.met, err, false)
 			// The server's own figure wins: ErrorServerBusy says how long it wants.
-			state, wait = schemas.StateBackoff, ewsBackOff(err)
+			state, wait = schemas.StateBackoff, ews.BackOff(err)
 			if wait == 0 {
 				wait = retry.Backoff(attempt)
 				attempt++
@@ -219,6 +221,15 @@ func (w *ewsWorker) status(f func(s *schemas.RouteStatus)) {
 // key, value pairs.
 func (w *ewsWorker) connLog(level slog.Level, event, msg string, args ...any) {
 	w.clog.Log(level, event, msg, args...)
+}
+
+// filterItems keeps the items whose headers meet the route's filter, and returns how many
+// it passed over (those passed over in an earlier cycle included).
+func (w *ewsWorker) filterItems(ctx context.Context, items []ews.Item) ([]ews.Item, int, error) {
+	return w.filter.Items(ctx, w.client, items, func(n, of int) {
+		w.connLog(slog.LevelDebug, connlog.EventPoll, fmt.Sprintf("filter: passed over %d of %d items", n, of))
+		w.status(func(s *schemas.RouteStatus) { s.Filtered += uint64(n) })
+	})
 }
 
 // cycle publishes everything the route selects, batch by batch.
@@ -263,14 +274,14 @@ func (w *ewsWorker) cycle(ctx context.Context) error {
 // resolve finds the route's folder and moveTo folder, once.
 func (w *ewsWorker) resolve(ctx context.Context) error {
 	if w.folder == nil {
-		f, err := w.client.resolveFolder(ctx, w.route.Mailbox)
+		f, err := w.client.ResolveFolder(ctx, w.route.Mailbox)
 		if err != nil {
 			return fmt.Errorf("mailbox %q: %w", w.route.Mailbox, err)
 		}
 		w.folder = &f
 	}
 	if w.route.After == schemas.AfterMove && w.moveTo == nil {
-		f, err := w.client.resolveFolder(ctx, w.route.MoveTo)
+		f, err := w.client.ResolveFolder(ctx, w.route.MoveTo)
 		if err != nil {
 			return fmt.Errorf("moveTo %q: %w", w.route.MoveTo, err)
 		}
@@ -284,15 +295,15 @@ func (w *ewsWorker) resolve(ctx context.Context) error {
 // still unread behind the route (failed ones) end.
 func (w *ewsWorker) unreadCycle(ctx context.Context) error {
 	offset := 0
-	w.filter.newCycle()
+	w.filter.NewCycle()
 	for {
-		items, more, err := w.client.findUnread(ctx, *w.folder, offset, ewsBatch, w.filter.restrict...)
+		items, more, err := w.client.FindUnread(ctx, *w.folder, offset, ewsBatch, w.filter)
 		if err != nil || len(items) == 0 {
 			return err
 		}
 		// Published already, their action still to be done: not published again.
 		n := len(items)
-		items = slices.DeleteFunc(items, func(it ewsItem) bool { return slices.Contains(w.st.Journal, it.ID.ID) })
+		items = slices.DeleteFunc(items, func(it ews.Item) bool { return slices.Contains(w.st.Journal, it.ID.ID) })
 		offset += n - len(items)
 		items, passed, err := w.filterItems(ctx, items)
 		if err != nil {
@@ -331,7 +342,7 @@ func (w *ewsWorker) syncCycle(ctx context.Context) error {
 		w.st.InBacklog = true
 	}
 	for {
-		items, next, last, err := w.client.syncItems(ctx, *w.folder, w.st.SyncState, ewsBatch)
+		items, next, last, err := w.client.SyncItems(ctx, *w.folder, w.st.SyncState, ewsBatch)
 		if err != nil {
 			return err
 		}
@@ -340,10 +351,10 @@ func (w *ewsWorker) syncCycle(ctx context.Context) error {
 		case w.st.InBacklog && w.route.Backlog == schemas.BacklogNone:
 			items = nil
 		case w.st.InBacklog && w.route.Backlog == schemas.BacklogUnseen:
-			items = slices.DeleteFunc(items, func(it ewsItem) bool { return it.IsRead })
+			items = slices.DeleteFunc(items, func(it ews.Item) bool { return it.IsRead })
 		case !w.st.InBacklog && w.route.Select == schemas.SelectUnseen:
 			n := len(items)
-			items = slices.DeleteFunc(items, func(it ewsItem) bool {
+			items = slices.DeleteFunc(items, func(it ews.Item) bool {
 				if it.IsRead {
 					w.connLog(slog.LevelDebug, connlog.EventPoll, "item skipped: already read, and the route selects unseen mail", "id", w.eventID(it.ID))
 				}
@@ -399,7 +410,7 @@ func (w *ewsWorker) loadState(ctx context.Context) error {
 // ewsPending is one item of a batch on its way: published and waiting for its
 // acknowledgement, to be dead-lettered, or skipped.
 type ewsPending struct {
-	item    ewsItem
+	item    ews.Item
 	id      string // event Id
 	gone    bool   // deleted or moved since it was listed
 	deadErr error  // why it cannot become an event
@@ -428,7 +439,7 @@ var ewsTransientItem = []string{
 // items (settle). It returns how many items it did not publish and left in the folder;
 // those the server refused to change stay in the journal. A transient error on one item does not hold the others up:
 // it is returned once they are done, so the cycle backs off and retries.
-func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err error) {
+func (w *ewsWorker) batch(ctx context.Context, items []ews.Item) (left int, err error) {
 	if len(items) == 0 { // all passed over by the filter
 		return 0, nil
 	}
@@ -441,7 +452,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 			w.tallyStored(pend)
 		}
 	}()
-	ids := make([]ewsID, len(items))
+	ids := make([]ews.ID, len(items))
 	for i, it := range items {
 		pend[i] = &ewsPending{item: it, id: w.eventID(it.ID)}
 		ids[i] = it.ID
@@ -461,7 +472,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 		return 0, err
 	}
 	start := time.Now()
-	got, err := w.client.getItems(ctx, ids, func(i int, r io.Reader) error {
+	got, err := w.client.GetItems(ctx, ids, func(i int, r io.Reader) error {
 		return w.publish(ctx, pend[i], r, pend[:i])
 	})
 	if err != nil {
@@ -471,7 +482,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 	var retry error
 	for i, g := range got {
 		p := pend[i]
-		var ee *ewsError
+		var ee *ews.Error
 		switch {
 		// No message and not acknowledged (throttle lets go of acknowledged ones early):
 		// nothing was published for the item.
@@ -501,7 +512,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 	}
 	// The journal: acknowledged, not published again, to be acted upon (settle).
 	destroys := w.route.After == schemas.AfterDelete || w.route.After == schemas.AfterMove
-	var kept []ewsID
+	var kept []ews.ID
 	for _, p := range pend {
 		if p.acked || p.gone {
 			w.st.Publishing = slices.DeleteFunc(w.st.Publishing, func(id string) bool { return id == p.item.ID.ID })
@@ -530,7 +541,7 @@ func (w *ewsWorker) batch(ctx context.Context, items []ewsItem) (left int, err e
 		how := "left as they are"
 		if !w.sync {
 			how = "only marked read"
-			errs, err := w.client.markRead(ctx, kept)
+			errs, err := w.client.MarkRead(ctx, kept)
 			if err != nil {
 				return 0, fmt.Errorf("after %s: mark read the items without a raw copy: %w", w.route.After, err)
 			}
@@ -857,7 +868,7 @@ func (w *ewsWorker) deadLetter(ctx context.Context, p *ewsPending) error {
 func (w *ewsWorker) storeRaw(ctx context.Context, p *ewsPending) (*schemas.ObjectRef, error) {
 	var ref *schemas.ObjectRef
 	name := bus.ObjectName(p.id, "raw")
-	_, err := w.client.getItems(ctx, []ewsID{p.item.ID}, func(_ int, r io.Reader) error {
+	_, err := w.client.GetItems(ctx, []ews.ID{p.item.ID}, func(_ int, r io.Reader) error {
 		if _, err := bus.PutObject(ctx, w.rt.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
 			return fmt.Errorf("store raw message %s: %w", name, err)
 		}
@@ -875,26 +886,26 @@ func (w *ewsWorker) settle(ctx context.Context) error {
 		w.st.Journal = nil
 		return w.state.Save(ctx, w.st)
 	}
-	done := make([]ewsID, len(w.st.Journal))
+	done := make([]ews.ID, len(w.st.Journal))
 	for i, id := range w.st.Journal {
-		done[i] = ewsID{ID: id}
+		done[i] = ews.ID{ID: id}
 	}
 	var errs []error
 	var err error
 	switch w.route.After {
 	case schemas.AfterMarkRead:
-		errs, err = w.client.markRead(ctx, done)
+		errs, err = w.client.MarkRead(ctx, done)
 	case schemas.AfterDelete:
-		errs, err = w.client.deleteItems(ctx, done)
+		errs, err = w.client.DeleteItems(ctx, done)
 	case schemas.AfterMove:
-		errs, err = w.client.moveItems(ctx, done, *w.moveTo)
+		errs, err = w.client.MoveItems(ctx, done, *w.moveTo)
 	}
 	if err != nil {
 		return fmt.Errorf("after %s: %w", w.route.After, err)
 	}
 	var keep []string
 	for i, e := range errs {
-		var ee *ewsError
+		var ee *ews.Error
 		switch {
 		case e == nil:
 		case errors.As(e, &ee) && ee.Code == "ErrorItemNotFound":
@@ -909,7 +920,7 @@ func (w *ewsWorker) settle(ctx context.Context) error {
 }
 
 // eventID is <connection>/<mailbox>/<first 32 hex digits of SHA-256(ItemId)>.
-func (w *ewsWorker) eventID(id ewsID) string {
+func (w *ewsWorker) eventID(id ews.ID) string {
 	sum := sha256.Sum256([]byte(id.ID))
 	return w.idPfx + "/" + hex.EncodeToString(sum[:16])
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailbus/mailbus/connector/connlog"
+	"github.com/mailbus/mailbus/connector/filter"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/retry"
@@ -68,7 +69,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	if r.Mailbox == "" {
 		r.Mailbox = "INBOX"
 	}
-	filter, err := newMailFilter(r.Filter)
+	flt, err := filter.New(r.Filter)
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("route %s: %w", r.Name, err))
 	}
@@ -85,7 +86,7 @@ func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) {
 	}
 	w := &imapWorker{
 		tokens:  tokens,
-		filter:  filter,
+		filter:  flt,
 		rt:      rt,
 		route:   r,
 		conn:    c,
@@ -122,7 +123,7 @@ type imapWorker struct {
 	tokens  *oauth2.Source // oauth2 only
 	met     *metrics.RouteMetrics
 	clog    *connlog.Route
-	filter  *mailFilter // nil: every message the route selects
+	filter  *filter.Filter // nil: every message the route selects
 }
 
 func (rt *Runtime) logger() *slog.Logger {

@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 
 	"github.com/mailbus/mailbus/connector/connlog"
+	"github.com/mailbus/mailbus/connector/filter"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -45,7 +46,7 @@ func (s *imapSession) filter(ctx context.Context, uids []imap.UID) ([]imap.UID, 
 	matched := uids
 	for {
 		asciiOnly := s.flt.asciiOnly
-		remote, local := f.split(func(c condition) bool { return !asciiOnly || c.ascii() })
+		remote, local := f.Split(func(c filter.Condition) bool { return !asciiOnly || c.ASCII() })
 		var err error
 		if len(remote) > 0 {
 			matched, err = s.searchFilter(ctx, uids, remote)
@@ -75,7 +76,7 @@ func (s *imapSession) filter(ctx context.Context, uids []imap.UID) ([]imap.UID, 
 
 // searchFilter is the UID SEARCH of the conditions remote over the range of uids; the
 // result is kept to uids, since mail may have arrived (or changed flags) since uids.
-func (s *imapSession) searchFilter(ctx context.Context, uids []imap.UID, remote []condition) ([]imap.UID, error) {
+func (s *imapSession) searchFilter(ctx context.Context, uids []imap.UID, remote []filter.Condition) ([]imap.UID, error) {
 	crit := imapCriteria(remote)
 	crit.UID = []imap.UIDSet{{{Start: uids[0], Stop: uids[len(uids)-1]}}}
 	var data *imap.SearchData
@@ -97,20 +98,20 @@ func (s *imapSession) searchFilter(ctx context.Context, uids []imap.UID, remote 
 // imapCriteria turns conditions into SEARCH keys. FROM, TO, CC and SUBJECT are the
 // header keys of those names (go-imap writes them so); sizes are exclusive in IMAP
 // (LARGER n: more than n bytes), inclusive in a filter.
-func imapCriteria(conds []condition) imap.SearchCriteria {
+func imapCriteria(conds []filter.Condition) imap.SearchCriteria {
 	var crit imap.SearchCriteria
 	for _, c := range conds {
-		switch c.kind {
-		case condHeader:
-			crit.Header = append(crit.Header, imap.SearchCriteriaHeaderField{Key: c.name, Value: c.value})
-		case condSince:
-			crit.Since = c.date
-		case condBefore:
-			crit.Before = c.date
-		case condMinSize:
-			crit.Larger = c.size - 1
-		case condMaxSize:
-			crit.Smaller = c.size + 1
+		switch c.Kind {
+		case filter.Header:
+			crit.Header = append(crit.Header, imap.SearchCriteriaHeaderField{Key: c.Name, Value: c.Value})
+		case filter.Since:
+			crit.Since = c.Date
+		case filter.Before:
+			crit.Before = c.Date
+		case filter.MinSize:
+			crit.Larger = c.Size - 1
+		case filter.MaxSize:
+			crit.Smaller = c.Size + 1
 		}
 	}
 	return crit
@@ -118,7 +119,7 @@ func imapCriteria(conds []condition) imap.SearchCriteria {
 
 // checkHeaders fetches the header, size and INTERNALDATE of uids (never the body) and
 // keeps those that meet local.
-func (s *imapSession) checkHeaders(ctx context.Context, uids []imap.UID, local *mailFilter) ([]imap.UID, error) {
+func (s *imapSession) checkHeaders(ctx context.Context, uids []imap.UID, local *filter.Filter) ([]imap.UID, error) {
 	var out []imap.UID
 	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true}
 	for chunk := range slices.Chunk(uids, headerBatch) {
@@ -137,7 +138,7 @@ func (s *imapSession) checkHeaders(ctx context.Context, uids []imap.UID, local *
 			if m.UID == 0 {
 				continue
 			}
-			facts := &mailFacts{size: m.RFC822Size, received: m.InternalDate}
+			facts := &filter.Facts{Size: m.RFC822Size, Received: m.InternalDate}
 			hdr, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(m.FindBodySection(section))))
 			if err != nil {
 				// The mapping will name what is wrong: a broken header goes to the dead
@@ -146,9 +147,9 @@ func (s *imapSession) checkHeaders(ctx context.Context, uids []imap.UID, local *
 				continue
 			}
 			for fields := hdr.Fields(); fields.Next(); {
-				facts.add(fields.Key(), fields.Value())
+				facts.Add(fields.Key(), fields.Value())
 			}
-			if local.match(facts) {
+			if local.Match(facts) {
 				out = append(out, m.UID)
 			}
 		}

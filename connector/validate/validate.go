@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/filter"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -263,7 +264,7 @@ func Route(r *schemas.Route) *schemas.Error {
 	}
 	if r.Filter.IsZero() {
 		r.Filter = nil
-	} else if e := Filter(r.Filter); e != nil {
+	} else if e := filter.Validate(r.Filter); e != nil {
 		return e
 	}
 	seen := make(map[string]bool, len(r.Attributes))

@@ -1,4 +1,4 @@
-package connector
+package ews
 
 import (
 	"bytes"
@@ -20,35 +20,36 @@ import (
 	ntlmssp "github.com/Azure/go-ntlmssp"
 
 	"github.com/mailbus/mailbus/connector/oauth2"
+	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/schemas"
 )
 
-// ewsDefaultPath is where Exchange serves EWS when exchangeUrl names only a host.
-const ewsDefaultPath = "/EWS/Exchange.asmx"
+// DefaultPath is where Exchange serves EWS when exchangeUrl names only a host.
+const DefaultPath = "/EWS/Exchange.asmx"
 
-// ewsVersions are the RequestServerVersion values EWS knows, oldest first.
-var ewsVersions = []string{
+// versions are the RequestServerVersion values EWS knows, oldest first.
+var versions = []string{
 	"Exchange2007_SP1", "Exchange2010", "Exchange2010_SP1", "Exchange2010_SP2",
 	"Exchange2013", "Exchange2013_SP1",
 }
 
-// ewsServerVersion is the RequestServerVersion sent for a connection's exchangeVersion.
+// ServerVersion is the RequestServerVersion sent for a connection's exchangeVersion.
 // Exchange 2016 and 2019 have no value of their own: they speak the Exchange2013_SP1 schema.
 // An empty version means the newest.
-func ewsServerVersion(v string) (string, error) {
+func ServerVersion(v string) (string, error) {
 	switch v {
 	case "", "Exchange2016", "Exchange2019":
 		return "Exchange2013_SP1", nil
 	}
-	if !slices.Contains(ewsVersions, v) {
+	if !slices.Contains(versions, v) {
 		return "", fmt.Errorf("exchangeVersion %q is not one of Exchange2007_SP1 .. Exchange2019", v)
 	}
 	return v, nil
 }
 
-// ewsEndpoint is the EWS URL of a connection: exchangeUrl is a host with an optional path,
+// Endpoint is the EWS URL of a connection: exchangeUrl is a host with an optional path,
 // encryption none means http and anything else https.
-func ewsEndpoint(c *schemas.Connection) (string, error) {
+func Endpoint(c *schemas.Connection) (string, error) {
 	raw := strings.TrimSpace(c.ExchangeURL)
 	if strings.Contains(raw, "://") {
 		return "", fmt.Errorf("exchangeUrl %q: give the host and path without http:// or https://", raw)
@@ -62,14 +63,14 @@ func ewsEndpoint(c *schemas.Connection) (string, error) {
 		return "", fmt.Errorf("exchangeUrl %q: want a host with an optional path, such as mail.example.com/EWS/Exchange.asmx", raw)
 	}
 	if u.Path == "" || u.Path == "/" {
-		u.Path = ewsDefaultPath
+		u.Path = DefaultPath
 	}
 	return u.String(), nil
 }
 
-// ewsClient speaks EWS SOAP to one Exchange endpoint. It is safe for one goroutine at a time:
+// Client speaks EWS SOAP to one Exchange endpoint. It is safe for one goroutine at a time:
 // NTLM authenticates the TCP connection, so requests share a single kept-alive connection.
-type ewsClient struct {
+type Client struct {
 	url      string
 	version  string
 	auth     string
@@ -81,20 +82,21 @@ type ewsClient struct {
 	impersonate string
 	tr          *http.Transport
 	http        *http.Client
-	// accepted, when set, is called after each request the server answered with 200: it
-	// took the credentials (the connection log's connect and login of a route).
-	accepted func()
+	// Accepted, when set, is called after each request the server answered with 200: it
+	// took the credentials (the connection log's connect and login of a route). Set it
+	// before the first request.
+	Accepted func()
 }
 
-// newEWSClient makes the client of an exchange connection. rootCAs, when not nil, replaces
+// NewClient makes the client of an exchange connection. rootCAs, when not nil, replaces
 // the system roots (tests use it for their own CA); tokens gives the bearer tokens of an
 // oauth2 connection.
-func newEWSClient(c *schemas.Connection, rootCAs *x509.CertPool, tokens *oauth2.Source) (*ewsClient, error) {
-	endpoint, err := ewsEndpoint(c)
+func NewClient(c *schemas.Connection, rootCAs *x509.CertPool, tokens *oauth2.Source) (*Client, error) {
+	endpoint, err := Endpoint(c)
 	if err != nil {
 		return nil, err
 	}
-	version, err := ewsServerVersion(c.ExchangeVersion)
+	version, err := ServerVersion(c.ExchangeVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +114,7 @@ func newEWSClient(c *schemas.Connection, rootCAs *x509.CertPool, tokens *oauth2.
 		MaxConnsPerHost:     1,
 		MaxIdleConnsPerHost: 1,
 	}
-	cl := &ewsClient{url: endpoint, version: version, auth: c.Auth, tr: tr}
+	cl := &Client{url: endpoint, version: version, auth: c.Auth, tr: tr}
 	cl.user = c.Username
 	if c.Domain != "" {
 		cl.user = c.Domain + `\` + c.Username
@@ -144,26 +146,32 @@ func newEWSClient(c *schemas.Connection, rootCAs *x509.CertPool, tokens *oauth2.
 }
 
 // Close drops the kept-alive connection.
-func (c *ewsClient) Close() { c.tr.CloseIdleConnections() }
+func (c *Client) Close() { c.tr.CloseIdleConnections() }
+
+// URL is the endpoint the client speaks to, as Endpoint made it.
+func (c *Client) URL() string { return c.url }
+
+// Version is the RequestServerVersion the client sends.
+func (c *Client) Version() string { return c.version }
 
 // SuppressReadReceipts exists from Exchange2013_SP1 on; older servers refuse the attribute.
-func (c *ewsClient) canSuppressReadReceipts() bool {
-	return slices.Index(ewsVersions, c.version) >= slices.Index(ewsVersions, "Exchange2013_SP1")
+func (c *Client) canSuppressReadReceipts() bool {
+	return slices.Index(versions, c.version) >= slices.Index(versions, "Exchange2013_SP1")
 }
 
-// errEWSAuth is a 401 from the server. It is permanent: retrying with the same password
+// ErrAuth is a 401 from the server. It is permanent: retrying with the same password
 // could lock the account.
-var errEWSAuth = errors.New("the server refused the user name or password")
+var ErrAuth = errors.New("the server refused the user name or password")
 
-// ewsHTTPError is an HTTP status other than 200 that came without a SOAP fault.
-type ewsHTTPError struct {
+// HTTPError is an HTTP status other than 200 that came without a SOAP fault.
+type HTTPError struct {
 	Code       int
 	Status     string
 	Location   string // of a redirect
 	RetryAfter time.Duration
 }
 
-func (e *ewsHTTPError) Error() string {
+func (e *HTTPError) Error() string {
 	if e.Location != "" {
 		// Typically a login page in front of Outlook on the web: EWS is elsewhere.
 		return "the server answered " + e.Status + ", to " + e.Location + ": EWS is not at this URL"
@@ -171,51 +179,51 @@ func (e *ewsHTTPError) Error() string {
 	return "the server answered " + e.Status
 }
 
-// ewsError is an error EWS reported, as a SOAP fault or in a response message.
-type ewsError struct {
+// Error is an error EWS reported, as a SOAP fault or in a response message.
+type Error struct {
 	Code    string // the ResponseCode, such as ErrorServerBusy
 	Message string
 	// BackOff is how long the server asked to wait (BackOffMilliseconds) before trying again.
 	BackOff time.Duration
 }
 
-func (e *ewsError) Error() string {
+func (e *Error) Error() string {
 	if e.Message == "" {
 		return e.Code
 	}
 	return e.Code + ": " + e.Message
 }
 
-// ewsPermanentCodes are the EWS errors that retrying will not cure: the definition or the
+// permanentCodes are the EWS errors that retrying will not cure: the definition or the
 // account must change first.
-var ewsPermanentCodes = []string{
+var permanentCodes = []string{
 	"ErrorAccessDenied", "ErrorFolderNotFound", "ErrorNonExistentMailbox",
 	"ErrorInvalidServerVersion", "ErrorSchemaValidation", "ErrorInvalidRequest",
 	"ErrorInvalidSyncStateData", "ErrorAccountDisabled", "ErrorImpersonateUserDenied",
 	"ErrorInvalidIdMalformed",
 }
 
-// ewsPermanent reports whether err will not go away by retrying: bad credentials, a wrong
+// IsPermanent reports whether err will not go away by retrying: bad credentials, a wrong
 // URL, a missing folder.
-func ewsPermanent(err error) bool {
-	if errors.Is(err, errEWSAuth) {
+func IsPermanent(err error) bool {
+	if errors.Is(err, ErrAuth) {
 		return true
 	}
-	var he *ewsHTTPError
+	var he *HTTPError
 	if errors.As(err, &he) {
 		return he.Code >= 300 && he.Code < 500 && he.Code != http.StatusRequestTimeout && he.Code != http.StatusTooManyRequests
 	}
-	var ee *ewsError
-	return errors.As(err, &ee) && slices.Contains(ewsPermanentCodes, ee.Code)
+	var ee *Error
+	return errors.As(err, &ee) && slices.Contains(permanentCodes, ee.Code)
 }
 
-// ewsBackOff is how long the server asked to wait, or 0 when it did not.
-func ewsBackOff(err error) time.Duration {
-	var ee *ewsError
+// BackOff is how long the server asked to wait, or 0 when it did not.
+func BackOff(err error) time.Duration {
+	var ee *Error
 	if errors.As(err, &ee) {
 		return ee.BackOff
 	}
-	var he *ewsHTTPError
+	var he *HTTPError
 	if errors.As(err, &he) {
 		return he.RetryAfter
 	}
@@ -223,24 +231,24 @@ func ewsBackOff(err error) time.Duration {
 }
 
 const (
-	// maxEWSReply caps the replies read whole (all but GetItem, which is streamed).
-	maxEWSReply = 32 << 20
-	// ewsCallTimeout bounds a request whose reply is read whole.
-	ewsCallTimeout = 2 * time.Minute
-	// ewsStallTimeout is how long a streamed GetItem reply may go without a byte: the whole
+	// maxReply caps the replies read whole (all but GetItem, which is streamed).
+	maxReply = 32 << 20
+	// callTimeout bounds a request whose reply is read whole.
+	callTimeout = 2 * time.Minute
+	// stallTimeout is how long a streamed GetItem reply may go without a byte: the whole
 	// reply may take long for large mail, but not stall.
-	ewsStallTimeout = 2 * time.Minute
+	stallTimeout = 2 * time.Minute
 )
 
 // do sends one SOAP request and returns the body of a 200 reply, which the caller must
-// close. Other replies become errors: 401 errEWSAuth, a SOAP fault an *ewsError, the rest an
-// *ewsHTTPError. With oauth2, a refused token that was not issued just now is replaced
+// close. Other replies become errors: 401 ErrAuth, a SOAP fault an *Error, the rest an
+// *HTTPError. With oauth2, a refused token that was not issued just now is replaced
 // once from the token endpoint; a refused fresh one is permanent.
-func (c *ewsClient) do(ctx context.Context, op string, body any) (io.ReadCloser, error) {
+func (c *Client) do(ctx context.Context, op string, body any) (io.ReadCloser, error) {
 	env := soapEnvelope{SOAP: nsSOAP, Types: nsTypes, Messages: nsMessages}
 	env.Header.Version.Version = c.version
 	if c.impersonate != "" {
-		env.Header.Impersonation = &ewsImpersonation{SMTP: c.impersonate}
+		env.Header.Impersonation = &impersonation{SMTP: c.impersonate}
 	}
 	env.Body.Op = body
 	var buf bytes.Buffer
@@ -274,13 +282,13 @@ func (c *ewsClient) do(ctx context.Context, op string, body any) (io.ReadCloser,
 			return nil, fmt.Errorf("ews %s: %w", op, err)
 		}
 		if resp.StatusCode == http.StatusOK {
-			if c.accepted != nil {
-				c.accepted()
+			if c.Accepted != nil {
+				c.Accepted()
 			}
 			return resp.Body, nil
 		}
 		err = c.failure(op, resp)
-		if c.auth != schemas.AuthOAuth2 || !errors.Is(err, errEWSAuth) {
+		if c.auth != schemas.AuthOAuth2 || !errors.Is(err, ErrAuth) {
 			return nil, err
 		}
 		if fresh || try > 0 || !c.tokens.Renewable() {
@@ -288,36 +296,36 @@ func (c *ewsClient) do(ctx context.Context, op string, body any) (io.ReadCloser,
 			if fresh || try > 0 {
 				why += " just issued: the grant was revoked, lacks the EWS scope, or has no access to the mailbox"
 			}
-			return nil, Permanent(fmt.Errorf("ews %s: %s", op, why))
+			return nil, retry.Permanent(fmt.Errorf("ews %s: %s", op, why))
 		}
 		c.tokens.Reject(tok)
 	}
 }
 
 // failure turns a reply other than 200 into its error, and closes it.
-func (c *ewsClient) failure(op string, resp *http.Response) error {
+func (c *Client) failure(op string, resp *http.Response) error {
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusUnauthorized {
 		if c.auth == schemas.AuthNone || c.auth == "" {
-			return fmt.Errorf("ews %s: %w: it asks for credentials and the connection has auth none", op, errEWSAuth)
+			return fmt.Errorf("ews %s: %w: it asks for credentials and the connection has auth none", op, ErrAuth)
 		}
-		return fmt.Errorf("ews %s: %w", op, errEWSAuth)
+		return fmt.Errorf("ews %s: %w", op, ErrAuth)
 	}
 	// EWS sends its faults, ErrorServerBusy among them, with status 500.
 	var fault soapReply[struct{}]
 	if xml.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&fault) == nil && fault.Body.Fault != nil {
 		return fmt.Errorf("ews %s: %w", op, fault.Body.Fault.err())
 	}
-	he := &ewsHTTPError{Code: resp.StatusCode, Status: resp.Status, Location: resp.Header.Get("Location")}
+	he := &HTTPError{Code: resp.StatusCode, Status: resp.Status, Location: resp.Header.Get("Location")}
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 		he.RetryAfter = time.Duration(s) * time.Second
 	}
 	return fmt.Errorf("ews %s: %w", op, he)
 }
 
-// ewsCall sends one SOAP request and decodes the reply's body element into out.
-func ewsCall[T any](ctx context.Context, c *ewsClient, op string, body any, out *T) error {
-	ctx, cancel := context.WithTimeout(ctx, ewsCallTimeout)
+// call sends one SOAP request and decodes the reply's body element into out.
+func call[T any](ctx context.Context, c *Client, op string, body any, out *T) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	rc, err := c.do(ctx, op, body)
 	if err != nil {
@@ -325,7 +333,7 @@ func ewsCall[T any](ctx context.Context, c *ewsClient, op string, body any, out 
 	}
 	defer rc.Close()
 	var env soapReply[T]
-	if err := xml.NewDecoder(io.LimitReader(rc, maxEWSReply)).Decode(&env); err != nil {
+	if err := xml.NewDecoder(io.LimitReader(rc, maxReply)).Decode(&env); err != nil {
 		return fmt.Errorf("ews %s: read reply: %w", op, err)
 	}
 	if env.Body.Fault != nil {
