@@ -21,6 +21,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/mailbus/mailbus/connector/control"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
@@ -671,12 +672,14 @@ func scrubReply(r *schemas.Reply, hidden []string) {
 	}
 }
 
-// checkConnection is the control service's connection check (control.Check): the check
+// connectionCheck is the control service's connection check (control.Check): the check
 // of c, its probe signed with the deployment's key, so the routes pass over it.
-func (rt *Runtime) checkConnection(ctx context.Context, c schemas.Connection, mailboxes []string, ts *oauth2.Source) (*schemas.Reply, error) {
-	key, err := rt.probeKeys().get(ctx)
-	if err != nil {
-		return nil, err
+func connectionCheck(probes *probeKeys) control.Check {
+	return func(ctx context.Context, c schemas.Connection, mailboxes []string, ts *oauth2.Source) (*schemas.Reply, error) {
+		key, err := probes.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return signedCheck(ctx, c, mailboxes, ts, key), nil
 	}
-	return signedCheck(ctx, c, mailboxes, ts, key), nil
 }

@@ -226,7 +226,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	svc, err := control.Start(routesCtx, nc, control.Config{
 		Names: c.names, Version: c.version, Instance: c.cfg.Instance,
 		Store: st, Sealer: c.sealer, JS: js, State: storage.State,
-		Check: rt.checkConnection, Status: routeStatuses{rt.Status, ls},
+		Check: connectionCheck(rt.probeKeys()), Status: routeStatuses{rt.Status, ls},
 		Logger: c.logger.With("component", "control"),
 	})
 	if err != nil {
