@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/mailbus/mailbus/connector/connlog"
+	"github.com/mailbus/mailbus/connector/control"
 	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/connector/secrets"
@@ -40,12 +41,13 @@ func connLogRuntime(t *testing.T) *Runtime {
 	rt := EWSRuntime(t)
 	rt.ConnLog = connlog.New(rt.JS, rt.Names, rt.Logger)
 	s := &secrets.Sealer{}
-	svc, err := startControl(context.Background(), rt.NC, rt.Names, "test", &control{
-		store: store.New(rt.Storage.Config, s), status: rt.Status, instance: rt.Instance,
-		logger: rt.Logger, sealer: s, js: rt.JS, names: rt.Names,
+	svc, err := control.Start(context.Background(), rt.NC, control.Config{
+		Names: rt.Names, Version: "test", Instance: rt.Instance,
+		Store: store.New(rt.Storage.Config, s), Sealer: s, JS: rt.JS,
+		Status: routeStatuses{board: rt.Status}, Logger: rt.Logger,
 	})
 	if err != nil {
-		t.Fatalf("startControl() = %v", err)
+		t.Fatalf("control.Start() = %v", err)
 	}
 	t.Cleanup(func() { svc.Stop() })
 	return rt
