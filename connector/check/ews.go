@@ -1,4 +1,4 @@
-package connector
+package check
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/mailbus/mailbus/connector/ews"
+	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -135,7 +136,7 @@ func ewsCheckFailure(err error, endpoint string) *checkFailure {
 		return invalid("exchangeVersion", "the server does not speak this exchangeVersion: %s", ee.Message)
 	case errors.As(err, &ee) && ee.Code == "ErrorImpersonateUserDenied":
 		return invalid("username", "the application may not act for this mailbox (it needs full_access_as_app or ApplicationImpersonation): %s", ee.Message)
-	case IsPermanent(err): // an oauth2 token refused
+	case retry.IsPermanent(err): // an oauth2 token refused
 		return invalid("oauth2", "%v", err)
 	}
 	return unavailable("%v", err)
