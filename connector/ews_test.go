@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -308,6 +309,12 @@ func TestExchangeCheck(t *testing.T) {
 	}
 	if r := check(f.Connection(), "Nope"); r.OK || r.Error.Field != "mailbox" {
 		t.Errorf("missing folder: ok %t, error %+v", r.OK, r.Error)
+	}
+	closed := f.Connection()
+	closed.ExchangeURL = fmt.Sprintf("127.0.0.1:%d/EWS/Exchange.asmx", checkFreePort(t))
+	if r := check(closed, "INBOX"); r.OK || r.Error.Field != "exchangeUrl" || checkStages(r) != "resolve dial" ||
+		!strings.Contains(r.Error.Message, "nothing listens on 127.0.0.1:") || r.Stages[0].Detail != "127.0.0.1" {
+		t.Errorf("nothing listening: ok %t, stages %+v, error %+v", r.OK, r.Stages, r.Error)
 	}
 }
 

@@ -147,22 +147,10 @@ func (k *checker) run(ctx context.Context, mailboxes []string) {
 	k.host = host
 	k.port, _ = strconv.Atoi(portText)
 
-	var addrs []string
-	if !k.stage("resolve", func() (string, error) {
-		addrs, err = k.resolve(ctx)
-		return strings.Join(addrs, ", "), err
-	}) {
-		return
-	}
-
-	var raw net.Conn
-	if !k.stage("dial", func() (string, error) {
-		raw, err = k.dial(ctx, addrs)
-		if err != nil {
-			return "", err
-		}
-		return "connected to " + raw.RemoteAddr().String(), nil
-	}) {
+	raw := k.connect(ctx, func(hostport string) *checkFailure {
+		return invalid("port", "nothing listens on %s: check the host and the port (993 for ssl, 143 for tls or none)", hostport)
+	})
+	if raw == nil {
 		return
 	}
 	// Closing the TCP connection unblocks every layer above it: TLS and imapclient alike.
@@ -274,8 +262,33 @@ func (k *checker) resolve(ctx context.Context) ([]string, error) {
 	return addrs, nil
 }
 
+// connect runs the stages resolve and dial: it returns the connection to the first
+// address of k.host that answers on k.port, or nil when a stage failed (the reply says
+// why). refused is the failure when nothing listens on host:port.
+func (k *checker) connect(ctx context.Context, refused func(hostport string) *checkFailure) net.Conn {
+	var addrs []string
+	var err error
+	if !k.stage("resolve", func() (string, error) {
+		addrs, err = k.resolve(ctx)
+		return strings.Join(addrs, ", "), err
+	}) {
+		return nil
+	}
+	var raw net.Conn
+	if !k.stage("dial", func() (string, error) {
+		raw, err = k.dial(ctx, addrs, refused)
+		if err != nil {
+			return "", err
+		}
+		return "connected to " + raw.RemoteAddr().String(), nil
+	}) {
+		return nil
+	}
+	return raw
+}
+
 // dial connects to the first address that answers.
-func (k *checker) dial(ctx context.Context, addrs []string) (net.Conn, error) {
+func (k *checker) dial(ctx context.Context, addrs []string, refused func(hostport string) *checkFailure) (net.Conn, error) {
 	hostport := net.JoinHostPort(k.host, strconv.Itoa(k.port))
 	d := &net.Dialer{Timeout: imapsrc.DialTimeout}
 	var err error
@@ -289,7 +302,7 @@ func (k *checker) dial(ctx context.Context, addrs []string) (net.Conn, error) {
 	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return nil, invalid("port", "nothing listens on %s: check the host and the port (993 for ssl, 143 for tls or none)", hostport)
+		return nil, refused(hostport)
 	case errors.As(err, &ne) && ne.Timeout():
 		return nil, unavailable("%s did not answer within %s: the host may be down or a firewall in the way", hostport, imapsrc.DialTimeout)
 	}

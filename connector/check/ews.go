@@ -5,11 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
-	"syscall"
 
 	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/retry"
@@ -32,21 +30,10 @@ func (k *checker) runExchange(ctx context.Context, mailboxes []string) {
 		k.port = map[string]int{"http": 80, "https": 443}[u.Scheme]
 	}
 
-	var addrs []string
-	if !k.stage("resolve", func() (string, error) {
-		addrs, err = k.resolve(ctx)
-		return fmt.Sprint(addrs), err
-	}) {
-		return
-	}
-	var raw net.Conn
-	if !k.stage("dial", func() (string, error) {
-		raw, err = k.dialEWS(ctx, addrs)
-		if err != nil {
-			return "", err
-		}
-		return "connected to " + raw.RemoteAddr().String(), nil
-	}) {
+	raw := k.connect(ctx, func(hostport string) *checkFailure {
+		return invalid("exchangeUrl", "nothing listens on %s: check the host and port of exchangeUrl, and the encryption (none is http, port 80)", hostport)
+	})
+	if raw == nil {
 		return
 	}
 	defer raw.Close()
@@ -103,22 +90,6 @@ func (k *checker) runExchange(ctx context.Context, mailboxes []string) {
 			return
 		}
 	}
-}
-
-func (k *checker) dialEWS(ctx context.Context, addrs []string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: dialTimeout}
-	var err error
-	for _, a := range addrs {
-		var conn net.Conn
-		if conn, err = d.DialContext(ctx, "tcp", net.JoinHostPort(a, strconv.Itoa(k.port))); err == nil {
-			return conn, nil
-		}
-	}
-	hostport := net.JoinHostPort(k.host, strconv.Itoa(k.port))
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		return nil, invalid("exchangeUrl", "nothing listens on %s: check the host and port of exchangeUrl, and the encryption (none is http, port 80)", hostport)
-	}
-	return nil, unavailable("could not connect to %s: %v", hostport, err)
 }
 
 // ewsCheckFailure says what an EWS error means for the person fixing the connection.
