@@ -1,7 +1,6 @@
 package connector_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/connlog"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -27,22 +27,7 @@ import (
 // server on a free port and a temporary data directory, and talk to it over NATS.
 
 // svcLog is a log sink the tests can search; slog handlers write from many goroutines.
-type svcLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *svcLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *svcLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type svcLog = testkit.LogBuffer
 
 // testService is a running Connector and a client connection to its NATS server.
 type testService struct {

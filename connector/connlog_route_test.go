@@ -23,6 +23,7 @@ import (
 	"github.com/mailbus/mailbus/connector/control"
 	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/ewstest"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
@@ -308,7 +309,7 @@ func startConnLogIMAP(t *testing.T) (string, *imapmemserver.User) {
 // connection log and in the process log alike; neither holds the client secret.
 func TestRouteConnLogScrubsSecrets(t *testing.T) {
 	rt := connLogRuntime(t)
-	var logs LockedBuffer
+	var logs testkit.LogBuffer
 	rt.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ts := StartTokenServer(t, time.Hour, false)
 	f := ewstest.New(t, false)

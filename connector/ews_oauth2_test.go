@@ -9,6 +9,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/ewstest"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -18,7 +19,7 @@ import (
 // no token or client secret shows in the log or the status.
 func TestExchangeWorkerOAuth2(t *testing.T) {
 	rt := connector.EWSRuntime(t)
-	var logs connector.LockedBuffer
+	var logs testkit.LogBuffer
 	rt.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ts := connector.StartTokenServer(t, time.Hour, false)
 	f := ewstest.New(t, false)
