@@ -311,7 +311,7 @@ func TestRouteConnLogScrubsSecrets(t *testing.T) {
 	rt := connLogRuntime(t)
 	var logs testkit.LogBuffer
 	rt.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ts := StartTokenServer(t, time.Hour, false)
+	ts := testkit.StartTokenServer(t, time.Hour, false)
 	f := ewstest.New(t, false)
 	f.Auth, f.ValidToken = "bearer", ts.Valid
 	spec := EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)

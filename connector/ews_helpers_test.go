@@ -52,7 +52,7 @@ func EWSSpec(f *ewstest.Server, sel, after string) RouteSpec {
 
 // EWSOAuthConn is an exchange connection with application access (client credentials)
 // to bot@example.com's mailbox.
-func EWSOAuthConn(f *ewstest.Server, ts *TokenServer) schemas.Connection {
+func EWSOAuthConn(f *ewstest.Server, ts *testkit.TokenServer) schemas.Connection {
 	c := f.Connection()
 	c.Auth, c.Username, c.Domain, c.Password = schemas.AuthOAuth2, "bot@example.com", "", ""
 	c.OAuth2 = &schemas.OAuth2{
