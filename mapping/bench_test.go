@@ -123,3 +123,34 @@ func TestMap100MBHeap(t *testing.T) {
 		t.Errorf("peak heap %d MB, want under %d MB", p>>20, limit>>20)
 	}
 }
+
+// BenchmarkMapCorpus maps the messages of bench/run.sh's corpora (benchCorpus, the shapes
+// of gen_maildir.py), one message an operation, so ns/op, B/op and allocs/op are per
+// message. Large attachments go to a sink that discards them, as they would go to the
+// object store.
+func BenchmarkMapCorpus(b *testing.B) {
+	for _, c := range []struct {
+		profile string
+		n       int
+	}{{"small", 2000}, {"mixed", 200}} {
+		msgs := benchCorpus(c.profile, c.n, 42, 1_500_000)
+		var total int64
+		for _, m := range msgs {
+			total += int64(len(m))
+		}
+		b.Run(c.profile, func(b *testing.B) {
+			opts := &mapping.Options{Sink: discardSink{}}
+			b.SetBytes(total / int64(len(msgs)))
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := mapping.MapMessage(bytes.NewReader(msgs[i]), opts); err != nil {
+					b.Fatal(err)
+				}
+				if i++; i == len(msgs) {
+					i = 0
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,124 @@
+package mapping_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/mailbus/mailbus/mapping"
+	"github.com/mailbus/mailbus/schemas"
+)
+
+const eventHashes = "testdata/event-hashes.txt"
+
+// hashCorpus is every message TestEventHashes maps: the golden corpus (corpusgen's
+// messages) and the benchmark corpora of gen_maildir.py's shapes.
+func hashCorpus(t testing.TB) (names []string, msgs [][]byte) {
+	files, err := filepath.Glob(filepath.Join(corpusDir, "*.eml"))
+	if err != nil || len(files) < 40 {
+		t.Fatalf("corpus: %d files, %v", len(files), err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, "mail/"+strings.TrimSuffix(filepath.Base(f), ".eml"))
+		msgs = append(msgs, b)
+	}
+	for i, m := range benchCorpus("small", 300, 1, 0) {
+		names = append(names, fmt.Sprintf("small/%03d", i))
+		msgs = append(msgs, m)
+	}
+	for i, m := range benchCorpus("mixed", 60, 2, 300_000) {
+		names = append(names, fmt.Sprintf("mixed/%03d", i))
+		msgs = append(msgs, m)
+	}
+	return names, msgs
+}
+
+// hashOptions are the route options each message is mapped with.
+var hashOptions = []struct {
+	name string
+	opts func(mapping.Sink) *mapping.Options
+}{
+	{"default", func(s mapping.Sink) *mapping.Options { return &mapping.Options{Sink: s} }},
+	{"golden", goldenOptions},
+	{"narrow", func(s mapping.Sink) *mapping.Options {
+		return &mapping.Options{Sink: s, MaxInlineBytes: 64, Headers: []string{"X-Priority", " list-id", "received"},
+			Attributes: []schemas.AttributeRule{{Name: "to", From: "header:To", Regex: `<([^>]*)>`}}}
+	}},
+}
+
+// eventHash is the SHA-256 of everything the mapping gives for one message: the event's
+// JSON, Partial, and what reached the sink.
+func eventHash(t testing.TB, msg []byte, opts func(mapping.Sink) *mapping.Options) string {
+	sink := &memSink{}
+	res, err := mapping.MapMessage(bytes.NewReader(msg), opts(sink))
+	h := sha256.New()
+	if err != nil {
+		fmt.Fprintf(h, "error %v\n", err)
+		return hex.EncodeToString(h.Sum(nil))[:32]
+	}
+	b, err := json.Marshal(res.Event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Write(b)
+	fmt.Fprintf(h, "\npartial=%v\n", res.Partial)
+	var objects []string
+	for name := range sink.objects {
+		objects = append(objects, name)
+	}
+	sort.Strings(objects)
+	for _, name := range objects {
+		fmt.Fprintf(h, "%s %x\n", name, sha256.Sum256(sink.objects[name]))
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// TestEventHashes maps the golden corpus and the benchmark corpora with several option sets
+// and compares a hash of each result with testdata/event-hashes.txt, written before the
+// mapping was made faster: an optimisation must not change a single byte of any event.
+// go test ./mapping -run EventHashes -update rewrites the file (only for a change meant to
+// alter events).
+func TestEventHashes(t *testing.T) {
+	names, msgs := hashCorpus(t)
+	var got strings.Builder
+	for _, o := range hashOptions {
+		for i, msg := range msgs {
+			fmt.Fprintf(&got, "%s/%s %s\n", o.name, names[i], eventHash(t, msg, o.opts))
+		}
+	}
+	if *update {
+		if err := os.WriteFile(eventHashes, []byte(got.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(eventHashes)
+	if err != nil {
+		t.Fatalf("no %s (go test ./mapping -run EventHashes -update): %v", eventHashes, err)
+	}
+	wl, gl := strings.Split(string(want), "\n"), strings.Split(got.String(), "\n")
+	if len(wl) != len(gl) {
+		t.Fatalf("%d hashes, want %d", len(gl), len(wl))
+	}
+	bad := 0
+	for i := range wl {
+		if wl[i] != gl[i] {
+			if bad++; bad <= 20 {
+				t.Errorf("event changed: got %s, want %s", gl[i], wl[i])
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d events changed", bad, len(wl)-1)
+	}
+}
