@@ -19,11 +19,16 @@ import (
 //
 // profile "small": short text-only messages (about 2 KB); "mixed": text and text+html
 // bodies, 35 % with 1-3 attachments of 2 KB to maxAttachment bytes (1.5 MB in the script).
-func benchCorpus(profile string, n int, seed uint64, maxAttachment int) [][]byte {
+// The script writes lines ending in "\n"; Dovecot sends them over IMAP ending in "\r\n",
+// which crlf chooses.
+func benchCorpus(profile string, n int, seed uint64, maxAttachment int, crlf bool) [][]byte {
 	rnd := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	out := make([][]byte, n)
 	for i := range out {
 		out[i] = benchMessage(i, rnd, profile, maxAttachment)
+		if crlf {
+			out[i] = bytes.ReplaceAll(out[i], []byte("\n"), []byte("\r\n"))
+		}
 	}
 	return out
 }

@@ -33,13 +33,24 @@ func hashCorpus(t testing.TB) (names []string, msgs [][]byte) {
 		names = append(names, "mail/"+strings.TrimSuffix(filepath.Base(f), ".eml"))
 		msgs = append(msgs, b)
 	}
-	for i, m := range benchCorpus("small", 300, 1, 0) {
-		names = append(names, fmt.Sprintf("small/%03d", i))
-		msgs = append(msgs, m)
+	for _, crlf := range []bool{false, true} {
+		for i, m := range benchCorpus("small", 200, 1, 0, crlf) {
+			names = append(names, fmt.Sprintf("small/crlf=%v/%03d", crlf, i))
+			msgs = append(msgs, m)
+		}
+		for i, m := range benchCorpus("mixed", 40, 2, 300_000, crlf) {
+			names = append(names, fmt.Sprintf("mixed/crlf=%v/%03d", crlf, i))
+			msgs = append(msgs, m)
+		}
 	}
-	for i, m := range benchCorpus("mixed", 60, 2, 300_000) {
-		names = append(names, fmt.Sprintf("mixed/%03d", i))
-		msgs = append(msgs, m)
+	for i, a := range addressForms {
+		names = append(names, fmt.Sprintf("address/%03d", i))
+		msgs = append(msgs, []byte("From: "+a+"\r\nTo: "+a+"\r\nCc: x@example.com, "+a+"\r\nBcc: "+a+
+			"\r\nDate: Thu, 5 Nov 2026 03:22:30 +0000\r\nSubject: address\r\n\r\nbody\r\n"))
+	}
+	for i, d := range dateForms {
+		names = append(names, fmt.Sprintf("date/%03d", i))
+		msgs = append(msgs, []byte("From: a@example.com\r\nDate: "+d+"\r\nSubject: date\r\n\r\nbody\r\n"))
 	}
 	return names, msgs
 }
