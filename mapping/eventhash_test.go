@@ -43,12 +43,12 @@ func hashCorpus(t testing.TB) (names []string, msgs [][]byte) {
 			msgs = append(msgs, m)
 		}
 	}
-	for i, a := range addressForms {
+	for i, a := range mapping.AddressForms {
 		names = append(names, fmt.Sprintf("address/%03d", i))
 		msgs = append(msgs, []byte("From: "+a+"\r\nTo: "+a+"\r\nCc: x@example.com, "+a+"\r\nBcc: "+a+
 			"\r\nDate: Thu, 5 Nov 2026 03:22:30 +0000\r\nSubject: address\r\n\r\nbody\r\n"))
 	}
-	for i, d := range dateForms {
+	for i, d := range mapping.DateForms {
 		names = append(names, fmt.Sprintf("date/%03d", i))
 		msgs = append(msgs, []byte("From: a@example.com\r\nDate: "+d+"\r\nSubject: date\r\n\r\nbody\r\n"))
 	}

@@ -1,10 +1,10 @@
-package mapping_test
+package mapping
 
-// addressForms are address header values as mail in the wild writes them: plain, with
+// AddressForms are address header values as mail in the wild writes them: plain, with
 // names, RFC 2047 words in every place, quotes, comments, groups, broken ones. They are
 // mapped in TestEventHashes (as From, To and Cc of a message of their own), so any change
 // to how any of them maps is caught.
-var addressForms = []string{
+var AddressForms = []string{
 	"a@b",
 	"alice@example.com",
 	"Alice <alice@example.com>",
@@ -98,8 +98,8 @@ var addressForms = []string{
 	"Alice <alice@example.com>\r\n",
 }
 
-// dateForms are Date header values: RFC 5322's, the common broken ones, and wrong ones.
-var dateForms = []string{
+// DateForms are Date header values: RFC 5322's, the common broken ones, and wrong ones.
+var DateForms = []string{
 	"Thu, 05 Nov 2026 03:22:30 +0000",
 	"Thu, 5 Nov 2026 03:22:30 +0000",
 	"Thu, 5 Nov 2026 03:22:30 -0700",
