@@ -2,9 +2,15 @@ package mapping
 
 import (
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"mime"
+	"net/mail"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-message/charset"
+	"github.com/mailbus/mailbus/schemas"
 )
 
 // checkFastDate fails when fastDate accepts v and parseDate, the full reading, gives
@@ -60,4 +66,100 @@ func FuzzFastDate(f *testing.F) {
 		f.Add(v)
 	}
 	f.Fuzz(checkFastDate)
+}
+
+// addressDecoders are the RFC 2047 decoders the address lists are compared with: the
+// mapper's kind (any charset, an unknown one kept raw) and one without a CharsetReader,
+// which fails words in other charsets than UTF-8, US-ASCII and ISO-8859-1.
+var addressDecoders = []*mime.WordDecoder{
+	{CharsetReader: func(label string, in io.Reader) (io.Reader, error) {
+		if r, err := charset.Reader(label, in); err == nil {
+			return r, nil
+		}
+		return in, nil
+	}},
+	{},
+}
+
+// checkFastAddressList fails when fastAddressList accepts s and net/mail gives anything
+// else for it, or when it refuses s and changes out.
+func checkFastAddressList(t *testing.T, s string) (accepted bool) {
+	t.Helper()
+	for _, dec := range addressDecoders {
+		prefix := []schemas.Address{{Name: "kept", Address: "kept@example.com"}}
+		got, ok := fastAddressList(s, dec, prefix)
+		if len(got) == 0 || got[0] != prefix[0] {
+			t.Fatalf("fastAddressList(%q) lost what out held: %v", s, got)
+		}
+		if !ok {
+			if len(got) != 1 {
+				t.Errorf("fastAddressList(%q) refused the list but appended %v", s, got[1:])
+			}
+			continue
+		}
+		accepted = true
+		want, err := (&mail.AddressParser{WordDecoder: dec}).ParseList(s)
+		if err != nil {
+			t.Errorf("fastAddressList(%q) = %v; net/mail: %v", s, got[1:], err)
+			continue
+		}
+		if len(want) != len(got)-1 {
+			t.Errorf("fastAddressList(%q) = %v; net/mail: %v", s, got[1:], want)
+			continue
+		}
+		for i, a := range want {
+			if got[i+1].Name != a.Name || got[i+1].Address != a.Address {
+				t.Errorf("fastAddressList(%q)[%d] = %+v; net/mail: %+v", s, i, got[i+1], *a)
+			}
+		}
+	}
+	return accepted
+}
+
+func TestFastAddressList(t *testing.T) {
+	accepted := 0
+	for _, s := range AddressForms {
+		if checkFastAddressList(t, s) {
+			accepted++
+		}
+	}
+	if accepted < 20 {
+		t.Errorf("fastAddressList accepted %d of the forms, want most of the plain ones", accepted)
+	}
+	// Lists made of pieces, plain and not.
+	names := []string{"", "Alice", "Alice Example", "Alice  Example", "Alice\tB", "J. R.", ".x.", "Zoë",
+		"=?utf-8?q?Zo=C3=AB?=", "=?utf-8?b?0JjQstCw0L0=?=", "Ana =?utf-8?q?Garc=C3=ADa?=", "=?utf-8?q?a?= =?utf-8?q?b?=",
+		"=?utf-8?q?a?= x =?utf-8?q?b?=", "=?utf-8?q??=", "x =?utf-8?q??= y", "=?iso-8859-1?q?J=F6rg?=", "=?koi8-r?b?6dfBzg==?=",
+		"=?x-none?q?a?=", "=?utf-8?q?bad", "=?utf-8?b?!?=", "=?utf-8?Q?a?b?=", "\"Q\"", "a(b)", "a@b", "a,b", "a:b", "a;b", "a[b]", "a\\b"}
+	addrs := []string{"a@b", "alice@example.com", "a.b@c.d", ".a@b", "a.@b", "a..b@c", "a@b.", "a@.b", "a@", "@b", "a",
+		"zoë@例え.jp", "x+y@z", "a@[1.2.3.4]", "\"a b\"@c", "a @b", "a@ b", "a@b@c", "a<b@c", "a>b@c"}
+	forms := []string{"%s <%s>", "%s<%s>", "%s  <%s>", "%s < %s>", "%s <%s >", "%[2]s", " %[2]s ", "%[2]s (%[1]s)", "%s %s", "%s <%s>>", "<%[2]s>", "%s <%s"}
+	seps := []string{", ", ",", " , ", ",,", ", ,", " ", "; "}
+	rnd := rand.New(rand.NewPCG(3, 4))
+	item := func() string {
+		return fmt.Sprintf(forms[rnd.IntN(len(forms))], names[rnd.IntN(len(names))], addrs[rnd.IntN(len(addrs))])
+	}
+	accepted = 0
+	for range 30000 {
+		s := item()
+		for range rnd.IntN(4) {
+			s += seps[rnd.IntN(len(seps))] + item()
+		}
+		if rnd.IntN(8) == 0 {
+			s = seps[rnd.IntN(len(seps))] + s + seps[rnd.IntN(len(seps))]
+		}
+		if checkFastAddressList(t, s) {
+			accepted++
+		}
+	}
+	if accepted < 500 {
+		t.Errorf("fastAddressList accepted %d of the generated lists: the test no longer tests it", accepted)
+	}
+}
+
+func FuzzFastAddressList(f *testing.F) {
+	for _, s := range AddressForms {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) { checkFastAddressList(t, s) })
 }

@@ -96,12 +96,27 @@ func (m *mapper) decodeCharset(b []byte, cs, where string) string {
 // element by element and the raw text is named in a warning.
 func (m *mapper) addresses(h header, key string) []schemas.Address {
 	out := []schemas.Address{}
-	for _, v := range h.values(key) {
-		v = m.utf8Text("header "+key, v)
+	where := headerWhere(key)
+	for _, f := range h {
+		if f.Key != key {
+			continue
+		}
+		v := m.utf8Text(where, f.Value)
 		if strings.Trim(v, " \t,;") == "" {
 			continue
 		}
-		m.where = "header " + key
+		m.where = where
+		n := len(out)
+		var fast bool
+		if out, fast = fastAddressList(v, m.words, out); fast {
+			for i := n; i < len(out); i++ {
+				// As below: a decoded name may hold encoded-words of its own.
+				if strings.Contains(out[i].Name, "=?") {
+					out[i].Name = m.text(where, out[i].Name)
+				}
+			}
+			continue
+		}
 		list, err := m.addrParser.ParseList(v)
 		if bare, ok := bareLocal(v); err != nil && ok {
 			// The whole field is one bare local part: the warning below is enough.
@@ -116,12 +131,29 @@ func (m *mapper) addresses(h header, key string) []schemas.Address {
 			name := a.Name
 			// net/mail leaves encoded-words inside quotes alone; Outlook writes them that way.
 			if strings.Contains(name, "=?") {
-				name = m.text("header "+key, name)
+				name = m.text(where, name)
 			}
 			out = append(out, schemas.Address{Name: name, Address: a.Address})
 		}
 	}
 	return out
+}
+
+// headerWhere is "header "+key for the address headers without an allocation each.
+func headerWhere(key string) string {
+	switch key {
+	case "From":
+		return "header From"
+	case "To":
+		return "header To"
+	case "Cc":
+		return "header Cc"
+	case "Bcc":
+		return "header Bcc"
+	case "Reply-To":
+		return "header Reply-To"
+	}
+	return "header " + key
 }
 
 // bareLocal returns s as an address without a domain ("foo", "<foo>"): one word, no '@'.
