@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/mailbus/mailbus/mapping"
@@ -131,5 +132,39 @@ func TestEventHashes(t *testing.T) {
 	}
 	if bad > 0 {
 		t.Errorf("%d of %d events changed", bad, len(wl)-1)
+	}
+}
+
+// TestEventHashesConcurrent maps the corpus from several goroutines at once: the mapping
+// reuses buffers across messages, and no message may see another's.
+func TestEventHashesConcurrent(t *testing.T) {
+	_, msgs := hashCorpus(t)
+	want := make([]string, len(msgs))
+	for i, msg := range msgs {
+		want[i] = eventHash(t, msg, goldenOptions)
+	}
+	const workers = 4
+	got := make([][]string, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		got[w] = make([]string, len(msgs))
+		wg.Go(func() {
+			// Each worker in its own order, so different messages meet.
+			for k := range msgs {
+				i := (k + w*len(msgs)/workers) % len(msgs)
+				if w%2 == 1 {
+					i = len(msgs) - 1 - i
+				}
+				got[w][i] = eventHash(t, msgs[i], goldenOptions)
+			}
+		})
+	}
+	wg.Wait()
+	for w := range got {
+		for i := range msgs {
+			if got[w][i] != want[i] {
+				t.Errorf("worker %d, message %d: event %s, mapped alone %s", w, i, got[w][i], want[i])
+			}
+		}
 	}
 }

@@ -1,11 +1,14 @@
 package mapping
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"mime"
 	"net/mail"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,4 +165,25 @@ func FuzzFastAddressList(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) { checkFastAddressList(t, s) })
+}
+
+// TestGetBufioOwnReader: a pooled reader is put back when its part is done, so it must
+// never be the reader it reads from, which lives on (a quoted-printable body read from the
+// message's own reader). bufio.NewReaderSize returned its source when that was a
+// *bufio.Reader already, and with the pool empty the message's reader went into the pool
+// while the message was still read from it.
+func TestGetBufioOwnReader(t *testing.T) {
+	for range 3 {
+		runtime.GC() // empties the pool (twice: its victim cache too)
+		runtime.GC()
+		src := bufio.NewReader(strings.NewReader("a body"))
+		br := getBufio(src)
+		if br == src {
+			t.Fatal("getBufio(r) returned r itself")
+		}
+		if b, _ := io.ReadAll(br); string(b) != "a body" {
+			t.Fatalf("read %q through getBufio", b)
+		}
+		putBufio(br)
+	}
 }

@@ -71,14 +71,15 @@ func (m *mapper) wordCharset(label string, in io.Reader) (io.Reader, error) {
 
 // decodeCharset converts b from charset cs to UTF-8. where names the part for warnings.
 func (m *mapper) decodeCharset(b []byte, cs, where string) string {
-	switch cs = strings.ToLower(strings.Trim(cs, " \t\"'")); cs {
-	case "", "utf-8", "utf8", "us-ascii", "ascii":
+	if utf8Label(cs) {
 		// Mislabelled UTF-8 (us-ascii, or no charset at all) is the common case: accept it.
 		if !utf8.Valid(b) {
 			m.warn("invalid UTF-8 in %s: read as windows-1252", where)
+			return bestEffortUTF8(b)
 		}
-		return bestEffortUTF8(b)
+		return string(b)
 	}
+	cs = strings.ToLower(strings.Trim(cs, " \t\"'"))
 	r, err := charset.Reader(cs, bytes.NewReader(b))
 	if err != nil {
 		m.warn("unknown charset %q in %s: kept raw bytes", cs, where)
@@ -90,6 +91,32 @@ func (m *mapper) decodeCharset(b []byte, cs, where string) string {
 		return bestEffortUTF8(b)
 	}
 	return bestEffortUTF8(out)
+}
+
+// utf8Label reports whether decodeCharset reads the charset cs as UTF-8.
+func utf8Label(cs string) bool {
+	switch strings.ToLower(strings.Trim(cs, " \t\"'")) {
+	case "", "utf-8", "utf8", "us-ascii", "ascii":
+		return true
+	}
+	return false
+}
+
+// dropCR removes the '\r' of every "\r\n" in b, in place.
+func dropCR(b []byte) []byte {
+	i := bytes.Index(b, []byte("\r\n"))
+	if i < 0 {
+		return b
+	}
+	w := i
+	for r := i; r < len(b); r++ {
+		if b[r] == '\r' && r+1 < len(b) && b[r+1] == '\n' {
+			continue
+		}
+		b[w] = b[r]
+		w++
+	}
+	return b[:w]
 }
 
 // addresses parses every occurrence of an address header. An unparsable list is salvaged

@@ -1,7 +1,6 @@
 package mapping
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -45,7 +44,8 @@ type Options struct {
 
 // Sink stores an attachment too large to inline and returns where it is.
 type Sink interface {
-	// PutAttachment stores the decoded content read from r. index is the attachment's
+	// PutAttachment stores the decoded content read from r, which is valid only until
+	// PutAttachment returns (its buffers are reused). index is the attachment's
 	// position in Event.Attachments; a has every field set but Size and Sha256, which Map
 	// fills once the content is read. The sink should read r to the end; whatever it leaves
 	// is read and dropped by Map. An error fails Map with the error wrapped.
@@ -107,7 +107,8 @@ func MapMessage(r io.Reader, opts *Options) (res *Result, err error) {
 	}()
 	m := newMapper(opts)
 	m.src = &countingReader{r: r}
-	br := bufio.NewReader(m.src)
+	br := getBufio(m.src)
+	defer putBufio(br)
 
 	h, body, warns, err := readHeader(br)
 	if err != nil {
@@ -290,6 +291,7 @@ func (m *mapper) entity(h header, mt string, params map[string]string, body io.R
 	pre := &capture{r: body, max: maxBodyBytes}
 	parent, _ := body.(*multipartPart)
 	mr := newMultipartReader(pre, boundary, parent)
+	defer putBufio(mr.br)
 	n := 0
 	for {
 		p, err := mr.NextPart()
@@ -363,11 +365,12 @@ func (m *mapper) leaf(h header, mt string, params map[string]string, body io.Rea
 	}
 
 	enc := h.value("Content-Transfer-Encoding")
-	dec, damage, known := transferDecoder(enc, body)
-	if !known {
+	dec := transferDecoder(enc, body)
+	defer dec.release()
+	if !dec.known {
 		m.warn("unknown transfer encoding %q in %s: kept raw", clip(enc, 40), where)
 	}
-	src := &softEOF{r: dec, m: m, where: where}
+	src := &softEOF{r: &dec, m: m, where: where}
 
 	isText := mt == "text/plain" || mt == "text/html"
 	taken := mt == "text/plain" && m.ev.TextBody != "" || mt == "text/html" && m.ev.HtmlBody != ""
@@ -380,7 +383,7 @@ func (m *mapper) leaf(h header, mt string, params map[string]string, body io.Rea
 	if err != nil {
 		return err
 	}
-	if n := damage(); n > 0 {
+	if n := dec.damage(); n > 0 {
 		m.partial = true
 		m.warn("broken %s in %s: %d bad characters", strings.ToLower(strings.TrimSpace(enc)), where, n)
 	}
@@ -398,7 +401,8 @@ func (m *mapper) paramText(where, key string, params map[string]string, ext map[
 
 // body sets TextBody or HtmlBody from a text part.
 func (m *mapper) body(mt string, params map[string]string, r io.Reader, where string) error {
-	b, err := io.ReadAll(io.LimitReader(r, maxBodyBytes+1))
+	b, pooled, err := readBody(r, maxBodyBytes+1)
+	defer bodyPool.Put(pooled)
 	if err != nil {
 		return err
 	}
@@ -412,7 +416,14 @@ func (m *mapper) body(mt string, params map[string]string, r io.Reader, where st
 		m.warn("%s in %s is larger than %d MiB: cut, %d bytes dropped", mt, where, maxBodyBytes>>20, n+1)
 	}
 	cs := strings.ToLower(params["charset"])
-	text := strings.ReplaceAll(m.decodeCharset(b, cs, where), "\r\n", "\n")
+	var text string
+	if utf8Label(cs) {
+		// Line ends dropped from the bytes rather than from the string: a string fewer.
+		// The same text, since a '\r' is never part of a UTF-8 sequence, valid or not.
+		text = m.decodeCharset(dropCR(b), cs, where)
+	} else {
+		text = strings.ReplaceAll(m.decodeCharset(b, cs, where), "\r\n", "\n")
+	}
 	if m.fallback == "" && cs != "" && cs != "utf-8" && cs != "us-ascii" {
 		m.fallback = cs
 	}

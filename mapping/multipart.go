@@ -55,7 +55,7 @@ func newMultipartReader(r io.Reader, boundary string, parent *multipartPart) *mu
 	b := []byte("\r\n--" + boundary + "--")
 	return &multipartReader{
 		parent:           parent,
-		br:               bufio.NewReaderSize(&stickyErrorReader{r: r}, multipartBufferSize),
+		br:               getBufio(&stickyErrorReader{r: r}),
 		nl:               b[:2],
 		nlDashBoundary:   b[:len(b)-2],
 		dashBoundaryDash: b[2:],
