@@ -49,6 +49,10 @@ func hashCorpus(t testing.TB) (names []string, msgs [][]byte) {
 		msgs = append(msgs, []byte("From: "+a+"\r\nTo: "+a+"\r\nCc: x@example.com, "+a+"\r\nBcc: "+a+
 			"\r\nDate: Thu, 5 Nov 2026 03:22:30 +0000\r\nSubject: address\r\n\r\nbody\r\n"))
 	}
+	for i, m := range mapping.HeaderForms {
+		names = append(names, fmt.Sprintf("header/%03d", i))
+		msgs = append(msgs, []byte(m))
+	}
 	for i, d := range mapping.DateForms {
 		names = append(names, fmt.Sprintf("date/%03d", i))
 		msgs = append(msgs, []byte("From: a@example.com\r\nDate: "+d+"\r\nSubject: date\r\n\r\nbody\r\n"))

@@ -1,5 +1,10 @@
 package mapping
 
+import (
+	"fmt"
+	"strings"
+)
+
 // AddressForms are address header values as mail in the wild writes them: plain, with
 // names, RFC 2047 words in every place, quotes, comments, groups, broken ones. They are
 // mapped in TestEventHashes (as From, To and Cc of a message of their own), so any change
@@ -160,3 +165,40 @@ var DateForms = []string{
 	"yesterday",
 	"",
 }
+
+// HeaderForms are whole messages with headers at the edges of the header readers: lines
+// longer than a reader's buffer, folds, the 1 MiB cut, many fields and parameters,
+// parameters in every spelling.
+var HeaderForms = func() []string {
+	many := func(n int, f func(i int) string) string {
+		var b strings.Builder
+		for i := range n {
+			b.WriteString(f(i))
+		}
+		return b.String()
+	}
+	body := "\r\n\r\nbody\r\n"
+	return []string{
+		"From: a@example.com\r\nSubject: " + strings.Repeat("x", 5000) + body,
+		"From: a@example.com\r\nX-Long: " + strings.Repeat("word ", 14000) + "\r\nSubject: after" + body,
+		"From: a@example.com\r\nSubject: folded\r\n \r\n\tagain\r\n   \r\n and" + body,
+		"From: a@example.com\r\nSubject:\r\n only folded" + body,
+		"From: a@example.com\r\n" + many(1100, func(i int) string { return fmt.Sprintf("X-Filler-%d: %s\r\n", i, strings.Repeat("f", 1000)) }) + "Subject: cut" + body,
+		"From: a@example.com\r\n" + many(40, func(i int) string { return fmt.Sprintf("X-H%d: v%d\r\nX-Same: s%d\r\n", i, i, i) }) + "x-h3: again" + body,
+		"From a@example.com Thu Nov  5 03:22:30 2026\r\nFrom: a@example.com\r\nSubject: mbox" + body,
+		"From: a@example.com\r\nMessage-ID: <a b@c>\r\nIn-Reply-To: x@y <p@q>\r\nReferences: <r1@x>\r\n <r2@x>\t<r3\r\n @x>\r\nReferences: <r4@x>" + body,
+		"From: a@example.com\r\nMessage-Id: no-brackets@x\r\nIn-Reply-To: <>" + body,
+		"From: a@example.com\r\nContent-Type: text/plain; Charset=\"ISO-8859-1\"; charset=utf-8; format=flowed\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nJ=F6rg=\r\n says hi\r\n",
+		"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=\"b\\\\x\"\r\n\r\n--b\\x\r\nContent-Type: application/pdf; name=\"C:\\dir\\file.pdf\"\r\n\r\nPDF\r\n--b\\x--\r\n",
+		"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: application/pdf; name=\"unterminated.pdf\r\n\r\nPDF\r\n--b\r\nContent-Type: application/pdf; noval; ; name=\"q\\\"uote.pdf\"; =x\r\n\r\nPDF\r\n--b--\r\n",
+		"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: application/octet-stream; name=\"" + strings.Repeat("n", 6000) + ".bin\"\r\nContent-Disposition: attachment;\r\n filename*0*=utf-8''%D0%BE%D1%82;\r\n filename*1*=%D1%87%D1%91%D1%82;\r\n filename*2=.pdf\r\n\r\nPDF\r\n--b--\r\n",
+		"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: application/pdf;" + many(40, func(i int) string { return fmt.Sprintf(" p%d=v%d;", i%35, i) }) + " name=many.pdf\r\n\r\nPDF\r\n--b--\r\n",
+		"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nX-Part-Long: " + strings.Repeat("y", 70000) + "\r\nContent-Type: text/plain\r\n\r\npart\r\n--b--\r\n",
+		"From: a@example.com\r\nContent-Type: text/plain; charset*=iso-8859-1''x; charset=utf-8\r\n\r\nbody\r\n",
+		"From: a@example.com\r\nContent-Type: text/plain; charset=windows-1251\r\n\r\n\xcf\xf0\xe8\xe2\xe5\xf2\r\n",
+		"From: a@example.com\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>a\r\r\nb\r\n\r\nc\rd\xff</p>\r\n",
+		"From: a@example.com\r\nContent-Type: text/plain; charset=utf-16le\r\n\r\nh\x00i\x00\r\x00\n\x00",
+		"From: a@example.com\r\nSubject: =?utf-8?q?enc?= plain\r\nX-Enc: =?utf-8?b?0JjQstCw0L0=?=\r\nX-Raw: \xd0\x98\xff" + body,
+		"From: a@example.com\r\nContent-ID: <cid@x>\r\nMIME-Version: 1.0\r\nmessage-id: <lower@x>" + body,
+	}
+}()
