@@ -269,7 +269,11 @@ func msgIDs(v string) []string {
 		if j < 0 {
 			break
 		}
-		if id := strings.Join(strings.Fields(rest[i:i+j+1]), ""); len(id) > 2 {
+		id := rest[i : i+j+1]
+		if !printableASCII(id) { // blanks inside (folded, or broken): dropped
+			id = strings.Join(strings.Fields(id), "")
+		}
+		if len(id) > 2 {
 			ids = append(ids, id)
 		}
 		rest = rest[i+j+1:]
@@ -278,6 +282,17 @@ func msgIDs(v string) []string {
 		ids = append(ids, strings.Fields(v)...)
 	}
 	return ids
+}
+
+// printableASCII reports whether s is all printable ASCII, without blanks: what
+// strings.Fields leaves as one field.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // zones are the time zone names seen in Date headers: RFC 5322's obsolete ones (which
