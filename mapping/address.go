@@ -113,19 +113,14 @@ func atomEnd(s string, i int) int {
 
 // isAtextByte reports whether c is RFC 5322 atext, a dot, or part of a multi-byte UTF-8
 // character.
-func isAtextByte(c byte) bool {
-	if c >= utf8.RuneSelf {
-		return true
+func isAtextByte(c byte) bool { return atextBytes[c] }
+
+var atextBytes = func() (t [256]bool) {
+	for c := range t {
+		t[c] = c >= utf8.RuneSelf || c >= '!' && c <= '~' && !strings.ContainsRune(`()<>[]:;@\,"`, rune(c))
 	}
-	if c < '!' || c > '~' {
-		return false
-	}
-	switch c {
-	case '(', ')', '<', '>', '[', ']', ':', ';', '@', '\\', ',', '"':
-		return false
-	}
-	return true
-}
+	return t
+}()
 
 // strictDotAtom reports whether a (a run of atomEnd) is a dot-atom: not empty, no dot at
 // either end, no two dots in a row.
