@@ -69,7 +69,9 @@ var hashOptions = []struct {
 	{"golden", goldenOptions},
 	{"narrow", func(s mapping.Sink) *mapping.Options {
 		return &mapping.Options{Sink: s, MaxInlineBytes: 64, Headers: []string{"X-Priority", " list-id", "received"},
-			Attributes: []schemas.AttributeRule{{Name: "to", From: "header:To", Regex: `<([^>]*)>`}}}
+			Attributes: []schemas.AttributeRule{{Name: "to", From: "header:To", Regex: `<([^>]*)>`},
+				{Name: "bad", From: "subject", Regex: "("}, {Name: "bad2", From: "subject", Regex: "("},
+				{Name: "prio", From: "header:x-priority", Regex: `^\d$`}, {Name: "where", From: "nowhere"}}}
 	}},
 }
 
