@@ -131,16 +131,21 @@ func TestMap100MBHeap(t *testing.T) {
 // included), steadier than ns/op on a shared machine.
 func BenchmarkMapCorpus(b *testing.B) {
 	for _, c := range []struct {
-		profile string
-		n       int
-	}{{"small", 2000}, {"mixed", 200}} {
+		name, profile string
+		n             int
+		opts          *mapping.Options
+	}{
+		{"small", "small", 2000, &mapping.Options{Sink: discardSink{}}},
+		{"small-rules", "small", 2000, goldenOptions(discardSink{})}, // attribute rules, 8 KB inline limit
+		{"mixed", "mixed", 200, &mapping.Options{Sink: discardSink{}}},
+	} {
 		msgs := benchCorpus(c.profile, c.n, 42, 1_500_000, true)
 		var total int64
 		for _, m := range msgs {
 			total += int64(len(m))
 		}
-		b.Run(c.profile, func(b *testing.B) {
-			opts := &mapping.Options{Sink: discardSink{}}
+		b.Run(c.name, func(b *testing.B) {
+			opts := c.opts
 			b.SetBytes(total / int64(len(msgs)))
 			b.ReportAllocs()
 			i, n := 0, 0
