@@ -1,7 +1,9 @@
 package mapping
 
 import (
+	"encoding/base64"
 	"mime"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -33,6 +35,8 @@ func fastAddressList(s string, dec *mime.WordDecoder, out []schemas.Address) ([]
 // scanAddressList walks the list; with out nil it only checks that the list has the forms
 // of fastAddressList, otherwise it appends the addresses, decoding names with dec.
 func scanAddressList(s string, dec *mime.WordDecoder, out *[]schemas.Address) bool {
+	var buf [256]byte
+	scratch := buf[:0]
 	i, items := 0, 0
 	for {
 		i = skipBlanks(s, i)
@@ -78,7 +82,7 @@ func scanAddressList(s string, dec *mime.WordDecoder, out *[]schemas.Address) bo
 			spec, i = s[i+1:l], l+1
 			if out != nil && end > start {
 				var ok bool
-				if name, ok = decodePhrase(s[start:end], dec); !ok {
+				if name, scratch, ok = decodePhrase(s[start:end], dec, scratch); !ok {
 					return false
 				}
 			}
@@ -133,46 +137,98 @@ func strictDotAtom(a string) bool {
 // a blank (and left out when that gives nothing), and the words joined with one blank. ok
 // is false when a word that looks like an encoded-word fails to decode (net/mail's answer
 // then depends on why, so the caller leaves the list to it), and when no word is left.
-func decodePhrase(p string, dec *mime.WordDecoder) (string, bool) {
+// scratch is a buffer to reuse.
+func decodePhrase(p string, dec *mime.WordDecoder, scratch []byte) (name string, buf []byte, ok bool) {
 	if !strings.Contains(p, "=?") && !strings.Contains(p, "  ") && !strings.Contains(p, "\t") {
-		return p, true // plain words with single blanks: net/mail's result is p itself
+		return p, scratch, true // plain words with single blanks: net/mail's result is p itself
 	}
-	var b, pending strings.Builder
+	out := scratch[:0]
 	words := 0
-	put := func(w string) {
-		if words > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(w)
-		words++
-	}
-	for i := 0; i < len(p); {
-		j := atomEnd(p, i)
-		if j == i {
-			return "", false // not a phrase of scanAddressList's: cannot happen
-		}
-		word := p[i:j]
-		i = skipBlanks(p, j)
-		if looksEncoded(word) {
-			d, err := dec.Decode(word)
-			if err != nil {
-				return "", false
+	inRun, runSep, runStart := false, 0, 0 // a run of encoded-words
+	for i := 0; i <= len(p); {
+		word := ""
+		if i < len(p) {
+			j := atomEnd(p, i)
+			if j == i {
+				return "", out, false // not a phrase of scanAddressList's: cannot happen
 			}
-			pending.WriteString(d)
+			word = p[i:j]
+			i = skipBlanks(p, j)
+		} else {
+			i++ // past the end: close the last run
+		}
+		if word != "" && looksEncoded(word) {
+			if !inRun {
+				inRun, runSep = true, len(out)
+				if words > 0 {
+					out = append(out, ' ')
+				}
+				runStart = len(out)
+			}
+			if out, ok = appendWord(out, word, dec); !ok {
+				return "", out, false
+			}
 			continue
 		}
-		if pending.Len() > 0 {
-			put(pending.String())
-			pending.Reset()
+		if inRun {
+			if len(out) == runStart {
+				out = out[:runSep] // nothing in it: no word, no blank before it
+			} else {
+				words++
+			}
+			inRun = false
 		}
-		put(word)
-	}
-	if pending.Len() > 0 {
-		put(pending.String())
+		if word != "" {
+			if words > 0 {
+				out = append(out, ' ')
+			}
+			out = append(out, word...)
+			words++
+		}
 	}
 	// Encoded-words that all decode to nothing leave net/mail without a word: it refuses
 	// the address.
-	return b.String(), words > 0
+	return string(out), out, words > 0
+}
+
+// appendWord appends what dec.Decode(word) returns; ok is false when it fails. A UTF-8
+// word (nearly all) is decoded here as Decode does it, into out: Decode allocated its
+// content, its result and a buffer for each word.
+func appendWord(out []byte, word string, dec *mime.WordDecoder) ([]byte, bool) {
+	cs, rest, _ := strings.Cut(word[2:len(word)-2], "?")
+	enc, text, _ := strings.Cut(rest, "?")
+	if cs == "" || len(enc) != 1 || !strings.EqualFold("utf-8", cs) {
+		d, err := dec.Decode(word)
+		return append(out, d...), err == nil
+	}
+	switch enc[0] {
+	case 'B', 'b':
+		var tmp [128]byte
+		src := append(tmp[:0], text...)
+		n := len(out)
+		out = slices.Grow(out, base64.StdEncoding.DecodedLen(len(src)))
+		m, err := base64.StdEncoding.Decode(out[n:n+base64.StdEncoding.DecodedLen(len(src))], src)
+		return out[:n+m], err == nil
+	case 'Q', 'q':
+		for i := 0; i < len(text); i++ {
+			switch c := text[i]; {
+			case c == '_':
+				out = append(out, ' ')
+			case c == '=':
+				if i+2 >= len(text) || !isHex(text[i+1]) || !isHex(text[i+2]) {
+					return out, false
+				}
+				out = append(out, unhex(text[i+1])<<4|unhex(text[i+2]))
+				i += 2
+			case c <= '~' && c >= ' ' || c == '\n' || c == '\r' || c == '\t':
+				out = append(out, c)
+			default:
+				return out, false
+			}
+		}
+		return out, true
+	}
+	return out, false
 }
 
 // looksEncoded is mime.WordDecoder.Decode's first test: a word that fails it is returned
