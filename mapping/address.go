@@ -22,26 +22,32 @@ import (
 // Names are decoded with dec as net/mail does, after the whole list was found to be of
 // these forms, so that a list that falls back has decoded nothing.
 func fastAddressList(s string, dec *mime.WordDecoder, out []schemas.Address) ([]schemas.Address, bool) {
-	if !utf8.ValidString(s) || !scanAddressList(s, nil, nil) {
+	if !utf8.ValidString(s) {
+		return out, false
+	}
+	items, ok := scanAddressList(s, nil, nil)
+	if !ok {
 		return out, false
 	}
 	n := len(out)
-	if !scanAddressList(s, dec, &out) {
+	out = slices.Grow(out, items)
+	if _, ok := scanAddressList(s, dec, &out); !ok {
 		return out[:n], false
 	}
 	return out, true
 }
 
 // scanAddressList walks the list; with out nil it only checks that the list has the forms
-// of fastAddressList, otherwise it appends the addresses, decoding names with dec.
-func scanAddressList(s string, dec *mime.WordDecoder, out *[]schemas.Address) bool {
+// of fastAddressList, otherwise it appends the addresses, decoding names with dec. It
+// returns how many addresses the list has.
+func scanAddressList(s string, dec *mime.WordDecoder, out *[]schemas.Address) (int, bool) {
 	var buf [256]byte
 	scratch := buf[:0]
 	i, items := 0, 0
 	for {
 		i = skipBlanks(s, i)
 		if i == len(s) {
-			return items > 0
+			return items, items > 0
 		}
 		if s[i] == ',' { // empty elements are skipped (obs-addr-list), as net/mail does
 			i++
@@ -54,7 +60,7 @@ func scanAddressList(s string, dec *mime.WordDecoder, out *[]schemas.Address) bo
 		case j > i && j < len(s) && s[j] == '@':
 			k := atomEnd(s, j+1)
 			if !strictDotAtom(s[i:j]) || !strictDotAtom(s[j+1:k]) {
-				return false
+				return 0, false
 			}
 			spec, i = s[i:k], k
 		default:
@@ -69,21 +75,21 @@ func scanAddressList(s string, dec *mime.WordDecoder, out *[]schemas.Address) bo
 				i = skipBlanks(s, w)
 			}
 			if i == len(s) || s[i] != '<' {
-				return false
+				return 0, false
 			}
 			k := atomEnd(s, i+1)
 			if k == len(s) || s[k] != '@' || !strictDotAtom(s[i+1:k]) {
-				return false
+				return 0, false
 			}
 			l := atomEnd(s, k+1)
 			if l == len(s) || s[l] != '>' || !strictDotAtom(s[k+1:l]) {
-				return false
+				return 0, false
 			}
 			spec, i = s[i+1:l], l+1
 			if out != nil && end > start {
 				var ok bool
 				if name, scratch, ok = decodePhrase(s[start:end], dec, scratch); !ok {
-					return false
+					return 0, false
 				}
 			}
 		}
@@ -93,7 +99,7 @@ func scanAddressList(s string, dec *mime.WordDecoder, out *[]schemas.Address) bo
 		}
 		i = skipBlanks(s, i)
 		if i < len(s) && s[i] != ',' {
-			return false
+			return 0, false
 		}
 	}
 }

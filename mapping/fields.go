@@ -48,7 +48,7 @@ func (m *mapper) text(where, v string) string {
 		m.warn("cannot decode %s: %v: kept as is", where, err)
 		return v
 	}
-	if encodedWord.MatchString(d) {
+	if strings.Contains(d, "=?") && encodedWord.MatchString(d) {
 		m.warn("broken encoded-word in %s: kept as is", where)
 	}
 	if !utf8.ValidString(d) {
