@@ -52,6 +52,14 @@ build_programs() {
 	else
 		go build -o "$BIN/" ./cmd/mailbus
 	fi
+	# BASE=REV: mailbus as it was at REV too (tools mailbus_base, mailbus_base_extnats), so a
+	# change is measured against its starting point in the same rounds.
+	if [[ -n ${BASE:-} ]]; then
+		local src=$BENCH_DIR/base-src
+		git worktree add --detach "$src" "$BASE" >&2
+		(cd "$src" && go build -o "$BIN/mailbus-base" ./cmd/mailbus)
+		git worktree remove --force "$src"
+	fi
 }
 
 free_port() {
@@ -149,7 +157,8 @@ maildir() { echo "$BENCH_DIR/dovecot/mail/$1/Maildir"; }
 # which is what the targets name. With "external" the same server runs in a process of its
 # own (bench/natsserver), and the figures are mailbus's alone.
 start_mailbus() {
-	local tag=$1 mode=${2:-embedded} port
+	local tag=$1 mode=${2:-embedded} port bin=$BIN/mailbus
+	[[ $tag == mailbus-base ]] && bin=$BIN/mailbus-base
 	port=$(free_port)
 	NATS_URL=nats://127.0.0.1:$port
 	rm -rf "$BENCH_DIR/store"
@@ -167,7 +176,7 @@ start_mailbus() {
 	# between them writes its pid and becomes mailbus (exec), one process measured.
 	env "${env[@]}" MAILBUS_HTTP_ADDR= MAILBUS_INSTANCE=bench MAILBUS_LOG_LEVEL=warn SSL_CERT_FILE="${CA:-}" \
 		/usr/bin/time -v -o "$BENCH_DIR/time.$tag" \
-		bash -c 'echo $$ >"$0"; exec "$@"' "$BENCH_DIR/mailbus.pid" "$BIN/mailbus" serve \
+		bash -c 'echo $$ >"$0"; exec "$@"' "$BENCH_DIR/mailbus.pid" "$bin" serve \
 		2>>"$BENCH_DIR/mailbus.log" &
 	MAILBUS_TIME_PID=$!
 }

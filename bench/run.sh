@@ -20,6 +20,9 @@
 #        TOOLS          subset of "barefetch rawpipe mbsync mailbus mailbus_extnats"; the
 #                       last is mailbus with NATS in its own process (bench/natsserver, as
 #                       rawpipe's), for mailbus's RSS alone and a like-for-like ratio
+#        BASE=REV       also mailbus built at git revision REV (tools mailbus_base and
+#                       mailbus_base_extnats, added to TOOLS), to measure a change against
+#                       its starting point in the same rounds
 #        PPROF=DIR      CPU profiles of every run of mailbus (built with -tags benchprof)
 #                       and of bench/natsserver: DIR/{mailbus,nats}-CORPUS-TOOL-ROUND.pprof
 #        GEN            gen_maildir.py (default ../shared/bench/gen_maildir.py)
@@ -38,6 +41,7 @@ ROUNDS=${ROUNDS:-3}
 TOOLS=${TOOLS:-barefetch rawpipe mbsync mailbus mailbus_extnats}
 GEN=${GEN:-../shared/bench/gen_maildir.py}
 ENCRYPTION=${ENCRYPTION:-none}
+[[ -n ${BASE:-} ]] && TOOLS="$TOOLS mailbus_base"
 
 source bench/lib.sh
 
@@ -135,7 +139,8 @@ run_mbsync() {
 
 run_mailbus() {
 	local out
-	start_mailbus mailbus "${NATS_MODE:-embedded}"
+	local tag=${MAILBUS_TAG:-mailbus}
+	start_mailbus "$tag" "${NATS_MODE:-embedded}"
 	if ! out=$("$BIN/driver" ingest -nats "$NATS_URL" -imap "127.0.0.1:$PORT" -encryption "$ENCRYPTION" \
 		-ca "$CA" -user "$1" -pass secret); then
 		stop_mailbus # this runs in a subshell, which the EXIT trap does not clean up
@@ -145,12 +150,21 @@ run_mailbus() {
 	local nats=-
 	stop_mailbus
 	[[ ${NATS_MODE:-embedded} == external ]] && nats=$(cpu_s "$BENCH_DIR/time.nats")
-	echo "$(echo "$out" | sed -n 's/^elapsed_s=//p') $(peak_rss_mb "$BENCH_DIR/time.mailbus") $(cpu_s "$BENCH_DIR/time.mailbus") $nats"
+	echo "$(echo "$out" | sed -n 's/^elapsed_s=//p') $(peak_rss_mb "$BENCH_DIR/time.$tag") $(cpu_s "$BENCH_DIR/time.$tag") $nats"
 }
 
 # run_mailbus_extnats is run_mailbus with NATS in a process of its own: mailbus's RSS alone.
 run_mailbus_extnats() {
 	NATS_MODE=external run_mailbus "$@"
+}
+
+# run_mailbus_base and run_mailbus_base_extnats are the same with mailbus built at BASE.
+run_mailbus_base() {
+	MAILBUS_TAG=mailbus-base run_mailbus "$@"
+}
+
+run_mailbus_base_extnats() {
+	MAILBUS_TAG=mailbus-base NATS_MODE=external run_mailbus "$@"
 }
 
 # Warm-up, not measured: Dovecot moves new/ to cur/ and builds its index and cache on the

@@ -5,12 +5,16 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/mailbus/mailbus/connector/secrets"
 )
+
+// nameToken is what a subject prefix may be.
+var nameToken = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 
 // Config is the process configuration, read from MAILBUS_* environment variables by
 // envconfig. The names and defaults are part of the outside contract.

@@ -10,6 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/engine"
+
+	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/control"
+
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,6 +25,7 @@ import (
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/connector/secrets"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -149,7 +155,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		default:
 		}
 	}
-	nc, closed, err := connectNATS(ctx, c.cfg, log, reconnected, extra...)
+	nc, closed, err := bus.Connect(ctx, c.cfg.natsConn(), log, reconnected, extra...)
 	if err != nil {
 		return err
 	}
@@ -182,8 +188,8 @@ func (c *Connector) Run(ctx context.Context) error {
 	reg := NewRegistry()
 	met := metrics.New(reg)
 	metrics.RegisterNATS(reg, nc)
-	pubs.measure(met)
-	st := &store{kv: storage.Config, sealer: c.sealer}
+	pubs.Measure(met)
+	st := store.New(storage.Config, c.sealer)
 	if c.cfg.Definitions != "" {
 		if err := c.applyDefinitions(ctx, st); err != nil {
 			return err
@@ -201,13 +207,13 @@ func (c *Connector) Run(ctx context.Context) error {
 		Publishers:     pubs,
 		TLSRootCAs:     c.roots,
 		ConnLog:        connlog.New(js, c.names, c.logger),
-		defs:           st,
-		sessions:       newSessionSlots(openFileLimit()),
+		Tokens:         st,
+		Sessions:       engine.NewSessionSlots(engine.OpenFileLimit()),
 		Metrics:        met,
-		probes:         newProbeKeys(c.cfg.SecretKey, storage.State),
+		Probes:         engine.NewProbeKeys(c.cfg.SecretKey, storage.State),
 	}
-	if b := rt.sessions; b.budget > 0 {
-		c.logger.Info("mail server sessions bounded by the open files limit", "fileLimit", b.fileLimit, "sessions", b.budget, "reserved", b.reserveFor)
+	if files, sessions, reserved := rt.Sessions.Budget(); sessions > 0 {
+		c.logger.Info("mail server sessions bounded by the open files limit", "fileLimit", files, "sessions", sessions, "reserved", reserved)
 	}
 	ls := newLeases(js, storage.Leases, c.cfg.Instance, rt.Status)
 	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories, resync, ls)
@@ -219,10 +225,11 @@ func (c *Connector) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(routesCtx)
 	g.Go(func() error { return sup.Run(gctx) })
 
-	svc, err := startControl(routesCtx, nc, c.names, c.version, &control{
-		store: st, status: rt.Status, instance: c.cfg.Instance, logger: c.logger.With("component", "control"),
-		sealer: c.sealer, js: js, names: c.names,
-		leases: ls, state: storage.State, probes: rt.probes,
+	svc, err := control.Start(routesCtx, nc, control.Config{
+		Names: c.names, Version: c.version, Instance: c.cfg.Instance,
+		Store: st, Sealer: c.sealer, JS: js, State: storage.State,
+		Check: connectionCheck(rt.Probes), Status: routeStatuses{rt.Status, ls},
+		Logger: c.logger.With("component", "control"),
 	})
 	if err != nil {
 		stopRoutes()
@@ -238,7 +245,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	if c.cfg.HTTPAddr != "" {
 		reg.MustRegister(metrics.NewRouteCollector(func() []metrics.RouteGauge {
 			var l []metrics.RouteGauge
-			for _, st := range rt.Status.all() {
+			for _, st := range rt.Status.All() {
 				l = append(l, metrics.RouteGauge{Route: st.Route, Pending: st.Pending, Owned: ls.holding(st.Route)})
 			}
 			return l
@@ -318,9 +325,9 @@ func (c *Connector) ensureStorage(ctx context.Context, js jetstream.JetStream) (
 
 // applyDefinitions applies the file of MAILBUS_DEFINITIONS, retrying while the storage
 // does not answer. A file that cannot be read or is refused stops the start.
-func (c *Connector) applyDefinitions(ctx context.Context, st *store) error {
+func (c *Connector) applyDefinitions(ctx context.Context, st *store.Store) error {
 	path := c.cfg.Definitions
-	defs, err := ReadDefinitions(path)
+	defs, err := store.ReadDefinitions(path)
 	if err != nil {
 		return fmt.Errorf("MAILBUS_DEFINITIONS: %w", err)
 	}

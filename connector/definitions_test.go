@@ -3,7 +3,6 @@ package connector_test
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -46,7 +45,7 @@ routes:
 // applyReq turns a definitions file into an apply request.
 func applyReq(t *testing.T, file string) *schemas.ApplyRequest {
 	t.Helper()
-	d, err := connector.ParseDefinitions("defs.yaml", []byte(file), os.LookupEnv)
+	d, err := store.ParseDefinitions("defs.yaml", []byte(file), os.LookupEnv)
 	if err != nil {
 		t.Fatalf("ParseDefinitions() = %v", err)
 	}
@@ -144,35 +143,12 @@ func TestApplyDryRunAndPrune(t *testing.T) {
 	}
 }
 
-// TestApplyBadFile: a bad file is refused with an error naming the file, the definition
-// and the field, before anything is sent; a request the store refuses (a route without
-// its connection, a connection without a password) changes nothing, not even the
-// definitions before the bad one.
+// TestApplyBadFile: a request the store refuses (a route without its connection, a
+// connection without a password) changes nothing, not even the definitions before the bad
+// one. (A file refused before anything is sent: TestParseDefinitionsRefuses in
+// connector/store.)
 func TestApplyBadFile(t *testing.T) {
 	t.Setenv("SUPPORT_PASSWORD", "s3cret")
-	for _, tc := range []struct{ name, file, want string }{
-		{"bad port", strings.Replace(defsYAML, "    encryption: tls\n", "    encryption: tls\n    port: 70000\n", 1),
-			"defs.yaml: connection sales_imap (connections[1]): field port: port 70000: want 1..65535"},
-		{"unknown field", strings.Replace(defsYAML, "    bus: 2\n", "    buss: 2\n", 1),
-			`defs.yaml: route sales_inbox (routes[1]): field buss: unknown field`},
-		{"wrong type", strings.Replace(defsYAML, "    bus: 2\n", "    bus: two\n", 1),
-			`defs.yaml: route sales_inbox (routes[1]): field bus: bus: want`},
-		{"twice", strings.Replace(defsYAML, "name: sales_inbox", "name: support_inbox", 1),
-			"defs.yaml: route support_inbox (routes[1]): field name: route support_inbox is defined twice"},
-		{"env unset", strings.Replace(defsYAML, "${SUPPORT_PASSWORD}", "${NO_SUCH_VARIABLE}", 1),
-			"defs.yaml: connection support_imap (connections[0]): field password: environment variable NO_SUCH_VARIABLE is not set"},
-		{"top-level key", defsYAML + "streams: []\n", `defs.yaml: unknown key "streams": want connections and routes`},
-		{"not yaml", "connections: [\n", "defs.yaml: not valid YAML"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := connector.ParseDefinitions("defs.yaml", []byte(tc.file), os.LookupEnv)
-			var de *connector.DefinitionError
-			if !errors.As(err, &de) || !strings.HasPrefix(err.Error(), tc.want) {
-				t.Errorf("ParseDefinitions() = %v\nwant %s...", err, tc.want)
-			}
-		})
-	}
-
 	s := startService(t, svcConfig(t), nil, nil)
 	before := s.snapshot()
 	req := applyReq(t, defsYAML)

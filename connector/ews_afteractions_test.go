@@ -1,4 +1,4 @@
-package connector
+package connector_test
 
 import (
 	"bytes"
@@ -8,17 +8,19 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
 
 // After-actions that cannot destroy mail, on the Exchange source (docs/after-actions.md).
 
-func ewsDeadLetters(t *testing.T, rt *Runtime, route string) []DeadLetter {
+func ewsDeadLetters(t *testing.T, rt *connector.Runtime, route string) []connector.DeadLetter {
 	t.Helper()
-	var out []DeadLetter
-	for _, m := range ewsStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject(route)) {
-		var d DeadLetter
+	var out []connector.DeadLetter
+	for _, m := range connector.EWSStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject(route)) {
+		var d connector.DeadLetter
 		if err := json.Unmarshal(m.Data, &d); err != nil {
 			t.Fatalf("dead letter %s: %v", m.Data, err)
 		}
@@ -27,38 +29,26 @@ func ewsDeadLetters(t *testing.T, rt *Runtime, route string) []DeadLetter {
 	return out
 }
 
-func (f *fakeEWS) folderCount(folder string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, it := range f.items {
-		if it.folder == folder {
-			n++
-		}
-	}
-	return n
-}
-
 // TestExchangeMoveToMissingFolder: a route whose moveTo does not exist is parked in state
 // error naming the folder before it publishes anything; the items stay in the inbox.
 func TestExchangeMoveToMissingFolder(t *testing.T) {
-	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	f.add(3)
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMove)
+	rt := connector.EWSRuntime(t)
+	f := ewstest.New(t, false)
+	f.Add(3)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMove)
 	spec.Connection.Auth, spec.Route.MoveTo = schemas.AuthNone, "Processed"
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "state error", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateError })
-	if st := ewsRouteStatus(rt, "exch_inbox"); !strings.Contains(st.LastError, `"Processed"`) || st.Published != 0 {
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "state error", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateError })
+	if st := connector.EWSRouteStatus(rt, "exch_inbox"); !strings.Contains(st.LastError, `"Processed"`) || st.Published != 0 {
 		t.Errorf("status %+v, want lastError naming the folder and nothing published", st)
 	}
-	if evs := ewsEvents(t, rt, "exch_inbox", 1); len(evs) != 0 {
+	if evs := connector.EWSEvents(t, rt, "exch_inbox", 1); len(evs) != 0 {
 		t.Errorf("%d events, want 0", len(evs))
 	}
-	if n := f.folderCount("inbox"); n != 3 {
+	if n := f.FolderCount("inbox"); n != 3 {
 		t.Errorf("inbox holds %d items, want 3", n)
 	}
-	if f.countOps("GetItem") != 0 {
+	if f.CountOps("GetItem") != 0 {
 		t.Errorf("the items were read (GetItem) before the folder was checked")
 	}
 }
@@ -67,33 +57,33 @@ func TestExchangeMoveToMissingFolder(t *testing.T) {
 // dead letter without a raw copy, and after delete leaves it in the inbox (it used to be
 // deleted); the others are deleted as usual.
 func TestExchangeNoMIMELeftAlone(t *testing.T) {
-	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	ids := f.add(3)
-	f.noMime[ids[1]] = true
-	spec := ewsSpec(f, schemas.SelectAll, schemas.AfterDelete)
+	rt := connector.EWSRuntime(t)
+	f := ewstest.New(t, false)
+	ids := f.Add(3)
+	f.NoMIME[ids[1]] = true
+	spec := connector.EWSSpec(f, schemas.SelectAll, schemas.AfterDelete)
 	spec.Connection.Auth = schemas.AuthNone
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "two items deleted", func() bool { return f.folderCount("deleteditems") == 2 })
-	ewsWaitFor(t, "a dead letter", func() bool { return len(ewsDeadLetters(t, rt, "exch_inbox")) == 1 })
-	ewsWaitFor(t, "a cycle done", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "two items deleted", func() bool { return f.FolderCount("deleteditems") == 2 })
+	connector.EWSWaitFor(t, "a dead letter", func() bool { return len(ewsDeadLetters(t, rt, "exch_inbox")) == 1 })
+	connector.EWSWaitFor(t, "a cycle done", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 
 	dead := ewsDeadLetters(t, rt, "exch_inbox")
 	if dead[0].RawRef != nil || !strings.Contains(dead[0].Error, "neither deleted nor moved") {
 		t.Errorf("dead letter %+v, want no RawRef and the reason it is left", dead[0])
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if it := f.item(ids[1]); it.folder != "inbox" || it.read {
-		t.Errorf("item without MIME: folder %q, read %v; want it in the inbox, unread", it.folder, it.read)
+	f.Lock()
+	defer f.Unlock()
+	if it := f.Item(ids[1]); it.Folder != "inbox" || it.Read {
+		t.Errorf("item without MIME: folder %q, read %v; want it in the inbox, unread", it.Folder, it.Read)
 	}
 }
 
 // TestExchangePanicDeadLetter: an item whose mapping panics becomes a dead letter with its
 // raw copy, and no event.
 func TestExchangePanicDeadLetter(t *testing.T) {
-	rt := newEWSRuntime(t)
-	SetMapping(rt, func(r io.Reader, opts *mapping.Options) (*mapping.Result, error) {
+	rt := connector.EWSRuntime(t)
+	connector.SetMapping(rt, func(r io.Reader, opts *mapping.Options) (*mapping.Result, error) {
 		raw, err := io.ReadAll(r)
 		if err != nil {
 			return nil, err
@@ -104,14 +94,14 @@ func TestExchangePanicDeadLetter(t *testing.T) {
 		}
 		return mapping.MapMessage(bytes.NewReader(raw), opts)
 	})
-	f := newFakeEWS(t, false)
-	f.add(3)
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	f := ewstest.New(t, false)
+	f.Add(3)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all items read", func() bool { return f.readCount() == 3 })
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "all items read", func() bool { return f.ReadCount() == 3 })
 
-	if evs := ewsEvents(t, rt, "exch_inbox", 1); len(evs) != 2 || evs[0].Subject != "message 1" || evs[1].Subject != "message 3" {
+	if evs := connector.EWSEvents(t, rt, "exch_inbox", 1); len(evs) != 2 || evs[0].Subject != "message 1" || evs[1].Subject != "message 3" {
 		t.Errorf("events %+v, want messages 1 and 3", evs)
 	}
 	dead := ewsDeadLetters(t, rt, "exch_inbox")
@@ -119,7 +109,7 @@ func TestExchangePanicDeadLetter(t *testing.T) {
 		t.Fatalf("dead letters %+v, want one with RawRef naming the internal error", dead)
 	}
 	raw, err := rt.Storage.Objects.GetBytes(context.Background(), dead[0].RawRef.Object)
-	if err != nil || !bytes.Equal(raw, fakeMIME(2)) {
+	if err != nil || !bytes.Equal(raw, ewstest.MIME(2)) {
 		t.Errorf("raw copy %q, %v; want message 2", raw, err)
 	}
 }
@@ -127,22 +117,22 @@ func TestExchangePanicDeadLetter(t *testing.T) {
 // TestExchangePartialRawRef: an event that keeps only part of its item carries RawRef to
 // the whole MIME, although the route does not ask for includeRaw.
 func TestExchangePartialRawRef(t *testing.T) {
-	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	ids := f.add(2)
+	rt := connector.EWSRuntime(t)
+	f := ewstest.New(t, false)
+	ids := f.Add(2)
 	// Cut in the middle of a base64 attachment: the structure ends without its delimiter.
 	cut := []byte("From: a@example.org\r\nSubject: cut\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n" +
 		"--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\nJVBER")
-	f.mu.Lock()
-	f.item(ids[1]).mime = cut
-	f.mu.Unlock()
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	f.Lock()
+	f.Item(ids[1]).MIME = cut
+	f.Unlock()
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all items read", func() bool { return f.readCount() == 2 })
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "all items read", func() bool { return f.ReadCount() == 2 })
 
-	evs := ewsEvents(t, rt, "exch_inbox", 1)
+	evs := connector.EWSEvents(t, rt, "exch_inbox", 1)
 	if len(evs) != 2 || evs[0].RawRef != nil || evs[1].RawRef == nil {
 		t.Fatalf("events %+v, want the second alone with RawRef", evs)
 	}
@@ -156,23 +146,23 @@ func TestExchangePartialRawRef(t *testing.T) {
 // fail for each item; the items stay in the inbox, unread, and are moved once the folder is
 // back (each published once).
 func TestExchangeMoveFolderGone(t *testing.T) {
-	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMove)
+	rt := connector.EWSRuntime(t)
+	f := ewstest.New(t, false)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMove)
 	spec.Connection.Auth, spec.Route.MoveTo = schemas.AuthNone, "Archive"
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "a first cycle", func() bool { return f.countOps("FindItem") > 0 })
-	f.mu.Lock()
-	delete(f.folders, "Archive")
-	f.mu.Unlock()
-	f.add(3)
-	ewsWaitFor(t, "moves refused", func() bool { return f.countOps("MoveItem") >= 2 })
-	if n := f.folderCount("inbox"); n != 3 || f.readCount() != 0 {
-		t.Fatalf("inbox holds %d items (%d read), want 3 unread", n, f.readCount())
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "a first cycle", func() bool { return f.CountOps("FindItem") > 0 })
+	f.Lock()
+	delete(f.Folders, "Archive")
+	f.Unlock()
+	f.Add(3)
+	connector.EWSWaitFor(t, "moves refused", func() bool { return f.CountOps("MoveItem") >= 2 })
+	if n := f.FolderCount("inbox"); n != 3 || f.ReadCount() != 0 {
+		t.Fatalf("inbox holds %d items (%d read), want 3 unread", n, f.ReadCount())
 	}
-	f.mu.Lock()
-	f.folders["Archive"] = "AAMkFolderArchive="
-	f.mu.Unlock()
-	ewsWaitFor(t, "the items moved", func() bool { return f.folderCount("AAMkFolderArchive=") == 3 })
-	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 3)
+	f.Lock()
+	f.Folders["Archive"] = "AAMkFolderArchive="
+	f.Unlock()
+	connector.EWSWaitFor(t, "the items moved", func() bool { return f.FolderCount("AAMkFolderArchive=") == 3 })
+	connector.EWSDistinctIDs(t, connector.EWSEvents(t, rt, "exch_inbox", 1), 3)
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -18,7 +19,7 @@ import (
 // (for https), login (a FindItem of one item of the inbox, which is where the credentials
 // are tried) and a select of each mailbox (its folder found and its unread items counted).
 func (k *checker) runExchange(ctx context.Context, mailboxes []string) {
-	endpoint, err := ewsEndpoint(k.c)
+	endpoint, err := ews.Endpoint(k.c)
 	if err != nil {
 		k.fail("resolve", invalid("exchangeUrl", "%v", err))
 		return
@@ -66,7 +67,7 @@ func (k *checker) runExchange(ctx context.Context, mailboxes []string) {
 	}
 	raw.Close() // the EWS client makes its own connection
 
-	client, err := newEWSClient(k.c, nil, k.tokens)
+	client, err := ews.NewClient(k.c, nil, k.tokens)
 	if err != nil {
 		k.fail("login", invalid("exchangeVersion", "%v", err))
 		return
@@ -76,20 +77,20 @@ func (k *checker) runExchange(ctx context.Context, mailboxes []string) {
 		return
 	}
 	if !k.stage("login", func() (string, error) {
-		if _, err := client.countUnread(ctx, ewsDistinguishedFolder("inbox")); err != nil {
+		if _, err := client.CountUnread(ctx, ews.DistinguishedFolder("inbox")); err != nil {
 			return "", ewsCheckFailure(err, endpoint)
 		}
-		return "EWS answered at " + endpoint + " as " + client.version, nil
+		return "EWS answered at " + endpoint + " as " + client.Version(), nil
 	}) {
 		return
 	}
 	for _, name := range mailboxes {
 		if !k.stage("select", func() (string, error) {
-			folder, err := client.resolveFolder(ctx, name)
+			folder, err := client.ResolveFolder(ctx, name)
 			if err != nil {
 				return "", ewsCheckFailure(err, endpoint)
 			}
-			n, err := client.countUnread(ctx, folder)
+			n, err := client.CountUnread(ctx, folder)
 			if err != nil {
 				return "", ewsCheckFailure(err, endpoint)
 			}
@@ -104,7 +105,7 @@ func (k *checker) runExchange(ctx context.Context, mailboxes []string) {
 }
 
 func (k *checker) dialEWS(ctx context.Context, addrs []string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: imapDialTimeout}
+	d := &net.Dialer{Timeout: dialTimeout}
 	var err error
 	for _, a := range addrs {
 		var conn net.Conn
@@ -121,13 +122,13 @@ func (k *checker) dialEWS(ctx context.Context, addrs []string) (net.Conn, error)
 
 // ewsCheckFailure says what an EWS error means for the person fixing the connection.
 func ewsCheckFailure(err error, endpoint string) *checkFailure {
-	var he *ewsHTTPError
-	var ee *ewsError
+	var he *ews.HTTPError
+	var ee *ews.Error
 	switch {
-	case errors.Is(err, errEWSAuth):
+	case errors.Is(err, ews.ErrAuth):
 		return invalid("password", "the server refused the user name or password (auth, username, domain and password)")
 	case errors.As(err, &he) && he.Code == http.StatusNotFound:
-		return invalid("exchangeUrl", "no EWS at %s (404): the usual path is %s", endpoint, ewsDefaultPath)
+		return invalid("exchangeUrl", "no EWS at %s (404): the usual path is %s", endpoint, ews.DefaultPath)
 	case errors.As(err, &ee) && ee.Code == "ErrorFolderNotFound":
 		return invalid("mailbox", "%s", ee.Message)
 	case errors.As(err, &ee) && ee.Code == "ErrorInvalidServerVersion":

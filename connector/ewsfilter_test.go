@@ -1,4 +1,4 @@
-package connector
+package connector_test
 
 import (
 	"fmt"
@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -39,7 +41,7 @@ func ewsSubject(s string) string {
 // exactly the routes whose filter it matches, mail matching none stays unread, and the MIME
 // content of mail passed over is never fetched.
 func TestExchangeFilterTwoRoutes(t *testing.T) {
-	f := newFakeEWS(t, false)
+	f := ewstest.New(t, false)
 	mails := []ewsFilterMail{
 		{"Billing <billing@billing.example>", "accounts@example.com", "Счёт №1", "", []string{"invoices"}},
 		{"customer@example.net", "Support <support@example.com>", "Help please", "X-Priority-Tag: High\r\n", []string{"support"}},
@@ -54,17 +56,17 @@ func TestExchangeFilterTwoRoutes(t *testing.T) {
 	for i, m := range mails {
 		raws = append(raws, m.raw(i+1))
 	}
-	ids := f.addMail(raws...)
-	rt := newEWSRuntime(t)
+	ids := f.AddMail(raws...)
+	rt := connector.EWSRuntime(t)
 
-	inv := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	inv := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	inv.Route.Name = "invoices"
 	inv.Route.Filter = &schemas.RouteFilter{From: "@billing.example", Subject: "счёт"}
-	sup := ewsSpec(f, schemas.SelectAll, schemas.AfterNone)
+	sup := connector.EWSSpec(f, schemas.SelectAll, schemas.AfterNone)
 	sup.Route.Name = "support"
 	sup.Route.Filter = &schemas.RouteFilter{To: "support@", Headers: []schemas.FilterHeader{{Name: "x-priority-tag", Contains: "high"}}}
-	runEWSWorker(t, rt, inv)
-	runEWSWorker(t, rt, sup)
+	connector.RunEWSWorker(t, rt, inv)
+	connector.RunEWSWorker(t, rt, sup)
 
 	want := func(route string) []string {
 		var out []string
@@ -76,14 +78,14 @@ func TestExchangeFilterTwoRoutes(t *testing.T) {
 		return out
 	}
 	for _, route := range []string{"invoices", "support"} {
-		ewsWaitFor(t, "the events of "+route, func() bool { return len(ewsEvents(t, rt, route, 1)) >= len(want(route)) })
+		connector.EWSWaitFor(t, "the events of "+route, func() bool { return len(connector.EWSEvents(t, rt, route, 1)) >= len(want(route)) })
 	}
 	// Some more cycles (polls every 100 ms): nothing more comes, nothing is counted twice.
-	polls := f.countOps("FindItem")
-	ewsWaitFor(t, "three more polls", func() bool { return f.countOps("FindItem") >= polls+3 })
+	polls := f.CountOps("FindItem")
+	connector.EWSWaitFor(t, "three more polls", func() bool { return f.CountOps("FindItem") >= polls+3 })
 	for _, route := range []string{"invoices", "support"} {
 		var got []string
-		for _, ev := range ewsEvents(t, rt, route, 1) {
+		for _, ev := range connector.EWSEvents(t, rt, route, 1) {
 			got = append(got, ev.MessageId)
 		}
 		if !slices.Equal(got, want(route)) {
@@ -92,31 +94,31 @@ func TestExchangeFilterTwoRoutes(t *testing.T) {
 	}
 	// invoices counts what mailbus passed over (the subject matched, the sender did not:
 	// message 5), not what the server's restriction left out; support counts every miss.
-	if st := ewsRouteStatus(rt, "invoices"); st.Filtered != 1 {
+	if st := connector.EWSRouteStatus(rt, "invoices"); st.Filtered != 1 {
 		t.Errorf("invoices: filtered %d, want 1", st.Filtered)
 	}
-	if st, want := ewsRouteStatus(rt, "support"), len(mails)-len(want("support")); st.Filtered != uint64(want) {
+	if st, want := connector.EWSRouteStatus(rt, "support"), len(mails)-len(want("support")); st.Filtered != uint64(want) {
 		t.Errorf("support: filtered %d, want %d", st.Filtered, want)
 	}
 
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.Lock()
+	defer f.Unlock()
 	wantRestriction := "And(IsEqualTo(message:IsRead,false),Contains(item:Subject,счёт))"
-	if len(f.restrictions) == 0 || f.restrictions[0] != wantRestriction {
-		t.Errorf("FindItem restrictions %q, want %q", f.restrictions, wantRestriction)
+	if len(f.Restrictions) == 0 || f.Restrictions[0] != wantRestriction {
+		t.Errorf("FindItem restrictions %q, want %q", f.Restrictions, wantRestriction)
 	}
 	for i, m := range mails {
-		it := f.item(ids[i])
-		if it.read != slices.Contains(m.routes, "invoices") {
-			t.Errorf("message %d (routes %v): read %t", i+1, m.routes, it.read)
+		it := f.Item(ids[i])
+		if it.Read != slices.Contains(m.routes, "invoices") {
+			t.Errorf("message %d (routes %v): read %t", i+1, m.routes, it.Read)
 		}
-		if slices.Contains(f.mimeGets, ids[i]) != (len(m.routes) > 0) {
+		if slices.Contains(f.MIMEGets, ids[i]) != (len(m.routes) > 0) {
 			t.Errorf("message %d (routes %v): MIME fetched %t", i+1, m.routes, len(m.routes) == 0)
 		}
 	}
 	// The headers of the item invoices passed over were read once, not at every poll.
 	n := 0
-	for _, id := range f.headerGets {
+	for _, id := range f.HeaderGets {
 		if id == ids[4] {
 			n++
 		}
@@ -148,33 +150,33 @@ func TestExchangeFilterDatesAndSizes(t *testing.T) {
 		{schemas.SelectAll, schemas.AfterNone},        // SyncFolderItems
 	} {
 		t.Run(mode.sel+"_"+mode.after, func(t *testing.T) {
-			f := newFakeEWS(t, false)
+			f := ewstest.New(t, false)
 			var raws [][]byte
 			for i, m := range mails {
-				raws = append(raws, append(fakeMIME(i+1), strings.Repeat("x", m.pad)...))
+				raws = append(raws, append(ewstest.MIME(i+1), strings.Repeat("x", m.pad)...))
 			}
-			ids := f.addMail(raws...)
+			ids := f.AddMail(raws...)
 			sizes := make([]int, len(raws))
 			for i := range mails {
-				f.item(ids[i]).received = mails[i].at
+				f.Item(ids[i]).Received = mails[i].at
 				sizes[i] = len(raws[i])
 			}
-			rt := newEWSRuntime(t)
-			spec := ewsSpec(f, mode.sel, mode.after)
+			rt := connector.EWSRuntime(t)
+			spec := connector.EWSSpec(f, mode.sel, mode.after)
 			spec.Route.Filter = &schemas.RouteFilter{Since: "2026-11-10", Before: "2026-11-20",
 				MinSize: int64(slices.Min(sizes)), MaxSize: int64(sizes[5])}
-			runEWSWorker(t, rt, spec)
+			connector.RunEWSWorker(t, rt, spec)
 			var want []string
 			for i, m := range mails {
 				if m.wanted {
 					want = append(want, fmt.Sprintf("message %d", i+1))
 				}
 			}
-			ewsWaitFor(t, "the events", func() bool { return len(ewsEvents(t, rt, spec.Route.Name, 1)) >= len(want) })
-			polls := len(f.syncStatesOrFinds())
-			ewsWaitFor(t, "two more polls", func() bool { return len(f.syncStatesOrFinds()) >= polls+2 })
+			connector.EWSWaitFor(t, "the events", func() bool { return len(connector.EWSEvents(t, rt, spec.Route.Name, 1)) >= len(want) })
+			polls := len(f.Listings())
+			connector.EWSWaitFor(t, "two more polls", func() bool { return len(f.Listings()) >= polls+2 })
 			var got []string
-			for _, ev := range ewsEvents(t, rt, spec.Route.Name, 1) {
+			for _, ev := range connector.EWSEvents(t, rt, spec.Route.Name, 1) {
 				got = append(got, ev.Subject)
 			}
 			if !slices.Equal(got, want) {
@@ -182,17 +184,4 @@ func TestExchangeFilterDatesAndSizes(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncStatesOrFinds counts the listings (SyncFolderItems and FindItem) so far.
-func (f *fakeEWS) syncStatesOrFinds() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, op := range f.ops {
-		if op == "SyncFolderItems" || op == "FindItem" {
-			out = append(out, op)
-		}
-	}
-	return out
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/dovecottest"
 	"github.com/mailbus/mailbus/connector/metrics"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -512,7 +513,7 @@ func TestIMAPDuplicatesCountedApart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cp connector.Checkpoint
+	var cp store.Checkpoint
 	if err := json.Unmarshal(e.Value(), &cp); err != nil {
 		t.Fatal(err)
 	}
@@ -638,7 +639,7 @@ func TestIMAPLegacyCheckpointAdopted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cp connector.Checkpoint
+	var cp store.Checkpoint
 	if err := json.Unmarshal(e.Value(), &cp); err != nil || cp.Source == nil || cp.Source.Mailbox != "INBOX" || cp.Source.User != "alice" {
 		t.Errorf("checkpoint %s: want its source recorded", e.Value())
 	}

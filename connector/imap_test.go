@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -341,7 +342,7 @@ func TestIMAPCheckpointAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cp connector.Checkpoint
+	var cp store.Checkpoint
 	if err := json.Unmarshal(e.Value(), &cp); err != nil || cp.LastUid != 4 || cp.UidValidity != st.UidValidity {
 		t.Errorf("checkpoint %s (%v), status uidValidity %d", e.Value(), err, st.UidValidity)
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/client"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -109,7 +110,7 @@ func runIdleScale(tb testing.TB, n int, window time.Duration) scaleFigures {
 
 	host, portText, _ := net.SplitHostPort(srv.addr)
 	port, _ := strconv.Atoi(portText)
-	defs := &connector.Definitions{}
+	defs := &store.Definitions{}
 	for i := range n {
 		defs.Connections = append(defs.Connections, schemas.Connection{
 			Name: fmt.Sprintf("c%d", i), Type: "imap", Host: host, Port: port,

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/bus"
+
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector/retry"
@@ -482,7 +484,7 @@ func (s *supervisor) runOwned(ctx context.Context, run *runner, spec RouteSpec, 
 	// running and back to idle for every new message); other changes (the counters) at
 	// most every leaseRenew. A route with nothing new writes nothing and wakes up for
 	// nothing: no timer runs while nothing is due.
-	changed, unwatch := s.rt.Status.watch(name)
+	changed, unwatch := s.rt.Status.Watch(name)
 	defer unwatch()
 	state := func() string { st, _ := s.rt.Status.Get(name); return st.State }
 	var written []byte
@@ -553,7 +555,7 @@ own:
 		if lapse {
 			// Until NATS is back nobody can take the route over: its status says why it
 			// stopped. The next balance takes it back or forgets it (acquire).
-			s.setStatus(name, schemas.StateBackoff, natsUnreachable)
+			s.setStatus(name, schemas.StateBackoff, bus.NATSUnreachable)
 		} else {
 			s.rt.Status.Delete(name)
 		}

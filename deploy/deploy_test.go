@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/store"
 )
 
 // envNames are the MAILBUS_ variables the program reads, from connector.Config's tags, so a
@@ -150,7 +151,7 @@ func TestKubernetesDefinitions(t *testing.T) {
 	if defsText == "" || pod == nil {
 		t.Fatal("want a ConfigMap mailbus-definitions with definitions.yaml and a Deployment")
 	}
-	defs, err := connector.ParseDefinitions("definitions.yaml", []byte(defsText), func(string) (string, bool) { return "", false })
+	defs, err := store.ParseDefinitions("definitions.yaml", []byte(defsText), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatalf("the ConfigMap's definitions: %v", err)
 	}

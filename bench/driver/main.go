@@ -39,6 +39,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/client"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -380,26 +381,11 @@ func putRoute(ctx context.Context, nc *nats.Conn, o options) error {
 
 // command sends a control command, retrying while the control service is not up yet.
 func command(ctx context.Context, nc *nats.Conn, op string, body any) error {
-	data, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
+	entity, op, _ := strings.Cut(op, ".")
 	for {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		msg, err := nc.RequestWithContext(rctx, "mail.control."+op, data)
-		cancel()
-		if err == nil {
-			var r schemas.Reply
-			if err := json.Unmarshal(msg.Data, &r); err != nil {
-				return fmt.Errorf("%s: reply: %w", op, err)
-			}
-			if !r.OK {
-				return fmt.Errorf("%s: refused: %v", op, r.Error)
-			}
-			return nil
-		}
-		if !errors.Is(err, nats.ErrNoResponders) || ctx.Err() != nil {
-			return fmt.Errorf("%s: %w", op, err)
+		_, err := client.New(nc, "mail").Do(ctx, entity, op, body, 5*time.Second)
+		if !errors.Is(err, client.ErrNoService) || ctx.Err() != nil {
+			return err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -10,29 +10,22 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"os"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mailbus/mailbus/bench/internal/benchimap"
 )
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:993", "IMAP server host:port")
-	encryption := flag.String("encryption", "ssl", "ssl (TLS from the first byte) or none")
-	caFile := flag.String("ca", "", "PEM file of the CA that signed the server certificate (empty: system pool)")
-	user := flag.String("user", "alice", "user name")
-	pass := flag.String("pass", "secret", "password")
-	mailbox := flag.String("mailbox", "INBOX", "mailbox to read")
+	mail := benchimap.AddFlags()
 	natsURL := flag.String("nats", "nats://127.0.0.1:4222", "NATS server with JetStream")
 	stream := flag.String("stream", "RAWPIPE", "stream to create (file storage) and fill; subjects STREAM.>")
 	window := flag.Int("window", 256, "publishes in flight at most (mailbus's bus pipeline holds 256)")
@@ -61,17 +54,11 @@ func main() {
 	}
 
 	start := time.Now()
-	c, err := dial(*addr, *encryption, *caFile)
+	c, err := mail.Open()
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Login(*user, *pass).Wait(); err != nil {
-		log.Fatalf("login: %v", err)
-	}
-	if _, err := c.Select(*mailbox, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
-		log.Fatalf("select %s: %v", *mailbox, err)
-	}
 	n, size, pubs, err := pipeAll(ctx, c, js, subject, int(nc.MaxPayload()))
 	if err != nil {
 		log.Fatal(err)
@@ -90,32 +77,10 @@ func main() {
 	fmt.Printf("rawpipe: %d messages (%d publishes), %.1f MB in %.3fs\n", n, pubs, float64(size)/1e6, elapsed.Seconds())
 }
 
-func dial(addr, encryption, caFile string) (*imapclient.Client, error) {
-	switch encryption {
-	case "none":
-		return imapclient.DialInsecure(addr, nil)
-	case "ssl":
-		cfg := &tls.Config{}
-		if caFile != "" {
-			pem, err := os.ReadFile(caFile)
-			if err != nil {
-				return nil, err
-			}
-			cfg.RootCAs = x509.NewCertPool()
-			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("%s: no certificate", caFile)
-			}
-		}
-		return imapclient.DialTLS(addr, &imapclient.Options{TLSConfig: cfg})
-	}
-	return nil, fmt.Errorf("encryption %q: want ssl or none", encryption)
-}
-
 // pipeAll reads every message's body and publishes it asynchronously (the buffer is the
 // message's own: the future keeps it until the ack), then waits for every ack.
 func pipeAll(ctx context.Context, c *imapclient.Client, js jetstream.JetStream, subject string, maxPayload int) (n int, size int64, pubs int, err error) {
-	all := imap.UIDSet{imap.UIDRange{Start: 1, Stop: 0}} // 1:*
-	cmd := c.Fetch(all, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
+	cmd := benchimap.FetchAll(c)
 	// Acks are checked as they come, so that an acknowledged message is let go of.
 	futures := make(chan jetstream.PubAckFuture, 4096)
 	acked := make(chan error, 1)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/client"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -128,7 +129,7 @@ func cmdApply(ctx context.Context, c *client.Client, args []string, w io.Writer)
 	if err != nil {
 		return err
 	}
-	defs, err := connector.ParseDefinitions(*file, data, os.LookupEnv)
+	defs, err := store.ParseDefinitions(*file, data, os.LookupEnv)
 	if err != nil {
 		return err
 	}
@@ -136,7 +137,7 @@ func cmdApply(ctx context.Context, c *client.Client, args []string, w io.Writer)
 		return errNeedClient
 	}
 	changes, err := c.Apply(ctx, defs, client.ApplyOptions{DryRun: *dry, Prune: *prune})
-	var de *connector.DefinitionError
+	var de *store.DefinitionError
 	if errors.As(err, &de) {
 		de.File = *file
 	}
@@ -191,7 +192,7 @@ func cmdGet(ctx context.Context, c *client.Client, args []string, w io.Writer) e
 	if c == nil {
 		return errNeedClient
 	}
-	var defs connector.Definitions
+	var defs store.Definitions
 	var one any
 	switch {
 	case kind == "connection" && len(pos) == 2:
@@ -254,7 +255,7 @@ func cmdGet(ctx context.Context, c *client.Client, args []string, w io.Writer) e
 
 // writeDefinitionsYAML writes defs as a file mailbus apply reads: what the store adds
 // (revisions, the flags of stored secrets) left out.
-func writeDefinitionsYAML(w io.Writer, defs *connector.Definitions) error {
+func writeDefinitionsYAML(w io.Writer, defs *store.Definitions) error {
 	b, err := json.Marshal(defs)
 	if err != nil {
 		return err

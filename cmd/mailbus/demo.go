@@ -33,6 +33,7 @@ import (
 	"golang.org/x/text/encoding/charmap"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/client"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -250,33 +251,16 @@ func demoDefine(ctx context.Context, nc *nats.Conn, imapAddr string) error {
 		Headers:     []string{"X-Ticket-Id", "X-Mailer"},
 		Attributes:  []schemas.AttributeRule{{Name: "ticket", From: "header:X-Ticket-Id"}},
 	}
-	if err := control(ctx, nc, "mail.control.connection.put", conn); err != nil {
-		return err
+	c := client.New(nc, "mail")
+	if _, err := c.Do(ctx, "connection", "put", conn, 10*time.Second); err != nil {
+		return fmt.Errorf("demo: %w", err)
 	}
-	return control(ctx, nc, "mail.control.route.put", route)
-}
-
-// control sends one control command and turns a refusal into an error.
-func control(ctx context.Context, nc *nats.Conn, subject string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	msg, err := nc.RequestWithContext(ctx, subject, data)
-	if err != nil {
-		return fmt.Errorf("demo: %s: %w", subject, err)
-	}
-	var r schemas.Reply
-	if err := json.Unmarshal(msg.Data, &r); err != nil {
-		return fmt.Errorf("demo: %s: %w", subject, err)
-	}
-	if !r.OK {
-		return fmt.Errorf("demo: %s refused: %v", subject, r.Error)
+	if _, err := c.Do(ctx, "route", "put", route, 10*time.Second); err != nil {
+		return fmt.Errorf("demo: %w", err)
 	}
 	return nil
 }
+
 
 // formatEvent is one line per event, e.g.
 //

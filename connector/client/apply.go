@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -29,7 +29,7 @@ const batchBytes = 512 << 10
 // written unless all of them are accepted: a dry run of the whole set comes first (reads
 // only), and only the definitions it finds to differ are sent again to be written. A route
 // naming a connection the file does not define must name a stored one.
-func (c *Client) Apply(ctx context.Context, defs *connector.Definitions, opt ApplyOptions) ([]schemas.Change, error) {
+func (c *Client) Apply(ctx context.Context, defs *store.Definitions, opt ApplyOptions) ([]schemas.Change, error) {
 	file := map[string]bool{}
 	for _, d := range defs.Connections {
 		file[d.Name] = true
@@ -39,14 +39,14 @@ func (c *Client) Apply(ctx context.Context, defs *connector.Definitions, opt App
 			continue
 		}
 		if opt.Prune {
-			return nil, &connector.DefinitionError{Kind: "route", Index: i, Name: r.Name, Err: &schemas.Error{
+			return nil, &store.DefinitionError{Kind: "route", Index: i, Name: r.Name, Err: &schemas.Error{
 				Code: schemas.CodeInvalid, Field: "connection",
 				Message: fmt.Sprintf("connection %s is not in the file, and --prune would delete it", r.Connection)}}
 		}
 		if _, err := c.Connection(ctx, r.Connection); err != nil {
 			var e *schemas.Error
 			if errors.As(err, &e) && e.Code == schemas.CodeNotFound {
-				return nil, &connector.DefinitionError{Kind: "route", Index: i, Name: r.Name, Err: &schemas.Error{
+				return nil, &store.DefinitionError{Kind: "route", Index: i, Name: r.Name, Err: &schemas.Error{
 					Code: schemas.CodeInvalid, Field: "connection",
 					Message: fmt.Sprintf("no connection named %s, in the file or stored", r.Connection)}}
 			}
@@ -60,7 +60,7 @@ func (c *Client) Apply(ctx context.Context, defs *connector.Definitions, opt App
 		return nil, err
 	}
 	if !opt.DryRun {
-		changed := &connector.Definitions{}
+		changed := &store.Definitions{}
 		for i, ch := range plan[:len(defs.Connections)] {
 			if ch.Action != schemas.ActionUnchanged {
 				changed.Connections = append(changed.Connections, defs.Connections[i])
@@ -99,7 +99,7 @@ func (c *Client) Apply(ctx context.Context, defs *connector.Definitions, opt App
 
 // applyAll sends defs in batches, connections before routes, and returns the changes in
 // the order of defs.
-func (c *Client) applyAll(ctx context.Context, defs *connector.Definitions, dryRun bool) ([]schemas.Change, error) {
+func (c *Client) applyAll(ctx context.Context, defs *store.Definitions, dryRun bool) ([]schemas.Change, error) {
 	var out []schemas.Change
 	send := func(req *schemas.ApplyRequest, offset int) error {
 		r, err := c.Do(ctx, "definitions", "apply", req, applyTimeout)
@@ -161,7 +161,7 @@ func batches[T any](items []T, send func([]T, int) error) error {
 }
 
 // shiftIndex turns a refusal's connections[i] of a batch into the position in the whole
-// set, as a *connector.DefinitionError.
+// set, as a *store.DefinitionError.
 func shiftIndex(e *schemas.Error, req *schemas.ApplyRequest, offset int) error {
 	var kind string
 	var i int
@@ -190,6 +190,6 @@ func shiftIndex(e *schemas.Error, req *schemas.ApplyRequest, offset int) error {
 	if p := kind + " " + name + ": "; len(msg) > len(p) && msg[:len(p)] == p {
 		msg = msg[len(p):]
 	}
-	return &connector.DefinitionError{Kind: kind, Index: offset + i, Name: name,
+	return &store.DefinitionError{Kind: kind, Index: offset + i, Name: name,
 		Err: &schemas.Error{Code: e.Code, Field: rest, Message: msg}}
 }

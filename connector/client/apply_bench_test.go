@@ -10,6 +10,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/client"
+	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -54,8 +55,8 @@ func startMailbus(b *testing.B) *client.Client {
 }
 
 // manyDefinitions is n connections and a route of each.
-func manyDefinitions(b *testing.B, n int) *connector.Definitions {
-	d := &connector.Definitions{}
+func manyDefinitions(b *testing.B, n int) *store.Definitions {
+	d := &store.Definitions{}
 	for i := range n {
 		d.Connections = append(d.Connections, schemas.Connection{
 			Name: fmt.Sprintf("conn_%05d", i), Type: schemas.TypeIMAP, Host: fmt.Sprintf("imap%d.example.com", i),

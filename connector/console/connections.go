@@ -49,24 +49,6 @@ type stateCount struct {
 	N     int
 }
 
-type connectionsPage struct {
-	base
-	Rows []connRow
-}
-
-func (c *Console) connectionsPage(w http.ResponseWriter, r *http.Request, s *session) {
-	p := &connectionsPage{base: newBase(r, s, "connections", "conn.title")}
-	p.Live = Base + "live/connections"
-	p.Flash = flash(r, p.Lang)
-	rows, err := c.connectionRows(r.Context())
-	if err != nil {
-		c.fail(w, r, http.StatusBadGateway, "err.control", err)
-		return
-	}
-	p.Rows = rows
-	c.render(w, r, http.StatusOK, "connections", p)
-}
-
 // connectionRows is the list: each connection with the states of its routes and the last
 // check run from this console.
 func (c *Console) connectionRows(ctx context.Context) ([]connRow, error) {
@@ -319,16 +301,26 @@ func putNumber(m map[string]any, key, text string) {
 	}
 }
 
-func (c *Console) connectionSave(w http.ResponseWriter, r *http.Request, s *session) {
+// postedConnection reads the posted connection form into a control request and the page
+// that shows it again; false when the page was answered already (a control failure).
+func (c *Console) postedConnection(w http.ResponseWriter, r *http.Request, s *session) (map[string]any, *connectionPage, bool) {
 	req, p, err := c.connectionRequest(r.Context(), r.PostForm)
 	if err != nil {
 		c.controlFail(w, r, err)
-		return
+		return nil, nil, false
 	}
 	p.base = newBase(r, s, "connections", "conn.new")
 	p.New = p.Original == ""
 	if !p.New {
 		p.Title = fmt.Sprintf(tr(p.Lang, "conn.edit"), p.Original)
+	}
+	return req, p, true
+}
+
+func (c *Console) connectionSave(w http.ResponseWriter, r *http.Request, s *session) {
+	req, p, ok := c.postedConnection(w, r, s)
+	if !ok {
+		return
 	}
 	if p.Original != p.C.Name && p.C.Name != "" {
 		// A new name must not overwrite a connection of that name without asking.
@@ -374,15 +366,9 @@ func formField(path string) string {
 }
 
 func (c *Console) connectionCheck(w http.ResponseWriter, r *http.Request, s *session) {
-	req, p, err := c.connectionRequest(r.Context(), r.PostForm)
-	if err != nil {
-		c.controlFail(w, r, err)
+	req, p, ok := c.postedConnection(w, r, s)
+	if !ok {
 		return
-	}
-	p.base = newBase(r, s, "connections", "conn.new")
-	p.New = p.Original == ""
-	if !p.New {
-		p.Title = fmt.Sprintf(tr(p.Lang, "conn.edit"), p.Original)
 	}
 	delete(req, "revision")
 	// The control service tests a draft with the secrets it holds only: with none typed, a

@@ -130,14 +130,16 @@ func (c *Console) routes() {
 	}))
 	m.HandleFunc("POST /ui/logout", c.authedPost(c.logout))
 
-	m.HandleFunc("GET /ui/connections", c.authed(c.connectionsPage))
+	connections, liveConnections := rowsHandlers(c, "connections", "conn.title", c.connectionRows)
+	routes, liveRoutes := rowsHandlers(c, "routes", "route.title", c.routeRows)
+	m.HandleFunc("GET /ui/connections", c.authed(connections))
 	m.HandleFunc("GET /ui/connection", c.authed(c.connectionForm))
 	m.HandleFunc("POST /ui/connection", c.authedPost(c.connectionSave))
 	m.HandleFunc("POST /ui/connection/check", c.authedPost(c.connectionCheck))
 	m.HandleFunc("POST /ui/connection/delete", c.authedPost(c.connectionDelete))
 	m.HandleFunc("GET /ui/connection/log", c.authed(c.connectionLog))
 
-	m.HandleFunc("GET /ui/routes", c.authed(c.routesPage))
+	m.HandleFunc("GET /ui/routes", c.authed(routes))
 	m.HandleFunc("GET /ui/route", c.authed(c.routeForm))
 	m.HandleFunc("POST /ui/route", c.authedPost(c.routeSave))
 	m.HandleFunc("POST /ui/route/delete", c.authedPost(c.routeDelete))
@@ -145,8 +147,8 @@ func (c *Console) routes() {
 	m.HandleFunc("GET /ui/events", c.authed(c.eventsPage))
 	m.HandleFunc("GET /ui/event", c.authed(c.eventJSON))
 
-	m.HandleFunc("GET /ui/live/connections", c.authed(c.liveConnections))
-	m.HandleFunc("GET /ui/live/routes", c.authed(c.liveRoutes))
+	m.HandleFunc("GET /ui/live/connections", c.authed(liveConnections))
+	m.HandleFunc("GET /ui/live/routes", c.authed(liveRoutes))
 	m.HandleFunc("GET /ui/live/events", c.authed(c.liveEvents))
 }
 

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/console"
+	"github.com/mailbus/mailbus/connector/validate"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -252,7 +252,7 @@ func TestLanguageFromAcceptLanguage(t *testing.T) {
 // TestExchangeVersionsMatch keeps the form's Exchange versions those the control service
 // accepts.
 func TestExchangeVersionsMatch(t *testing.T) {
-	if got := console.ExchangeVersions(); !slices.Equal(got, connector.ExchangeVersions) {
-		t.Fatalf("console offers %v, control accepts %v", got, connector.ExchangeVersions)
+	if got := console.ExchangeVersions(); !slices.Equal(got, validate.ExchangeVersions) {
+		t.Fatalf("console offers %v, control accepts %v", got, validate.ExchangeVersions)
 	}
 }

@@ -88,24 +88,36 @@ func (c *Console) poll(w http.ResponseWriter, r *http.Request, render func(ctx c
 	}
 }
 
-func (c *Console) liveRoutes(w http.ResponseWriter, r *http.Request, s *session) {
-	lang := langOf(r)
-	c.poll(w, r, func(ctx context.Context) (string, error) {
-		rows, err := c.routeRows(ctx)
-		if err != nil {
-			return "", err
-		}
-		return c.fragment("routes", "rows", &routesPage{base: base{Lang: lang}, Rows: rows})
-	})
+// rowsPage is a page of rows: the connections or the routes.
+type rowsPage[R any] struct {
+	base
+	Rows []R
 }
 
-func (c *Console) liveConnections(w http.ResponseWriter, r *http.Request, s *session) {
-	lang := langOf(r)
-	c.poll(w, r, func(ctx context.Context) (string, error) {
-		rows, err := c.connectionRows(ctx)
-		if err != nil {
-			return "", err
+// rowsHandlers returns the handlers of a list page (template name, which is also its tab and
+// the path under Base) and of its live rows, both drawn by rows: the live fragment is the
+// page's own "rows" template, so both always show the same.
+func rowsHandlers[R any](c *Console, name, title string, rows func(context.Context) ([]R, error)) (page, live func(http.ResponseWriter, *http.Request, *session)) {
+	page = func(w http.ResponseWriter, r *http.Request, s *session) {
+		p := &rowsPage[R]{base: newBase(r, s, name, title)}
+		p.Live = Base + "live/" + name
+		p.Flash = flash(r, p.Lang)
+		var err error
+		if p.Rows, err = rows(r.Context()); err != nil {
+			c.fail(w, r, http.StatusBadGateway, "err.control", err)
+			return
 		}
-		return c.fragment("connections", "rows", &connectionsPage{base: base{Lang: lang}, Rows: rows})
-	})
+		c.render(w, r, http.StatusOK, name, p)
+	}
+	live = func(w http.ResponseWriter, r *http.Request, s *session) {
+		lang := langOf(r)
+		c.poll(w, r, func(ctx context.Context) (string, error) {
+			rs, err := rows(ctx)
+			if err != nil {
+				return "", err
+			}
+			return c.fragment(name, "rows", &rowsPage[R]{base: base{Lang: lang}, Rows: rs})
+		})
+	}
+	return page, live
 }

@@ -24,24 +24,6 @@ type routeRow struct {
 	Disabled         bool
 }
 
-type routesPage struct {
-	base
-	Rows []routeRow
-}
-
-func (c *Console) routesPage(w http.ResponseWriter, r *http.Request, s *session) {
-	p := &routesPage{base: newBase(r, s, "routes", "route.title")}
-	p.Live = Base + "live/routes"
-	p.Flash = flash(r, p.Lang)
-	rows, err := c.routeRows(r.Context())
-	if err != nil {
-		c.fail(w, r, http.StatusBadGateway, "err.control", err)
-		return
-	}
-	p.Rows = rows
-	c.render(w, r, http.StatusOK, "routes", p)
-}
-
 func (c *Console) routeRows(ctx context.Context) ([]routeRow, error) {
 	reply, err := c.list(ctx, "route", true)
 	if err != nil {

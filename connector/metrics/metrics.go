@@ -41,35 +41,24 @@ const (
 func New(reg prometheus.Registerer) *Metrics {
 	routeBus := []string{"route", "bus"}
 	route := []string{"route"}
+	counter := func(name, help string, labels []string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
 	m := &Metrics{
-		published: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mailbus_route_events_published_total",
-			Help: "Events published and acknowledged by JetStream.",
-		}, routeBus),
-		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mailbus_route_duplicates_total",
-			Help: "Events (and dead letters) published again that JetStream dropped as duplicates of a stored Nats-Msg-Id; not counted as published.",
-		}, routeBus),
-		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mailbus_route_dead_letters_total",
-			Help: "Messages that could not become events, published to the dead-letter stream and acknowledged.",
-		}, routeBus),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mailbus_route_published_bytes_total",
-			Help: "Bytes of events and dead letters JetStream stored (duplicates it dropped not counted).",
-		}, routeBus),
-		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mailbus_route_polls_total",
-			Help: "Cycles over the mailbox: a search for new mail and its publishing.",
-		}, route),
-		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mailbus_route_reconnects_total",
-			Help: "Mail server sessions started again after one failed.",
-		}, route),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mailbus_route_errors_total",
-			Help: "Failed sessions or cycles, by kind: permanent, timeout, nats, mailbox.",
-		}, []string{"route", "kind"}),
+		published: counter("mailbus_route_events_published_total",
+			"Events published and acknowledged by JetStream.", routeBus),
+		duplicates: counter("mailbus_route_duplicates_total",
+			"Events (and dead letters) published again that JetStream dropped as duplicates of a stored Nats-Msg-Id; not counted as published.", routeBus),
+		dead: counter("mailbus_route_dead_letters_total",
+			"Messages that could not become events, published to the dead-letter stream and acknowledged.", routeBus),
+		bytes: counter("mailbus_route_published_bytes_total",
+			"Bytes of events and dead letters JetStream stored (duplicates it dropped not counted).", routeBus),
+		polls: counter("mailbus_route_polls_total",
+			"Cycles over the mailbox: a search for new mail and its publishing.", route),
+		reconnects: counter("mailbus_route_reconnects_total",
+			"Mail server sessions started again after one failed.", route),
+		errors: counter("mailbus_route_errors_total",
+			"Failed sessions or cycles, by kind: permanent, timeout, nats, mailbox.", []string{"route", "kind"}),
 		idle: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mailbus_route_idle",
 			Help: "1 while the route's IMAP session waits in IDLE for new mail, else 0.",

@@ -1,0 +1,9 @@
+// Package ews is the Exchange side of mailbus: a client of Exchange Web Services (SOAP
+// over HTTP, with Basic, NTLM or OAuth2 bearer authentication), the requests and replies a
+// route needs (FindItem, SyncFolderItems, GetItem streamed, UpdateItem, DeleteItem,
+// MoveItem, FindFolder), the classification of its failures (IsPermanent, BackOff), and
+// the split of a route's filter between a FindItem restriction and a check of the headers.
+//
+// It knows neither the IMAP source nor the runtime that publishes: the route worker drives
+// a Client. Its tests run against connector/ewstest, an httptest server speaking EWS SOAP.
+package ews
