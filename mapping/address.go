@@ -11,14 +11,15 @@ import (
 )
 
 // fastAddressList parses an address list of the plain forms nearly all mail has, "a@b" and
-// "Name <a@b>" (the name made of atoms and RFC 2047 encoded-words), and appends the
+// "Name <a@b>" (the name made of atoms, RFC 2047 encoded-words and quoted strings, as
+// Outlook writes it), and appends the
 // addresses to out. What it returns is what net/mail's AddressParser{WordDecoder: dec}
 // ParseList returns for the same list (FuzzFastAddressList compares them), without the
 // parser's allocations: net/mail was the largest part of the mapping of small mail.
 //
 // ok is false, and out returned as it came, for any list with more than these forms
-// (quoted strings, comments, groups, domain literals, blanks inside an address, invalid
-// UTF-8), and for one net/mail would refuse: the caller then parses it with net/mail.
+// (comments, groups, domain literals, quoted local parts, blanks inside an address,
+// invalid UTF-8), and for one net/mail would refuse: the caller then parses it with net/mail.
 // Names are decoded with dec as net/mail does, after the whole list was found to be of
 // these forms, so that a list that falls back has decoded nothing.
 func fastAddressList(s string, dec *mime.WordDecoder, out []schemas.Address) ([]schemas.Address, bool) {
@@ -64,10 +65,13 @@ func scanAddressList(s string, dec *mime.WordDecoder, out *[]schemas.Address) (i
 			}
 			spec, i = s[i:k], k
 		default:
-			// A phrase: words of atext and dots, separated by blanks, up to the '<'.
+			// A phrase: words of atext and dots, or quoted strings, up to the '<'.
 			start, end := i, i
 			for i < len(s) {
-				w := atomEnd(s, i)
+				w, ok := phraseWordEnd(s, i)
+				if !ok {
+					return 0, false
+				}
 				if w == i {
 					break
 				}
@@ -103,6 +107,34 @@ func scanAddressList(s string, dec *mime.WordDecoder, out *[]schemas.Address) (i
 		}
 	}
 }
+
+// phraseWordEnd returns where the word of a phrase that starts at i ends: a run of atext
+// and dots, or a quoted string (i itself if neither starts there). ok is false for a
+// quoted string net/mail would refuse.
+func phraseWordEnd(s string, i int) (end int, ok bool) {
+	if i == len(s) || s[i] != '"' {
+		return atomEnd(s, i), true
+	}
+	for j := i + 1; j < len(s); j++ {
+		switch c := s[j]; {
+		case c == '"':
+			return j + 1, true
+		case c == '\\': // quoted-pair: a visible character or a blank
+			j++
+			if j == len(s) || s[j] < utf8.RuneSelf && !isQuotable(s[j]) {
+				return 0, false
+			}
+		case c >= utf8.RuneSelf || isQuotable(c):
+		default:
+			return 0, false
+		}
+	}
+	return 0, false // not closed
+}
+
+// isQuotable reports whether the ASCII c may stand in a quoted string (after a backslash
+// if it is a quote or a backslash): visible, or a blank.
+func isQuotable(c byte) bool { return c >= '!' && c <= '~' || c == ' ' || c == '\t' }
 
 func skipBlanks(s string, i int) int {
 	for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
@@ -145,25 +177,25 @@ func strictDotAtom(a string) bool {
 // then depends on why, so the caller leaves the list to it), and when no word is left.
 // scratch is a buffer to reuse.
 func decodePhrase(p string, dec *mime.WordDecoder, scratch []byte) (name string, buf []byte, ok bool) {
-	if !strings.Contains(p, "=?") && !strings.Contains(p, "  ") && !strings.Contains(p, "\t") {
+	if !strings.Contains(p, "=?") && !strings.Contains(p, "  ") && !strings.ContainsAny(p, "\t\"") {
 		return p, scratch, true // plain words with single blanks: net/mail's result is p itself
 	}
 	out := scratch[:0]
 	words := 0
 	inRun, runSep, runStart := false, 0, 0 // a run of encoded-words
 	for i := 0; i <= len(p); {
-		word := ""
-		if i < len(p) {
-			j := atomEnd(p, i)
-			if j == i {
+		word, last, quoted := "", i >= len(p), false
+		if !last {
+			j, ok := phraseWordEnd(p, i)
+			if !ok || j == i {
 				return "", out, false // not a phrase of scanAddressList's: cannot happen
 			}
-			word = p[i:j]
+			word, quoted = p[i:j], p[i] == '"'
 			i = skipBlanks(p, j)
 		} else {
 			i++ // past the end: close the last run
 		}
-		if word != "" && looksEncoded(word) {
+		if !last && !quoted && looksEncoded(word) {
 			if !inRun {
 				inRun, runSep = true, len(out)
 				if words > 0 {
@@ -184,11 +216,20 @@ func decodePhrase(p string, dec *mime.WordDecoder, scratch []byte) (name string,
 			}
 			inRun = false
 		}
-		if word != "" {
+		if !last {
 			if words > 0 {
 				out = append(out, ' ')
 			}
-			out = append(out, word...)
+			if quoted { // its content, each quoted-pair its character; never decoded
+				for k := 1; k < len(word)-1; k++ {
+					if word[k] == '\\' {
+						k++
+					}
+					out = append(out, word[k])
+				}
+			} else {
+				out = append(out, word...)
+			}
 			words++
 		}
 	}

@@ -129,11 +129,18 @@ func TestFastAddressList(t *testing.T) {
 	if accepted < 20 {
 		t.Errorf("fastAddressList accepted %d of the forms, want most of the plain ones", accepted)
 	}
+	for _, s := range []string{"a@b", "Ana =?utf-8?q?Garc=C3=ADa?= <a@b>, b@c", `"Doe, John" <john@example.com>`} {
+		if !checkFastAddressList(t, s) {
+			t.Errorf("fastAddressList(%q) not accepted", s)
+		}
+	}
 	// Lists made of pieces, plain and not.
 	names := []string{"", "Alice", "Alice Example", "Alice  Example", "Alice\tB", "J. R.", ".x.", "Zoë",
 		"=?utf-8?q?Zo=C3=AB?=", "=?utf-8?b?0JjQstCw0L0=?=", "Ana =?utf-8?q?Garc=C3=ADa?=", "=?utf-8?q?a?= =?utf-8?q?b?=",
 		"=?utf-8?q?a?= x =?utf-8?q?b?=", "=?utf-8?q??=", "x =?utf-8?q??= y", "=?iso-8859-1?q?J=F6rg?=", "=?koi8-r?b?6dfBzg==?=",
-		"=?x-none?q?a?=", "=?utf-8?q?bad", "=?utf-8?b?!?=", "=?utf-8?Q?a?b?=", "\"Q\"", "a(b)", "a@b", "a,b", "a:b", "a;b", "a[b]", "a\\b"}
+		"=?x-none?q?a?=", "=?utf-8?q?bad", "=?utf-8?b?!?=", "=?utf-8?Q?a?b?=", "\"Q\"", "a(b)", "a@b", "a,b", "a:b", "a;b", "a[b]", "a\\b",
+		`"Doe, John"`, `"a\"b"`, `"a\\b"`, `""`, `"" Bob`, `Bob ""`, `"=?utf-8?q?Zo=C3=AB?="`, `=?utf-8?q?a?= "q" =?utf-8?q?b?=`, `"unclosed`,
+		"\"tab\there\"", "\"ctl\x01\"", "\"esc\\\x01\"", `"Zoë \"Z\""`, `"\Zoë"`, `"x"y`, `x"y"`, `"a"."b"`, `"a@b"`, `"<a@b>"`, `"trailing\`}
 	addrs := []string{"a@b", "alice@example.com", "a.b@c.d", ".a@b", "a.@b", "a..b@c", "a@b.", "a@.b", "a@", "@b", "a",
 		"zoë@例え.jp", "x+y@z", "a@[1.2.3.4]", "\"a b\"@c", "a @b", "a@ b", "a@b@c", "a<b@c", "a>b@c"}
 	forms := []string{"%s <%s>", "%s<%s>", "%s  <%s>", "%s < %s>", "%s <%s >", "%[2]s", " %[2]s ", "%[2]s (%[1]s)", "%s %s", "%s <%s>>", "<%[2]s>", "%s <%s"}
