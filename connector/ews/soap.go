@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mailbus/mailbus/connector/engine"
 )
 
 // The SOAP and EWS namespaces. Requests write the prefixes soap:, t: and m: literally
@@ -343,10 +345,10 @@ func (c *Client) GetItems(ctx context.Context, ids []ID, mime func(i int, r io.R
 	}
 	defer rc.Close()
 	// Closing the body is what unblocks a read from a server that stopped sending.
-	sr := newStallReader(rc, stallTimeout)
-	defer sr.stop()
-	got, err := readGetItem(sr, mime)
-	if err != nil && sr.stalled() {
+	watch := engine.NewProgressWatch(rc, stallTimeout, nil)
+	defer watch.Stop()
+	got, err := readGetItem(&engine.ProgressReader{R: rc, W: watch}, mime)
+	if err != nil && watch.Fired() {
 		return nil, fmt.Errorf("ews GetItem: the server sent nothing for %s: %w", stallTimeout, err)
 	}
 	if err != nil {
