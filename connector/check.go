@@ -26,6 +26,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/mailbus/mailbus/connector/control"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/schemas"
@@ -683,4 +684,20 @@ func newTokenSource(c *schemas.Connection, st *store.Store) *oauth2.Source {
 		return oauth2.NewSource(c, nil)
 	}
 	return oauth2.NewSource(c, st)
+}
+
+// connectionCheck is the control service's connection check (control.Check): the check
+// of c, its probe signed with the deployment's key, so the routes pass over it; nil
+// probes: unsigned.
+func connectionCheck(probes *engine.ProbeKeys) control.Check {
+	return func(ctx context.Context, c schemas.Connection, mailboxes []string, ts *oauth2.Source) (*schemas.Reply, error) {
+		var key []byte
+		if probes != nil {
+			var err error
+			if key, err = probes.Get(ctx); err != nil {
+				return nil, err
+			}
+		}
+		return signedCheck(ctx, c, mailboxes, ts, key), nil
+	}
 }

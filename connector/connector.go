@@ -13,6 +13,7 @@ import (
 	"github.com/mailbus/mailbus/connector/engine"
 
 	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/control"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -224,10 +225,11 @@ func (c *Connector) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(routesCtx)
 	g.Go(func() error { return sup.Run(gctx) })
 
-	svc, err := startControl(routesCtx, nc, c.names, c.version, &control{
-		store: st, status: rt.Status, instance: c.cfg.Instance, logger: c.logger.With("component", "control"),
-		sealer: c.sealer, js: js, names: c.names,
-		leases: ls, state: storage.State, probes: rt.Probes,
+	svc, err := control.Start(routesCtx, nc, control.Config{
+		Names: c.names, Version: c.version, Instance: c.cfg.Instance,
+		Store: st, Sealer: c.sealer, JS: js, State: storage.State,
+		Check: connectionCheck(rt.Probes), Status: routeStatuses{rt.Status, ls},
+		Logger: c.logger.With("component", "control"),
 	})
 	if err != nil {
 		stopRoutes()

@@ -9,37 +9,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/connlog"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
 // connLogJS starts an embedded NATS server with mailbus's streams.
 func connLogJS(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	s, err := connector.StartEmbedded("127.0.0.1:-1", t.TempDir())
-	if err != nil {
-		t.Fatalf("StartEmbedded() = %v", err)
-	}
-	t.Cleanup(s.Shutdown)
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatalf("nats.Connect() = %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream.New() = %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := connector.EnsureStorage(ctx, js, connector.Names{Prefix: "mail"}, 1, time.Minute); err != nil {
-		t.Fatalf("EnsureStorage() = %v", err)
-	}
-	return js
+	return testkit.StartStorage(t).JS
 }
 
 // writeEveryEvent writes one entry of every kind a route worker writes, the login error

@@ -331,3 +331,32 @@ func (l *leases) owner(ctx context.Context, route string) (leaseValue, bool) {
 	}
 	return v, true
 }
+
+// routeStatuses reads route statuses for the control service (control.StatusReader):
+// this replica's board, then the leases of the others.
+type routeStatuses struct {
+	board  *StatusBoard
+	leases *leases
+}
+
+// Local is the status of the route's worker on this replica.
+func (s routeStatuses) Local(route string) (schemas.RouteStatus, bool) { return s.board.Get(route) }
+
+// Remote is the status the replica holding the route's lease last wrote into it, with
+// that replica as owner; a lease without a status yet says starting. Without leases (a
+// Runtime made outside a Connector) no other replica is asked.
+func (s routeStatuses) Remote(ctx context.Context, route string) (schemas.RouteStatus, bool) {
+	if s.leases == nil {
+		return schemas.RouteStatus{}, false
+	}
+	v, ok := s.leases.owner(ctx, route)
+	if !ok {
+		return schemas.RouteStatus{}, false
+	}
+	st := schemas.RouteStatus{State: schemas.StateStarting}
+	if v.Status != nil {
+		st = *v.Status
+	}
+	st.Route, st.Owner = route, v.Owner
+	return st, true
+}

@@ -10,31 +10,18 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 )
 
 // natsFor starts a NATS server with JetStream of its own for the test, so that replicas
 // can be stopped and started again on the same store, and returns its URL and a client.
 func natsFor(t *testing.T) (string, jetstream.JetStream) {
 	t.Helper()
-	srv, err := connector.StartEmbedded("127.0.0.1:-1", t.TempDir())
-	if err != nil {
-		t.Fatalf("StartEmbedded() = %v", err)
-	}
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatalf("nats.Connect() = %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	return srv.ClientURL(), js
+	n := testkit.StartNATS(t)
+	return n.Server.ClientURL(), n.JS
 }
 
 // streamConfig reads a stream's config.

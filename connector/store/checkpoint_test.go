@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/store"
 )
 
@@ -13,7 +14,7 @@ import (
 // checkpoint back: its write, over the revision it read, fails as a lost race and leaves
 // the other's checkpoint; once it reads again it writes over the new revision.
 func TestCheckpointLostRoute(t *testing.T) {
-	storage := newStorage(t)
+	storage := testkit.StartStorage(t).Storage
 	ctx := context.Background()
 	a, b := store.Checkpoints(storage.State, "r"), store.Checkpoints(storage.State, "r")
 	for _, r := range []*store.Record[store.Checkpoint]{a, b} {
@@ -85,7 +86,7 @@ func TestCheckpointSourceChange(t *testing.T) {
 // deleted one reads as the zero value and can be written again; a broken one is an error
 // naming the record.
 func TestRecordSyncState(t *testing.T) {
-	storage := newStorage(t)
+	storage := testkit.StartStorage(t).Storage
 	ctx := context.Background()
 	type syncState struct {
 		SyncState string   `json:"syncState"`

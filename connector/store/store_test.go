@@ -6,47 +6,19 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"testing"
-	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
-// newStorage starts an embedded NATS server with JetStream and makes mailbus's streams and
-// buckets on it.
-func newStorage(t *testing.T) *bus.Storage {
-	t.Helper()
-	srv, err := bus.StartEmbedded("127.0.0.1:-1", t.TempDir())
-	if err != nil {
-		t.Fatalf("StartEmbedded() = %v", err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatalf("nats.Connect() = %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream.New() = %v", err)
-	}
-	st, err := bus.EnsureStorage(context.Background(), js, bus.Names{Prefix: "mail"}, 1, time.Minute)
-	if err != nil {
-		t.Fatalf("EnsureStorage() = %v", err)
-	}
-	return st
-}
-
 // TestSaveRefreshToken: a rotated refresh token replaces the stored one, sealed, only when
 // the stored one is still the one that was used; one an operator put meanwhile stays.
 func TestSaveRefreshToken(t *testing.T) {
-	storage := newStorage(t)
+	storage := testkit.StartStorage(t).Storage
 	key := make([]byte, 32)
 	rand.Read(key)
 	sl, err := secrets.NewSealer(base64.StdEncoding.EncodeToString(key), nil)

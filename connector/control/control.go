@@ -1,4 +1,4 @@
-package connector
+package control
 
 import (
 	"context"
@@ -11,12 +11,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailbus/mailbus/connector/engine"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/secrets"
@@ -42,18 +42,44 @@ var errorHeaderCodes = map[string]string{
 	schemas.CodeInternal:    "500",
 }
 
+// Check checks conn against its server for connection.test: it connects, logs in, selects
+// each of mailboxes, and says what failed in the reply. ts gets the OAuth2 tokens of an
+// oauth2 connection (nil for the others). The wiring supplies it: the check speaks IMAP or
+// EWS, which the control service does not know.
+type Check func(ctx context.Context, conn schemas.Connection, mailboxes []string, ts *oauth2.Source) (*schemas.Reply, error)
+
+// StatusReader reads how the routes' workers are doing, for route.status and route.list.
+type StatusReader interface {
+	// Local returns the status of the route's worker on this replica; false when the route
+	// does not run here.
+	Local(route string) (schemas.RouteStatus, bool)
+	// Remote returns the status that the replica holding the route's lease last wrote
+	// (at most a lease renewal old), with that replica as Owner; false when no replica
+	// holds it.
+	Remote(ctx context.Context, route string) (schemas.RouteStatus, bool)
+}
+
+// Config is what the control service works with.
+type Config struct {
+	Names    bus.Names
+	Version  string // the build's version, shown by $SRV.INFO
+	Instance string // this replica, in the service's metadata
+	Store    *store.Store
+	Sealer   *secrets.Sealer
+	// JS reads the connection logs.
+	JS jetstream.JetStream
+	// State holds the route checkpoints, removed with their route; nil: none to remove.
+	State jetstream.KeyValue
+	// Check runs connection.test; nil answers that checks are unavailable.
+	Check Check
+	// Status reads route statuses; nil: a route's status says only disabled or stopped.
+	Status StatusReader
+	Logger *slog.Logger
+}
+
 // control answers the control commands on <prefix>.control.<entity>.<op>.
 type control struct {
-	store    *store.Store
-	status   *StatusBoard
-	leases   *leases // who owns the routes not running here; nil: no lookup
-	instance string
-	logger   *slog.Logger
-	sealer   *secrets.Sealer
-	js       jetstream.JetStream
-	names    Names
-	state    jetstream.KeyValue // route checkpoints; nil: none to remove
-	probes   *engine.ProbeKeys  // signs the check's probe; nil: unsigned
+	Config
 	// nc answers the requests; a list reply stays within its server's max payload.
 	nc *nats.Conn
 }
@@ -62,17 +88,20 @@ type control struct {
 // or an error, a *schemas.Error for a refusal.
 type handler func(ctx context.Context, data []byte) (*schemas.Reply, error)
 
-// startControl adds the control service to nc. ctx is the parent of every request's
-// context. Stop the returned service before draining nc.
-func startControl(ctx context.Context, nc *nats.Conn, n Names, version string, c *control) (micro.Service, error) {
-	c.nc = nc
+// Start adds the control service to nc. ctx is the parent of every request's context.
+// Stop the returned service before draining nc.
+func Start(ctx context.Context, nc *nats.Conn, cfg Config) (micro.Service, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &control{Config: cfg, nc: nc}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        ServiceName,
-		Version:     serviceVersion(version),
+		Version:     serviceVersion(cfg.Version),
 		Description: "mailbus control plane: connections and routes",
-		Metadata:    map[string]string{"instance": c.instance, "build": version},
+		Metadata:    map[string]string{"instance": cfg.Instance, "build": cfg.Version},
 		ErrorHandler: func(_ micro.Service, e *micro.NATSError) {
-			c.logger.Error("control service", "subject", e.Subject, "err", e.Description)
+			c.Logger.Error("control service", "subject", e.Subject, "err", e.Description)
 		},
 	})
 	if err != nil {
@@ -103,7 +132,7 @@ func startControl(ctx context.Context, nc *nats.Conn, n Names, version string, c
 	for _, e := range endpoints {
 		g, ok := groups[e.entity]
 		if !ok {
-			g = svc.AddGroup(n.ControlPrefix() + "." + e.entity)
+			g = svc.AddGroup(c.Names.ControlPrefix() + "." + e.entity)
 			groups[e.entity] = g
 		}
 		// Endpoint names must be unique in the service; the subject is the group's plus op.
@@ -164,7 +193,7 @@ func (c *control) handle(ctx context.Context, h handler, timeout time.Duration, 
 	// with ok false, not a refused command.
 	reply.OK = reply.Error == nil
 	if err := req.RespondJSON(reply); err != nil {
-		c.logger.Warn("control reply not sent", "subject", req.Subject(), "err", err)
+		c.Logger.Warn("control reply not sent", "subject", req.Subject(), "err", err)
 	}
 }
 
@@ -175,9 +204,9 @@ func (c *control) handle(ctx context.Context, h handler, timeout time.Duration, 
 func (c *control) respondError(req micro.Request, err error, async bool) {
 	e := wireError(err)
 	if e.Code == schemas.CodeInternal {
-		c.logger.Error("control request failed", "subject", req.Subject(), "err", err)
+		c.Logger.Error("control request failed", "subject", req.Subject(), "err", err)
 	} else {
-		c.logger.Debug("control request refused", "subject", req.Subject(), "code", e.Code, "field", e.Field)
+		c.Logger.Debug("control request refused", "subject", req.Subject(), "code", e.Code, "field", e.Field)
 	}
 	body, _ := json.Marshal(schemas.Reply{OK: false, Error: e})
 	if async {
@@ -188,7 +217,7 @@ func (c *control) respondError(req micro.Request, err error, async bool) {
 		err = req.Error(errorHeaderCodes[e.Code], e.Error(), body)
 	}
 	if err != nil {
-		c.logger.Warn("control reply not sent", "subject", req.Subject(), "err", err)
+		c.Logger.Warn("control reply not sent", "subject", req.Subject(), "err", err)
 	}
 }
 
@@ -226,7 +255,7 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		if e := validate.Decode(data, &in); e != nil {
 			return nil, e
 		}
-		stored, err := c.store.GetConnection(ctx, in.Name)
+		stored, err := c.Store.GetConnection(ctx, in.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -238,11 +267,11 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		if e := validate.Connection(&conn); e != nil {
 			return nil, e
 		}
-		if e := c.sealer.Probe(&conn); e != nil {
+		if e := c.Sealer.Probe(&conn); e != nil {
 			return nil, e
 		}
 		// Sealed like a put's, so a draft cannot pass off a copied ciphertext as its own.
-		if err := c.sealer.SealConnection(&conn); err != nil {
+		if err := c.Sealer.SealConnection(&conn); err != nil {
 			return nil, err
 		}
 		if e := validate.Credentials(&conn); e != nil {
@@ -252,7 +281,7 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 			return nil, e
 		}
 	}
-	conn, err := c.sealer.Usable(conn)
+	conn, err := c.Sealer.Usable(conn)
 	if err != nil {
 		var e *schemas.Error
 		if errors.As(err, &e) {
@@ -260,7 +289,7 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		}
 		return nil, &schemas.Error{Code: schemas.CodeInvalid, Field: "passwordFrom", Message: err.Error()}
 	}
-	routes, err := c.store.ListRoutes(ctx)
+	routes, err := c.Store.ListRoutes(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -275,31 +304,28 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 		// The stored refresh token is read again before the refresh and, when the endpoint
 		// replaces it, the new one is stored; a draft's own other refresh token is used as
 		// it is and its replacement kept nowhere.
-		tokens := c.store
+		var tokens oauth2.RefreshStore = c.Store
 		if draft && !c.sameTokenEndpoint(ctx, &conn) {
 			tokens = nil
 		}
 		if conn.OAuth2 != nil && conn.OAuth2.RefreshToken != "" {
-			if stored, ok := c.store.RefreshToken(ctx, conn.Name); !ok || stored != conn.OAuth2.RefreshToken {
+			if stored, ok := c.Store.RefreshToken(ctx, conn.Name); !ok || stored != conn.OAuth2.RefreshToken {
 				tokens = nil
 			}
 		}
-		ts = newTokenSource(&conn, tokens)
+		ts = oauth2.NewSource(&conn, tokens)
 	}
-	var probeKey []byte
-	if c.probes != nil {
-		if probeKey, err = c.probes.Get(ctx); err != nil {
-			return nil, err
-		}
+	if c.Check == nil {
+		return nil, &schemas.Error{Code: schemas.CodeUnavailable, Message: "connection checks are not available on this replica"}
 	}
-	return signedCheck(ctx, conn, mailboxes, ts, probeKey), nil
+	return c.Check(ctx, conn, mailboxes, ts)
 }
 
 // sameTokenEndpoint reports whether a draft sends its tokens where the saved connection
 // of its name does: only then may its check read the stored refresh token and store the
 // one the endpoint rotates it to.
 func (c *control) sameTokenEndpoint(ctx context.Context, draft *schemas.Connection) bool {
-	stored, err := c.store.GetConnection(ctx, draft.Name)
+	stored, err := c.Store.GetConnection(ctx, draft.Name)
 	return err == nil && store.Rebound(draft, &stored) == ""
 }
 
@@ -309,10 +335,10 @@ func (c *control) connectionLog(ctx context.Context, data []byte) (*schemas.Repl
 	if e := validate.Decode(data, &in); e != nil {
 		return nil, e
 	}
-	if _, err := c.store.GetConnection(ctx, in.Name); err != nil {
+	if _, err := c.Store.GetConnection(ctx, in.Name); err != nil {
 		return nil, err
 	}
-	r, err := connlog.Read(ctx, c.js, c.names, in)
+	r, err := connlog.Read(ctx, c.JS, c.Names, in)
 	if err != nil {
 		return nil, &schemas.Error{Code: schemas.CodeUnavailable, Message: "reading the log: " + err.Error()}
 	}
@@ -332,7 +358,7 @@ func (c *control) definitionsApply(ctx context.Context, data []byte) (*schemas.R
 	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
-	changes, err := c.store.Apply(ctx, &req)
+	changes, err := c.Store.Apply(ctx, &req)
 	if err != nil {
 		return nil, err
 	}
@@ -344,7 +370,7 @@ func (c *control) connectionPut(ctx context.Context, data []byte) (*schemas.Repl
 	if e := validate.Decode(data, &in); e != nil {
 		return nil, e
 	}
-	out, err := c.store.PutConnection(ctx, in)
+	out, err := c.Store.PutConnection(ctx, in)
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +383,7 @@ func (c *control) connectionGet(ctx context.Context, data []byte) (*schemas.Repl
 	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
-	out, err := c.store.GetConnection(ctx, req.Name)
+	out, err := c.Store.GetConnection(ctx, req.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -373,7 +399,7 @@ func (c *control) connectionList(ctx context.Context, data []byte) (*schemas.Rep
 	if e := checkList(req); e != nil {
 		return nil, e
 	}
-	all, err := c.store.ListConnections(ctx)
+	all, err := c.Store.ListConnections(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -393,7 +419,7 @@ func (c *control) connectionDelete(ctx context.Context, data []byte) (*schemas.R
 	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
-	if err := c.store.DeleteConnection(ctx, req.Name); err != nil {
+	if err := c.Store.DeleteConnection(ctx, req.Name); err != nil {
 		return nil, err
 	}
 	return &schemas.Reply{}, nil
@@ -404,7 +430,7 @@ func (c *control) routePut(ctx context.Context, data []byte) (*schemas.Reply, er
 	if e := validate.Decode(data, &in); e != nil {
 		return nil, e
 	}
-	out, err := c.store.PutRoute(ctx, in)
+	out, err := c.Store.PutRoute(ctx, in)
 	if err != nil {
 		return nil, err
 	}
@@ -416,7 +442,7 @@ func (c *control) routeGet(ctx context.Context, data []byte) (*schemas.Reply, er
 	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
-	out, err := c.store.GetRoute(ctx, req.Name)
+	out, err := c.Store.GetRoute(ctx, req.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -431,7 +457,7 @@ func (c *control) routeList(ctx context.Context, data []byte) (*schemas.Reply, e
 	if e := checkList(req); e != nil {
 		return nil, e
 	}
-	all, err := c.store.ListRoutes(ctx)
+	all, err := c.Store.ListRoutes(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -530,12 +556,12 @@ func (c *control) routeDelete(ctx context.Context, data []byte) (*schemas.Reply,
 	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
-	if err := c.store.DeleteRoute(ctx, req.Name); err != nil {
+	if err := c.Store.DeleteRoute(ctx, req.Name); err != nil {
 		return nil, err
 	}
 	// A route created again under this name starts afresh, not from this checkpoint.
-	if c.state != nil {
-		if err := store.PurgeCheckpoint(ctx, c.state, req.Name); err != nil {
+	if c.State != nil {
+		if err := store.PurgeCheckpoint(ctx, c.State, req.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -547,7 +573,7 @@ func (c *control) routeStatus(ctx context.Context, data []byte) (*schemas.Reply,
 	if e := validate.Decode(data, &req); e != nil {
 		return nil, e
 	}
-	r, err := c.store.GetRoute(ctx, req.Name)
+	r, err := c.Store.GetRoute(ctx, req.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -557,25 +583,22 @@ func (c *control) routeStatus(ctx context.Context, data []byte) (*schemas.Reply,
 
 // statusOf is a route's status: from its worker when the route runs here; else, when
 // another replica holds its lease, the status that replica last wrote into the lease (at
-// most leaseRenew old), with that replica as owner; else what the definition says
+// most a lease renewal old), with that replica as owner; else what the definition says
 // (disabled, or stopped: no replica runs it).
 func (c *control) statusOf(ctx context.Context, r schemas.Route) schemas.RouteStatus {
-	if st, ok := c.status.Get(r.Name); ok {
-		return st
+	if c.Status != nil {
+		if st, ok := c.Status.Local(r.Name); ok {
+			return st
+		}
 	}
 	st := schemas.RouteStatus{Route: r.Name, State: schemas.StateStopped}
 	if r.Disabled {
 		st.State = schemas.StateDisabled
 		return st
 	}
-	if c.leases != nil {
-		if v, ok := c.leases.owner(ctx, r.Name); ok {
-			if v.Status != nil {
-				st = *v.Status
-			} else {
-				st.State = schemas.StateStarting
-			}
-			st.Route, st.Owner = r.Name, v.Owner
+	if c.Status != nil {
+		if remote, ok := c.Status.Remote(ctx, r.Name); ok {
+			return remote
 		}
 	}
 	return st
