@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/engine"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -86,39 +86,16 @@ func (s *listSource) Raw(_ context.Context, it *engine.Item, put func(io.Reader)
 // startBus starts an embedded NATS with mailbus's streams and buckets, and a runtime on it.
 func startBus(t *testing.T) (*engine.Runtime, jetstream.JetStream) {
 	t.Helper()
-	srv, err := bus.StartEmbedded("127.0.0.1:-1", t.TempDir())
-	if err != nil {
-		t.Fatalf("StartEmbedded() = %v", err)
-	}
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatalf("nats.Connect() = %v", err)
-	}
-	t.Cleanup(func() {
-		nc.Close()
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	names := bus.Names{Prefix: "mail"}
-	storage, err := bus.EnsureStorage(ctx, js, names, 1, time.Minute)
-	if err != nil {
-		t.Fatalf("EnsureStorage() = %v", err)
-	}
-	pubs, err := bus.NewPublishers(nc, 0)
+	n := testkit.StartStorage(t)
+	pubs, err := bus.NewPublishers(n.NC, 0)
 	if err != nil {
 		t.Fatalf("NewPublishers() = %v", err)
 	}
 	return &engine.Runtime{
-		Names: names, NC: nc, JS: js, Storage: storage, Publishers: pubs,
+		Names: n.Names, NC: n.NC, JS: n.JS, Storage: n.Storage, Publishers: pubs,
 		Status: engine.NewStatusBoard(), MaxInlineBytes: 1 << 20,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}, js
+	}, n.JS
 }
 
 func mail(n int) []byte {
