@@ -351,12 +351,12 @@ func TestExchangeWorkerRawAndDeadLetter(t *testing.T) {
 	}
 }
 
-// TestExchangeWorkerLargeBatch: a batch whose events hold more than maxInflightBytes makes
+// TestExchangeWorkerLargeBatch: a batch whose events hold more than engine.MaxInflightBytes makes
 // the worker wait for acknowledgements mid-batch and let go of those events; every item
 // still becomes one event (no dead letter for an item whose event was let go of) and is
 // marked read.
 func TestExchangeWorkerLargeBatch(t *testing.T) {
-	const n = 9 // 4 MB events: 36 MB, just over maxInflightBytes
+	const n = 9 // 4 MB events: 36 MB, just over engine.MaxInflightBytes
 	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	f.Add(n)
