@@ -18,6 +18,11 @@ import (
 	"syscall"
 	"time"
 
+	imapsrc "github.com/mailbus/mailbus/connector/imap"
+
+	"github.com/mailbus/mailbus/connector/engine"
+	"github.com/mailbus/mailbus/connector/store"
+
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
@@ -27,11 +32,9 @@ import (
 	"github.com/mailbus/mailbus/schemas"
 )
 
-// ProbeHeader marks the message a connection check appends for its round trip. Routes skip
-// a message whose header carries a value signed with the deployment's probe key (see
-// probeKeys), so a probe never becomes an event; any other message with the header is
-// ordinary mail.
-const ProbeHeader = "X-Mailbus-Probe"
+// ProbeHeader marks the message a connection check appends for its round trip (see
+// engine.ProbeHeader).
+const ProbeHeader = engine.ProbeHeader
 
 const (
 	// checkTimeout bounds a whole check when the caller's ctx has no deadline.
@@ -39,6 +42,8 @@ const (
 	// greetingTimeout is how long the check waits for the first line. Real servers greet at
 	// once; silence almost always means a TLS port spoken to in plain text.
 	greetingTimeout = 5 * time.Second
+	// dialTimeout bounds the TCP connection to the server, as the routes' own dial does.
+	dialTimeout = imapsrc.DialTimeout
 )
 
 // CheckConnection runs the stages of a connection check against c, whose secrets are
@@ -151,7 +156,7 @@ func (k *checker) fail(stage string, cf *checkFailure) {
 }
 
 func (k *checker) run(ctx context.Context, mailboxes []string) {
-	host, portText, err := net.SplitHostPort(IMAPAddr(k.c))
+	host, portText, err := net.SplitHostPort(imapsrc.Addr(k.c))
 	if err != nil || k.c.Host == "" {
 		k.fail("resolve", invalid("host", "the connection has no valid host"))
 		return
@@ -235,7 +240,7 @@ func (k *checker) run(ctx context.Context, mailboxes []string) {
 	var caps imap.CapSet
 	if !k.stage("capabilities", func() (string, error) {
 		// Caps may send CAPABILITY and wait for the answer; within bounds that wait.
-		within(ctx, imapCommandTimeout, client, func() error { caps = client.Caps(); return nil })
+		imapsrc.Within(ctx, imapsrc.CommandTimeout, client, func() error { caps = client.Caps(); return nil })
 		if caps == nil {
 			return "", unavailable("the server did not list its capabilities")
 		}
@@ -268,7 +273,7 @@ func (k *checker) run(ctx context.Context, mailboxes []string) {
 		k.stage("probe", func() (string, error) { return k.probe(ctx, client, caps, mailboxes[0]) })
 	}
 	// A polite goodbye; the check's result does not depend on it.
-	_ = within(ctx, time.Second, client, client.Logout().Wait)
+	_ = imapsrc.Within(ctx, time.Second, client, client.Logout().Wait)
 }
 
 func (k *checker) resolve(ctx context.Context) ([]string, error) {
@@ -289,7 +294,7 @@ func (k *checker) resolve(ctx context.Context) ([]string, error) {
 // dial connects to the first address that answers.
 func (k *checker) dial(ctx context.Context, addrs []string) (net.Conn, error) {
 	hostport := net.JoinHostPort(k.host, strconv.Itoa(k.port))
-	d := &net.Dialer{Timeout: imapDialTimeout}
+	d := &net.Dialer{Timeout: imapsrc.DialTimeout}
 	var err error
 	for _, a := range addrs {
 		var conn net.Conn
@@ -303,7 +308,7 @@ func (k *checker) dial(ctx context.Context, addrs []string) (net.Conn, error) {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return nil, invalid("port", "nothing listens on %s: check the host and the port (993 for ssl, 143 for tls or none)", hostport)
 	case errors.As(err, &ne) && ne.Timeout():
-		return nil, unavailable("%s did not answer within %s: the host may be down or a firewall in the way", hostport, imapDialTimeout)
+		return nil, unavailable("%s did not answer within %s: the host may be down or a firewall in the way", hostport, imapsrc.DialTimeout)
 	}
 	return nil, unavailable("could not connect to %s: %v", hostport, err)
 }
@@ -407,10 +412,10 @@ func (k *checker) login(ctx context.Context, client *imapclient.Client, caps ima
 		return "", invalid("encryption", "the server does not accept passwords over an unencrypted connection: use encryption ssl or tls")
 	}
 	// The same login the route worker does, so a passing check means the route logs in too.
-	err := within(ctx, imapLoginTimeout, client, func() error { return authenticate(ctx, client, k.c, k.tokens) })
+	err := imapsrc.Within(ctx, imapsrc.LoginTimeout, client, func() error { return imapsrc.Authenticate(ctx, client, k.c, k.tokens) })
 	if err == nil {
 		if k.tokens != nil {
-			return "logged in as " + k.c.Username + " with " + oauthMechanism(caps), nil
+			return "logged in as " + k.c.Username + " with " + imapsrc.OAuthMechanism(caps), nil
 		}
 		return "logged in as " + k.c.Username, nil
 	}
@@ -421,13 +426,13 @@ func (k *checker) login(ctx context.Context, client *imapclient.Client, caps ima
 		return "", invalid(te.Field, "%s", te.Message())
 	case errors.As(err, &te):
 		return "", unavailable("%s", te.Message())
-	case k.tokens != nil && IsPermanent(err) && !errors.Is(err, errIMAPTimeout):
+	case k.tokens != nil && imapsrc.IsPermanent(err) && !errors.Is(err, imapsrc.ErrTimeout):
 		return "", invalid("oauth2", "%v", err)
 	case errors.As(err, &ie):
 		return "server said: " + ie.Text, invalid("password", "the server refused the user name or password")
-	case errors.Is(err, errIMAPTimeout):
-		return "", unavailable("the server did not answer the login within %s", imapLoginTimeout)
-	case IsPermanent(err):
+	case errors.Is(err, imapsrc.ErrTimeout):
+		return "", unavailable("the server did not answer the login within %s", imapsrc.LoginTimeout)
+	case imapsrc.IsPermanent(err):
 		return "", invalid("auth", "%v", err)
 	}
 	return "", unavailable("login failed: %v", err)
@@ -445,7 +450,7 @@ func (k *checker) token(ctx context.Context) (string, error) {
 		return "", invalid(te.Field, "%s", te.Message())
 	case errors.As(err, &te):
 		return "", unavailable("%s", te.Message())
-	case IsPermanent(err):
+	case imapsrc.IsPermanent(err):
 		return "", invalid("oauth2", "%v", err)
 	}
 	return "", unavailable("getting the access token failed: %v", err)
@@ -454,7 +459,7 @@ func (k *checker) token(ctx context.Context) (string, error) {
 func (k *checker) selectMailbox(ctx context.Context, client *imapclient.Client, name string) (string, error) {
 	var st *imap.StatusData
 	var sel *imap.SelectData
-	err := within(ctx, imapCommandTimeout, client, func() (err error) {
+	err := imapsrc.Within(ctx, imapsrc.CommandTimeout, client, func() (err error) {
 		// EXAMINE first: it is what a route needs to work, it has no side effects, and
 		// servers answer it with NONEXISTENT where their STATUS answers a bare NO.
 		// STATUS of the selected mailbox is only discouraged for its cost (RFC 3501
@@ -492,7 +497,7 @@ func (k *checker) selectMailbox(ctx context.Context, client *imapclient.Client, 
 // the server's own refusal is what the user sees.
 func (k *checker) listed(ctx context.Context, client *imapclient.Client, name string) bool {
 	var found []*imap.ListData
-	err := within(ctx, imapCommandTimeout, client, func() (err error) {
+	err := imapsrc.Within(ctx, imapsrc.CommandTimeout, client, func() (err error) {
 		found, err = client.List("", name, nil).Collect()
 		return err
 	})
@@ -515,10 +520,10 @@ func (k *checker) probe(ctx context.Context, client *imapclient.Client, caps ima
 		to = append(to, a.String())
 	}
 	id := rand.Text()
-	msg := probeMessage(probeValue(k.probeKey, id), id, to)
+	msg := probeMessage(engine.ProbeValue(k.probeKey, id), id, to)
 
 	var uid imap.UID
-	err := within(ctx, imapCommandTimeout, client, func() error {
+	err := imapsrc.Within(ctx, imapsrc.CommandTimeout, client, func() error {
 		if _, err := client.Select(mailbox, nil).Wait(); err != nil {
 			return fmt.Errorf("select %s: %w", mailbox, err)
 		}
@@ -560,7 +565,7 @@ func (k *checker) probe(ctx context.Context, client *imapclient.Client, caps ima
 		}
 		return nil
 	})
-	removed := uid != 0 && within(ctx, imapCommandTimeout, client, func() error {
+	removed := uid != 0 && imapsrc.Within(ctx, imapsrc.CommandTimeout, client, func() error {
 		uids := imap.UIDSetNum(uid)
 		if err := client.Store(uids, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
 			return err
@@ -674,12 +679,21 @@ func scrubReply(r *schemas.Reply, hidden []string) {
 
 // connectionCheck is the control service's connection check (control.Check): the check
 // of c, its probe signed with the deployment's key, so the routes pass over it.
-func connectionCheck(probes *probeKeys) control.Check {
+func connectionCheck(probes *engine.ProbeKeys) control.Check {
 	return func(ctx context.Context, c schemas.Connection, mailboxes []string, ts *oauth2.Source) (*schemas.Reply, error) {
-		key, err := probes.get(ctx)
+		key, err := probes.Get(ctx)
 		if err != nil {
 			return nil, err
 		}
 		return signedCheck(ctx, c, mailboxes, ts, key), nil
 	}
+}
+
+// newTokenSource makes the token source of a connection whose secrets are resolved. st
+// stores a refresh token the endpoint replaces; nil keeps it in memory only.
+func newTokenSource(c *schemas.Connection, st *store.Store) *oauth2.Source {
+	if st == nil { // a nil *store.Store is no nil oauth2.RefreshStore
+		return oauth2.NewSource(c, nil)
+	}
+	return oauth2.NewSource(c, st)
 }

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/engine"
+
 	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/control"
 
@@ -205,13 +207,13 @@ func (c *Connector) Run(ctx context.Context) error {
 		Publishers:     pubs,
 		TLSRootCAs:     c.roots,
 		ConnLog:        connlog.New(js, c.names, c.logger),
-		defs:           st,
-		sessions:       newSessionSlots(openFileLimit()),
+		Tokens:         st,
+		Sessions:       engine.NewSessionSlots(engine.OpenFileLimit()),
 		Metrics:        met,
-		probes:         newProbeKeys(c.cfg.SecretKey, storage.State),
+		Probes:         engine.NewProbeKeys(c.cfg.SecretKey, storage.State),
 	}
-	if b := rt.sessions; b.budget > 0 {
-		c.logger.Info("mail server sessions bounded by the open files limit", "fileLimit", b.fileLimit, "sessions", b.budget, "reserved", b.reserveFor)
+	if files, sessions, reserved := rt.Sessions.Budget(); sessions > 0 {
+		c.logger.Info("mail server sessions bounded by the open files limit", "fileLimit", files, "sessions", sessions, "reserved", reserved)
 	}
 	ls := newLeases(js, storage.Leases, c.cfg.Instance, rt.Status)
 	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories, resync, ls)
@@ -226,7 +228,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	svc, err := control.Start(routesCtx, nc, control.Config{
 		Names: c.names, Version: c.version, Instance: c.cfg.Instance,
 		Store: st, Sealer: c.sealer, JS: js, State: storage.State,
-		Check: connectionCheck(rt.probeKeys()), Status: routeStatuses{rt.Status, ls},
+		Check: connectionCheck(rt.ProbeKeys()), Status: routeStatuses{rt.Status, ls},
 		Logger: c.logger.With("component", "control"),
 	})
 	if err != nil {
@@ -243,7 +245,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	if c.cfg.HTTPAddr != "" {
 		reg.MustRegister(metrics.NewRouteCollector(func() []metrics.RouteGauge {
 			var l []metrics.RouteGauge
-			for _, st := range rt.Status.all() {
+			for _, st := range rt.Status.All() {
 				l = append(l, metrics.RouteGauge{Route: st.Route, Pending: st.Pending, Owned: ls.holding(st.Route)})
 			}
 			return l

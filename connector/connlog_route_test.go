@@ -23,6 +23,7 @@ import (
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/control"
 	"github.com/mailbus/mailbus/connector/ews"
+	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
@@ -212,10 +213,10 @@ func TestExchangeRouteConnLog(t *testing.T) {
 	rt := connLogRuntime(t)
 	for _, level := range connLogLevels {
 		t.Run(level, func(t *testing.T) {
-			f := newFakeEWS(t, false)
-			f.auth, f.user, f.password = "basic", `CORP\bot`, "s3cret!"
-			ids := f.add(4)
-			f.items[2].mime = []byte("this is not a message at all\r\n")
+			f := ewstest.New(t, false)
+			f.Auth, f.User, f.Password = "basic", `CORP\bot`, "s3cret!"
+			ids := f.Add(4)
+			f.Items[2].MIME = []byte("this is not a message at all\r\n")
 			spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 			spec.Connection.Name, spec.Route.Connection = "exch_"+level, "exch_"+level
 			spec.Route.Name = "exch_route_" + level
@@ -227,9 +228,9 @@ func TestExchangeRouteConnLog(t *testing.T) {
 			w, _ := NewExchangeWorker(rt, spec)
 			items := map[string]string{} // event Id to ItemId
 			for _, id := range ids {
-				items[w.(*ewsWorker).eventID(ews.ID{ID: id})] = id
+				items[w.(interface{ EventID(ews.ID) string }).EventID(ews.ID{ID: id})] = id
 			}
-			checkRouteLog(t, level, entries, raw, evs, f.password, func(ev schemas.Event) (string, any) {
+			checkRouteLog(t, level, entries, raw, evs, f.Password, func(ev schemas.Event) (string, any) {
 				return "itemId", items[ev.Id]
 			})
 		})
@@ -312,8 +313,8 @@ func TestRouteConnLogScrubsSecrets(t *testing.T) {
 	var logMu sync.Mutex
 	rt.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ts := StartTokenServer(t, time.Hour, false)
-	f := newFakeEWS(t, false)
-	f.auth, f.validToken = "bearer", ts.Valid
+	f := ewstest.New(t, false)
+	f.Auth, f.ValidToken = "bearer", ts.Valid
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection = ewsOAuthConn(f, ts)
 	spec.Connection.LogLevel, spec.Connection.PollInterval = schemas.LogFull, schemas.Duration(time.Second)
@@ -328,10 +329,10 @@ func TestRouteConnLogScrubsSecrets(t *testing.T) {
 	if token == "" {
 		t.Fatal("no valid access token issued")
 	}
-	ids := f.add(2)
-	f.mu.Lock()
-	f.badItems[ids[1]] = "ErrorCorruptData(" + token + ")"
-	f.mu.Unlock()
+	ids := f.Add(2)
+	f.Lock()
+	f.BadItems[ids[1]] = "ErrorCorruptData(" + token + ")"
+	f.Unlock()
 	ewsWaitFor(t, "one item published and one dead-lettered", func() bool {
 		st := ewsRouteStatus(rt, spec.Route.Name)
 		return st.Published == 1 && st.DeadLettered == 1 && st.State == schemas.StateIdle

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -27,24 +28,12 @@ func ewsDeadLetters(t *testing.T, rt *Runtime, route string) []DeadLetter {
 	return out
 }
 
-func (f *fakeEWS) folderCount(folder string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, it := range f.items {
-		if it.folder == folder {
-			n++
-		}
-	}
-	return n
-}
-
 // TestExchangeMoveToMissingFolder: a route whose moveTo does not exist is parked in state
 // error naming the folder before it publishes anything; the items stay in the inbox.
 func TestExchangeMoveToMissingFolder(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	f.add(3)
+	f := ewstest.New(t, false)
+	f.Add(3)
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMove)
 	spec.Connection.Auth, spec.Route.MoveTo = schemas.AuthNone, "Processed"
 	runEWSWorker(t, rt, spec)
@@ -55,10 +44,10 @@ func TestExchangeMoveToMissingFolder(t *testing.T) {
 	if evs := ewsEvents(t, rt, "exch_inbox", 1); len(evs) != 0 {
 		t.Errorf("%d events, want 0", len(evs))
 	}
-	if n := f.folderCount("inbox"); n != 3 {
+	if n := f.FolderCount("inbox"); n != 3 {
 		t.Errorf("inbox holds %d items, want 3", n)
 	}
-	if f.countOps("GetItem") != 0 {
+	if f.CountOps("GetItem") != 0 {
 		t.Errorf("the items were read (GetItem) before the folder was checked")
 	}
 }
@@ -68,13 +57,13 @@ func TestExchangeMoveToMissingFolder(t *testing.T) {
 // deleted); the others are deleted as usual.
 func TestExchangeNoMIMELeftAlone(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	ids := f.add(3)
-	f.noMime[ids[1]] = true
+	f := ewstest.New(t, false)
+	ids := f.Add(3)
+	f.NoMIME[ids[1]] = true
 	spec := ewsSpec(f, schemas.SelectAll, schemas.AfterDelete)
 	spec.Connection.Auth = schemas.AuthNone
 	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "two items deleted", func() bool { return f.folderCount("deleteditems") == 2 })
+	ewsWaitFor(t, "two items deleted", func() bool { return f.FolderCount("deleteditems") == 2 })
 	ewsWaitFor(t, "a dead letter", func() bool { return len(ewsDeadLetters(t, rt, "exch_inbox")) == 1 })
 	ewsWaitFor(t, "a cycle done", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 
@@ -82,10 +71,10 @@ func TestExchangeNoMIMELeftAlone(t *testing.T) {
 	if dead[0].RawRef != nil || !strings.Contains(dead[0].Error, "neither deleted nor moved") {
 		t.Errorf("dead letter %+v, want no RawRef and the reason it is left", dead[0])
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if it := f.item(ids[1]); it.folder != "inbox" || it.read {
-		t.Errorf("item without MIME: folder %q, read %v; want it in the inbox, unread", it.folder, it.read)
+	f.Lock()
+	defer f.Unlock()
+	if it := f.Item(ids[1]); it.Folder != "inbox" || it.Read {
+		t.Errorf("item without MIME: folder %q, read %v; want it in the inbox, unread", it.Folder, it.Read)
 	}
 }
 
@@ -104,12 +93,12 @@ func TestExchangePanicDeadLetter(t *testing.T) {
 		}
 		return mapping.MapMessage(bytes.NewReader(raw), opts)
 	})
-	f := newFakeEWS(t, false)
-	f.add(3)
+	f := ewstest.New(t, false)
+	f.Add(3)
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
 	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all items read", func() bool { return f.readCount() == 3 })
+	ewsWaitFor(t, "all items read", func() bool { return f.ReadCount() == 3 })
 
 	if evs := ewsEvents(t, rt, "exch_inbox", 1); len(evs) != 2 || evs[0].Subject != "message 1" || evs[1].Subject != "message 3" {
 		t.Errorf("events %+v, want messages 1 and 3", evs)
@@ -119,7 +108,7 @@ func TestExchangePanicDeadLetter(t *testing.T) {
 		t.Fatalf("dead letters %+v, want one with RawRef naming the internal error", dead)
 	}
 	raw, err := rt.Storage.Objects.GetBytes(context.Background(), dead[0].RawRef.Object)
-	if err != nil || !bytes.Equal(raw, fakeMIME(2)) {
+	if err != nil || !bytes.Equal(raw, ewstest.MIME(2)) {
 		t.Errorf("raw copy %q, %v; want message 2", raw, err)
 	}
 }
@@ -128,19 +117,19 @@ func TestExchangePanicDeadLetter(t *testing.T) {
 // the whole MIME, although the route does not ask for includeRaw.
 func TestExchangePartialRawRef(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	ids := f.add(2)
+	f := ewstest.New(t, false)
+	ids := f.Add(2)
 	// Cut in the middle of a base64 attachment: the structure ends without its delimiter.
 	cut := []byte("From: a@example.org\r\nSubject: cut\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n" +
 		"--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\nJVBER")
-	f.mu.Lock()
-	f.item(ids[1]).mime = cut
-	f.mu.Unlock()
+	f.Lock()
+	f.Item(ids[1]).MIME = cut
+	f.Unlock()
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
 	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all items read", func() bool { return f.readCount() == 2 })
+	ewsWaitFor(t, "all items read", func() bool { return f.ReadCount() == 2 })
 
 	evs := ewsEvents(t, rt, "exch_inbox", 1)
 	if len(evs) != 2 || evs[0].RawRef != nil || evs[1].RawRef == nil {
@@ -157,22 +146,22 @@ func TestExchangePartialRawRef(t *testing.T) {
 // back (each published once).
 func TestExchangeMoveFolderGone(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
+	f := ewstest.New(t, false)
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMove)
 	spec.Connection.Auth, spec.Route.MoveTo = schemas.AuthNone, "Archive"
 	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "a first cycle", func() bool { return f.countOps("FindItem") > 0 })
-	f.mu.Lock()
-	delete(f.folders, "Archive")
-	f.mu.Unlock()
-	f.add(3)
-	ewsWaitFor(t, "moves refused", func() bool { return f.countOps("MoveItem") >= 2 })
-	if n := f.folderCount("inbox"); n != 3 || f.readCount() != 0 {
-		t.Fatalf("inbox holds %d items (%d read), want 3 unread", n, f.readCount())
+	ewsWaitFor(t, "a first cycle", func() bool { return f.CountOps("FindItem") > 0 })
+	f.Lock()
+	delete(f.Folders, "Archive")
+	f.Unlock()
+	f.Add(3)
+	ewsWaitFor(t, "moves refused", func() bool { return f.CountOps("MoveItem") >= 2 })
+	if n := f.FolderCount("inbox"); n != 3 || f.ReadCount() != 0 {
+		t.Fatalf("inbox holds %d items (%d read), want 3 unread", n, f.ReadCount())
 	}
-	f.mu.Lock()
-	f.folders["Archive"] = "AAMkFolderArchive="
-	f.mu.Unlock()
-	ewsWaitFor(t, "the items moved", func() bool { return f.folderCount("AAMkFolderArchive=") == 3 })
+	f.Lock()
+	f.Folders["Archive"] = "AAMkFolderArchive="
+	f.Unlock()
+	ewsWaitFor(t, "the items moved", func() bool { return f.FolderCount("AAMkFolderArchive=") == 3 })
 	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 3)
 }

@@ -105,7 +105,7 @@ func (k *checker) runExchange(ctx context.Context, mailboxes []string) {
 }
 
 func (k *checker) dialEWS(ctx context.Context, addrs []string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: imapDialTimeout}
+	d := &net.Dialer{Timeout: dialTimeout}
 	var err error
 	for _, a := range addrs {
 		var conn net.Conn

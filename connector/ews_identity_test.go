@@ -2,15 +2,13 @@ package connector
 
 import (
 	"bytes"
-	"encoding/base64"
-	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
+	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -29,8 +27,8 @@ func ewsSubjects(evs []schemas.Event) []string {
 // item. They used the same Nats-Msg-Id, and the stream dropped the second route's events.
 func TestExchangeSharedFolder(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	f.add(3)
+	f := ewstest.New(t, false)
+	f.Add(3)
 	a := ewsSpec(f, "", schemas.AfterNone)
 	a.Connection.Auth = schemas.AuthNone
 	b := a
@@ -62,18 +60,18 @@ func TestExchangeSelectAndBacklog(t *testing.T) {
 	} {
 		t.Run("backlog "+tc.backlog, func(t *testing.T) {
 			rt := newEWSRuntime(t)
-			f := newFakeEWS(t, false)
-			f.add(3)
-			f.items[0].read = true
+			f := ewstest.New(t, false)
+			f.Add(3)
+			f.Items[0].Read = true
 			spec := ewsSpec(f, "", schemas.AfterMarkRead)
 			spec.Connection.Auth = schemas.AuthNone
 			spec.Route.Backlog = tc.backlog
 			runEWSWorker(t, rt, spec)
 			ewsWaitFor(t, "the first cycle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
-			f.mu.Lock()
-			f.add0(1)
-			f.items[3].read = true // opened elsewhere before the route saw it
-			f.mu.Unlock()
+			f.Lock()
+			f.AddLocked(1)
+			f.Items[3].Read = true // opened elsewhere before the route saw it
+			f.Unlock()
 			ewsWaitFor(t, "its event", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == len(tc.want) })
 			ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 			if got := ewsSubjects(ewsEvents(t, rt, "exch_inbox", 1)); !slices.Equal(got, tc.want) {
@@ -87,23 +85,23 @@ func TestExchangeSelectAndBacklog(t *testing.T) {
 // they arrive, counts them once each, and publishes the others.
 func TestExchangeSkippedSeen(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
+	f := ewstest.New(t, false)
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterNone)
 	spec.Connection.Auth = schemas.AuthNone
 	runEWSWorker(t, rt, spec)
 	ewsWaitFor(t, "the first cycle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
-	f.mu.Lock()
-	f.add0(3)
-	f.items[0].read = true
-	f.items[2].read = true
-	n := len(f.syncStates)
-	f.mu.Unlock()
+	f.Lock()
+	f.AddLocked(3)
+	f.Items[0].Read = true
+	f.Items[2].Read = true
+	n := len(f.SyncStates)
+	f.Unlock()
 	ewsWaitFor(t, "its event", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 1 })
 	// A few more polls: the skipped are not counted again.
 	ewsWaitFor(t, "more polls", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return len(f.syncStates) > n+3
+		f.Lock()
+		defer f.Unlock()
+		return len(f.SyncStates) > n+3
 	})
 	st := ewsRouteStatus(rt, "exch_inbox")
 	if st.SkippedSeen != 2 || st.Published != 1 {
@@ -140,10 +138,10 @@ func TestExchangeRepointedFolder(t *testing.T) {
 	rt := newEWSRuntime(t)
 	var log lockedBuffer
 	rt.Logger = slog.New(slog.NewTextHandler(&log, nil))
-	f := newFakeEWS(t, false)
-	f.add(1)
-	f.items[0].folder = f.folders["Archive"]
-	f.add(2)
+	f := ewstest.New(t, false)
+	f.Add(1)
+	f.Items[0].Folder = f.Folders["Archive"]
+	f.Add(2)
 	spec := ewsSpec(f, "", schemas.AfterNone)
 	spec.Connection.Auth = schemas.AuthNone
 	stop := runEWSWorker(t, rt, spec)
@@ -160,17 +158,5 @@ func TestExchangeRepointedFolder(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), `checkpoint reset: the route's source changed (mailbox \"INBOX\" -> \"Archive\")`) {
 		t.Errorf("the log does not say the checkpoint was reset:\n%s", log.String())
-	}
-}
-
-// add0 is add for a caller that holds f.mu: it can set flags before the worker sees them.
-func (f *fakeEWS) add0(n int) {
-	for range n {
-		f.seq++
-		id := base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf("AAMkADk0-item-%04d-%s", f.seq, strings.Repeat("x", 60))))
-		f.items = append(f.items, &fakeItem{
-			id: id, mime: fakeMIME(f.seq), folder: "inbox", created: f.seq,
-			received: time.Date(2026, 11, 25, 19, 0, f.seq, 0, time.UTC),
-		})
 	}
 }

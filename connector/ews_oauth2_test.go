@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
 
 // ewsOAuthConn is an exchange connection with application access (client credentials)
 // to bot@example.com's mailbox.
-func ewsOAuthConn(f *fakeEWS, ts *TokenServer) schemas.Connection {
-	c := ewsConn(f)
+func ewsOAuthConn(f *ewstest.Server, ts *TokenServer) schemas.Connection {
+	c := f.Connection()
 	c.Auth, c.Username, c.Domain, c.Password = schemas.AuthOAuth2, "bot@example.com", "", ""
 	c.OAuth2 = &schemas.OAuth2{
 		TokenURL: ts.URL(), ClientID: ts.ClientID, ClientSecret: ts.ClientSecret,
@@ -34,34 +35,34 @@ func TestExchangeWorkerOAuth2(t *testing.T) {
 	var logMu sync.Mutex
 	rt.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ts := StartTokenServer(t, time.Hour, false)
-	f := newFakeEWS(t, false)
-	f.auth, f.validToken = "bearer", ts.Valid
-	f.add(3)
+	f := ewstest.New(t, false)
+	f.Auth, f.ValidToken = "bearer", ts.Valid
+	f.Add(3)
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection = ewsOAuthConn(f, ts)
 	spec.Connection.PollInterval = schemas.Duration(100 * time.Millisecond)
 	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "3 messages marked read", func() bool { return f.readCount() == 3 })
+	ewsWaitFor(t, "3 messages marked read", func() bool { return f.ReadCount() == 3 })
 
 	ts.Revoke() // the server refuses the token in use, an hour before its expiry
-	f.add(2)
-	ewsWaitFor(t, "5 messages marked read", func() bool { return f.readCount() == 5 })
+	f.Add(2)
+	ewsWaitFor(t, "5 messages marked read", func() bool { return f.ReadCount() == 5 })
 	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 5)
 	if n := ts.Count("client_credentials"); n != 2 {
 		t.Errorf("%d client_credentials grants, want 2 (the first token, then one after the refusal)", n)
 	}
-	f.mu.Lock()
-	for i, a := range f.anchors {
+	f.Lock()
+	for i, a := range f.Anchors {
 		if a != "bot@example.com" {
 			t.Errorf("request %d: X-AnchorMailbox %q, want bot@example.com", i, a)
 		}
 	}
-	for i, m := range f.imperson {
+	for i, m := range f.Impersonated {
 		if m != "bot@example.com" {
 			t.Errorf("request %d: impersonated %q, want bot@example.com", i, m)
 		}
 	}
-	f.mu.Unlock()
+	f.Unlock()
 	st := ewsRouteStatus(rt, "exch_inbox")
 	logMu.Lock()
 	text := logs.String() + st.LastError
@@ -78,9 +79,9 @@ func TestExchangeWorkerOAuth2(t *testing.T) {
 func TestExchangeWorkerOAuth2Refused(t *testing.T) {
 	rt := newEWSRuntime(t)
 	ts := StartTokenServer(t, time.Hour, false)
-	f := newFakeEWS(t, false)
-	f.auth, f.validToken = "bearer", func(string) bool { return false }
-	f.add(1)
+	f := ewstest.New(t, false)
+	f.Auth, f.ValidToken = "bearer", func(string) bool { return false }
+	f.Add(1)
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection = ewsOAuthConn(f, ts)
 	runEWSWorker(t, rt, spec)
@@ -100,9 +101,9 @@ func TestExchangeWorkerOAuth2Refused(t *testing.T) {
 // user's token (refresh token grant) acts as that user: no impersonation.
 func TestExchangeCheckOAuth2(t *testing.T) {
 	ts := StartTokenServer(t, time.Hour, false)
-	f := newFakeEWS(t, false)
-	f.auth, f.validToken = "bearer", ts.Valid
-	f.add(2)
+	f := ewstest.New(t, false)
+	f.Auth, f.ValidToken = "bearer", ts.Valid
+	f.Add(2)
 	c := ewsOAuthConn(f, ts)
 	c.OAuth2.RefreshToken = ts.NewRefresh()
 	r := checkConnection(context.Background(), c, []string{"INBOX"}, nil)
@@ -112,26 +113,26 @@ func TestExchangeCheckOAuth2(t *testing.T) {
 	if n := ts.Count("refresh_token"); n != 1 {
 		t.Errorf("%d refresh_token grants, want 1", n)
 	}
-	f.mu.Lock()
-	for i, m := range f.imperson {
+	f.Lock()
+	for i, m := range f.Impersonated {
 		if m != "" {
 			t.Errorf("request %d impersonates %q with a user's token", i, m)
 		}
 	}
-	f.mu.Unlock()
+	f.Unlock()
 
 	// An application without the right to act for the mailbox.
-	f.mu.Lock()
-	f.denyImpersonation = true
-	f.mu.Unlock()
+	f.Lock()
+	f.DenyImpersonation = true
+	f.Unlock()
 	r = checkConnection(context.Background(), ewsOAuthConn(f, ts), []string{"INBOX"}, nil)
 	if r.OK || r.Error == nil || r.Error.Field != "username" || !strings.Contains(r.Error.Message, "may not act for this mailbox") {
 		t.Errorf("impersonation denied: ok %t, stages %q, error %+v", r.OK, checkStages(r), r.Error)
 	}
 
-	f.mu.Lock()
-	f.validToken = func(string) bool { return false }
-	f.mu.Unlock()
+	f.Lock()
+	f.ValidToken = func(string) bool { return false }
+	f.Unlock()
 	r = checkConnection(context.Background(), c, []string{"INBOX"}, nil)
 	if r.OK || r.Error == nil || r.Error.Field != "oauth2" || checkStages(r) != "resolve dial token login" {
 		t.Errorf("refused token: ok %t, stages %q, error %+v", r.OK, checkStages(r), r.Error)

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -61,13 +62,13 @@ func TestExchangeOrphanObjectsDeleted(t *testing.T) {
 		"--XYZ\r\nContent-Type: text/html\r\n\r\n<p>" + strings.Repeat("html ", 20000) + "</p>\r\n" +
 		"--XYZ\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"big.bin\"\r\n" +
 		"Content-Transfer-Encoding: base64\r\n\r\n" + base64.StdEncoding.EncodeToString(make([]byte, 4000)) + "\r\n--XYZ--\r\n")
-	f := newFakeEWS(t, false)
-	f.add(1)
-	f.items[0].mime = []byte(b.String())
+	f := ewstest.New(t, false)
+	f.Add(1)
+	f.Items[0].MIME = []byte(b.String())
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
 	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "the message marked read", func() bool { return f.readCount() == 1 })
+	ewsWaitFor(t, "the message marked read", func() bool { return f.ReadCount() == 1 })
 
 	dead := ewsStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox"))
 	var dl DeadLetter

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -43,11 +44,11 @@ func TestExchangeFaultNATSRestart(t *testing.T) {
 		Publishers: pubs, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 
-	f := newFakeEWS(t, false)
+	f := ewstest.New(t, false)
 	const total = 300 // 6 batches
-	f.add(total)
+	f.Add(total)
 	frozen := make(chan struct{})
-	f.onGetItem = func(n int) {
+	f.OnGetItem = func(n int) {
 		if n == 3 { // the third batch is published to a server that no longer answers
 			p.Freeze()
 			close(frozen)
@@ -83,7 +84,7 @@ func TestExchangeFaultNATSRestart(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("third batch stored %.1fs after NATS was back", time.Since(back).Seconds())
-	ewsWaitFor(t, "every item marked read", func() bool { return f.readCount() == total })
+	ewsWaitFor(t, "every item marked read", func() bool { return f.ReadCount() == total })
 	ewsWaitFor(t, "the route idle without error", func() bool {
 		s := ewsRouteStatus(rt, "exch_inbox")
 		return s.State == schemas.StateIdle && s.LastError == ""

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector/ews"
+	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -50,8 +51,8 @@ func newEWSRuntime(t *testing.T) *Runtime {
 	}
 }
 
-func ewsSpec(f *fakeEWS, sel, after string) RouteSpec {
-	c := ewsConn(f)
+func ewsSpec(f *ewstest.Server, sel, after string) RouteSpec {
+	c := f.Connection()
 	c.PollInterval = schemas.Duration(100 * time.Millisecond)
 	return RouteSpec{
 		Connection: c,
@@ -128,18 +129,6 @@ func ewsEvents(t *testing.T, rt *Runtime, route string, bus int) []schemas.Event
 	return evs
 }
 
-func (f *fakeEWS) readCount() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, it := range f.items {
-		if it.read {
-			n++
-		}
-	}
-	return n
-}
-
 func ewsRouteStatus(rt *Runtime, route string) schemas.RouteStatus {
 	s, _ := rt.Status.Get(route)
 	return s
@@ -159,13 +148,13 @@ func ewsDistinctIDs(t *testing.T, evs []schemas.Event, n int) {
 
 func TestExchangeWorkerPublishesAndMarksRead(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	f.auth, f.user, f.password = "basic", `CORP\bot`, "s3cret!"
-	ids := f.add(120) // three FindItem pages
+	f := ewstest.New(t, false)
+	f.Auth, f.User, f.Password = "basic", `CORP\bot`, "s3cret!"
+	ids := f.Add(120) // three FindItem pages
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	runEWSWorker(t, rt, spec)
 
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 120 })
+	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 120 })
 	ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 	evs := ewsEvents(t, rt, "exch_inbox", 1)
 	ewsDistinctIDs(t, evs, 120)
@@ -178,20 +167,20 @@ func TestExchangeWorkerPublishesAndMarksRead(t *testing.T) {
 		t.Errorf("first event = %+v", first)
 	}
 	w, _ := NewExchangeWorker(rt, spec)
-	if want := w.(*ewsWorker).eventID(ews.ID{ID: ids[0]}); first.Id != want {
+	if want := w.(interface{ EventID(ews.ID) string }).EventID(ews.ID{ID: ids[0]}); first.Id != want {
 		t.Errorf("first Id = %q, want %q", first.Id, want)
 	}
 	st := ewsRouteStatus(rt, "exch_inbox")
 	if st.Published != 120 || st.LastSuccessAt == nil || st.LastError != "" || st.Owner != "test" {
 		t.Errorf("status = %+v", st)
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.Lock()
+	defer f.Unlock()
 	// Marking read follows each batch of 50 in one UpdateItem.
-	if n := strings.Count(strings.Join(f.ops, " "), "UpdateItem"); n != 3 {
-		t.Errorf("%d UpdateItem requests, want 3 (one per batch): %v", n, f.ops)
+	if n := strings.Count(strings.Join(f.Ops, " "), "UpdateItem"); n != 3 {
+		t.Errorf("%d UpdateItem requests, want 3 (one per batch): %v", n, f.Ops)
 	}
-	for _, v := range f.versions {
+	for _, v := range f.Versions {
 		if v != "Exchange2013_SP1" {
 			t.Fatalf("RequestServerVersion %q for Exchange2016", v)
 		}
@@ -200,24 +189,24 @@ func TestExchangeWorkerPublishesAndMarksRead(t *testing.T) {
 
 func TestExchangeWorkerNTLM(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	f.auth, f.user, f.password = "ntlm", `CORP\bot`, "s3cret!"
-	f.add(3)
+	f := ewstest.New(t, false)
+	f.Auth, f.User, f.Password = "ntlm", `CORP\bot`, "s3cret!"
+	f.Add(3)
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthWindows
 	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
+	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 3 })
 	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 3)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.ntlmUsers) == 0 || f.ntlmUsers[0] != `CORP\bot` {
-		t.Errorf("NTLM users %q, want CORP\\bot", f.ntlmUsers)
+	f.Lock()
+	defer f.Unlock()
+	if len(f.NTLMUsers) == 0 || f.NTLMUsers[0] != `CORP\bot` {
+		t.Errorf("NTLM users %q, want CORP\\bot", f.NTLMUsers)
 	}
 }
 
 func TestExchangeWorkerTLS(t *testing.T) {
-	f := newFakeEWS(t, true)
-	f.add(2)
+	f := ewstest.New(t, true)
+	f.Add(2)
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth, spec.Connection.Encryption = schemas.AuthNone, schemas.EncryptionSSL
 
@@ -232,17 +221,17 @@ func TestExchangeWorkerTLS(t *testing.T) {
 	t.Run("with the CA", func(t *testing.T) {
 		rt := newEWSRuntime(t)
 		rt.TLSRootCAs = x509.NewCertPool()
-		rt.TLSRootCAs.AddCert(f.srv.Certificate())
+		rt.TLSRootCAs.AddCert(f.Certificate())
 		runEWSWorker(t, rt, spec)
-		ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 2 })
+		ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 2 })
 	})
 }
 
 func TestExchangeWorkerBadCredentials(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	f.auth, f.user, f.password = "basic", `CORP\bot`, "right"
-	f.add(1)
+	f := ewstest.New(t, false)
+	f.Auth, f.User, f.Password = "basic", `CORP\bot`, "right"
+	f.Add(1)
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Password = "Wr0ng-pass"
 	runEWSWorker(t, rt, spec)
@@ -258,31 +247,31 @@ func TestExchangeWorkerBadCredentials(t *testing.T) {
 
 func TestExchangeWorkerServerBusy(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	f.add(3)
-	f.busy = 700 * time.Millisecond
-	f.fail500 = 1 // then a bare 500: temporary, backed off
+	f := ewstest.New(t, false)
+	f.Add(3)
+	f.Busy = 700 * time.Millisecond
+	f.Fail500 = 1 // then a bare 500: temporary, backed off
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
 	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
+	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 3 })
 	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 3)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if waited := f.afterBusy.Sub(f.busyAt); waited < 700*time.Millisecond {
+	f.Lock()
+	defer f.Unlock()
+	if waited := f.AfterBusy.Sub(f.BusyAt); waited < 700*time.Millisecond {
 		t.Errorf("next request %s after ErrorServerBusy, want at least the 700ms asked", waited)
 	}
 }
 
 func TestExchangeWorkerItemError(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	ids := f.add(3)
-	f.badItems[ids[1]] = "ErrorMimeContentConversionFailed"
+	f := ewstest.New(t, false)
+	ids := f.Add(3)
+	f.BadItems[ids[1]] = "ErrorMimeContentConversionFailed"
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
 	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
+	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 3 })
 	evs := ewsEvents(t, rt, "exch_inbox", 1)
 	if len(evs) != 2 || evs[0].Subject != "message 1" || evs[1].Subject != "message 3" {
 		t.Errorf("events %+v, want messages 1 and 3", evs)
@@ -302,23 +291,23 @@ func TestExchangeWorkerItemError(t *testing.T) {
 // read without fetching or publishing them again.
 func TestExchangeWorkerCrashBeforeMarkRead(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	f.add(5)
-	f.dropMarkRead = true
+	f := ewstest.New(t, false)
+	f.Add(5)
+	f.DropMarkRead = true
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
 	stop := runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "a failed UpdateItem", func() bool { return f.countOps("UpdateItem") > 0 })
+	ewsWaitFor(t, "a failed UpdateItem", func() bool { return f.CountOps("UpdateItem") > 0 })
 	stop()
-	if n := len(ewsEvents(t, rt, "exch_inbox", 1)); n != 5 || f.readCount() != 0 {
-		t.Fatalf("after the crash: %d events, %d read; want 5, 0", n, f.readCount())
+	if n := len(ewsEvents(t, rt, "exch_inbox", 1)); n != 5 || f.ReadCount() != 0 {
+		t.Fatalf("after the crash: %d events, %d read; want 5, 0", n, f.ReadCount())
 	}
-	f.mu.Lock()
-	f.dropMarkRead = false
-	f.mu.Unlock()
+	f.Lock()
+	f.DropMarkRead = false
+	f.Unlock()
 	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 5 })
-	if n := f.countOps("GetItem"); n != 1 {
+	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 5 })
+	if n := f.CountOps("GetItem"); n != 1 {
 		t.Errorf("%d GetItem, want 1: the second worker fetched the messages again", n)
 	}
 	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 5)
@@ -326,9 +315,9 @@ func TestExchangeWorkerCrashBeforeMarkRead(t *testing.T) {
 
 func TestExchangeWorkerSelectAll(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	f.add(4)
-	f.items[0].read = true // select all and backlog all take it anyway
+	f := ewstest.New(t, false)
+	f.Add(4)
+	f.Items[0].Read = true // select all and backlog all take it anyway
 	spec := ewsSpec(f, schemas.SelectAll, schemas.AfterNone)
 	spec.Route.Backlog = schemas.BacklogAll
 	spec.Connection.Auth = schemas.AuthNone
@@ -341,44 +330,46 @@ func TestExchangeWorkerSelectAll(t *testing.T) {
 	if err != nil {
 		t.Fatalf("state of the route: %v", err)
 	}
-	var st ewsState
+	var st struct {
+		SyncState string `json:"syncState"`
+	}
 	if err := json.Unmarshal(e.Value(), &st); err != nil || st.SyncState == "" {
 		t.Fatalf("state %s: %v", e.Value(), err)
 	}
 
-	f.add(2)
-	f.mu.Lock()
-	seen := len(f.syncStates)
-	f.mu.Unlock()
+	f.Add(2)
+	f.Lock()
+	seen := len(f.SyncStates)
+	f.Unlock()
 	runEWSWorker(t, rt, spec)
 	ewsWaitFor(t, "6 events", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 6 })
 	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 6)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.syncStates[seen] != st.SyncState {
-		t.Errorf("restarted worker synced from %q, want the stored %q", f.syncStates[seen], st.SyncState)
+	f.Lock()
+	defer f.Unlock()
+	if f.SyncStates[seen] != st.SyncState {
+		t.Errorf("restarted worker synced from %q, want the stored %q", f.SyncStates[seen], st.SyncState)
 	}
-	for _, it := range f.items {
-		if it.read != (it == f.items[0]) {
-			t.Errorf("after none changed the read flag of %s", it.id)
+	for _, it := range f.Items {
+		if it.Read != (it == f.Items[0]) {
+			t.Errorf("after none changed the read flag of %s", it.ID)
 		}
 	}
-	if strings.Contains(strings.Join(f.ops, " "), "FindItem") {
-		t.Errorf("select all used FindItem: %v", f.ops)
+	if strings.Contains(strings.Join(f.Ops, " "), "FindItem") {
+		t.Errorf("select all used FindItem: %v", f.Ops)
 	}
 }
 
 func TestExchangeWorkerUnseenAfterNone(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	f.add(3)
-	f.items[1].read = true
+	f := ewstest.New(t, false)
+	f.Add(3)
+	f.Items[1].Read = true
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterNone)
 	spec.Connection.Auth = schemas.AuthNone
 	runEWSWorker(t, rt, spec)
 	ewsWaitFor(t, "2 events", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 2 })
 	// Polls go on; nothing is published twice although the items stay unread.
-	ewsWaitFor(t, "more polls", func() bool { return f.countOps("SyncFolderItems") > 4 })
+	ewsWaitFor(t, "more polls", func() bool { return f.CountOps("SyncFolderItems") > 4 })
 	evs := ewsEvents(t, rt, "exch_inbox", 1)
 	if len(evs) != 2 || evs[0].Subject != "message 1" || evs[1].Subject != "message 3" {
 		t.Errorf("events %+v, want messages 1 and 3", evs)
@@ -392,15 +383,15 @@ func TestExchangeWorkerAfterDeleteAndMove(t *testing.T) {
 	} {
 		t.Run(tc.after, func(t *testing.T) {
 			rt := newEWSRuntime(t)
-			f := newFakeEWS(t, false)
-			f.add(60)
+			f := ewstest.New(t, false)
+			f.Add(60)
 			spec := ewsSpec(f, schemas.SelectUnseen, tc.after)
 			spec.Connection.Auth, spec.Route.MoveTo = schemas.AuthNone, tc.moveTo
 			runEWSWorker(t, rt, spec)
 			ewsWaitFor(t, "the inbox empty", func() bool {
-				f.mu.Lock()
-				defer f.mu.Unlock()
-				return len(f.unread("inbox")) == 0 && len(f.unread(tc.folder)) == 60
+				f.Lock()
+				defer f.Unlock()
+				return len(f.Unread("inbox")) == 0 && len(f.Unread(tc.folder)) == 60
 			})
 			ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 60)
 		})
@@ -409,10 +400,10 @@ func TestExchangeWorkerAfterDeleteAndMove(t *testing.T) {
 
 func TestNewExchangeWorkerRefuses(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
+	f := ewstest.New(t, false)
 	for name, mod := range map[string]func(s *RouteSpec){
 		"imap connection": func(s *RouteSpec) { s.Connection.Type = schemas.TypeIMAP },
-		"scheme in url":   func(s *RouteSpec) { s.Connection.ExchangeURL = "https://" + f.host() },
+		"scheme in url":   func(s *RouteSpec) { s.Connection.ExchangeURL = "https://" + f.Host() },
 		"unknown auth":    func(s *RouteSpec) { s.Connection.Auth = "kerberos" },
 		"move without to": func(s *RouteSpec) { s.Route.After = schemas.AfterMove },
 		"bad select":      func(s *RouteSpec) { s.Route.Select = "recent" },
@@ -426,9 +417,9 @@ func TestNewExchangeWorkerRefuses(t *testing.T) {
 }
 
 func TestExchangeCheck(t *testing.T) {
-	f := newFakeEWS(t, false)
-	f.auth, f.user, f.password = "basic", `CORP\bot`, "s3cret!"
-	f.add(3)
+	f := ewstest.New(t, false)
+	f.Auth, f.User, f.Password = "basic", `CORP\bot`, "s3cret!"
+	f.Add(3)
 	check := func(c schemas.Connection, mailboxes ...string) *schemas.Reply {
 		k := &checker{c: &c, reply: &schemas.Reply{OK: true}}
 		k.runExchange(context.Background(), mailboxes)
@@ -442,36 +433,36 @@ func TestExchangeCheck(t *testing.T) {
 		return strings.Join(s, " ")
 	}
 
-	r := check(ewsConn(f), "INBOX", "Archive")
+	r := check(f.Connection(), "INBOX", "Archive")
 	if !r.OK || stages(r) != "resolve dial login select select" || r.Mailbox == nil || r.Mailbox.Unseen != 3 {
 		t.Errorf("check = ok %t, stages %q, mailbox %+v, error %+v", r.OK, stages(r), r.Mailbox, r.Error)
 	}
 
-	bad := ewsConn(f)
+	bad := f.Connection()
 	bad.Password = "nope"
 	if r := check(bad, "INBOX"); r.OK || r.Error.Field != "password" || stages(r) != "resolve dial login" {
 		t.Errorf("bad password: ok %t, stages %q, error %+v", r.OK, stages(r), r.Error)
 	}
-	wrongPath := ewsConn(f)
-	wrongPath.ExchangeURL = strings.TrimSuffix(f.host(), "/EWS/Exchange.asmx") + "/owa"
+	wrongPath := f.Connection()
+	wrongPath.ExchangeURL = strings.TrimSuffix(f.Host(), "/EWS/Exchange.asmx") + "/owa"
 	if r := check(wrongPath, "INBOX"); r.OK || r.Error.Field != "exchangeUrl" {
 		t.Errorf("wrong path: ok %t, error %+v", r.OK, r.Error)
 	}
-	if r := check(ewsConn(f), "Nope"); r.OK || r.Error.Field != "mailbox" {
+	if r := check(f.Connection(), "Nope"); r.OK || r.Error.Field != "mailbox" {
 		t.Errorf("missing folder: ok %t, error %+v", r.OK, r.Error)
 	}
 }
 
 func TestExchangeWorkerRawAndDeadLetter(t *testing.T) {
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	f.add(2)
+	f := ewstest.New(t, false)
+	f.Add(2)
 	broken := []byte("this is not a message at all\r\n")
-	f.items[1].mime = broken
+	f.Items[1].MIME = broken
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth, spec.Route.IncludeRaw = schemas.AuthNone, true
 	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 2 })
+	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 2 })
 	ctx := context.Background()
 
 	evs := ewsEvents(t, rt, "exch_inbox", 1)
@@ -479,7 +470,7 @@ func TestExchangeWorkerRawAndDeadLetter(t *testing.T) {
 		t.Fatalf("events %+v, want one with RawRef", evs)
 	}
 	raw, err := rt.Storage.Objects.GetBytes(ctx, evs[0].RawRef.Object)
-	if err != nil || string(raw) != string(fakeMIME(1)) {
+	if err != nil || string(raw) != string(ewstest.MIME(1)) {
 		t.Errorf("raw object = %q, %v", raw, err)
 	}
 	dead := ewsStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox"))
@@ -502,20 +493,20 @@ func TestExchangeWorkerRawAndDeadLetter(t *testing.T) {
 func TestExchangeWorkerLargeBatch(t *testing.T) {
 	const n = 9 // 4 MB events: 36 MB, just over maxInflightBytes
 	rt := newEWSRuntime(t)
-	f := newFakeEWS(t, false)
-	f.add(n)
+	f := ewstest.New(t, false)
+	f.Add(n)
 	body := strings.Repeat("a line of a long report, repeated to make it big\r\n", 4<<20/50)
-	f.mu.Lock()
-	for _, it := range f.items {
-		it.mime = append(it.mime, body...)
+	f.Lock()
+	for _, it := range f.Items {
+		it.MIME = append(it.MIME, body...)
 	}
-	f.mu.Unlock()
+	f.Unlock()
 	runEWSWorker(t, rt, ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead))
 
 	// Mapping 36 MB under the race detector takes a while on a busy machine.
-	for deadline := time.Now().Add(2 * time.Minute); f.readCount() < n; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(2 * time.Minute); f.ReadCount() < n; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d messages marked read", f.readCount(), n)
+			t.Fatalf("%d of %d messages marked read", f.ReadCount(), n)
 		}
 	}
 	ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -39,7 +40,7 @@ func ewsSubject(s string) string {
 // exactly the routes whose filter it matches, mail matching none stays unread, and the MIME
 // content of mail passed over is never fetched.
 func TestExchangeFilterTwoRoutes(t *testing.T) {
-	f := newFakeEWS(t, false)
+	f := ewstest.New(t, false)
 	mails := []ewsFilterMail{
 		{"Billing <billing@billing.example>", "accounts@example.com", "Счёт №1", "", []string{"invoices"}},
 		{"customer@example.net", "Support <support@example.com>", "Help please", "X-Priority-Tag: High\r\n", []string{"support"}},
@@ -54,7 +55,7 @@ func TestExchangeFilterTwoRoutes(t *testing.T) {
 	for i, m := range mails {
 		raws = append(raws, m.raw(i+1))
 	}
-	ids := f.addMail(raws...)
+	ids := f.AddMail(raws...)
 	rt := newEWSRuntime(t)
 
 	inv := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
@@ -79,8 +80,8 @@ func TestExchangeFilterTwoRoutes(t *testing.T) {
 		ewsWaitFor(t, "the events of "+route, func() bool { return len(ewsEvents(t, rt, route, 1)) >= len(want(route)) })
 	}
 	// Some more cycles (polls every 100 ms): nothing more comes, nothing is counted twice.
-	polls := f.countOps("FindItem")
-	ewsWaitFor(t, "three more polls", func() bool { return f.countOps("FindItem") >= polls+3 })
+	polls := f.CountOps("FindItem")
+	ewsWaitFor(t, "three more polls", func() bool { return f.CountOps("FindItem") >= polls+3 })
 	for _, route := range []string{"invoices", "support"} {
 		var got []string
 		for _, ev := range ewsEvents(t, rt, route, 1) {
@@ -99,24 +100,24 @@ func TestExchangeFilterTwoRoutes(t *testing.T) {
 		t.Errorf("support: filtered %d, want %d", st.Filtered, want)
 	}
 
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.Lock()
+	defer f.Unlock()
 	wantRestriction := "And(IsEqualTo(message:IsRead,false),Contains(item:Subject,счёт))"
-	if len(f.restrictions) == 0 || f.restrictions[0] != wantRestriction {
-		t.Errorf("FindItem restrictions %q, want %q", f.restrictions, wantRestriction)
+	if len(f.Restrictions) == 0 || f.Restrictions[0] != wantRestriction {
+		t.Errorf("FindItem restrictions %q, want %q", f.Restrictions, wantRestriction)
 	}
 	for i, m := range mails {
-		it := f.item(ids[i])
-		if it.read != slices.Contains(m.routes, "invoices") {
-			t.Errorf("message %d (routes %v): read %t", i+1, m.routes, it.read)
+		it := f.Item(ids[i])
+		if it.Read != slices.Contains(m.routes, "invoices") {
+			t.Errorf("message %d (routes %v): read %t", i+1, m.routes, it.Read)
 		}
-		if slices.Contains(f.mimeGets, ids[i]) != (len(m.routes) > 0) {
+		if slices.Contains(f.MIMEGets, ids[i]) != (len(m.routes) > 0) {
 			t.Errorf("message %d (routes %v): MIME fetched %t", i+1, m.routes, len(m.routes) == 0)
 		}
 	}
 	// The headers of the item invoices passed over were read once, not at every poll.
 	n := 0
-	for _, id := range f.headerGets {
+	for _, id := range f.HeaderGets {
 		if id == ids[4] {
 			n++
 		}
@@ -148,15 +149,15 @@ func TestExchangeFilterDatesAndSizes(t *testing.T) {
 		{schemas.SelectAll, schemas.AfterNone},        // SyncFolderItems
 	} {
 		t.Run(mode.sel+"_"+mode.after, func(t *testing.T) {
-			f := newFakeEWS(t, false)
+			f := ewstest.New(t, false)
 			var raws [][]byte
 			for i, m := range mails {
-				raws = append(raws, append(fakeMIME(i+1), strings.Repeat("x", m.pad)...))
+				raws = append(raws, append(ewstest.MIME(i+1), strings.Repeat("x", m.pad)...))
 			}
-			ids := f.addMail(raws...)
+			ids := f.AddMail(raws...)
 			sizes := make([]int, len(raws))
 			for i := range mails {
-				f.item(ids[i]).received = mails[i].at
+				f.Item(ids[i]).Received = mails[i].at
 				sizes[i] = len(raws[i])
 			}
 			rt := newEWSRuntime(t)
@@ -171,8 +172,8 @@ func TestExchangeFilterDatesAndSizes(t *testing.T) {
 				}
 			}
 			ewsWaitFor(t, "the events", func() bool { return len(ewsEvents(t, rt, spec.Route.Name, 1)) >= len(want) })
-			polls := len(f.syncStatesOrFinds())
-			ewsWaitFor(t, "two more polls", func() bool { return len(f.syncStatesOrFinds()) >= polls+2 })
+			polls := len(f.Listings())
+			ewsWaitFor(t, "two more polls", func() bool { return len(f.Listings()) >= polls+2 })
 			var got []string
 			for _, ev := range ewsEvents(t, rt, spec.Route.Name, 1) {
 				got = append(got, ev.Subject)
@@ -182,17 +183,4 @@ func TestExchangeFilterDatesAndSizes(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncStatesOrFinds counts the listings (SyncFolderItems and FindItem) so far.
-func (f *fakeEWS) syncStatesOrFinds() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, op := range f.ops {
-		if op == "SyncFolderItems" || op == "FindItem" {
-			out = append(out, op)
-		}
-	}
-	return out
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 
+	"github.com/mailbus/mailbus/connector/engine"
+
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/mapping"
@@ -11,23 +13,23 @@ import (
 
 // SetMapping replaces the mapping function of rt's workers, for tests that make it panic.
 func SetMapping(rt *Runtime, f func(io.Reader, *mapping.Options) (*mapping.Result, error)) {
-	rt.mapMessage = f
+	rt.Map = f
 }
 
 // SignedProbeValue is the X-Mailbus-Probe value the connection check of the deployment
 // with secretKey (MAILBUS_SECRET_KEY, "" for none) and state bucket kv writes for id: what
 // routes of that deployment take for a probe.
 func SignedProbeValue(ctx context.Context, secretKey string, kv jetstream.KeyValue, id string) (string, error) {
-	key, err := newProbeKeys(secretKey, kv).get(ctx)
+	key, err := engine.NewProbeKeys(secretKey, kv).Get(ctx)
 	if err != nil {
 		return "", err
 	}
-	return probeValue(key, id), nil
+	return engine.ProbeValue(key, id), nil
 }
 
 // RuntimeWithSecretKey makes rt sign and check probes as a deployment with
 // MAILBUS_SECRET_KEY secretKey does.
 func RuntimeWithSecretKey(rt *Runtime, secretKey string) *Runtime {
-	rt.probes = newProbeKeys(secretKey, rt.Storage.State)
+	rt.Probes = engine.NewProbeKeys(secretKey, rt.Storage.State)
 	return rt
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -49,14 +50,14 @@ func TestMetricsExchange(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	rt.Metrics = metrics.New(reg)
 	rt.Publishers.Measure(rt.Metrics)
-	f := newFakeEWS(t, false)
-	ids := f.add(3)
-	f.badItems[ids[1]] = "ErrorMimeContentConversionFailed"
-	f.fail500 = 1 // the first request: a temporary error, retried
+	f := ewstest.New(t, false)
+	ids := f.Add(3)
+	f.BadItems[ids[1]] = "ErrorMimeContentConversionFailed"
+	f.Fail500 = 1 // the first request: a temporary error, retried
 	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
 	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.readCount() == 3 })
+	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 3 })
 	ewsWaitFor(t, "status counts", func() bool {
 		st := ewsRouteStatus(rt, "exch_inbox")
 		return st.Published == 2 && st.DeadLettered == 1

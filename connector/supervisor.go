@@ -484,7 +484,7 @@ func (s *supervisor) runOwned(ctx context.Context, run *runner, spec RouteSpec, 
 	// running and back to idle for every new message); other changes (the counters) at
 	// most every leaseRenew. A route with nothing new writes nothing and wakes up for
 	// nothing: no timer runs while nothing is due.
-	changed, unwatch := s.rt.Status.watch(name)
+	changed, unwatch := s.rt.Status.Watch(name)
 	defer unwatch()
 	state := func() string { st, _ := s.rt.Status.Get(name); return st.State }
 	var written []byte

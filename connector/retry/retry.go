@@ -5,6 +5,8 @@ package retry
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"math/rand/v2"
 	"time"
@@ -27,7 +29,7 @@ func Permanent(err error) error {
 }
 
 // Marked reports whether err, or an error it wraps, was marked by Permanent. Other
-// failures may be permanent too by what they are (connector.IsPermanent knows them).
+// failures may be permanent too by what they are (IsPermanent, and each source's own).
 func Marked(err error) bool {
 	var p *permanentError
 	return errors.As(err, &p)
@@ -60,4 +62,21 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// IsPermanent reports whether err is permanent whatever the server: marked by Permanent,
+// or a certificate that does not verify. Each source adds what its protocol says is
+// permanent (an IMAP NO [AUTHENTICATIONFAILED], an EWS ErrorAccessDenied).
+func IsPermanent(err error) bool {
+	if err == nil {
+		return false
+	}
+	var (
+		unknownCA *x509.UnknownAuthorityError
+		invalid   x509.CertificateInvalidError
+		hostname  x509.HostnameError
+		verify    *tls.CertificateVerificationError
+	)
+	return Marked(err) || errors.As(err, &unknownCA) || errors.As(err, &invalid) ||
+		errors.As(err, &hostname) || errors.As(err, &verify)
 }

@@ -1,4 +1,4 @@
-package connector
+package imap
 
 import (
 	"context"
@@ -13,6 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailbus/mailbus/connector/engine"
+	"github.com/mailbus/mailbus/connector/retry"
+
 	"github.com/Azure/go-ntlmssp"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -20,24 +23,23 @@ import (
 
 	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/connector/secrets"
-	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
 // Timeouts of the IMAP conversation. A FETCH has no overall limit (a mailbox of large mail
-// takes as long as it takes); it must make progress every imapCommandTimeout instead.
+// takes as long as it takes); it must make progress every CommandTimeout instead.
 const (
-	imapDialTimeout    = 15 * time.Second
-	imapLoginTimeout   = 30 * time.Second
-	imapCommandTimeout = 60 * time.Second
+	DialTimeout    = 15 * time.Second
+	LoginTimeout   = 30 * time.Second
+	CommandTimeout = 60 * time.Second
 )
 
-// errIMAPTimeout is the cause of a command cut off by its deadline.
-var errIMAPTimeout = errors.New("imap: no answer in time")
+// ErrTimeout is the cause of a command cut off by its deadline.
+var ErrTimeout = errors.New("imap: no answer in time")
 
-// IMAPAddr is the host:port of an IMAP connection, with the contract's default ports: 993
+// Addr is the host:port of an IMAP connection, with the contract's default ports: 993
 // for ssl, 143 otherwise.
-func IMAPAddr(c *schemas.Connection) string {
+func Addr(c *schemas.Connection) string {
 	port := c.Port
 	if port == 0 {
 		port = 143
@@ -62,8 +64,8 @@ func dialIMAP(ctx context.Context, conn *schemas.Connection, roots *x509.CertPoo
 	if opts == nil {
 		opts = &imapclient.Options{}
 	}
-	addr := IMAPAddr(conn)
-	d := &net.Dialer{Timeout: imapDialTimeout, KeepAlive: 30 * time.Second}
+	addr := Addr(conn)
+	d := &net.Dialer{Timeout: DialTimeout, KeepAlive: 30 * time.Second}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
@@ -80,10 +82,10 @@ func dialIMAP(ctx context.Context, conn *schemas.Connection, roots *x509.CertPoo
 	switch conn.Encryption {
 	case schemas.EncryptionNone, "":
 		c = imapclient.New(raw, opts)
-		err = within(ctx, imapLoginTimeout, raw, c.WaitGreeting)
+		err = Within(ctx, LoginTimeout, raw, c.WaitGreeting)
 	case schemas.EncryptionSSL:
 		tc := tls.Client(raw, tlsConfig)
-		hctx, cancel := context.WithTimeout(ctx, imapLoginTimeout)
+		hctx, cancel := context.WithTimeout(ctx, LoginTimeout)
 		err = tc.HandshakeContext(hctx)
 		cancel()
 		if err != nil {
@@ -91,11 +93,11 @@ func dialIMAP(ctx context.Context, conn *schemas.Connection, roots *x509.CertPoo
 			return nil, tlsError(addr, err)
 		}
 		c = imapclient.New(tc, opts)
-		err = within(ctx, imapLoginTimeout, raw, c.WaitGreeting)
+		err = Within(ctx, LoginTimeout, raw, c.WaitGreeting)
 	case schemas.EncryptionTLS:
 		o := *opts
 		o.TLSConfig = tlsConfig
-		err = within(ctx, imapLoginTimeout, raw, func() (err error) {
+		err = Within(ctx, LoginTimeout, raw, func() (err error) {
 			c, err = imapclient.NewStartTLS(raw, &o)
 			return err
 		})
@@ -103,19 +105,19 @@ func dialIMAP(ctx context.Context, conn *schemas.Connection, roots *x509.CertPoo
 			raw.Close()
 			var ie *imap.Error
 			if errors.As(err, &ie) {
-				return nil, Permanent(fmt.Errorf("%s refused STARTTLS (encryption tls needs it; use ssl or none): %w", addr, err))
+				return nil, retry.Permanent(fmt.Errorf("%s refused STARTTLS (encryption tls needs it; use ssl or none): %w", addr, err))
 			}
 			return nil, tlsError(addr, err)
 		}
 	default:
 		raw.Close()
-		return nil, Permanent(fmt.Errorf("unknown encryption %q", conn.Encryption))
+		return nil, retry.Permanent(fmt.Errorf("unknown encryption %q", conn.Encryption))
 	}
 	if err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("greeting from %s: %w", addr, err)
 	}
-	if err := within(ctx, imapLoginTimeout, c, func() error { return authenticate(ctx, c, conn, ts) }); err != nil {
+	if err := Within(ctx, LoginTimeout, c, func() error { return Authenticate(ctx, c, conn, ts) }); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -126,15 +128,15 @@ func dialIMAP(ctx context.Context, conn *schemas.Connection, roots *x509.CertPoo
 func tlsError(addr string, err error) error {
 	err = fmt.Errorf("tls with %s: %w", addr, err)
 	if IsPermanent(err) {
-		return Permanent(err)
+		return retry.Permanent(err)
 	}
 	return err
 }
 
-// authenticate logs in as the connection's auth says, oauth2 with tokens from ts (nil: a
+// Authenticate logs in as the connection's auth says, oauth2 with tokens from ts (nil: a
 // new source). A refusal by the server is permanent: trying the same credentials again soon
 // only risks locking the account.
-func authenticate(ctx context.Context, c *imapclient.Client, conn *schemas.Connection, ts *oauth2.Source) error {
+func Authenticate(ctx context.Context, c *imapclient.Client, conn *schemas.Connection, ts *oauth2.Source) error {
 	caps := c.Caps()
 	var err error
 	switch conn.Auth {
@@ -147,11 +149,11 @@ func authenticate(ctx context.Context, c *imapclient.Client, conn *schemas.Conne
 		case caps.Has(imap.Cap("AUTH=PLAIN")):
 			err = c.Authenticate(sasl.NewPlainClient("", conn.Username, conn.Password))
 		default:
-			return Permanent(errors.New("login: the server disables LOGIN and offers no AUTH=PLAIN (is encryption none where the server wants TLS?)"))
+			return retry.Permanent(errors.New("login: the server disables LOGIN and offers no AUTH=PLAIN (is encryption none where the server wants TLS?)"))
 		}
 	case schemas.AuthWindows:
 		if !caps.Has(imap.Cap("AUTH=NTLM")) {
-			return Permanent(fmt.Errorf("login: windows authentication needs AUTH=NTLM, which the server does not offer (it offers %s)", authMechs(caps)))
+			return retry.Permanent(fmt.Errorf("login: windows authentication needs AUTH=NTLM, which the server does not offer (it offers %s)", authMechs(caps)))
 		}
 		user := conn.Username
 		if conn.Domain != "" {
@@ -160,18 +162,18 @@ func authenticate(ctx context.Context, c *imapclient.Client, conn *schemas.Conne
 		err = c.Authenticate(&ntlmClient{user: user, password: conn.Password})
 	case schemas.AuthOAuth2:
 		if ts == nil {
-			ts = newTokenSource(conn, nil)
+			ts = oauth2.NewSource(conn, nil)
 		}
-		_, p, _ := net.SplitHostPort(IMAPAddr(conn))
+		_, p, _ := net.SplitHostPort(Addr(conn))
 		port, _ := strconv.Atoi(p)
 		return oauthLogin(ctx, c, conn, ts, conn.Host, port)
 	default:
-		return Permanent(fmt.Errorf("login: unknown auth %q", conn.Auth))
+		return retry.Permanent(fmt.Errorf("login: unknown auth %q", conn.Auth))
 	}
 	if err != nil {
 		var ie *imap.Error
 		if errors.As(err, &ie) {
-			return Permanent(fmt.Errorf("login as %q: %w", conn.Username, err))
+			return retry.Permanent(fmt.Errorf("login as %q: %w", conn.Username, err))
 		}
 		return fmt.Errorf("login as %q: %w", conn.Username, err)
 	}
@@ -262,11 +264,11 @@ func (c *readAheadConn) release() {
 	}
 }
 
-// within runs f, an imapclient call that cannot be cancelled, and closes c when ctx ends or
+// Within runs f, an imapclient call that cannot be cancelled, and closes c when ctx ends or
 // d passes first so that f returns. It then reports the timeout or the cancellation rather
 // than the "use of closed connection" f saw.
-func within(ctx context.Context, d time.Duration, c io.Closer, f func() error) error {
-	ctx, cancel := context.WithTimeoutCause(ctx, d, errIMAPTimeout)
+func Within(ctx context.Context, d time.Duration, c io.Closer, f func() error) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, d, ErrTimeout)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	err := f()
@@ -278,10 +280,10 @@ func within(ctx context.Context, d time.Duration, c io.Closer, f func() error) e
 
 // errTokenRenew ends an IMAP session whose access token is about to expire; the worker
 // reconnects at once, which is not a failure.
-var errTokenRenew = errors.New("the access token is about to expire")
+var errTokenRenew = engine.ErrRenew
 
-// oauthMechanism picks the SASL mechanism the server offers, OAUTHBEARER first.
-func oauthMechanism(caps imap.CapSet) string {
+// OAuthMechanism picks the SASL mechanism the server offers, OAUTHBEARER first.
+func OAuthMechanism(caps imap.CapSet) string {
 	for _, m := range []string{oauth2.MechOAuthBearer, oauth2.MechXOAuth2} {
 		if caps.Has(imap.Cap("AUTH=" + m)) {
 			return m
@@ -290,22 +292,13 @@ func oauthMechanism(caps imap.CapSet) string {
 	return ""
 }
 
-// newTokenSource makes the token source of a connection whose secrets are resolved. st
-// stores a refresh token the endpoint replaces; nil keeps it in memory only.
-func newTokenSource(c *schemas.Connection, st *store.Store) *oauth2.Source {
-	if st == nil { // a nil *store.Store is no nil oauth2.RefreshStore
-		return oauth2.NewSource(c, nil)
-	}
-	return oauth2.NewSource(c, st)
-}
-
 // oauthLogin authenticates with an access token. A refused token that was not issued just
 // now (a static one, or one cached from an earlier login) is replaced once from the token
 // endpoint; a refused fresh one is permanent: the grant was revoked or lacks the mail scope.
 func oauthLogin(ctx context.Context, c *imapclient.Client, conn *schemas.Connection, ts *oauth2.Source, host string, port int) error {
-	mech := oauthMechanism(c.Caps())
+	mech := OAuthMechanism(c.Caps())
 	if mech == "" {
-		return Permanent(fmt.Errorf("login: oauth2 needs AUTH=OAUTHBEARER or AUTH=XOAUTH2, which the server does not offer (it offers %s)", authMechs(c.Caps())))
+		return retry.Permanent(fmt.Errorf("login: oauth2 needs AUTH=OAUTHBEARER or AUTH=XOAUTH2, which the server does not offer (it offers %s)", authMechs(c.Caps())))
 	}
 	for try := 0; ; try++ {
 		tok, fresh, err := ts.Token(ctx)
@@ -327,7 +320,7 @@ func oauthLogin(ctx context.Context, c *imapclient.Client, conn *schemas.Connect
 			if fresh || try > 0 {
 				why += ": a newly issued token was refused, so the grant was revoked, lacks the mail scope, or is for another user"
 			}
-			return Permanent(errors.New(why))
+			return retry.Permanent(errors.New(why))
 		}
 		ts.Reject(tok)
 	}

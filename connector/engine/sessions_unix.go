@@ -1,13 +1,13 @@
 //go:build unix
 
-package connector
+package engine
 
 import "syscall"
 
-// openFileLimit is the process's limit of open files (the soft RLIMIT_NOFILE, which the Go
+// OpenFileLimit is the process's limit of open files (the soft RLIMIT_NOFILE, which the Go
 // runtime raised to the hard one at start); 0 when unknown or unlimited (RLIM_INFINITY is
 // above any real limit too).
-func openFileLimit() int {
+func OpenFileLimit() int {
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil || l.Cur > 1<<30 {
 		return 0

@@ -1,4 +1,4 @@
-package connector
+package ews_test
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mailbus/mailbus/connector/ews"
+	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -56,15 +57,7 @@ func TestEWSServerVersion(t *testing.T) {
 	}
 }
 
-// ewsConn is an exchange connection to f with basic auth, as a test starts from.
-func ewsConn(f *fakeEWS) schemas.Connection {
-	return schemas.Connection{
-		Name: "exch", Type: schemas.TypeExchange, ExchangeURL: f.host(), ExchangeVersion: "Exchange2016",
-		Encryption: schemas.EncryptionNone, Auth: schemas.AuthBasic, Username: "bot", Domain: "CORP", Password: "s3cret!",
-	}
-}
-
-func newTestEWSClient(t *testing.T, c schemas.Connection, roots *x509.CertPool) *ews.Client {
+func newClient(t *testing.T, c schemas.Connection, roots *x509.CertPool) *ews.Client {
 	t.Helper()
 	cl, err := ews.NewClient(&c, roots, nil)
 	if err != nil {
@@ -75,10 +68,10 @@ func newTestEWSClient(t *testing.T, c schemas.Connection, roots *x509.CertPool) 
 }
 
 func TestEWSClientCycle(t *testing.T) {
-	f := newFakeEWS(t, false)
-	f.auth, f.user, f.password = "basic", `CORP\bot`, "s3cret!"
-	ids := f.add(120)
-	cl := newTestEWSClient(t, ewsConn(f), nil)
+	f := ewstest.New(t, false)
+	f.Auth, f.User, f.Password = "basic", `CORP\bot`, "s3cret!"
+	ids := f.Add(120)
+	cl := newClient(t, f.Connection(), nil)
 	ctx := context.Background()
 	inbox, err := cl.ResolveFolder(ctx, "INBOX")
 	if err != nil {
@@ -86,7 +79,7 @@ func TestEWSClientCycle(t *testing.T) {
 	}
 
 	items, more, err := cl.FindUnread(ctx, inbox, 0, 50, nil)
-	page := ewsItemIDs(items)
+	page := itemIDs(items)
 	if err != nil || len(page) != 50 || !more || page[0].ID != ids[0] || page[49].ID != ids[49] ||
 		items[0].Received != "2026-11-25T19:00:01Z" {
 		t.Fatalf("findUnread(0, 50) = %d items, more %t, %v", len(page), more, err)
@@ -109,7 +102,7 @@ func TestEWSClientCycle(t *testing.T) {
 		t.Fatalf("getItems() = %d, %v", len(got), err)
 	}
 	for i, g := range got {
-		if g.Err != nil || g.ID.ID != ids[i] || !bytes.Equal(mimes[i], fakeMIME(i+1)) ||
+		if g.Err != nil || g.ID.ID != ids[i] || !bytes.Equal(mimes[i], ewstest.MIME(i+1)) ||
 			g.Size != int64(len(mimes[i])) || !g.Received.Equal(time.Date(2026, 11, 25, 19, 0, i+1, 0, time.UTC)) {
 			t.Errorf("item %d = %+v, mime %q", i, g, mimes[i])
 		}
@@ -122,17 +115,17 @@ func TestEWSClientCycle(t *testing.T) {
 	if page, _, _ := cl.FindUnread(ctx, inbox, 0, 50, nil); page[0].ID.ID != ids[3] {
 		t.Errorf("after markRead the first unread is %s, want %s", page[0].ID.ID, ids[3])
 	}
-	for _, v := range f.versions {
+	for _, v := range f.Versions {
 		if v != "Exchange2013_SP1" {
 			t.Errorf("RequestServerVersion %q for Exchange2016, want Exchange2013_SP1", v)
 		}
 	}
-	if len(f.suppress) != 1 || f.suppress[0] != "true" {
-		t.Errorf("SuppressReadReceipts = %q, want true", f.suppress)
+	if len(f.Suppress) != 1 || f.Suppress[0] != "true" {
+		t.Errorf("SuppressReadReceipts = %q, want true", f.Suppress)
 	}
 }
 
-func ewsItemIDs(items []ews.Item) []ews.ID {
+func itemIDs(items []ews.Item) []ews.ID {
 	ids := make([]ews.ID, len(items))
 	for i, it := range items {
 		ids[i] = it.ID
@@ -148,16 +141,16 @@ func TestEWSClientVersions(t *testing.T) {
 		{"Exchange2019", "Exchange2013_SP1", "true"},
 	} {
 		t.Run(tc.version, func(t *testing.T) {
-			f := newFakeEWS(t, false)
-			ids := f.add(1)
-			c := ewsConn(f)
+			f := ewstest.New(t, false)
+			ids := f.Add(1)
+			c := f.Connection()
 			c.Auth, c.ExchangeVersion = schemas.AuthNone, tc.version
-			cl := newTestEWSClient(t, c, nil)
+			cl := newClient(t, c, nil)
 			if _, err := cl.MarkRead(context.Background(), []ews.ID{{ID: ids[0]}}); err != nil {
 				t.Fatalf("markRead() = %v", err)
 			}
-			if f.versions[0] != tc.sent || f.suppress[0] != tc.suppress {
-				t.Errorf("version %q, SuppressReadReceipts %q; want %q, %q", f.versions[0], f.suppress[0], tc.sent, tc.suppress)
+			if f.Versions[0] != tc.sent || f.Suppress[0] != tc.suppress {
+				t.Errorf("version %q, SuppressReadReceipts %q; want %q, %q", f.Versions[0], f.Suppress[0], tc.sent, tc.suppress)
 			}
 		})
 	}
@@ -166,14 +159,14 @@ func TestEWSClientVersions(t *testing.T) {
 func TestEWSClientBadCredentials(t *testing.T) {
 	for _, auth := range []string{"basic", "ntlm"} {
 		t.Run(auth, func(t *testing.T) {
-			f := newFakeEWS(t, false)
-			f.auth, f.user, f.password = auth, `CORP\bot`, "right"
-			c := ewsConn(f)
+			f := ewstest.New(t, false)
+			f.Auth, f.User, f.Password = auth, `CORP\bot`, "right"
+			c := f.Connection()
 			c.Password = "wrong-Pa55"
 			if auth == "ntlm" {
 				c.Auth = schemas.AuthWindows
 			}
-			cl := newTestEWSClient(t, c, nil)
+			cl := newClient(t, c, nil)
 			_, _, err := cl.FindUnread(context.Background(), ews.DistinguishedFolder("inbox"), 0, 1, nil)
 			if !errors.Is(err, ews.ErrAuth) || !ews.IsPermanent(err) {
 				t.Fatalf("findUnread() = %v, want ews.ErrAuth", err)
@@ -186,67 +179,67 @@ func TestEWSClientBadCredentials(t *testing.T) {
 }
 
 func TestEWSClientNTLM(t *testing.T) {
-	f := newFakeEWS(t, false)
-	f.auth, f.user, f.password = "ntlm", `CORP\bot`, "s3cret!"
-	ids := f.add(3)
-	c := ewsConn(f)
+	f := ewstest.New(t, false)
+	f.Auth, f.User, f.Password = "ntlm", `CORP\bot`, "s3cret!"
+	ids := f.Add(3)
+	c := f.Connection()
 	c.Auth = schemas.AuthWindows
-	cl := newTestEWSClient(t, c, nil)
+	cl := newClient(t, c, nil)
 	ctx := context.Background()
 	page, _, err := cl.FindUnread(ctx, ews.DistinguishedFolder("inbox"), 0, 10, nil)
 	if err != nil || len(page) != 3 {
 		t.Fatalf("findUnread() = %d, %v", len(page), err)
 	}
-	if _, err := cl.MarkRead(ctx, ewsItemIDs(page)); err != nil {
+	if _, err := cl.MarkRead(ctx, itemIDs(page)); err != nil {
 		t.Fatalf("markRead() = %v", err)
 	}
 	// One handshake: the second request rides on the authenticated keep-alive connection.
-	if f.ntlmNegs != 1 || len(f.ntlmUsers) != 1 || f.ntlmUsers[0] != `CORP\bot` {
-		t.Errorf("NTLM negotiations %d, users %q; want 1, [CORP\\bot]", f.ntlmNegs, f.ntlmUsers)
+	if f.NTLMNegotiations != 1 || len(f.NTLMUsers) != 1 || f.NTLMUsers[0] != `CORP\bot` {
+		t.Errorf("NTLM negotiations %d, users %q; want 1, [CORP\\bot]", f.NTLMNegotiations, f.NTLMUsers)
 	}
-	if f.item(ids[2]).read != true {
+	if f.Item(ids[2]).Read != true {
 		t.Errorf("item not marked read")
 	}
 }
 
 func TestEWSClientTLS(t *testing.T) {
-	f := newFakeEWS(t, true)
-	f.add(1)
-	c := ewsConn(f)
+	f := ewstest.New(t, true)
+	f.Add(1)
+	c := f.Connection()
 	c.Auth, c.Encryption = schemas.AuthNone, schemas.EncryptionSSL
 	ctx := context.Background()
 	inbox := ews.DistinguishedFolder("inbox")
 
-	if _, _, err := newTestEWSClient(t, c, nil).FindUnread(ctx, inbox, 0, 1, nil); !errors.As(err, new(*tls.CertificateVerificationError)) {
+	if _, _, err := newClient(t, c, nil).FindUnread(ctx, inbox, 0, 1, nil); !errors.As(err, new(*tls.CertificateVerificationError)) {
 		t.Errorf("findUnread() without the CA = %v, want a certificate error", err)
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(f.srv.Certificate())
-	if _, _, err := newTestEWSClient(t, c, roots).FindUnread(ctx, inbox, 0, 1, nil); err != nil {
+	roots.AddCert(f.Certificate())
+	if _, _, err := newClient(t, c, roots).FindUnread(ctx, inbox, 0, 1, nil); err != nil {
 		t.Errorf("findUnread() with the CA = %v", err)
 	}
 	c.TLSInsecureSkipVerify = true
-	if _, _, err := newTestEWSClient(t, c, nil).FindUnread(ctx, inbox, 0, 1, nil); err != nil {
+	if _, _, err := newClient(t, c, nil).FindUnread(ctx, inbox, 0, 1, nil); err != nil {
 		t.Errorf("findUnread() with tlsInsecureSkipVerify = %v", err)
 	}
 }
 
 func TestEWSClientFaults(t *testing.T) {
-	f := newFakeEWS(t, false)
-	f.add(1)
-	c := ewsConn(f)
+	f := ewstest.New(t, false)
+	f.Add(1)
+	c := f.Connection()
 	c.Auth = schemas.AuthNone
-	cl := newTestEWSClient(t, c, nil)
+	cl := newClient(t, c, nil)
 	ctx := context.Background()
 	inbox := ews.DistinguishedFolder("inbox")
 
-	f.busy = 1500 * time.Millisecond
+	f.Busy = 1500 * time.Millisecond
 	_, _, err := cl.FindUnread(ctx, inbox, 0, 1, nil)
 	var ee *ews.Error
 	if !errors.As(err, &ee) || ee.Code != "ErrorServerBusy" || ews.BackOff(err) != 1500*time.Millisecond || ews.IsPermanent(err) {
 		t.Errorf("busy: findUnread() = %v (back-off %s), want ErrorServerBusy with 1.5s", err, ews.BackOff(err))
 	}
-	f.fail500 = 1
+	f.Fail500 = 1
 	_, _, err = cl.FindUnread(ctx, inbox, 0, 1, nil)
 	var he *ews.HTTPError
 	if !errors.As(err, &he) || he.Code != 500 || ews.IsPermanent(err) {
@@ -258,12 +251,12 @@ func TestEWSClientFaults(t *testing.T) {
 }
 
 func TestEWSClientItemError(t *testing.T) {
-	f := newFakeEWS(t, false)
-	ids := f.add(3)
-	f.badItems[ids[1]] = "ErrorMimeContentConversionFailed"
-	c := ewsConn(f)
+	f := ewstest.New(t, false)
+	ids := f.Add(3)
+	f.BadItems[ids[1]] = "ErrorMimeContentConversionFailed"
+	c := f.Connection()
 	c.Auth = schemas.AuthNone
-	cl := newTestEWSClient(t, c, nil)
+	cl := newClient(t, c, nil)
 	var called []int
 	got, err := cl.GetItems(context.Background(), []ews.ID{{ID: ids[0]}, {ID: ids[1]}, {ID: ids[2]}}, func(i int, r io.Reader) error {
 		called = append(called, i)
@@ -282,13 +275,13 @@ func TestEWSClientItemError(t *testing.T) {
 }
 
 func TestEWSClientLargeMIME(t *testing.T) {
-	f := newFakeEWS(t, false)
-	ids := f.add(2)
-	big := append(fakeMIME(1), bytes.Repeat([]byte("0123456789abcdef\r\n"), 300_000)...) // ~5 MB
-	f.items[0].mime = big
-	c := ewsConn(f)
+	f := ewstest.New(t, false)
+	ids := f.Add(2)
+	big := append(ewstest.MIME(1), bytes.Repeat([]byte("0123456789abcdef\r\n"), 300_000)...) // ~5 MB
+	f.Items[0].MIME = big
+	c := f.Connection()
 	c.Auth = schemas.AuthNone
-	cl := newTestEWSClient(t, c, nil)
+	cl := newClient(t, c, nil)
 	var sizes []int
 	_, err := cl.GetItems(context.Background(), []ews.ID{{ID: ids[0]}, {ID: ids[1]}}, func(i int, r io.Reader) error {
 		b, err := io.ReadAll(r)
@@ -298,17 +291,17 @@ func TestEWSClientLargeMIME(t *testing.T) {
 		sizes = append(sizes, len(b))
 		return err
 	})
-	if err != nil || len(sizes) != 2 || sizes[1] != len(fakeMIME(2)) {
+	if err != nil || len(sizes) != 2 || sizes[1] != len(ewstest.MIME(2)) {
 		t.Fatalf("getItems() = %v, sizes %v", err, sizes)
 	}
 }
 
 func TestEWSClientSyncAndFolders(t *testing.T) {
-	f := newFakeEWS(t, false)
-	ids := f.add(5)
-	c := ewsConn(f)
+	f := ewstest.New(t, false)
+	ids := f.Add(5)
+	c := f.Connection()
 	c.Auth = schemas.AuthNone
-	cl := newTestEWSClient(t, c, nil)
+	cl := newClient(t, c, nil)
 	ctx := context.Background()
 	inbox := ews.DistinguishedFolder("inbox")
 
@@ -334,10 +327,10 @@ func TestEWSClientSyncAndFolders(t *testing.T) {
 	if junk, err := cl.ResolveFolder(ctx, "JunkEmail"); err != nil || junk.Distinguished.ID != "junkemail" {
 		t.Errorf("resolveFolder(JunkEmail) = %+v, %v", junk, err)
 	}
-	if _, err := cl.MoveItems(ctx, []ews.ID{{ID: ids[0]}}, archive); err != nil || f.item(ids[0]).folder != "AAMkFolderArchive=" {
-		t.Errorf("moveItems() = %v, folder %q", err, f.item(ids[0]).folder)
+	if _, err := cl.MoveItems(ctx, []ews.ID{{ID: ids[0]}}, archive); err != nil || f.Item(ids[0]).Folder != "AAMkFolderArchive=" {
+		t.Errorf("moveItems() = %v, folder %q", err, f.Item(ids[0]).Folder)
 	}
-	if _, err := cl.DeleteItems(ctx, []ews.ID{{ID: ids[1]}}); err != nil || f.item(ids[1]).folder != "deleteditems" {
-		t.Errorf("deleteItems() = %v, folder %q", err, f.item(ids[1]).folder)
+	if _, err := cl.DeleteItems(ctx, []ews.ID{{ID: ids[1]}}); err != nil || f.Item(ids[1]).Folder != "deleteditems" {
+		t.Errorf("deleteItems() = %v, folder %q", err, f.Item(ids[1]).Folder)
 	}
 }

@@ -1,4 +1,4 @@
-package connector
+package engine
 
 import (
 	"errors"
@@ -15,37 +15,43 @@ import (
 // budget that leaves a reserve for everything else; a route over it waits in backoff, its
 // status saying why, and takes a free slot on a later try.
 
-// sessionReserveMin is the least number of the process's files no route session may
+// SessionReserveMin is the least number of the process's files no route session may
 // take; the reserve is a tenth of the limit when that is more.
-const sessionReserveMin = 256
+const SessionReserveMin = 256
 
 // ErrNoSessionSlot is the error of a route that found every session slot taken.
 var ErrNoSessionSlot = errors.New("no file descriptor left for another mail server session")
 
-// sessionSlots counts the mail server sessions open at once against the budget.
-type sessionSlots struct {
+// SessionSlots counts the mail server sessions open at once against the budget.
+type SessionSlots struct {
 	slots      chan struct{} // nil: no limit known
 	fileLimit  int
 	budget     int
 	reserveFor int
 }
 
-// newSessionSlots sizes the budget from the limit of open files, fileLimit (0: none known,
+// Budget tells the limits: the open files limit, the sessions allowed, and the files kept
+// for everything else; all 0 without a budget.
+func (s *SessionSlots) Budget() (fileLimit, sessions, reserved int) {
+	return s.fileLimit, s.budget, s.reserveFor
+}
+
+// NewSessionSlots sizes the budget from the limit of open files, fileLimit (0: none known,
 // no budget).
-func newSessionSlots(fileLimit int) *sessionSlots {
-	s := &sessionSlots{fileLimit: fileLimit}
+func NewSessionSlots(fileLimit int) *SessionSlots {
+	s := &SessionSlots{fileLimit: fileLimit}
 	if fileLimit <= 0 {
 		return s
 	}
-	s.reserveFor = max(sessionReserveMin, fileLimit/10)
+	s.reserveFor = max(SessionReserveMin, fileLimit/10)
 	s.budget = max(fileLimit-s.reserveFor, 1)
 	s.slots = make(chan struct{}, s.budget)
 	return s
 }
 
-// take holds a slot until release is called; when every slot is taken it returns a
-// temporary error that names the limits. A nil *sessionSlots has no limit.
-func (s *sessionSlots) take() (release func(), err error) {
+// Take holds a slot until release is called; when every slot is taken it returns a
+// temporary error that names the limits. A nil *SessionSlots has no limit.
+func (s *SessionSlots) Take() (release func(), err error) {
 	if s == nil || s.slots == nil {
 		return func() {}, nil
 	}

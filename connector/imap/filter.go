@@ -1,4 +1,4 @@
-package connector
+package imap
 
 import (
 	"bufio"
@@ -80,7 +80,7 @@ func (s *imapSession) searchFilter(ctx context.Context, uids []imap.UID, remote 
 	crit := imapCriteria(remote)
 	crit.UID = []imap.UIDSet{{{Start: uids[0], Stop: uids[len(uids)-1]}}}
 	var data *imap.SearchData
-	err := within(ctx, imapCommandTimeout, s.c, func() (err error) {
+	err := Within(ctx, CommandTimeout, s.c, func() (err error) {
 		data, err = s.c.UIDSearch(&crit, nil).Wait()
 		return err
 	})
@@ -124,7 +124,7 @@ func (s *imapSession) checkHeaders(ctx context.Context, uids []imap.UID, local *
 	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true}
 	for chunk := range slices.Chunk(uids, headerBatch) {
 		var msgs []*imapclient.FetchMessageBuffer
-		err := within(ctx, imapCommandTimeout, s.c, func() (err error) {
+		err := Within(ctx, CommandTimeout, s.c, func() (err error) {
 			msgs, err = s.c.Fetch(imap.UIDSetNum(chunk...), &imap.FetchOptions{
 				UID: true, RFC822Size: true, InternalDate: true,
 				BodySection: []*imap.FetchItemBodySection{section},

@@ -1,9 +1,11 @@
-package connector
+package imap
 
 import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/mailbus/mailbus/connector/engine"
 
 	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/schemas"
@@ -44,7 +46,7 @@ func (s *imapSession) wait(ctx context.Context) (reselect bool, err error) {
 func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) (reselect bool, err error) {
 	// Mail that arrived since the last command may have been announced to nobody: some
 	// servers (go-imap's) only send what is queued when a command asks. A NOOP does.
-	if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.c.Noop().Wait() }); err != nil {
+	if err := Within(ctx, CommandTimeout, s.c, func() error { return s.c.Noop().Wait() }); err != nil {
 		return false, fmt.Errorf("noop: %w", err)
 	}
 	select {
@@ -56,7 +58,7 @@ func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) (reselect b
 		Close() error
 		Wait() error
 	}
-	err = within(ctx, imapCommandTimeout, s.c, func() (err error) {
+	err = Within(ctx, CommandTimeout, s.c, func() (err error) {
 		idle, err = s.c.Idle()
 		return err
 	})
@@ -70,13 +72,13 @@ func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) (reselect b
 	case <-ctx.Done():
 		return false, ctx.Err()
 	case <-s.c.Closed():
-		return false, fmt.Errorf("idle: %w", errClosedByServer)
+		return false, fmt.Errorf("idle: %w", engine.ErrClosedByServer)
 	case <-s.wake:
 	case <-t.C:
 		reselect = true
 	}
 	// DONE, then the tagged OK: a server that does not answer is a dead connection.
-	err = within(ctx, imapCommandTimeout, s.c, func() error {
+	err = Within(ctx, CommandTimeout, s.c, func() error {
 		if err := idle.Close(); err != nil {
 			return err
 		}
@@ -103,7 +105,7 @@ func (s *imapSession) waitPoll(ctx context.Context, d time.Duration) (reselect b
 		if time.Until(deadline) <= 0 {
 			return true, nil
 		}
-		if err := within(ctx, imapCommandTimeout, s.c, func() error { return s.c.Noop().Wait() }); err != nil {
+		if err := Within(ctx, CommandTimeout, s.c, func() error { return s.c.Noop().Wait() }); err != nil {
 			return false, fmt.Errorf("noop: %w", err)
 		}
 		select {

@@ -1,4 +1,4 @@
-package connector
+package engine
 
 import (
 	"context"
@@ -10,9 +10,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/metrics"
-	"github.com/mailbus/mailbus/connector/store"
+	"github.com/mailbus/mailbus/connector/oauth2"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -36,16 +37,16 @@ type WorkerFactory func(rt *Runtime, spec RouteSpec) (Worker, error)
 
 // Runtime is what every worker shares: NATS, storage, names and settings.
 type Runtime struct {
-	Names          Names
+	Names          bus.Names
 	NC             *nats.Conn
 	JS             jetstream.JetStream
-	Storage        *Storage
+	Storage        *bus.Storage
 	Logger         *slog.Logger
 	Instance       string
 	MaxInlineBytes int64
 	Status         *StatusBoard
 	// Publishers are the per-bus publishing pipelines (NewPublishers), shared by all routes.
-	Publishers *Publishers
+	Publishers *bus.Publishers
 	// TLSRootCAs verifies IMAP server certificates; nil means the system pool. Tests set it
 	// to their server's CA.
 	TLSRootCAs *x509.CertPool
@@ -54,18 +55,26 @@ type Runtime struct {
 	// Metrics counts for /metrics; nil counts nothing.
 	Metrics *metrics.Metrics
 
-	// defs stores the refresh token an OAuth2 token endpoint replaces; nil (a Runtime made
+	// Tokens stores the refresh token an OAuth2 token endpoint replaces; nil (a Runtime made
 	// outside a Connector) keeps it in memory only.
-	defs *store.Store
-	// mapMessage maps a message; nil is mapping.MapMessage. Tests replace it (SetMapping in
-	// export_test.go) to make the mapping panic.
-	mapMessage func(io.Reader, *mapping.Options) (*mapping.Result, error)
-
-	// probes signs and checks the connection check's probe (see probeKeys).
-	probes    *probeKeys
+	Tokens oauth2.RefreshStore
+	// Map maps a message; nil is mapping.MapMessage. Tests replace it to make the mapping
+	// panic.
+	Map func(io.Reader, *mapping.Options) (*mapping.Result, error)
+	// Probes signs and checks the connection check's probe (see ProbeKeys); nil: a key
+	// kept in the state bucket.
+	Probes    *ProbeKeys
 	probeOnce sync.Once
-	// sessions bounds the mail server sessions open at once (see sessionSlots); nil: no bound.
-	sessions *sessionSlots
+	// Sessions bounds the mail server sessions open at once (see SessionSlots); nil: no bound.
+	Sessions *SessionSlots
+}
+
+// Log is the runtime's process log, slog's default without one.
+func (rt *Runtime) Log() *slog.Logger {
+	if rt.Logger == nil {
+		return slog.Default()
+	}
+	return rt.Logger
 }
 
 // StatusBoard holds the status of the routes this replica runs, for route.status.
@@ -96,11 +105,11 @@ func (b *StatusBoard) Update(route string, f func(s *schemas.RouteStatus)) {
 	}
 }
 
-// watch returns a channel that receives after the route's status changed (several
+// Watch returns a channel that receives after the route's status changed (several
 // changes may come as one), and the function that ends the watch. One watcher per route:
 // the supervisor, which writes the status into the route's lease. A notification instead
 // of a poll keeps a thousand idle routes from waking up at all.
-func (b *StatusBoard) watch(route string) (<-chan struct{}, func()) {
+func (b *StatusBoard) Watch(route string) (<-chan struct{}, func()) {
 	c := make(chan struct{}, 1)
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -132,8 +141,8 @@ func (b *StatusBoard) Delete(route string) {
 	delete(b.routes, route)
 }
 
-// all returns a copy of every route's status.
-func (b *StatusBoard) all() []schemas.RouteStatus {
+// All returns a copy of every route's status.
+func (b *StatusBoard) All() []schemas.RouteStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := make([]schemas.RouteStatus, 0, len(b.routes))
