@@ -232,7 +232,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	svc, err := control.Start(routesCtx, nc, control.Config{
 		Names: c.names, Version: c.version, Instance: c.cfg.Instance,
 		Store: st, Sealer: c.sealer, JS: js, State: storage.State,
-		Check: connectionCheck(rt.ProbeKeys()), Status: supervisor.Statuses{Board: rt.Status, Leases: ls},
+		Check: connectionCheck(rt.Probes), Status: supervisor.Statuses{Board: rt.Status, Leases: ls},
 		Logger: c.logger.With("component", "control"),
 	})
 	if err != nil {

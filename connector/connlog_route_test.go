@@ -12,7 +12,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,10 +36,10 @@ import (
 
 const connLogIMAPPassword = "imap-pw-7Qx!connlog"
 
-// connLogRuntime is newEWSRuntime with the connection log and the control service.
+// connLogRuntime is EWSRuntime with the connection log and the control service.
 func connLogRuntime(t *testing.T) *Runtime {
 	t.Helper()
-	rt := newEWSRuntime(t)
+	rt := EWSRuntime(t)
 	rt.ConnLog = connlog.New(rt.JS, rt.Names, rt.Logger)
 	s := &secrets.Sealer{}
 	svc, err := control.Start(context.Background(), rt.NC, control.Config{
@@ -82,13 +81,13 @@ func controlRequest(t *testing.T, rt *Runtime, op string, body any) (schemas.Rep
 func runLoggedRoute(t *testing.T, rt *Runtime, spec RouteSpec, newWorker WorkerFactory, want int) ([]schemas.LogEntry, []byte, []schemas.Event) {
 	t.Helper()
 	stop := startLoggedRoute(t, rt, spec, newWorker)
-	ewsWaitFor(t, "the route done and idle", func() bool {
-		st := ewsRouteStatus(rt, spec.Route.Name)
+	EWSWaitFor(t, "the route done and idle", func() bool {
+		st := EWSRouteStatus(rt, spec.Route.Name)
 		return st.Published == uint64(want) && st.DeadLettered == 1 && st.State == schemas.StateIdle
 	})
 	stop()
 	entries, raw := readRouteLog(t, rt, spec.Connection.Name)
-	return entries, raw, ewsEvents(t, rt, spec.Route.Name, spec.Route.Bus)
+	return entries, raw, EWSEvents(t, rt, spec.Route.Name, spec.Route.Bus)
 }
 
 // startLoggedRoute saves the connection through the control service and runs the route
@@ -218,7 +217,7 @@ func TestExchangeRouteConnLog(t *testing.T) {
 			f.Auth, f.User, f.Password = "basic", `CORP\bot`, "s3cret!"
 			ids := f.Add(4)
 			f.Items[2].MIME = []byte("this is not a message at all\r\n")
-			spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+			spec := EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 			spec.Connection.Name, spec.Route.Connection = "exch_"+level, "exch_"+level
 			spec.Route.Name = "exch_route_" + level
 			spec.Connection.LogLevel, spec.Connection.PollInterval = level, schemas.Duration(time.Second)
@@ -310,17 +309,16 @@ func startConnLogIMAP(t *testing.T) (string, *imapmemserver.User) {
 // connection log and in the process log alike; neither holds the client secret.
 func TestRouteConnLogScrubsSecrets(t *testing.T) {
 	rt := connLogRuntime(t)
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	rt.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logs LockedBuffer
+	rt.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ts := StartTokenServer(t, time.Hour, false)
 	f := ewstest.New(t, false)
 	f.Auth, f.ValidToken = "bearer", ts.Valid
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
-	spec.Connection = ewsOAuthConn(f, ts)
+	spec := EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec.Connection = EWSOAuthConn(f, ts)
 	spec.Connection.LogLevel, spec.Connection.PollInterval = schemas.LogFull, schemas.Duration(time.Second)
 	stop := startLoggedRoute(t, rt, spec, NewExchangeWorker)
-	ewsWaitFor(t, "an access token issued", func() bool { return ts.Count("client_credentials") > 0 })
+	EWSWaitFor(t, "an access token issued", func() bool { return ts.Count("client_credentials") > 0 })
 	var token string
 	for _, s := range ts.Secrets() {
 		if ts.Valid(s) {
@@ -334,8 +332,8 @@ func TestRouteConnLogScrubsSecrets(t *testing.T) {
 	f.Lock()
 	f.BadItems[ids[1]] = "ErrorCorruptData(" + token + ")"
 	f.Unlock()
-	ewsWaitFor(t, "one item published and one dead-lettered", func() bool {
-		st := ewsRouteStatus(rt, spec.Route.Name)
+	EWSWaitFor(t, "one item published and one dead-lettered", func() bool {
+		st := EWSRouteStatus(rt, spec.Route.Name)
 		return st.Published == 1 && st.DeadLettered == 1 && st.State == schemas.StateIdle
 	})
 	stop()
@@ -348,9 +346,7 @@ func TestRouteConnLogScrubsSecrets(t *testing.T) {
 	if !dead {
 		t.Errorf("no dead letter entry quoting the server with the token redacted: %+v", entries)
 	}
-	logMu.Lock()
 	proc := logs.String()
-	logMu.Unlock()
 	if !strings.Contains(proc, "ErrorCorruptData([redacted])") {
 		t.Errorf("process log does not quote the server with the token redacted:\n%s", proc)
 	}

@@ -1,4 +1,4 @@
-package connector
+package connector_test
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
@@ -15,11 +16,11 @@ import (
 
 // After-actions that cannot destroy mail, on the Exchange source (docs/after-actions.md).
 
-func ewsDeadLetters(t *testing.T, rt *Runtime, route string) []DeadLetter {
+func ewsDeadLetters(t *testing.T, rt *connector.Runtime, route string) []connector.DeadLetter {
 	t.Helper()
-	var out []DeadLetter
-	for _, m := range ewsStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject(route)) {
-		var d DeadLetter
+	var out []connector.DeadLetter
+	for _, m := range connector.EWSStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject(route)) {
+		var d connector.DeadLetter
 		if err := json.Unmarshal(m.Data, &d); err != nil {
 			t.Fatalf("dead letter %s: %v", m.Data, err)
 		}
@@ -31,17 +32,17 @@ func ewsDeadLetters(t *testing.T, rt *Runtime, route string) []DeadLetter {
 // TestExchangeMoveToMissingFolder: a route whose moveTo does not exist is parked in state
 // error naming the folder before it publishes anything; the items stay in the inbox.
 func TestExchangeMoveToMissingFolder(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	f.Add(3)
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMove)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMove)
 	spec.Connection.Auth, spec.Route.MoveTo = schemas.AuthNone, "Processed"
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "state error", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateError })
-	if st := ewsRouteStatus(rt, "exch_inbox"); !strings.Contains(st.LastError, `"Processed"`) || st.Published != 0 {
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "state error", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateError })
+	if st := connector.EWSRouteStatus(rt, "exch_inbox"); !strings.Contains(st.LastError, `"Processed"`) || st.Published != 0 {
 		t.Errorf("status %+v, want lastError naming the folder and nothing published", st)
 	}
-	if evs := ewsEvents(t, rt, "exch_inbox", 1); len(evs) != 0 {
+	if evs := connector.EWSEvents(t, rt, "exch_inbox", 1); len(evs) != 0 {
 		t.Errorf("%d events, want 0", len(evs))
 	}
 	if n := f.FolderCount("inbox"); n != 3 {
@@ -56,16 +57,16 @@ func TestExchangeMoveToMissingFolder(t *testing.T) {
 // dead letter without a raw copy, and after delete leaves it in the inbox (it used to be
 // deleted); the others are deleted as usual.
 func TestExchangeNoMIMELeftAlone(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	ids := f.Add(3)
 	f.NoMIME[ids[1]] = true
-	spec := ewsSpec(f, schemas.SelectAll, schemas.AfterDelete)
+	spec := connector.EWSSpec(f, schemas.SelectAll, schemas.AfterDelete)
 	spec.Connection.Auth = schemas.AuthNone
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "two items deleted", func() bool { return f.FolderCount("deleteditems") == 2 })
-	ewsWaitFor(t, "a dead letter", func() bool { return len(ewsDeadLetters(t, rt, "exch_inbox")) == 1 })
-	ewsWaitFor(t, "a cycle done", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "two items deleted", func() bool { return f.FolderCount("deleteditems") == 2 })
+	connector.EWSWaitFor(t, "a dead letter", func() bool { return len(ewsDeadLetters(t, rt, "exch_inbox")) == 1 })
+	connector.EWSWaitFor(t, "a cycle done", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 
 	dead := ewsDeadLetters(t, rt, "exch_inbox")
 	if dead[0].RawRef != nil || !strings.Contains(dead[0].Error, "neither deleted nor moved") {
@@ -81,8 +82,8 @@ func TestExchangeNoMIMELeftAlone(t *testing.T) {
 // TestExchangePanicDeadLetter: an item whose mapping panics becomes a dead letter with its
 // raw copy, and no event.
 func TestExchangePanicDeadLetter(t *testing.T) {
-	rt := newEWSRuntime(t)
-	SetMapping(rt, func(r io.Reader, opts *mapping.Options) (*mapping.Result, error) {
+	rt := connector.EWSRuntime(t)
+	connector.SetMapping(rt, func(r io.Reader, opts *mapping.Options) (*mapping.Result, error) {
 		raw, err := io.ReadAll(r)
 		if err != nil {
 			return nil, err
@@ -95,12 +96,12 @@ func TestExchangePanicDeadLetter(t *testing.T) {
 	})
 	f := ewstest.New(t, false)
 	f.Add(3)
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all items read", func() bool { return f.ReadCount() == 3 })
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "all items read", func() bool { return f.ReadCount() == 3 })
 
-	if evs := ewsEvents(t, rt, "exch_inbox", 1); len(evs) != 2 || evs[0].Subject != "message 1" || evs[1].Subject != "message 3" {
+	if evs := connector.EWSEvents(t, rt, "exch_inbox", 1); len(evs) != 2 || evs[0].Subject != "message 1" || evs[1].Subject != "message 3" {
 		t.Errorf("events %+v, want messages 1 and 3", evs)
 	}
 	dead := ewsDeadLetters(t, rt, "exch_inbox")
@@ -116,7 +117,7 @@ func TestExchangePanicDeadLetter(t *testing.T) {
 // TestExchangePartialRawRef: an event that keeps only part of its item carries RawRef to
 // the whole MIME, although the route does not ask for includeRaw.
 func TestExchangePartialRawRef(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	ids := f.Add(2)
 	// Cut in the middle of a base64 attachment: the structure ends without its delimiter.
@@ -126,12 +127,12 @@ func TestExchangePartialRawRef(t *testing.T) {
 	f.Lock()
 	f.Item(ids[1]).MIME = cut
 	f.Unlock()
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all items read", func() bool { return f.ReadCount() == 2 })
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "all items read", func() bool { return f.ReadCount() == 2 })
 
-	evs := ewsEvents(t, rt, "exch_inbox", 1)
+	evs := connector.EWSEvents(t, rt, "exch_inbox", 1)
 	if len(evs) != 2 || evs[0].RawRef != nil || evs[1].RawRef == nil {
 		t.Fatalf("events %+v, want the second alone with RawRef", evs)
 	}
@@ -145,23 +146,23 @@ func TestExchangePartialRawRef(t *testing.T) {
 // fail for each item; the items stay in the inbox, unread, and are moved once the folder is
 // back (each published once).
 func TestExchangeMoveFolderGone(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMove)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMove)
 	spec.Connection.Auth, spec.Route.MoveTo = schemas.AuthNone, "Archive"
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "a first cycle", func() bool { return f.CountOps("FindItem") > 0 })
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "a first cycle", func() bool { return f.CountOps("FindItem") > 0 })
 	f.Lock()
 	delete(f.Folders, "Archive")
 	f.Unlock()
 	f.Add(3)
-	ewsWaitFor(t, "moves refused", func() bool { return f.CountOps("MoveItem") >= 2 })
+	connector.EWSWaitFor(t, "moves refused", func() bool { return f.CountOps("MoveItem") >= 2 })
 	if n := f.FolderCount("inbox"); n != 3 || f.ReadCount() != 0 {
 		t.Fatalf("inbox holds %d items (%d read), want 3 unread", n, f.ReadCount())
 	}
 	f.Lock()
 	f.Folders["Archive"] = "AAMkFolderArchive="
 	f.Unlock()
-	ewsWaitFor(t, "the items moved", func() bool { return f.FolderCount("AAMkFolderArchive=") == 3 })
-	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 3)
+	connector.EWSWaitFor(t, "the items moved", func() bool { return f.FolderCount("AAMkFolderArchive=") == 3 })
+	connector.EWSDistinctIDs(t, connector.EWSEvents(t, rt, "exch_inbox", 1), 3)
 }

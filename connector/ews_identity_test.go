@@ -1,13 +1,12 @@
-package connector
+package connector_test
 
 import (
-	"bytes"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -26,21 +25,21 @@ func ewsSubjects(evs []schemas.Event) []string {
 // TestExchangeSharedFolder (path 2): two routes on one folder and one bus both get every
 // item. They used the same Nats-Msg-Id, and the stream dropped the second route's events.
 func TestExchangeSharedFolder(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	f.Add(3)
-	a := ewsSpec(f, "", schemas.AfterNone)
+	a := connector.EWSSpec(f, "", schemas.AfterNone)
 	a.Connection.Auth = schemas.AuthNone
 	b := a
 	b.Route.Name = "exch_other"
-	runEWSWorker(t, rt, a)
-	runEWSWorker(t, rt, b)
+	connector.RunEWSWorker(t, rt, a)
+	connector.RunEWSWorker(t, rt, b)
 	for _, r := range []string{a.Route.Name, b.Route.Name} {
-		ewsWaitFor(t, "the route idle after its 3 events", func() bool {
-			st := ewsRouteStatus(rt, r)
+		connector.EWSWaitFor(t, "the route idle after its 3 events", func() bool {
+			st := connector.EWSRouteStatus(rt, r)
 			return st.State == schemas.StateIdle && st.Published == 3
 		})
-		if evs := ewsEvents(t, rt, r, 1); len(evs) != 3 {
+		if evs := connector.EWSEvents(t, rt, r, 1); len(evs) != 3 {
 			t.Errorf("route %s: %d events, want 3", r, len(evs))
 		}
 	}
@@ -59,22 +58,22 @@ func TestExchangeSelectAndBacklog(t *testing.T) {
 		{schemas.BacklogNone, []string{"message 4"}},
 	} {
 		t.Run("backlog "+tc.backlog, func(t *testing.T) {
-			rt := newEWSRuntime(t)
+			rt := connector.EWSRuntime(t)
 			f := ewstest.New(t, false)
 			f.Add(3)
 			f.Items[0].Read = true
-			spec := ewsSpec(f, "", schemas.AfterMarkRead)
+			spec := connector.EWSSpec(f, "", schemas.AfterMarkRead)
 			spec.Connection.Auth = schemas.AuthNone
 			spec.Route.Backlog = tc.backlog
-			runEWSWorker(t, rt, spec)
-			ewsWaitFor(t, "the first cycle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+			connector.RunEWSWorker(t, rt, spec)
+			connector.EWSWaitFor(t, "the first cycle", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 			f.Lock()
 			f.AddLocked(1)
 			f.Items[3].Read = true // opened elsewhere before the route saw it
 			f.Unlock()
-			ewsWaitFor(t, "its event", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == len(tc.want) })
-			ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
-			if got := ewsSubjects(ewsEvents(t, rt, "exch_inbox", 1)); !slices.Equal(got, tc.want) {
+			connector.EWSWaitFor(t, "its event", func() bool { return len(connector.EWSEvents(t, rt, "exch_inbox", 1)) == len(tc.want) })
+			connector.EWSWaitFor(t, "the route idle", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+			if got := ewsSubjects(connector.EWSEvents(t, rt, "exch_inbox", 1)); !slices.Equal(got, tc.want) {
 				t.Errorf("events %q, want %q", got, tc.want)
 			}
 		})
@@ -84,50 +83,32 @@ func TestExchangeSelectAndBacklog(t *testing.T) {
 // TestExchangeSkippedSeen (path 5): select unseen passes over the items already read when
 // they arrive, counts them once each, and publishes the others.
 func TestExchangeSkippedSeen(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterNone)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterNone)
 	spec.Connection.Auth = schemas.AuthNone
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "the first cycle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "the first cycle", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 	f.Lock()
 	f.AddLocked(3)
 	f.Items[0].Read = true
 	f.Items[2].Read = true
 	n := len(f.SyncStates)
 	f.Unlock()
-	ewsWaitFor(t, "its event", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 1 })
+	connector.EWSWaitFor(t, "its event", func() bool { return len(connector.EWSEvents(t, rt, "exch_inbox", 1)) == 1 })
 	// A few more polls: the skipped are not counted again.
-	ewsWaitFor(t, "more polls", func() bool {
+	connector.EWSWaitFor(t, "more polls", func() bool {
 		f.Lock()
 		defer f.Unlock()
 		return len(f.SyncStates) > n+3
 	})
-	st := ewsRouteStatus(rt, "exch_inbox")
+	st := connector.EWSRouteStatus(rt, "exch_inbox")
 	if st.SkippedSeen != 2 || st.Published != 1 {
 		t.Errorf("status %+v: want skippedSeen 2, published 1", st)
 	}
-	if got := ewsSubjects(ewsEvents(t, rt, "exch_inbox", 1)); !slices.Equal(got, []string{"message 2"}) {
+	if got := ewsSubjects(connector.EWSEvents(t, rt, "exch_inbox", 1)); !slices.Equal(got, []string{"message 2"}) {
 		t.Errorf("events %q, want message 2", got)
 	}
-}
-
-// lockedBuffer is a log sink that tests read while workers write.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestExchangeRepointedFolder (path 4): the SyncState of a route is bound to its folder. A
@@ -135,24 +116,24 @@ func (l *lockedBuffer) String() string {
 // why; before, it went on from the old folder's SyncState, skipping what the new folder
 // held.
 func TestExchangeRepointedFolder(t *testing.T) {
-	rt := newEWSRuntime(t)
-	var log lockedBuffer
+	rt := connector.EWSRuntime(t)
+	var log connector.LockedBuffer
 	rt.Logger = slog.New(slog.NewTextHandler(&log, nil))
 	f := ewstest.New(t, false)
 	f.Add(1)
 	f.Items[0].Folder = f.Folders["Archive"]
 	f.Add(2)
-	spec := ewsSpec(f, "", schemas.AfterNone)
+	spec := connector.EWSSpec(f, "", schemas.AfterNone)
 	spec.Connection.Auth = schemas.AuthNone
-	stop := runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "the inbox's 2 events", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 2 })
-	ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	stop := connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "the inbox's 2 events", func() bool { return len(connector.EWSEvents(t, rt, "exch_inbox", 1)) == 2 })
+	connector.EWSWaitFor(t, "the route idle", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 	stop()
 
 	spec.Route.Mailbox = "Archive"
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "the archive's event", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 3 })
-	evs := ewsEvents(t, rt, "exch_inbox", 1)
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "the archive's event", func() bool { return len(connector.EWSEvents(t, rt, "exch_inbox", 1)) == 3 })
+	evs := connector.EWSEvents(t, rt, "exch_inbox", 1)
 	if evs[2].Subject != "message 1" || evs[2].Mailbox != "Archive" {
 		t.Errorf("third event %q in %q, want message 1 in Archive", evs[2].Subject, evs[2].Mailbox)
 	}

@@ -1,53 +1,39 @@
-package connector
+package connector_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
-
-// ewsOAuthConn is an exchange connection with application access (client credentials)
-// to bot@example.com's mailbox.
-func ewsOAuthConn(f *ewstest.Server, ts *TokenServer) schemas.Connection {
-	c := f.Connection()
-	c.Auth, c.Username, c.Domain, c.Password = schemas.AuthOAuth2, "bot@example.com", "", ""
-	c.OAuth2 = &schemas.OAuth2{
-		TokenURL: ts.URL(), ClientID: ts.ClientID, ClientSecret: ts.ClientSecret,
-		Scopes: []string{"https://outlook.office365.com/.default"},
-	}
-	return c
-}
 
 // TestExchangeWorkerOAuth2: an application token (client credentials) acts for the mailbox
 // with ExchangeImpersonation and X-AnchorMailbox, as Exchange Online wants; a token the
 // server stops accepting before its expiry is replaced once and the request sent again;
 // no token or client secret shows in the log or the status.
 func TestExchangeWorkerOAuth2(t *testing.T) {
-	rt := newEWSRuntime(t)
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	rt.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ts := StartTokenServer(t, time.Hour, false)
+	rt := connector.EWSRuntime(t)
+	var logs connector.LockedBuffer
+	rt.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ts := connector.StartTokenServer(t, time.Hour, false)
 	f := ewstest.New(t, false)
 	f.Auth, f.ValidToken = "bearer", ts.Valid
 	f.Add(3)
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
-	spec.Connection = ewsOAuthConn(f, ts)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec.Connection = connector.EWSOAuthConn(f, ts)
 	spec.Connection.PollInterval = schemas.Duration(100 * time.Millisecond)
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "3 messages marked read", func() bool { return f.ReadCount() == 3 })
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "3 messages marked read", func() bool { return f.ReadCount() == 3 })
 
 	ts.Revoke() // the server refuses the token in use, an hour before its expiry
 	f.Add(2)
-	ewsWaitFor(t, "5 messages marked read", func() bool { return f.ReadCount() == 5 })
-	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 5)
+	connector.EWSWaitFor(t, "5 messages marked read", func() bool { return f.ReadCount() == 5 })
+	connector.EWSDistinctIDs(t, connector.EWSEvents(t, rt, "exch_inbox", 1), 5)
 	if n := ts.Count("client_credentials"); n != 2 {
 		t.Errorf("%d client_credentials grants, want 2 (the first token, then one after the refusal)", n)
 	}
@@ -63,10 +49,8 @@ func TestExchangeWorkerOAuth2(t *testing.T) {
 		}
 	}
 	f.Unlock()
-	st := ewsRouteStatus(rt, "exch_inbox")
-	logMu.Lock()
+	st := connector.EWSRouteStatus(rt, "exch_inbox")
 	text := logs.String() + st.LastError
-	logMu.Unlock()
 	for _, s := range ts.Secrets() {
 		if strings.Contains(text, s) {
 			t.Errorf("the log or status holds secret %s", s)
@@ -77,19 +61,19 @@ func TestExchangeWorkerOAuth2(t *testing.T) {
 // TestExchangeWorkerOAuth2Refused: a token refused as soon as it is issued (the grant
 // lacks EWS access) parks the route with the reason, and nothing is published.
 func TestExchangeWorkerOAuth2Refused(t *testing.T) {
-	rt := newEWSRuntime(t)
-	ts := StartTokenServer(t, time.Hour, false)
+	rt := connector.EWSRuntime(t)
+	ts := connector.StartTokenServer(t, time.Hour, false)
 	f := ewstest.New(t, false)
 	f.Auth, f.ValidToken = "bearer", func(string) bool { return false }
 	f.Add(1)
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
-	spec.Connection = ewsOAuthConn(f, ts)
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "state error", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateError })
-	if st := ewsRouteStatus(rt, "exch_inbox"); !strings.Contains(st.LastError, "the server refused the access token just issued") {
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec.Connection = connector.EWSOAuthConn(f, ts)
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "state error", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateError })
+	if st := connector.EWSRouteStatus(rt, "exch_inbox"); !strings.Contains(st.LastError, "the server refused the access token just issued") {
 		t.Errorf("lastError = %q", st.LastError)
 	}
-	if n := len(ewsEvents(t, rt, "exch_inbox", 1)); n != 0 {
+	if n := len(connector.EWSEvents(t, rt, "exch_inbox", 1)); n != 0 {
 		t.Errorf("%d events published", n)
 	}
 	if n := ts.Count("client_credentials"); n != 1 {
@@ -100,13 +84,13 @@ func TestExchangeWorkerOAuth2Refused(t *testing.T) {
 // TestExchangeCheckOAuth2: the check gets a token in its own stage, then logs in with it. A
 // user's token (refresh token grant) acts as that user: no impersonation.
 func TestExchangeCheckOAuth2(t *testing.T) {
-	ts := StartTokenServer(t, time.Hour, false)
+	ts := connector.StartTokenServer(t, time.Hour, false)
 	f := ewstest.New(t, false)
 	f.Auth, f.ValidToken = "bearer", ts.Valid
 	f.Add(2)
-	c := ewsOAuthConn(f, ts)
+	c := connector.EWSOAuthConn(f, ts)
 	c.OAuth2.RefreshToken = ts.NewRefresh()
-	r := checkConnection(context.Background(), c, []string{"INBOX"}, nil)
+	r := connector.CheckConnection(context.Background(), c, []string{"INBOX"})
 	if !r.OK || checkStages(r) != "resolve dial token login select" || r.Mailbox == nil || r.Mailbox.Unseen != 2 {
 		t.Fatalf("check = ok %t, stages %q, mailbox %+v, error %+v", r.OK, checkStages(r), r.Mailbox, r.Error)
 	}
@@ -125,7 +109,7 @@ func TestExchangeCheckOAuth2(t *testing.T) {
 	f.Lock()
 	f.DenyImpersonation = true
 	f.Unlock()
-	r = checkConnection(context.Background(), ewsOAuthConn(f, ts), []string{"INBOX"}, nil)
+	r = connector.CheckConnection(context.Background(), connector.EWSOAuthConn(f, ts), []string{"INBOX"})
 	if r.OK || r.Error == nil || r.Error.Field != "username" || !strings.Contains(r.Error.Message, "may not act for this mailbox") {
 		t.Errorf("impersonation denied: ok %t, stages %q, error %+v", r.OK, checkStages(r), r.Error)
 	}
@@ -133,22 +117,10 @@ func TestExchangeCheckOAuth2(t *testing.T) {
 	f.Lock()
 	f.ValidToken = func(string) bool { return false }
 	f.Unlock()
-	r = checkConnection(context.Background(), c, []string{"INBOX"}, nil)
+	r = connector.CheckConnection(context.Background(), c, []string{"INBOX"})
 	if r.OK || r.Error == nil || r.Error.Field != "oauth2" || checkStages(r) != "resolve dial token login" {
 		t.Errorf("refused token: ok %t, stages %q, error %+v", r.OK, checkStages(r), r.Error)
 	}
-}
-
-// lockedWriter serialises writes to w.
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // checkStages lists the names of a check's stages.

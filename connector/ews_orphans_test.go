@@ -1,4 +1,4 @@
-package connector
+package connector_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -39,17 +40,17 @@ func TestExchangeOrphanObjectsDeleted(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	names := Names{Prefix: "mail"}
-	st, err := EnsureStorage(context.Background(), js, names, 1, 10*time.Minute)
+	names := connector.Names{Prefix: "mail"}
+	st, err := connector.EnsureStorage(context.Background(), js, names, 1, 10*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pubs, err := NewPublishers(nc, 0)
+	pubs, err := connector.NewPublishers(nc, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := &Runtime{
-		Names: names, NC: nc, JS: js, Storage: st, Instance: "test", Status: NewStatusBoard(),
+	rt := &connector.Runtime{
+		Names: names, NC: nc, JS: js, Storage: st, Instance: "test", Status: connector.NewStatusBoard(),
 		Publishers: pubs, MaxInlineBytes: 1000, Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
 	}
 
@@ -65,13 +66,13 @@ func TestExchangeOrphanObjectsDeleted(t *testing.T) {
 	f := ewstest.New(t, false)
 	f.Add(1)
 	f.Items[0].MIME = []byte(b.String())
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "the message marked read", func() bool { return f.ReadCount() == 1 })
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "the message marked read", func() bool { return f.ReadCount() == 1 })
 
-	dead := ewsStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox"))
-	var dl DeadLetter
+	dead := connector.EWSStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox"))
+	var dl connector.DeadLetter
 	if len(dead) != 1 || json.Unmarshal(dead[0].Data, &dl) != nil || dl.RawRef == nil {
 		t.Fatalf("%d dead letters, want 1 with its raw message", len(dead))
 	}

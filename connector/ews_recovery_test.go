@@ -1,6 +1,6 @@
 //go:build unix
 
-package connector
+package connector_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -24,23 +25,23 @@ func TestExchangeFaultNATSRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test")
 	}
-	p := StartNATSProcess(t)
+	p := connector.StartNATSProcess(t)
 	nc, err := nats.Connect(p.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatalf("nats.Connect() = %v", err)
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	names := Names{Prefix: "mail"}
+	names := connector.Names{Prefix: "mail"}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	st, err := EnsureStorage(ctx, js, names, 1, 10*time.Minute)
+	st, err := connector.EnsureStorage(ctx, js, names, 1, 10*time.Minute)
 	if err != nil {
 		t.Fatalf("EnsureStorage() = %v", err)
 	}
-	pubs, _ := NewPublishers(nc, 0)
-	rt := &Runtime{
-		Names: names, NC: nc, JS: js, Storage: st, Instance: "test", Status: NewStatusBoard(),
+	pubs, _ := connector.NewPublishers(nc, 0)
+	rt := &connector.Runtime{
+		Names: names, NC: nc, JS: js, Storage: st, Instance: "test", Status: connector.NewStatusBoard(),
 		Publishers: pubs, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 
@@ -54,7 +55,7 @@ func TestExchangeFaultNATSRestart(t *testing.T) {
 			close(frozen)
 		}
 	}
-	runEWSWorker(t, rt, ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead))
+	connector.RunEWSWorker(t, rt, connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead))
 	subject := names.BusSubject(1, "exch_inbox")
 	stored := func() int {
 		s, err := js.Stream(context.Background(), names.BusStream(1))
@@ -84,10 +85,10 @@ func TestExchangeFaultNATSRestart(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("third batch stored %.1fs after NATS was back", time.Since(back).Seconds())
-	ewsWaitFor(t, "every item marked read", func() bool { return f.ReadCount() == total })
-	ewsWaitFor(t, "the route idle without error", func() bool {
-		s := ewsRouteStatus(rt, "exch_inbox")
+	connector.EWSWaitFor(t, "every item marked read", func() bool { return f.ReadCount() == total })
+	connector.EWSWaitFor(t, "the route idle without error", func() bool {
+		s := connector.EWSRouteStatus(rt, "exch_inbox")
 		return s.State == schemas.StateIdle && s.LastError == ""
 	})
-	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), total)
+	connector.EWSDistinctIDs(t, connector.EWSEvents(t, rt, "exch_inbox", 1), total)
 }

@@ -1,163 +1,30 @@
-package connector
+package connector_test
 
 import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/mailbus/mailbus/connector/ews"
+	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
 
-// newEWSRuntime starts an embedded NATS server with the mailbus storage and returns the
-// runtime a worker runs on.
-func newEWSRuntime(t *testing.T) *Runtime {
-	t.Helper()
-	s, err := StartEmbedded("127.0.0.1:-1", t.TempDir())
-	if err != nil {
-		t.Fatalf("StartEmbedded() = %v", err)
-	}
-	t.Cleanup(s.Shutdown)
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatalf("nats.Connect() = %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream.New() = %v", err)
-	}
-	names := Names{Prefix: "mail"}
-	st, err := EnsureStorage(context.Background(), js, names, 1, 10*time.Minute)
-	if err != nil {
-		t.Fatalf("EnsureStorage() = %v", err)
-	}
-	pubs, err := NewPublishers(nc, 0)
-	if err != nil {
-		t.Fatalf("NewPublishers() = %v", err)
-	}
-	return &Runtime{
-		Names: names, NC: nc, JS: js, Storage: st, Instance: "test", Status: NewStatusBoard(),
-		Publishers: pubs, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}
-}
-
-func ewsSpec(f *ewstest.Server, sel, after string) RouteSpec {
-	c := f.Connection()
-	c.PollInterval = schemas.Duration(100 * time.Millisecond)
-	return RouteSpec{
-		Connection: c,
-		Route:      schemas.Route{Name: "exch_inbox", Connection: c.Name, Bus: 1, Mailbox: "INBOX", Select: sel, After: after},
-	}
-}
-
-// runEWSWorker starts the worker of spec and returns a stop that waits for it to end.
-func runEWSWorker(t *testing.T, rt *Runtime, spec RouteSpec) (stop func()) {
-	t.Helper()
-	w, err := NewExchangeWorker(rt, spec)
-	if err != nil {
-		t.Fatalf("NewExchangeWorker() = %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := w.Run(ctx); err != nil {
-			t.Errorf("Run() = %v", err)
-		}
-	})
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
-	t.Cleanup(stop)
-	return stop
-}
-
-func ewsWaitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// ewsStored returns the messages of subject in stream, oldest first.
-func ewsStored(t *testing.T, rt *Runtime, stream, subject string) []*jetstream.RawStreamMsg {
-	t.Helper()
-	ctx := context.Background()
-	s, err := rt.JS.Stream(ctx, stream)
-	if err != nil {
-		t.Fatalf("Stream(%s) = %v", stream, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatalf("Info() = %v", err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err == nil && m.Subject == subject {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-func ewsEvents(t *testing.T, rt *Runtime, route string, bus int) []schemas.Event {
-	t.Helper()
-	var evs []schemas.Event
-	for _, m := range ewsStored(t, rt, rt.Names.BusStream(bus), rt.Names.BusSubject(bus, route)) {
-		var ev schemas.Event
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
-			t.Fatalf("event %s: %v", m.Data, err)
-		}
-		if m.Header.Get(jetstream.MsgIDHeader) != ev.Route+"/"+ev.Id || m.Header.Get("ce-id") != ev.Id {
-			t.Errorf("event %s: Nats-Msg-Id %q, ce-id %q", ev.Id, m.Header.Get(jetstream.MsgIDHeader), m.Header.Get("ce-id"))
-		}
-		evs = append(evs, ev)
-	}
-	return evs
-}
-
-func ewsRouteStatus(rt *Runtime, route string) schemas.RouteStatus {
-	s, _ := rt.Status.Get(route)
-	return s
-}
-
-// ewsDistinctIDs checks that evs have n different Ids.
-func ewsDistinctIDs(t *testing.T, evs []schemas.Event, n int) {
-	t.Helper()
-	ids := map[string]bool{}
-	for _, ev := range evs {
-		ids[ev.Id] = true
-	}
-	if len(evs) != n || len(ids) != n {
-		t.Errorf("%d events with %d distinct Ids, want %d", len(evs), len(ids), n)
-	}
-}
-
 func TestExchangeWorkerPublishesAndMarksRead(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	f.Auth, f.User, f.Password = "basic", `CORP\bot`, "s3cret!"
 	ids := f.Add(120) // three FindItem pages
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
-	runEWSWorker(t, rt, spec)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	connector.RunEWSWorker(t, rt, spec)
 
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 120 })
-	ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
-	evs := ewsEvents(t, rt, "exch_inbox", 1)
-	ewsDistinctIDs(t, evs, 120)
+	connector.EWSWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 120 })
+	connector.EWSWaitFor(t, "the route idle", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	evs := connector.EWSEvents(t, rt, "exch_inbox", 1)
+	connector.EWSDistinctIDs(t, evs, 120)
 	first := evs[0]
 	wantID := "exch/INBOX/" + first.Id[len("exch/INBOX/"):]
 	if first.Subject != "message 1" || first.Id != wantID || len(first.Id) != len("exch/INBOX/")+32 ||
@@ -166,11 +33,10 @@ func TestExchangeWorkerPublishesAndMarksRead(t *testing.T) {
 		first.UidValidity != 0 || first.Uid != 0 {
 		t.Errorf("first event = %+v", first)
 	}
-	w, _ := NewExchangeWorker(rt, spec)
-	if want := w.(interface{ EventID(ews.ID) string }).EventID(ews.ID{ID: ids[0]}); first.Id != want {
+	if want := connector.ExchangeEventID(t, rt, spec, ids[0]); first.Id != want {
 		t.Errorf("first Id = %q, want %q", first.Id, want)
 	}
-	st := ewsRouteStatus(rt, "exch_inbox")
+	st := connector.EWSRouteStatus(rt, "exch_inbox")
 	if st.Published != 120 || st.LastSuccessAt == nil || st.LastError != "" || st.Owner != "test" {
 		t.Errorf("status = %+v", st)
 	}
@@ -188,15 +54,15 @@ func TestExchangeWorkerPublishesAndMarksRead(t *testing.T) {
 }
 
 func TestExchangeWorkerNTLM(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	f.Auth, f.User, f.Password = "ntlm", `CORP\bot`, "s3cret!"
 	f.Add(3)
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthWindows
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 3 })
-	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 3)
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 3 })
+	connector.EWSDistinctIDs(t, connector.EWSEvents(t, rt, "exch_inbox", 1), 3)
 	f.Lock()
 	defer f.Unlock()
 	if len(f.NTLMUsers) == 0 || f.NTLMUsers[0] != `CORP\bot` {
@@ -207,55 +73,55 @@ func TestExchangeWorkerNTLM(t *testing.T) {
 func TestExchangeWorkerTLS(t *testing.T) {
 	f := ewstest.New(t, true)
 	f.Add(2)
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth, spec.Connection.Encryption = schemas.AuthNone, schemas.EncryptionSSL
 
 	t.Run("unknown CA", func(t *testing.T) {
-		rt := newEWSRuntime(t)
-		runEWSWorker(t, rt, spec)
-		ewsWaitFor(t, "state error", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateError })
-		if st := ewsRouteStatus(rt, "exch_inbox"); !strings.Contains(st.LastError, "certificate") {
+		rt := connector.EWSRuntime(t)
+		connector.RunEWSWorker(t, rt, spec)
+		connector.EWSWaitFor(t, "state error", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateError })
+		if st := connector.EWSRouteStatus(rt, "exch_inbox"); !strings.Contains(st.LastError, "certificate") {
 			t.Errorf("lastError = %q, want a certificate error", st.LastError)
 		}
 	})
 	t.Run("with the CA", func(t *testing.T) {
-		rt := newEWSRuntime(t)
+		rt := connector.EWSRuntime(t)
 		rt.TLSRootCAs = x509.NewCertPool()
 		rt.TLSRootCAs.AddCert(f.Certificate())
-		runEWSWorker(t, rt, spec)
-		ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 2 })
+		connector.RunEWSWorker(t, rt, spec)
+		connector.EWSWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 2 })
 	})
 }
 
 func TestExchangeWorkerBadCredentials(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	f.Auth, f.User, f.Password = "basic", `CORP\bot`, "right"
 	f.Add(1)
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Password = "Wr0ng-pass"
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "state error", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateError })
-	st := ewsRouteStatus(rt, "exch_inbox")
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "state error", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateError })
+	st := connector.EWSRouteStatus(rt, "exch_inbox")
 	if !strings.Contains(st.LastError, "the server refused the user name or password") || strings.Contains(st.LastError, "Wr0ng") {
 		t.Errorf("lastError = %q", st.LastError)
 	}
-	if n := len(ewsEvents(t, rt, "exch_inbox", 1)); n != 0 {
+	if n := len(connector.EWSEvents(t, rt, "exch_inbox", 1)); n != 0 {
 		t.Errorf("%d events published", n)
 	}
 }
 
 func TestExchangeWorkerServerBusy(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	f.Add(3)
 	f.Busy = 700 * time.Millisecond
 	f.Fail500 = 1 // then a bare 500: temporary, backed off
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 3 })
-	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 3)
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 3 })
+	connector.EWSDistinctIDs(t, connector.EWSEvents(t, rt, "exch_inbox", 1), 3)
 	f.Lock()
 	defer f.Unlock()
 	if waited := f.AfterBusy.Sub(f.BusyAt); waited < 700*time.Millisecond {
@@ -264,24 +130,24 @@ func TestExchangeWorkerServerBusy(t *testing.T) {
 }
 
 func TestExchangeWorkerItemError(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	ids := f.Add(3)
 	f.BadItems[ids[1]] = "ErrorMimeContentConversionFailed"
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 3 })
-	evs := ewsEvents(t, rt, "exch_inbox", 1)
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 3 })
+	evs := connector.EWSEvents(t, rt, "exch_inbox", 1)
 	if len(evs) != 2 || evs[0].Subject != "message 1" || evs[1].Subject != "message 3" {
 		t.Errorf("events %+v, want messages 1 and 3", evs)
 	}
-	dead := ewsStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox"))
+	dead := connector.EWSStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox"))
 	if len(dead) != 1 || !strings.Contains(string(dead[0].Data), "ErrorMimeContentConversionFailed") {
 		t.Fatalf("dead letters %d, want 1 naming the error", len(dead))
 	}
-	ewsWaitFor(t, "status counts", func() bool {
-		st := ewsRouteStatus(rt, "exch_inbox")
+	connector.EWSWaitFor(t, "status counts", func() bool {
+		st := connector.EWSRouteStatus(rt, "exch_inbox")
 		return st.Published == 2 && st.DeadLettered == 1
 	})
 }
@@ -290,46 +156,47 @@ func TestExchangeWorkerItemError(t *testing.T) {
 // successful UpdateItem: the next worker finds the items in the journal and marks them
 // read without fetching or publishing them again.
 func TestExchangeWorkerCrashBeforeMarkRead(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	f.Add(5)
 	f.DropMarkRead = true
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
-	stop := runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "a failed UpdateItem", func() bool { return f.CountOps("UpdateItem") > 0 })
+	stop := connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "a failed UpdateItem", func() bool { return f.CountOps("UpdateItem") > 0 })
 	stop()
-	if n := len(ewsEvents(t, rt, "exch_inbox", 1)); n != 5 || f.ReadCount() != 0 {
+	if n := len(connector.EWSEvents(t, rt, "exch_inbox", 1)); n != 5 || f.ReadCount() != 0 {
 		t.Fatalf("after the crash: %d events, %d read; want 5, 0", n, f.ReadCount())
 	}
 	f.Lock()
 	f.DropMarkRead = false
 	f.Unlock()
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 5 })
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 5 })
 	if n := f.CountOps("GetItem"); n != 1 {
 		t.Errorf("%d GetItem, want 1: the second worker fetched the messages again", n)
 	}
-	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 5)
+	connector.EWSDistinctIDs(t, connector.EWSEvents(t, rt, "exch_inbox", 1), 5)
 }
 
 func TestExchangeWorkerSelectAll(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	f.Add(4)
 	f.Items[0].Read = true // select all and backlog all take it anyway
-	spec := ewsSpec(f, schemas.SelectAll, schemas.AfterNone)
+	spec := connector.EWSSpec(f, schemas.SelectAll, schemas.AfterNone)
 	spec.Route.Backlog = schemas.BacklogAll
 	spec.Connection.Auth = schemas.AuthNone
-	stop := runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "4 events", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 4 })
-	ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	stop := connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "4 events", func() bool { return len(connector.EWSEvents(t, rt, "exch_inbox", 1)) == 4 })
+	connector.EWSWaitFor(t, "the route idle", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 	stop()
 
-	e, err := rt.Storage.State.Get(context.Background(), RouteKey("exch_inbox"))
+	e, err := rt.Storage.State.Get(context.Background(), connector.RouteKey("exch_inbox"))
 	if err != nil {
 		t.Fatalf("state of the route: %v", err)
 	}
+	// The route's checkpoint, as the state bucket holds it.
 	var st struct {
 		SyncState string `json:"syncState"`
 	}
@@ -341,9 +208,9 @@ func TestExchangeWorkerSelectAll(t *testing.T) {
 	f.Lock()
 	seen := len(f.SyncStates)
 	f.Unlock()
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "6 events", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 6 })
-	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 6)
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "6 events", func() bool { return len(connector.EWSEvents(t, rt, "exch_inbox", 1)) == 6 })
+	connector.EWSDistinctIDs(t, connector.EWSEvents(t, rt, "exch_inbox", 1), 6)
 	f.Lock()
 	defer f.Unlock()
 	if f.SyncStates[seen] != st.SyncState {
@@ -360,17 +227,17 @@ func TestExchangeWorkerSelectAll(t *testing.T) {
 }
 
 func TestExchangeWorkerUnseenAfterNone(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	f.Add(3)
 	f.Items[1].Read = true
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterNone)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterNone)
 	spec.Connection.Auth = schemas.AuthNone
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "2 events", func() bool { return len(ewsEvents(t, rt, "exch_inbox", 1)) == 2 })
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "2 events", func() bool { return len(connector.EWSEvents(t, rt, "exch_inbox", 1)) == 2 })
 	// Polls go on; nothing is published twice although the items stay unread.
-	ewsWaitFor(t, "more polls", func() bool { return f.CountOps("SyncFolderItems") > 4 })
-	evs := ewsEvents(t, rt, "exch_inbox", 1)
+	connector.EWSWaitFor(t, "more polls", func() bool { return f.CountOps("SyncFolderItems") > 4 })
+	evs := connector.EWSEvents(t, rt, "exch_inbox", 1)
 	if len(evs) != 2 || evs[0].Subject != "message 1" || evs[1].Subject != "message 3" {
 		t.Errorf("events %+v, want messages 1 and 3", evs)
 	}
@@ -382,35 +249,35 @@ func TestExchangeWorkerAfterDeleteAndMove(t *testing.T) {
 		{schemas.AfterMove, "Archive", "AAMkFolderArchive="},
 	} {
 		t.Run(tc.after, func(t *testing.T) {
-			rt := newEWSRuntime(t)
+			rt := connector.EWSRuntime(t)
 			f := ewstest.New(t, false)
 			f.Add(60)
-			spec := ewsSpec(f, schemas.SelectUnseen, tc.after)
+			spec := connector.EWSSpec(f, schemas.SelectUnseen, tc.after)
 			spec.Connection.Auth, spec.Route.MoveTo = schemas.AuthNone, tc.moveTo
-			runEWSWorker(t, rt, spec)
-			ewsWaitFor(t, "the inbox empty", func() bool {
+			connector.RunEWSWorker(t, rt, spec)
+			connector.EWSWaitFor(t, "the inbox empty", func() bool {
 				f.Lock()
 				defer f.Unlock()
 				return len(f.Unread("inbox")) == 0 && len(f.Unread(tc.folder)) == 60
 			})
-			ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), 60)
+			connector.EWSDistinctIDs(t, connector.EWSEvents(t, rt, "exch_inbox", 1), 60)
 		})
 	}
 }
 
 func TestNewExchangeWorkerRefuses(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
-	for name, mod := range map[string]func(s *RouteSpec){
-		"imap connection": func(s *RouteSpec) { s.Connection.Type = schemas.TypeIMAP },
-		"scheme in url":   func(s *RouteSpec) { s.Connection.ExchangeURL = "https://" + f.Host() },
-		"unknown auth":    func(s *RouteSpec) { s.Connection.Auth = "kerberos" },
-		"move without to": func(s *RouteSpec) { s.Route.After = schemas.AfterMove },
-		"bad select":      func(s *RouteSpec) { s.Route.Select = "recent" },
+	for name, mod := range map[string]func(s *connector.RouteSpec){
+		"imap connection": func(s *connector.RouteSpec) { s.Connection.Type = schemas.TypeIMAP },
+		"scheme in url":   func(s *connector.RouteSpec) { s.Connection.ExchangeURL = "https://" + f.Host() },
+		"unknown auth":    func(s *connector.RouteSpec) { s.Connection.Auth = "kerberos" },
+		"move without to": func(s *connector.RouteSpec) { s.Route.After = schemas.AfterMove },
+		"bad select":      func(s *connector.RouteSpec) { s.Route.Select = "recent" },
 	} {
-		spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+		spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 		mod(&spec)
-		if _, err := NewExchangeWorker(rt, spec); !IsPermanent(err) {
+		if _, err := connector.NewExchangeWorker(rt, spec); !connector.IsPermanent(err) {
 			t.Errorf("%s: NewExchangeWorker() = %v, want a permanent error", name, err)
 		}
 	}
@@ -421,27 +288,18 @@ func TestExchangeCheck(t *testing.T) {
 	f.Auth, f.User, f.Password = "basic", `CORP\bot`, "s3cret!"
 	f.Add(3)
 	check := func(c schemas.Connection, mailboxes ...string) *schemas.Reply {
-		k := &checker{c: &c, reply: &schemas.Reply{OK: true}}
-		k.runExchange(context.Background(), mailboxes)
-		return k.reply
-	}
-	stages := func(r *schemas.Reply) string {
-		var s []string
-		for _, st := range r.Stages {
-			s = append(s, st.Stage)
-		}
-		return strings.Join(s, " ")
+		return connector.CheckConnection(context.Background(), c, mailboxes)
 	}
 
 	r := check(f.Connection(), "INBOX", "Archive")
-	if !r.OK || stages(r) != "resolve dial login select select" || r.Mailbox == nil || r.Mailbox.Unseen != 3 {
-		t.Errorf("check = ok %t, stages %q, mailbox %+v, error %+v", r.OK, stages(r), r.Mailbox, r.Error)
+	if !r.OK || checkStages(r) != "resolve dial login select select" || r.Mailbox == nil || r.Mailbox.Unseen != 3 {
+		t.Errorf("check = ok %t, stages %q, mailbox %+v, error %+v", r.OK, checkStages(r), r.Mailbox, r.Error)
 	}
 
 	bad := f.Connection()
 	bad.Password = "nope"
-	if r := check(bad, "INBOX"); r.OK || r.Error.Field != "password" || stages(r) != "resolve dial login" {
-		t.Errorf("bad password: ok %t, stages %q, error %+v", r.OK, stages(r), r.Error)
+	if r := check(bad, "INBOX"); r.OK || r.Error.Field != "password" || checkStages(r) != "resolve dial login" {
+		t.Errorf("bad password: ok %t, stages %q, error %+v", r.OK, checkStages(r), r.Error)
 	}
 	wrongPath := f.Connection()
 	wrongPath.ExchangeURL = strings.TrimSuffix(f.Host(), "/EWS/Exchange.asmx") + "/owa"
@@ -454,18 +312,18 @@ func TestExchangeCheck(t *testing.T) {
 }
 
 func TestExchangeWorkerRawAndDeadLetter(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	f.Add(2)
 	broken := []byte("this is not a message at all\r\n")
 	f.Items[1].MIME = broken
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth, spec.Route.IncludeRaw = schemas.AuthNone, true
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 2 })
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 2 })
 	ctx := context.Background()
 
-	evs := ewsEvents(t, rt, "exch_inbox", 1)
+	evs := connector.EWSEvents(t, rt, "exch_inbox", 1)
 	if len(evs) != 1 || evs[0].RawRef == nil {
 		t.Fatalf("events %+v, want one with RawRef", evs)
 	}
@@ -473,11 +331,11 @@ func TestExchangeWorkerRawAndDeadLetter(t *testing.T) {
 	if err != nil || string(raw) != string(ewstest.MIME(1)) {
 		t.Errorf("raw object = %q, %v", raw, err)
 	}
-	dead := ewsStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox"))
+	dead := connector.EWSStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox"))
 	if len(dead) != 1 {
 		t.Fatalf("%d dead letters, want 1", len(dead))
 	}
-	var d DeadLetter
+	var d connector.DeadLetter
 	if err := json.Unmarshal(dead[0].Data, &d); err != nil || d.RawRef == nil || d.Error == "" {
 		t.Fatalf("dead letter %s: %v", dead[0].Data, err)
 	}
@@ -492,7 +350,7 @@ func TestExchangeWorkerRawAndDeadLetter(t *testing.T) {
 // marked read.
 func TestExchangeWorkerLargeBatch(t *testing.T) {
 	const n = 9 // 4 MB events: 36 MB, just over maxInflightBytes
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	f.Add(n)
 	body := strings.Repeat("a line of a long report, repeated to make it big\r\n", 4<<20/50)
@@ -501,7 +359,7 @@ func TestExchangeWorkerLargeBatch(t *testing.T) {
 		it.MIME = append(it.MIME, body...)
 	}
 	f.Unlock()
-	runEWSWorker(t, rt, ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead))
+	connector.RunEWSWorker(t, rt, connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead))
 
 	// Mapping 36 MB under the race detector takes a while on a busy machine.
 	for deadline := time.Now().Add(2 * time.Minute); f.ReadCount() < n; time.Sleep(50 * time.Millisecond) {
@@ -509,12 +367,12 @@ func TestExchangeWorkerLargeBatch(t *testing.T) {
 			t.Fatalf("%d of %d messages marked read", f.ReadCount(), n)
 		}
 	}
-	ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
-	ewsDistinctIDs(t, ewsEvents(t, rt, "exch_inbox", 1), n)
-	if st := ewsRouteStatus(rt, "exch_inbox"); st.Published != n || st.DeadLettered != 0 {
+	connector.EWSWaitFor(t, "the route idle", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	connector.EWSDistinctIDs(t, connector.EWSEvents(t, rt, "exch_inbox", 1), n)
+	if st := connector.EWSRouteStatus(rt, "exch_inbox"); st.Published != n || st.DeadLettered != 0 {
 		t.Errorf("status = %+v, want %d published, none dead-lettered", st, n)
 	}
-	if dead := ewsStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox")); len(dead) != 0 {
+	if dead := connector.EWSStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox")); len(dead) != 0 {
 		t.Errorf("%d dead letters, want none: %s", len(dead), dead[0].Data)
 	}
 }

@@ -1,4 +1,4 @@
-package connector
+package connector_test
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -56,16 +57,16 @@ func TestExchangeFilterTwoRoutes(t *testing.T) {
 		raws = append(raws, m.raw(i+1))
 	}
 	ids := f.AddMail(raws...)
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 
-	inv := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	inv := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	inv.Route.Name = "invoices"
 	inv.Route.Filter = &schemas.RouteFilter{From: "@billing.example", Subject: "счёт"}
-	sup := ewsSpec(f, schemas.SelectAll, schemas.AfterNone)
+	sup := connector.EWSSpec(f, schemas.SelectAll, schemas.AfterNone)
 	sup.Route.Name = "support"
 	sup.Route.Filter = &schemas.RouteFilter{To: "support@", Headers: []schemas.FilterHeader{{Name: "x-priority-tag", Contains: "high"}}}
-	runEWSWorker(t, rt, inv)
-	runEWSWorker(t, rt, sup)
+	connector.RunEWSWorker(t, rt, inv)
+	connector.RunEWSWorker(t, rt, sup)
 
 	want := func(route string) []string {
 		var out []string
@@ -77,14 +78,14 @@ func TestExchangeFilterTwoRoutes(t *testing.T) {
 		return out
 	}
 	for _, route := range []string{"invoices", "support"} {
-		ewsWaitFor(t, "the events of "+route, func() bool { return len(ewsEvents(t, rt, route, 1)) >= len(want(route)) })
+		connector.EWSWaitFor(t, "the events of "+route, func() bool { return len(connector.EWSEvents(t, rt, route, 1)) >= len(want(route)) })
 	}
 	// Some more cycles (polls every 100 ms): nothing more comes, nothing is counted twice.
 	polls := f.CountOps("FindItem")
-	ewsWaitFor(t, "three more polls", func() bool { return f.CountOps("FindItem") >= polls+3 })
+	connector.EWSWaitFor(t, "three more polls", func() bool { return f.CountOps("FindItem") >= polls+3 })
 	for _, route := range []string{"invoices", "support"} {
 		var got []string
-		for _, ev := range ewsEvents(t, rt, route, 1) {
+		for _, ev := range connector.EWSEvents(t, rt, route, 1) {
 			got = append(got, ev.MessageId)
 		}
 		if !slices.Equal(got, want(route)) {
@@ -93,10 +94,10 @@ func TestExchangeFilterTwoRoutes(t *testing.T) {
 	}
 	// invoices counts what mailbus passed over (the subject matched, the sender did not:
 	// message 5), not what the server's restriction left out; support counts every miss.
-	if st := ewsRouteStatus(rt, "invoices"); st.Filtered != 1 {
+	if st := connector.EWSRouteStatus(rt, "invoices"); st.Filtered != 1 {
 		t.Errorf("invoices: filtered %d, want 1", st.Filtered)
 	}
-	if st, want := ewsRouteStatus(rt, "support"), len(mails)-len(want("support")); st.Filtered != uint64(want) {
+	if st, want := connector.EWSRouteStatus(rt, "support"), len(mails)-len(want("support")); st.Filtered != uint64(want) {
 		t.Errorf("support: filtered %d, want %d", st.Filtered, want)
 	}
 
@@ -160,22 +161,22 @@ func TestExchangeFilterDatesAndSizes(t *testing.T) {
 				f.Item(ids[i]).Received = mails[i].at
 				sizes[i] = len(raws[i])
 			}
-			rt := newEWSRuntime(t)
-			spec := ewsSpec(f, mode.sel, mode.after)
+			rt := connector.EWSRuntime(t)
+			spec := connector.EWSSpec(f, mode.sel, mode.after)
 			spec.Route.Filter = &schemas.RouteFilter{Since: "2026-11-10", Before: "2026-11-20",
 				MinSize: int64(slices.Min(sizes)), MaxSize: int64(sizes[5])}
-			runEWSWorker(t, rt, spec)
+			connector.RunEWSWorker(t, rt, spec)
 			var want []string
 			for i, m := range mails {
 				if m.wanted {
 					want = append(want, fmt.Sprintf("message %d", i+1))
 				}
 			}
-			ewsWaitFor(t, "the events", func() bool { return len(ewsEvents(t, rt, spec.Route.Name, 1)) >= len(want) })
+			connector.EWSWaitFor(t, "the events", func() bool { return len(connector.EWSEvents(t, rt, spec.Route.Name, 1)) >= len(want) })
 			polls := len(f.Listings())
-			ewsWaitFor(t, "two more polls", func() bool { return len(f.Listings()) >= polls+2 })
+			connector.EWSWaitFor(t, "two more polls", func() bool { return len(f.Listings()) >= polls+2 })
 			var got []string
-			for _, ev := range ewsEvents(t, rt, spec.Route.Name, 1) {
+			for _, ev := range connector.EWSEvents(t, rt, spec.Route.Name, 1) {
 				got = append(got, ev.Subject)
 			}
 			if !slices.Equal(got, want) {

@@ -1,10 +1,11 @@
-package connector
+package connector_test
 
 import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/schemas"
@@ -46,7 +47,7 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string, labels map[st
 // TestMetricsExchange: an Exchange route counts its events, dead letters, stored bytes,
 // polls and errors, its GetItem batches are timed, and its publishes are timed on its bus.
 func TestMetricsExchange(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := connector.EWSRuntime(t)
 	reg := prometheus.NewRegistry()
 	rt.Metrics = metrics.New(reg)
 	rt.Publishers.Measure(rt.Metrics)
@@ -54,24 +55,24 @@ func TestMetricsExchange(t *testing.T) {
 	ids := f.Add(3)
 	f.BadItems[ids[1]] = "ErrorMimeContentConversionFailed"
 	f.Fail500 = 1 // the first request: a temporary error, retried
-	spec := ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
+	spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection.Auth = schemas.AuthNone
-	runEWSWorker(t, rt, spec)
-	ewsWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 3 })
-	ewsWaitFor(t, "status counts", func() bool {
-		st := ewsRouteStatus(rt, "exch_inbox")
+	connector.RunEWSWorker(t, rt, spec)
+	connector.EWSWaitFor(t, "all messages marked read", func() bool { return f.ReadCount() == 3 })
+	connector.EWSWaitFor(t, "status counts", func() bool {
+		st := connector.EWSRouteStatus(rt, "exch_inbox")
 		return st.Published == 2 && st.DeadLettered == 1
 	})
 
 	stored := 0
-	for _, m := range ewsStored(t, rt, rt.Names.BusStream(1), rt.Names.BusSubject(1, "exch_inbox")) {
+	for _, m := range connector.EWSStored(t, rt, rt.Names.BusStream(1), rt.Names.BusSubject(1, "exch_inbox")) {
 		stored += len(m.Data)
 	}
-	for _, m := range ewsStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox")) {
+	for _, m := range connector.EWSStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox")) {
 		stored += len(m.Data)
 	}
 	routeBus := map[string]string{"route": "exch_inbox", "bus": "1"}
-	ewsWaitFor(t, "stored bytes counted", func() bool {
+	connector.EWSWaitFor(t, "stored bytes counted", func() bool {
 		v, _ := gathered(t, reg, "mailbus_route_published_bytes_total", routeBus)
 		return v == float64(stored)
 	})

@@ -13,7 +13,7 @@ import (
 // TestExchangeWorkerWaitsForSessionSlot: an Exchange route finding no session slot waits
 // in backoff, its status saying why, and runs once a slot is free.
 func TestExchangeWorkerWaitsForSessionSlot(t *testing.T) {
-	rt := newEWSRuntime(t)
+	rt := EWSRuntime(t)
 	rt.Sessions = engine.NewSessionSlots(engine.SessionReserveMin + 1) // one slot
 	hold, err := rt.Sessions.Take()
 	if err != nil {
@@ -21,17 +21,17 @@ func TestExchangeWorkerWaitsForSessionSlot(t *testing.T) {
 	}
 	f := ewstest.New(t, false)
 	f.Add(2)
-	runEWSWorker(t, rt, ewsSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead))
-	ewsWaitFor(t, "the route waiting for a slot", func() bool {
-		st := ewsRouteStatus(rt, "exch_inbox")
+	RunEWSWorker(t, rt, EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead))
+	EWSWaitFor(t, "the route waiting for a slot", func() bool {
+		st := EWSRouteStatus(rt, "exch_inbox")
 		return st.State == schemas.StateBackoff && strings.Contains(st.LastError, ErrNoSessionSlot.Error())
 	})
 	if n := f.ReadCount(); n != 0 {
 		t.Fatalf("%d messages marked read without a session slot", n)
 	}
 	hold()
-	ewsWaitFor(t, "both messages marked read", func() bool { return f.ReadCount() == 2 })
-	ewsWaitFor(t, "the route idle", func() bool { return ewsRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
+	EWSWaitFor(t, "both messages marked read", func() bool { return f.ReadCount() == 2 })
+	EWSWaitFor(t, "the route idle", func() bool { return EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 	if _, err := rt.Sessions.Take(); !errors.Is(err, ErrNoSessionSlot) {
 		t.Errorf("take() while the route runs = %v, want the slot held by it", err)
 	}

@@ -119,6 +119,7 @@ type Folder struct {
 	Folder        *ID `xml:"t:FolderId"`
 }
 
+// DistinguishedFolder is the folder EWS knows by the name id: "inbox", "junkemail"...
 func DistinguishedFolder(id string) Folder { return Folder{Distinguished: &ID{ID: id}} }
 
 // distinguished are the distinguished folders a route's mailbox may name (case-insensitive).
