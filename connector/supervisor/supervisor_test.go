@@ -114,17 +114,11 @@ func (r *replica) shutdown(t *testing.T) {
 // waitStatus waits until the route's status on r says state.
 func (r *replica) waitStatus(t *testing.T, route, state string) schemas.RouteStatus {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, _ := r.rt.Status.Get(route)
-		if st.State == state {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("route %s is %q (%s), want %q", route, st.State, st.LastError, state)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var st schemas.RouteStatus
+	if !testkit.WaitFor(10*time.Second, func() bool { st, _ = r.rt.Status.Get(route); return st.State == state }) {
+		t.Fatalf("route %s is %q (%s), want %q", route, st.State, st.LastError, state)
 	}
+	return st
 }
 
 // elsewhere reads route statuses as the control service of replica b does, which runs no
@@ -166,16 +160,12 @@ func TestSupervisorRunsRoutes(t *testing.T) {
 	if owner := leaseOwner(other, "r"); owner != "a" {
 		t.Fatalf("lease of r names %q, want a", owner)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, ok := other.Remote(ctx, "r")
-		if ok && st.Owner == "a" && st.State == schemas.StateRunning {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the lease of r shows %+v (%v) to another replica, want running on a", st, ok)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var seen schemas.RouteStatus
+	if !testkit.WaitFor(10*time.Second, func() bool {
+		seen, _ = other.Remote(ctx, "r")
+		return seen.Owner == "a" && seen.State == schemas.StateRunning
+	}) {
+		t.Fatalf("the lease of r shows %+v to another replica, want running on a", seen)
 	}
 
 	r, err := defs.GetRoute(ctx, "r")
