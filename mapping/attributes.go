@@ -3,13 +3,14 @@ package mapping
 import (
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // attributes applies the route's rules. A rule sets its key only when it yields a non-empty
 // value, and the first rule that does wins, so later rules with the same name are fallbacks.
 // Rules are validated by the connector; a bad one here is skipped with a warning.
 func (m *mapper) attributes(h header) {
-	compiled := map[string]*regexp.Regexp{}
+	var compiled map[string]*regexp.Regexp // this message's, so a bad one warns once
 	for _, rule := range m.opts.Attributes {
 		if _, done := m.ev.Attributes[rule.Name]; done || rule.Name == "" {
 			continue
@@ -23,8 +24,11 @@ func (m *mapper) attributes(h header) {
 			re, seen := compiled[rule.Regex]
 			if !seen {
 				var err error
-				if re, err = regexp.Compile(rule.Regex); err != nil {
+				if re, err = compileRegex(rule.Regex); err != nil {
 					m.warn("attribute %q: bad regex: %v", rule.Name, err)
+				}
+				if compiled == nil {
+					compiled = map[string]*regexp.Regexp{}
 				}
 				compiled[rule.Regex] = re
 			}
@@ -45,6 +49,41 @@ func (m *mapper) attributes(h header) {
 			m.ev.Attributes[rule.Name] = v
 		}
 	}
+}
+
+// regexCache holds the compiled regexes of attribute rules (and the error of a bad one):
+// a route maps every message with the same rules, and compiling them for each message
+// cost more than mapping a small message. A *regexp.Regexp is safe for concurrent use.
+var regexCache struct {
+	sync.Mutex
+	m map[string]compiledRegex
+}
+
+type compiledRegex struct {
+	re  *regexp.Regexp
+	err error
+}
+
+// maxCachedRegexes bounds regexCache; past it regexes are compiled each time.
+const maxCachedRegexes = 1024
+
+func compileRegex(expr string) (*regexp.Regexp, error) {
+	regexCache.Lock()
+	c, ok := regexCache.m[expr]
+	regexCache.Unlock()
+	if ok {
+		return c.re, c.err
+	}
+	re, err := regexp.Compile(expr)
+	regexCache.Lock()
+	if regexCache.m == nil {
+		regexCache.m = map[string]compiledRegex{}
+	}
+	if len(regexCache.m) < maxCachedRegexes {
+		regexCache.m[expr] = compiledRegex{re, err}
+	}
+	regexCache.Unlock()
+	return re, err
 }
 
 // attributeSource returns the text a rule reads: "header:<Name>" (first occurrence, decoded;

@@ -123,3 +123,45 @@ func TestMap100MBHeap(t *testing.T) {
 		t.Errorf("peak heap %d MB, want under %d MB", p>>20, limit>>20)
 	}
 }
+
+// BenchmarkMapCorpus maps the messages of bench/run.sh's corpora (benchCorpus, the shapes
+// of gen_maildir.py, with the "\r\n" line ends IMAP delivers), one message an operation, so ns/op, B/op and allocs/op are per
+// message. Large attachments go to a sink that discards them, as they would go to the
+// object store. cpu-ns/op is the process's CPU time per message (garbage collection
+// included), steadier than ns/op on a shared machine.
+func BenchmarkMapCorpus(b *testing.B) {
+	for _, c := range []struct {
+		name, profile string
+		n             int
+		opts          *mapping.Options
+	}{
+		{"small", "small", 2000, &mapping.Options{Sink: discardSink{}}},
+		{"small-rules", "small", 2000, goldenOptions(discardSink{})}, // attribute rules, 8 KB inline limit
+		{"mixed", "mixed", 200, &mapping.Options{Sink: discardSink{}}},
+	} {
+		msgs := benchCorpus(c.profile, c.n, 42, 1_500_000, true)
+		var total int64
+		for _, m := range msgs {
+			total += int64(len(m))
+		}
+		b.Run(c.name, func(b *testing.B) {
+			opts := c.opts
+			b.SetBytes(total / int64(len(msgs)))
+			b.ReportAllocs()
+			i, n := 0, 0
+			cpu := processCPU()
+			for b.Loop() {
+				if _, err := mapping.MapMessage(bytes.NewReader(msgs[i]), opts); err != nil {
+					b.Fatal(err)
+				}
+				if i++; i == len(msgs) {
+					i = 0
+				}
+				n++
+			}
+			if used := processCPU() - cpu; used > 0 {
+				b.ReportMetric(float64(used.Nanoseconds())/float64(n), "cpu-ns/op")
+			}
+		})
+	}
+}

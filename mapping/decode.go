@@ -208,20 +208,50 @@ func unhex(c byte) byte {
 	}
 }
 
-// transferDecoder returns a reader that undoes the Content-Transfer-Encoding enc, and a
-// function telling how much damage it had to skip so far. Unknown encodings are read raw.
-func transferDecoder(enc string, r io.Reader) (dec io.Reader, damage func() int64, known bool) {
+// transfer is a reader that undoes a Content-Transfer-Encoding.
+type transfer struct {
+	io.Reader
+	b64   *base64Reader
+	qp    *qpReader
+	known bool
+}
+
+// damage tells how many bad characters the decoder had to skip so far.
+func (t *transfer) damage() int64 {
+	switch {
+	case t.b64 != nil:
+		return t.b64.bad
+	case t.qp != nil:
+		return t.qp.bad
+	}
+	return 0
+}
+
+// release gives the decoder's buffers back; t must not be read after.
+func (t *transfer) release() {
+	if t.b64 != nil {
+		putBase64(t.b64)
+	}
+	if t.qp != nil {
+		putBufio(t.qp.br)
+	}
+	*t = transfer{}
+}
+
+// transferDecoder returns a reader that undoes the Content-Transfer-Encoding enc, which
+// the caller releases when done. Unknown encodings are read raw (known is false).
+func transferDecoder(enc string, r io.Reader) transfer {
 	switch strings.ToLower(strings.TrimSpace(enc)) {
 	case "base64":
-		d := &base64Reader{r: r}
-		return d, func() int64 { return d.bad }, true
+		d := getBase64(r)
+		return transfer{Reader: d, b64: d, known: true}
 	case "quoted-printable":
-		d := &qpReader{br: bufio.NewReader(r)}
-		return d, func() int64 { return d.bad }, true
+		d := &qpReader{br: getBufio(r)}
+		return transfer{Reader: d, qp: d, known: true}
 	case "", "7bit", "8bit", "binary":
-		return r, func() int64 { return 0 }, true
+		return transfer{Reader: r, known: true}
 	}
-	return r, func() int64 { return 0 }, false
+	return transfer{Reader: r}
 }
 
 // bestEffortUTF8 keeps the valid UTF-8 in b and reads each byte that is not as windows-1252,

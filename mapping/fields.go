@@ -48,7 +48,7 @@ func (m *mapper) text(where, v string) string {
 		m.warn("cannot decode %s: %v: kept as is", where, err)
 		return v
 	}
-	if encodedWord.MatchString(d) {
+	if strings.Contains(d, "=?") && encodedWord.MatchString(d) {
 		m.warn("broken encoded-word in %s: kept as is", where)
 	}
 	if !utf8.ValidString(d) {
@@ -71,14 +71,15 @@ func (m *mapper) wordCharset(label string, in io.Reader) (io.Reader, error) {
 
 // decodeCharset converts b from charset cs to UTF-8. where names the part for warnings.
 func (m *mapper) decodeCharset(b []byte, cs, where string) string {
-	switch cs = strings.ToLower(strings.Trim(cs, " \t\"'")); cs {
-	case "", "utf-8", "utf8", "us-ascii", "ascii":
+	if utf8Label(cs) {
 		// Mislabelled UTF-8 (us-ascii, or no charset at all) is the common case: accept it.
 		if !utf8.Valid(b) {
 			m.warn("invalid UTF-8 in %s: read as windows-1252", where)
+			return bestEffortUTF8(b)
 		}
-		return bestEffortUTF8(b)
+		return string(b)
 	}
+	cs = strings.ToLower(strings.Trim(cs, " \t\"'"))
 	r, err := charset.Reader(cs, bytes.NewReader(b))
 	if err != nil {
 		m.warn("unknown charset %q in %s: kept raw bytes", cs, where)
@@ -92,16 +93,57 @@ func (m *mapper) decodeCharset(b []byte, cs, where string) string {
 	return bestEffortUTF8(out)
 }
 
+// utf8Label reports whether decodeCharset reads the charset cs as UTF-8.
+func utf8Label(cs string) bool {
+	switch strings.ToLower(strings.Trim(cs, " \t\"'")) {
+	case "", "utf-8", "utf8", "us-ascii", "ascii":
+		return true
+	}
+	return false
+}
+
+// dropCR removes the '\r' of every "\r\n" in b, in place.
+func dropCR(b []byte) []byte {
+	i := bytes.Index(b, []byte("\r\n"))
+	if i < 0 {
+		return b
+	}
+	w := i
+	for r := i; r < len(b); r++ {
+		if b[r] == '\r' && r+1 < len(b) && b[r+1] == '\n' {
+			continue
+		}
+		b[w] = b[r]
+		w++
+	}
+	return b[:w]
+}
+
 // addresses parses every occurrence of an address header. An unparsable list is salvaged
 // element by element and the raw text is named in a warning.
 func (m *mapper) addresses(h header, key string) []schemas.Address {
 	out := []schemas.Address{}
-	for _, v := range h.values(key) {
-		v = m.utf8Text("header "+key, v)
+	where := headerWhere(key)
+	for _, f := range h {
+		if f.Key != key {
+			continue
+		}
+		v := m.utf8Text(where, f.Value)
 		if strings.Trim(v, " \t,;") == "" {
 			continue
 		}
-		m.where = "header " + key
+		m.where = where
+		n := len(out)
+		var fast bool
+		if out, fast = fastAddressList(v, m.words, out); fast {
+			for i := n; i < len(out); i++ {
+				// As below: a decoded name may hold encoded-words of its own.
+				if strings.Contains(out[i].Name, "=?") {
+					out[i].Name = m.text(where, out[i].Name)
+				}
+			}
+			continue
+		}
 		list, err := m.addrParser.ParseList(v)
 		if bare, ok := bareLocal(v); err != nil && ok {
 			// The whole field is one bare local part: the warning below is enough.
@@ -116,12 +158,29 @@ func (m *mapper) addresses(h header, key string) []schemas.Address {
 			name := a.Name
 			// net/mail leaves encoded-words inside quotes alone; Outlook writes them that way.
 			if strings.Contains(name, "=?") {
-				name = m.text("header "+key, name)
+				name = m.text(where, name)
 			}
 			out = append(out, schemas.Address{Name: name, Address: a.Address})
 		}
 	}
 	return out
+}
+
+// headerWhere is "header "+key for the address headers without an allocation each.
+func headerWhere(key string) string {
+	switch key {
+	case "From":
+		return "header From"
+	case "To":
+		return "header To"
+	case "Cc":
+		return "header Cc"
+	case "Bcc":
+		return "header Bcc"
+	case "Reply-To":
+		return "header Reply-To"
+	}
+	return "header " + key
 }
 
 // bareLocal returns s as an address without a domain ("foo", "<foo>"): one word, no '@'.
@@ -210,7 +269,11 @@ func msgIDs(v string) []string {
 		if j < 0 {
 			break
 		}
-		if id := strings.Join(strings.Fields(rest[i:i+j+1]), ""); len(id) > 2 {
+		id := rest[i : i+j+1]
+		if !printableASCII(id) { // blanks inside (folded, or broken): dropped
+			id = strings.Join(strings.Fields(id), "")
+		}
+		if len(id) > 2 {
 			ids = append(ids, id)
 		}
 		rest = rest[i+j+1:]
@@ -219,6 +282,17 @@ func msgIDs(v string) []string {
 		ids = append(ids, strings.Fields(v)...)
 	}
 	return ids
+}
+
+// printableASCII reports whether s is all printable ASCII, without blanks: what
+// strings.Fields leaves as one field.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // zones are the time zone names seen in Date headers: RFC 5322's obsolete ones (which
@@ -285,6 +359,83 @@ func parseDate(v string) (t time.Time, note string, ok bool) {
 	return time.Time{}, "", false
 }
 
+// fastDate reads the one form nearly every mailer writes, "Mon, 2 Jan 2006 15:04:05 -0700"
+// (the day in one or two digits, single blanks, and at most a comment at the end, as in
+// "+0000 (UTC)"), and returns the time in UTC. It gives what parseDate gives for such a
+// value without parseDate's rewriting and net/mail's trying of its layouts one after
+// another, each failure allocating an error: that was a tenth of the mapping of small mail.
+// ok is false for any other value, and for values out of range, which parseDate then reads.
+func fastDate(v string) (t time.Time, ok bool) {
+	// "Mon, 2 Jan 2006 15:04:05 -0700" is 30 bytes, 31 with a two-digit day.
+	if i := strings.IndexByte(v, '('); i >= 0 {
+		// A comment at the end, without parentheses inside: stripComments removes it and
+		// strings.Fields the blank before it.
+		if i == 0 || v[i-1] != ' ' || v[len(v)-1] != ')' || strings.ContainsAny(v[i+1:len(v)-1], "()") {
+			return time.Time{}, false
+		}
+		v = v[:i-1]
+	}
+	if len(v) == 30 {
+		v = v[:5] + "0" + v[5:] // no allocation: the result does not escape
+	}
+	if len(v) != 31 || v[3] != ',' || v[4] != ' ' || v[7] != ' ' || v[11] != ' ' || v[16] != ' ' ||
+		v[19] != ':' || v[22] != ':' || v[25] != ' ' || v[26] != '+' && v[26] != '-' {
+		return time.Time{}, false
+	}
+	if lookupName(shortDays[:], v[0:3]) < 0 {
+		return time.Time{}, false
+	}
+	month := lookupName(shortMonths[:], v[8:11]) + 1
+	day, ok1 := digits(v[5:7])
+	year, ok2 := digits(v[12:16])
+	hour, ok3 := digits(v[17:19])
+	minute, ok4 := digits(v[20:22])
+	sec, ok5 := digits(v[23:25])
+	zh, ok6 := digits(v[27:29])
+	zm, ok7 := digits(v[29:31])
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7) || month < 1 || year < 1 ||
+		hour > 23 || minute > 59 || sec > 59 || zh > 23 || zm > 59 ||
+		day < 1 || day > time.Date(year, time.Month(month)+1, 0, 0, 0, 0, 0, time.UTC).Day() {
+		return time.Time{}, false
+	}
+	offset := time.Duration(zh*60+zm) * time.Minute
+	if v[26] == '-' {
+		offset = -offset
+	}
+	return time.Date(year, time.Month(month), day, hour, minute, sec, 0, time.UTC).Add(-offset), true
+}
+
+var (
+	shortDays   = [...]string{"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"}
+	shortMonths = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
+)
+
+// lookupName returns the index of s in names, ignoring ASCII case as time.Parse does, or -1.
+func lookupName(names []string, s string) int {
+next:
+	for i, n := range names {
+		for j := 0; j < len(n); j++ {
+			if c := s[j]; c != n[j] && c|0x20 != n[j]|0x20 {
+				continue next
+			}
+		}
+		return i
+	}
+	return -1
+}
+
+// digits returns the value of a string of ASCII digits.
+func digits(s string) (int, bool) {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n, true
+}
+
 func isAlpha(s string) bool {
 	for _, c := range s {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
@@ -321,6 +472,9 @@ func (m *mapper) date(h header) *time.Time {
 		return nil
 	}
 	v = m.utf8Text("header Date", v)
+	if t, ok := fastDate(v); ok {
+		return &t
+	}
 	t, note, ok := parseDate(v)
 	if !ok {
 		m.warn("unparsable Date %q: left empty", clip(v, 100))

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // maxHeaderBytes bounds the header block kept in memory; fields past it are skipped.
@@ -67,11 +68,13 @@ func headerCut(warns []string) bool {
 // the first line of the body, as Python's email package does) instead of failing. Only when not
 // a single field can be read is the result ErrNoHeader. body is where the body starts.
 func readHeader(br *bufio.Reader) (h header, body io.Reader, warns []string, err error) {
+	hb := getHeaderBuilder()
+	defer putHeaderBuilder(hb)
 	budget := maxHeaderBytes
 	body = br
 	first := true
 	for {
-		line, rerr := readLine(br)
+		line, rerr := hb.readLine(br)
 		if rerr != nil && rerr != io.EOF {
 			return nil, nil, nil, rerr
 		}
@@ -94,78 +97,143 @@ func readHeader(br *bufio.Reader) (h header, body io.Reader, warns []string, err
 			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if len(h) == 0 {
+			if hb.fields() == 0 {
 				warns = append(warns, headerFoldedWarning)
 				continue
 			}
-			h[len(h)-1].Value = joinFolded(h[len(h)-1].Value, line)
+			hb.fold(line)
 			continue
 		}
 		name, value, ok := splitField(line)
 		if !ok {
-			if len(h) == 0 {
+			if hb.fields() == 0 {
 				return nil, nil, nil, ErrNoHeader
 			}
 			warns = append(warns, "header ends without a blank line: the rest read as body")
-			body = io.MultiReader(bytes.NewReader(line), br)
+			body = io.MultiReader(bytes.NewReader(bytes.Clone(line)), br)
 			break
 		}
-		h = append(h, field{Name: name, Key: textproto.CanonicalMIMEHeaderKey(name), Value: joinFolded("", value)})
+		hb.add(name, value)
 		if rerr == io.EOF {
 			break
 		}
 	}
-	if len(h) == 0 {
+	if hb.fields() == 0 {
 		return nil, nil, nil, ErrNoHeader
 	}
-	return h, body, warns, nil
+	return hb.header(), body, warns, nil
+}
+
+// headerBuilder collects the fields of a header in one buffer, which becomes one string
+// when the header is complete: a header cost an allocation for every line read, and two
+// for every field (name and value) and every folded line. The fields' strings are
+// substrings of that one.
+type headerBuilder struct {
+	buf   []byte
+	spans []fieldSpan
+	line  []byte // a line longer than the reader's buffer
+}
+
+// fieldSpan is a field in headerBuilder.buf: its name is buf[name:value], its value
+// buf[value:end].
+type fieldSpan struct{ name, value, end int }
+
+var headerPool sync.Pool // of *headerBuilder
+
+func getHeaderBuilder() *headerBuilder {
+	if hb, _ := headerPool.Get().(*headerBuilder); hb != nil {
+		return hb
+	}
+	return &headerBuilder{buf: make([]byte, 0, 2048), spans: make([]fieldSpan, 0, 32)}
+}
+
+// maxPooledHeader is the largest buffer of a headerBuilder kept for reuse.
+const maxPooledHeader = 64 << 10
+
+func putHeaderBuilder(hb *headerBuilder) {
+	if cap(hb.buf) > maxPooledHeader || cap(hb.line) > maxPooledHeader || cap(hb.spans) > 1024 {
+		return
+	}
+	hb.buf, hb.spans, hb.line = hb.buf[:0], hb.spans[:0], hb.line[:0]
+	headerPool.Put(hb)
+}
+
+func (hb *headerBuilder) fields() int { return len(hb.spans) }
+
+// add adds a field, its value trimmed of blanks and the line end.
+func (hb *headerBuilder) add(name, value []byte) {
+	start := len(hb.buf)
+	hb.buf = append(hb.buf, name...)
+	v := len(hb.buf)
+	hb.buf = append(hb.buf, bytes.Trim(value, " \t\r\n")...)
+	hb.spans = append(hb.spans, fieldSpan{start, v, len(hb.buf)})
+}
+
+// fold adds a continuation line to the last field, trimming blanks around the line break
+// as go-message does. The last field's value is at the end of buf.
+func (hb *headerBuilder) fold(line []byte) {
+	l := bytes.Trim(line, " \t\r\n")
+	if len(l) == 0 {
+		return
+	}
+	last := &hb.spans[len(hb.spans)-1]
+	if last.end > last.value {
+		hb.buf = append(hb.buf, ' ')
+	}
+	hb.buf = append(hb.buf, l...)
+	last.end = len(hb.buf)
+}
+
+// header returns the fields added.
+func (hb *headerBuilder) header() header {
+	if len(hb.spans) == 0 {
+		return nil
+	}
+	s := string(hb.buf)
+	h := make(header, len(hb.spans))
+	for i, sp := range hb.spans {
+		name := s[sp.name:sp.value]
+		h[i] = field{Name: name, Key: canonicalKey(name), Value: s[sp.value:sp.end]}
+	}
+	return h
 }
 
 // readLine reads one line including its end. A line longer than the header budget is cut:
-// the rest is consumed and dropped so memory stays bounded.
-func readLine(br *bufio.Reader) ([]byte, error) {
-	var line []byte
-	for {
-		chunk, err := br.ReadSlice('\n')
+// the rest is consumed and dropped so memory stays bounded. The line is valid until the
+// next read from br or the next readLine.
+func (hb *headerBuilder) readLine(br *bufio.Reader) ([]byte, error) {
+	chunk, err := br.ReadSlice('\n')
+	if err != bufio.ErrBufferFull {
+		return chunk, err
+	}
+	line := append(hb.line[:0], chunk...)
+	for err == bufio.ErrBufferFull {
+		chunk, err = br.ReadSlice('\n')
 		if len(line)+len(chunk) <= maxHeaderBytes {
 			line = append(line, chunk...)
 		}
-		if err != bufio.ErrBufferFull {
-			return line, err
-		}
 	}
+	hb.line = line
+	return line, err
 }
 
 // splitField splits "Name: value". The name must be printable ASCII without blanks; blanks
 // before the colon are tolerated, as go-message does.
-func splitField(line []byte) (name string, value []byte, ok bool) {
+func splitField(line []byte) (name, value []byte, ok bool) {
 	i := bytes.IndexByte(line, ':')
 	if i <= 0 {
-		return "", nil, false
+		return nil, nil, false
 	}
 	n := bytes.TrimRight(line[:i], " \t")
 	if len(n) == 0 {
-		return "", nil, false
+		return nil, nil, false
 	}
 	for _, c := range n {
 		if c < 33 || c > 126 {
-			return "", nil, false
+			return nil, nil, false
 		}
 	}
-	return string(n), line[i+1:], true
-}
-
-// joinFolded appends a (continuation) line to a field value, trimming blanks around the line
-// break as go-message does.
-func joinFolded(v string, line []byte) string {
-	l := bytes.Trim(line, " \t\r\n")
-	if len(l) == 0 {
-		return v
-	}
-	if v == "" {
-		return string(l)
-	}
-	return v + " " + string(l)
+	return n, line[i+1:], true
 }
 
 // parseParams parses a Content-Type or Content-Disposition value into its lower-case first
@@ -176,8 +244,12 @@ func joinFolded(v string, line []byte) string {
 func parseParams(s string) (token string, params map[string]string, ext map[string]extValue) {
 	token, rest, _ := strings.Cut(s, ";")
 	token = strings.ToLower(strings.TrimSpace(token))
-	raw := map[string]string{}
-	var order []string
+	// The parameters in order, the first of each name: in an array on the stack while
+	// they are few (nearly always), and found again by a look-up in a map when many.
+	var pairsArr [8]param
+	pairs := pairsArr[:0]
+	var seen map[string]bool
+	sectioned := false
 	for rest != "" {
 		rest = strings.TrimLeft(rest, " \t;")
 		if rest == "" {
@@ -204,23 +276,43 @@ func parseParams(s string) (token string, params map[string]string, ext map[stri
 			}
 			val, rest = strings.TrimSpace(rest[:j]), rest[j:]
 		}
-		if _, dup := raw[key]; !dup && key != "" {
-			raw[key] = val
-			order = append(order, key)
+		if key == "" || hasParam(pairs, seen, key) {
+			continue
 		}
+		if seen == nil && len(pairs) == 32 {
+			seen = make(map[string]bool, 64)
+			for _, p := range pairs {
+				seen[p.key] = true
+			}
+		}
+		if seen != nil {
+			seen[key] = true
+		}
+		pairs = append(pairs, param{key, val})
+		sectioned = sectioned || strings.IndexByte(key, '*') >= 0
+	}
+	if len(pairs) == 0 {
+		return token, nil, nil
 	}
 
-	params = map[string]string{}
+	params = make(map[string]string, len(pairs))
+	if !sectioned {
+		for _, p := range pairs {
+			params[p.key] = p.val
+		}
+		return token, params, nil
+	}
 	type section struct {
 		n   int
 		v   string
 		enc bool
 	}
 	sections := map[string][]section{}
-	for _, k := range order {
+	for _, p := range pairs {
+		k := p.key
 		name, idx, isSection := strings.Cut(k, "*")
 		if !isSection {
-			params[k] = raw[k]
+			params[k] = p.val
 			continue
 		}
 		enc := strings.HasSuffix(idx, "*") || idx == ""
@@ -232,7 +324,7 @@ func parseParams(s string) (token string, params map[string]string, ext map[stri
 				continue
 			}
 		}
-		sections[name] = append(sections[name], section{n, raw[k], enc})
+		sections[name] = append(sections[name], section{n, p.val, enc})
 	}
 	for name, ss := range sections {
 		sort.SliceStable(ss, func(i, j int) bool { return ss[i].n < ss[j].n })
@@ -262,6 +354,22 @@ func parseParams(s string) (token string, params map[string]string, ext map[stri
 	return token, params, ext
 }
 
+// param is a parameter of a Content-Type or Content-Disposition, its name in lower case.
+type param struct{ key, val string }
+
+// hasParam reports whether key is among pairs (or, when there are many, in seen).
+func hasParam(pairs []param, seen map[string]bool, key string) bool {
+	if seen != nil {
+		return seen[key]
+	}
+	for _, p := range pairs {
+		if p.key == key {
+			return true
+		}
+	}
+	return false
+}
+
 // extValue is an RFC 2231 parameter value: bytes in a charset.
 type extValue struct {
 	charset string
@@ -272,6 +380,12 @@ type extValue struct {
 // runs to the end. A backslash escapes only a quote or a backslash: Windows mailers put paths
 // like "C:\dir\file.pdf" in quotes unescaped.
 func unquote(s string) (val, rest string) {
+	// Without a backslash before the closing quote the value is s up to it, as it is.
+	if i := strings.IndexAny(s, `"\`); i < 0 {
+		return s, ""
+	} else if s[i] == '"' {
+		return s[:i], s[i+1:]
+	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; c {
@@ -302,4 +416,16 @@ func percentDecode(s string) []byte {
 	return b
 }
 
-func canonicalKey(name string) string { return textproto.CanonicalMIMEHeaderKey(name) }
+// canonicalKey is textproto.CanonicalMIMEHeaderKey, without its allocation for the names
+// of every message that are not canonical as written.
+func canonicalKey(name string) string {
+	switch name {
+	case "Message-ID":
+		return "Message-Id"
+	case "MIME-Version":
+		return "Mime-Version"
+	case "Content-ID":
+		return "Content-Id"
+	}
+	return textproto.CanonicalMIMEHeaderKey(name)
+}

@@ -1,7 +1,6 @@
 package mapping
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +8,7 @@ import (
 	"net/mail"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -45,7 +45,8 @@ type Options struct {
 
 // Sink stores an attachment too large to inline and returns where it is.
 type Sink interface {
-	// PutAttachment stores the decoded content read from r. index is the attachment's
+	// PutAttachment stores the decoded content read from r, which is valid only until
+	// PutAttachment returns (its buffers are reused). index is the attachment's
 	// position in Event.Attachments; a has every field set but Size and Sha256, which Map
 	// fills once the content is read. The sink should read r to the end; whatever it leaves
 	// is read and dropped by Map. An error fails Map with the error wrapped.
@@ -106,8 +107,10 @@ func MapMessage(r io.Reader, opts *Options) (res *Result, err error) {
 		}
 	}()
 	m := newMapper(opts)
-	m.src = &countingReader{r: r}
-	br := bufio.NewReader(m.src)
+	m.counter.r = r
+	m.src = &m.counter
+	br := getBufio(m.src)
+	defer putBufio(br)
 
 	h, body, warns, err := readHeader(br)
 	if err != nil {
@@ -160,6 +163,11 @@ type mapper struct {
 	src        *countingReader
 	words      *mime.WordDecoder
 	addrParser *mail.AddressParser
+	// wordDecoder and addressParser are what words and addrParser point to, and counter
+	// what src points to, allocated with the mapper.
+	wordDecoder   mime.WordDecoder
+	addressParser mail.AddressParser
+	counter       countingReader
 	// fallback is the charset used for 8-bit header bytes: the message's own, if it names one.
 	fallback string
 	// where names what is being decoded, for warnings raised from callbacks.
@@ -187,8 +195,10 @@ func newMapper(opts *Options) *mapper {
 	if m.opts.MaxInlineBytes <= 0 {
 		m.opts.MaxInlineBytes = DefaultMaxInlineBytes
 	}
-	m.words = &mime.WordDecoder{CharsetReader: m.wordCharset}
-	m.addrParser = &mail.AddressParser{WordDecoder: m.words}
+	m.wordDecoder = mime.WordDecoder{CharsetReader: m.wordCharset}
+	m.words = &m.wordDecoder
+	m.addressParser = mail.AddressParser{WordDecoder: m.words}
+	m.addrParser = &m.addressParser
 	return m
 }
 
@@ -248,7 +258,12 @@ func (m *mapper) headers(h header) {
 			allow[strings.ToLower(strings.TrimSpace(n))] = true
 		}
 	}
-	index := map[string]int{}
+	// The custom headers' ListValues are carved from one array, each with room for its
+	// first value only, so that a second value (append) moves that header's to an array
+	// of its own: an allocation per header less.
+	var values []string
+	var keys []string // canonical key of each custom header, while they are few
+	var index map[string]int
 	for _, f := range h {
 		if mapped[f.Key] || strings.HasPrefix(f.Key, "Content-") {
 			continue
@@ -256,14 +271,51 @@ func (m *mapper) headers(h header) {
 		if allow != nil && !allow[strings.ToLower(f.Key)] {
 			continue
 		}
-		v := m.text("header "+f.Name, f.Value)
-		if i, ok := index[f.Key]; ok {
+		v := f.Value
+		if !plainText(v) {
+			v = m.text("header "+f.Name, v)
+		}
+		i := -1
+		if index != nil {
+			if j, ok := index[f.Key]; ok {
+				i = j
+			}
+		} else {
+			for j, k := range keys {
+				if k == f.Key {
+					i = j
+					break
+				}
+			}
+		}
+		if i >= 0 {
 			ev.CustomHeaders[i].ListValues = append(ev.CustomHeaders[i].ListValues, v)
 			continue
 		}
-		index[f.Key] = len(ev.CustomHeaders)
-		ev.CustomHeaders = append(ev.CustomHeaders, schemas.CustomHeader{Name: f.Name, Value: v, ListValues: []string{v}})
+		if index == nil && len(keys) == 16 { // many: look them up in a map from now on
+			index = make(map[string]int, 32)
+			for j, k := range keys {
+				index[k] = j
+			}
+		}
+		if index != nil {
+			index[f.Key] = len(ev.CustomHeaders)
+		} else {
+			keys = append(keys, f.Key)
+		}
+		if len(values) == cap(values) {
+			values = make([]string, 0, max(8, len(h)-len(ev.CustomHeaders)))
+		}
+		values = append(values, v)
+		n := len(values)
+		ev.CustomHeaders = append(ev.CustomHeaders, schemas.CustomHeader{Name: f.Name, Value: v, ListValues: values[n-1 : n : n]})
 	}
+}
+
+// plainText reports whether text(where, v) is v itself: valid UTF-8 without an
+// encoded-word. It saves making the where of a value that needs no decoding.
+func plainText(v string) bool {
+	return !strings.Contains(v, "=?") && utf8.ValidString(v)
 }
 
 // entity maps one MIME entity whose header is already read; mt and params are its content
@@ -290,6 +342,7 @@ func (m *mapper) entity(h header, mt string, params map[string]string, body io.R
 	pre := &capture{r: body, max: maxBodyBytes}
 	parent, _ := body.(*multipartPart)
 	mr := newMultipartReader(pre, boundary, parent)
+	defer putBufio(mr.br)
 	n := 0
 	for {
 		p, err := mr.NextPart()
@@ -356,18 +409,24 @@ func (m *mapper) leaf(h header, mt string, params map[string]string, body io.Rea
 		mt = "text/plain"
 	}
 	disp, dparams, dext := parseParams(h.value("Content-Disposition"))
-	_, _, cext := parseParams(h.value("Content-Type"))
+	var cext map[string]extValue
+	if ct := h.value("Content-Type"); strings.IndexByte(ct, '*') >= 0 {
+		// Only a parameter name with a '*' makes an RFC 2231 value: without one the
+		// Content-Type need not be parsed a second time.
+		_, _, cext = parseParams(ct)
+	}
 	name := m.paramText(where, "filename", dparams, dext)
 	if name == "" {
 		name = m.paramText(where, "name", params, cext)
 	}
 
 	enc := h.value("Content-Transfer-Encoding")
-	dec, damage, known := transferDecoder(enc, body)
-	if !known {
+	dec := transferDecoder(enc, body)
+	defer dec.release()
+	if !dec.known {
 		m.warn("unknown transfer encoding %q in %s: kept raw", clip(enc, 40), where)
 	}
-	src := &softEOF{r: dec, m: m, where: where}
+	src := &softEOF{r: &dec, m: m, where: where}
 
 	isText := mt == "text/plain" || mt == "text/html"
 	taken := mt == "text/plain" && m.ev.TextBody != "" || mt == "text/html" && m.ev.HtmlBody != ""
@@ -380,7 +439,7 @@ func (m *mapper) leaf(h header, mt string, params map[string]string, body io.Rea
 	if err != nil {
 		return err
 	}
-	if n := damage(); n > 0 {
+	if n := dec.damage(); n > 0 {
 		m.partial = true
 		m.warn("broken %s in %s: %d bad characters", strings.ToLower(strings.TrimSpace(enc)), where, n)
 	}
@@ -393,12 +452,16 @@ func (m *mapper) paramText(where, key string, params map[string]string, ext map[
 	if e, ok := ext[key]; ok {
 		return m.decodeCharset(e.value, e.charset, key+" of "+where)
 	}
+	if v := params[key]; plainText(v) {
+		return v
+	}
 	return m.text(key+" of "+where, params[key])
 }
 
 // body sets TextBody or HtmlBody from a text part.
 func (m *mapper) body(mt string, params map[string]string, r io.Reader, where string) error {
-	b, err := io.ReadAll(io.LimitReader(r, maxBodyBytes+1))
+	b, pooled, err := readBody(r, maxBodyBytes+1)
+	defer bodyPool.Put(pooled)
 	if err != nil {
 		return err
 	}
@@ -412,7 +475,14 @@ func (m *mapper) body(mt string, params map[string]string, r io.Reader, where st
 		m.warn("%s in %s is larger than %d MiB: cut, %d bytes dropped", mt, where, maxBodyBytes>>20, n+1)
 	}
 	cs := strings.ToLower(params["charset"])
-	text := strings.ReplaceAll(m.decodeCharset(b, cs, where), "\r\n", "\n")
+	var text string
+	if utf8Label(cs) {
+		// Line ends dropped from the bytes rather than from the string: a string fewer.
+		// The same text, since a '\r' is never part of a UTF-8 sequence, valid or not.
+		text = m.decodeCharset(dropCR(b), cs, where)
+	} else {
+		text = strings.ReplaceAll(m.decodeCharset(b, cs, where), "\r\n", "\n")
+	}
 	if m.fallback == "" && cs != "" && cs != "utf-8" && cs != "us-ascii" {
 		m.fallback = cs
 	}

@@ -19,7 +19,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net/textproto"
 )
 
 const (
@@ -55,7 +54,7 @@ func newMultipartReader(r io.Reader, boundary string, parent *multipartPart) *mu
 	b := []byte("\r\n--" + boundary + "--")
 	return &multipartReader{
 		parent:           parent,
-		br:               bufio.NewReaderSize(&stickyErrorReader{r: r}, multipartBufferSize),
+		br:               getBufio(&stickyErrorReader{r: r}),
 		nl:               b[:2],
 		nlDashBoundary:   b[:len(b)-2],
 		dashBoundaryDash: b[2:],
@@ -296,32 +295,33 @@ func matchAfterPrefix(buf, prefix []byte, readErr error) int {
 // continuation ends the header without being read: it is the body's first line. Fields
 // beyond maxHeaderBytes are dropped, with a warning.
 func readPartHeader(br *bufio.Reader) (header, []string, error) {
-	var h header
+	hb := getHeaderBuilder()
+	defer putHeaderBuilder(hb)
 	var warns []string
 	budget := maxHeaderBytes
 	for {
 		line, err := peekLine(br)
 		if len(line) == 0 {
 			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				return h, warns, nil // the part ends in its header: the body reader says so
+				return hb.header(), warns, nil // the part ends in its header: the body reader says so
 			}
-			return h, warns, err
+			return hb.header(), warns, err
 		}
 		blank := len(bytes.TrimRight(line, "\r\n")) == 0
 		folded := line[0] == ' ' || line[0] == '\t'
-		name, _, isField := splitField(line)
-		if !blank && !(folded && len(h) > 0) && !isField {
-			return h, warns, nil
+		_, _, isField := splitField(line)
+		if !blank && !(folded && hb.fields() > 0) && !isField {
+			return hb.header(), warns, nil
 		}
-		full, err := readLine(br) // the whole line, however long
+		full, err := hb.readLine(br) // the whole line, however long
 		if err == io.ErrUnexpectedEOF {
 			err = io.EOF // the body reader reports the truncation
 		}
 		if err != nil && err != io.EOF {
-			return h, warns, err
+			return hb.header(), warns, err
 		}
 		if blank {
-			return h, warns, nil
+			return hb.header(), warns, nil
 		}
 		budget -= len(full)
 		if budget < 0 {
@@ -331,13 +331,14 @@ func readPartHeader(br *bufio.Reader) (header, []string, error) {
 			continue
 		}
 		if folded {
-			h[len(h)-1].Value = joinFolded(h[len(h)-1].Value, full)
+			hb.fold(full)
 			continue
 		}
-		_, value, _ := splitField(full)
-		h = append(h, field{Name: name, Key: textproto.CanonicalMIMEHeaderKey(name), Value: joinFolded("", value)})
+		// The name as in the line peeked at: the colon was within it.
+		name, value, _ := splitField(full)
+		hb.add(name, value)
 		if err == io.EOF {
-			return h, warns, nil
+			return hb.header(), warns, nil
 		}
 	}
 }

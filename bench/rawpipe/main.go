@@ -113,7 +113,8 @@ func pipeAll(ctx context.Context, c *imapclient.Client, js jetstream.JetStream, 
 				return n, size, pubs, fmt.Errorf("read message: %w", err)
 			}
 			for off := 0; off == 0 || off < len(raw); off += maxPayload {
-				f, err := js.PublishAsync(subject, raw[off:min(off+maxPayload, len(raw))])
+				// A full window waits for room (as mailbus's publisher does), not 200 ms.
+				f, err := js.PublishAsync(subject, raw[off:min(off+maxPayload, len(raw))], jetstream.WithStallWait(time.Minute))
 				if err != nil {
 					return n, size, pubs, fmt.Errorf("publish: %w", err)
 				}
