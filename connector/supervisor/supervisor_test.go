@@ -134,17 +134,24 @@ func leaseOwner(s supervisor.Statuses, route string) string {
 	return st.Owner
 }
 
+// storeWithConnection starts the storage and puts IMAP connection c in the store.
+func storeWithConnection(t *testing.T) (*testkit.NATS, *store.Store) {
+	t.Helper()
+	n := testkit.StartStorage(t)
+	defs := store.New(n.Storage.Config, &secrets.Sealer{})
+	if _, err := defs.PutConnection(context.Background(), schemas.Connection{Name: "c", Type: schemas.TypeIMAP, Host: "imap.example.com", Username: "bot", Password: "pw"}); err != nil {
+		t.Fatalf("PutConnection() = %v", err)
+	}
+	return n, defs
+}
+
 // TestSupervisorRunsRoutes: the supervisor runs the worker of a route put in the store
 // under the route's lease, reports it running here and, through the lease, to the other
 // replicas; it stops the worker when the route is disabled, and at shutdown releases the
 // lease and its heartbeat.
 func TestSupervisorRunsRoutes(t *testing.T) {
-	n := testkit.StartStorage(t)
-	defs := store.New(n.Storage.Config, &secrets.Sealer{})
+	n, defs := storeWithConnection(t)
 	ctx := context.Background()
-	if _, err := defs.PutConnection(ctx, schemas.Connection{Name: "c", Type: schemas.TypeIMAP, Host: "imap.example.com", Username: "bot", Password: "pw"}); err != nil {
-		t.Fatalf("PutConnection() = %v", err)
-	}
 	w := &workers{running: map[string]bool{}, fail: map[string]error{}}
 	a := startReplica(t, n, "a", w)
 
@@ -203,12 +210,8 @@ func TestSupervisorRunsRoutes(t *testing.T) {
 // permanent, or a certificate that does not verify) parks the route in state error with
 // the failure; any other is retried soon (backoff).
 func TestSupervisorPermanentFailure(t *testing.T) {
-	n := testkit.StartStorage(t)
-	defs := store.New(n.Storage.Config, &secrets.Sealer{})
+	n, defs := storeWithConnection(t)
 	ctx := context.Background()
-	if _, err := defs.PutConnection(ctx, schemas.Connection{Name: "c", Type: schemas.TypeIMAP, Host: "imap.example.com", Username: "bot", Password: "pw"}); err != nil {
-		t.Fatalf("PutConnection() = %v", err)
-	}
 	w := &workers{running: map[string]bool{}, fail: map[string]error{
 		"refused": fmt.Errorf("dial: %w", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}),
 		"flaky":   errors.New("connection reset"),
