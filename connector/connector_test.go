@@ -234,17 +234,11 @@ func (s *testService) status(route string) schemas.RouteStatus {
 // waitStatus waits until a route's status satisfies cond.
 func (s *testService) waitStatus(route string, within time.Duration, cond func(schemas.RouteStatus) bool) schemas.RouteStatus {
 	s.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		st := s.status(route)
-		if cond(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("route %s: status %+v after %s", route, st, within)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var st schemas.RouteStatus
+	if !testkit.WaitFor(within, func() bool { st = s.status(route); return cond(st) }) {
+		s.t.Fatalf("route %s: status %+v after %s", route, st, within)
 	}
+	return st
 }
 
 // imapConnection is a valid connection definition.

@@ -26,6 +26,7 @@ import (
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/connector/store"
+	"github.com/mailbus/mailbus/connector/supervisor"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -45,7 +46,7 @@ func connLogRuntime(t *testing.T) *Runtime {
 	svc, err := control.Start(context.Background(), rt.NC, control.Config{
 		Names: rt.Names, Version: "test", Instance: rt.Instance,
 		Store: store.New(rt.Storage.Config, s), Sealer: s, JS: rt.JS,
-		Status: routeStatuses{board: rt.Status}, Logger: rt.Logger,
+		Status: supervisor.Statuses{Board: rt.Status}, Logger: rt.Logger,
 	})
 	if err != nil {
 		t.Fatalf("control.Start() = %v", err)

@@ -3,7 +3,6 @@ package connector
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -25,19 +24,8 @@ import (
 // runtime a worker runs on.
 func EWSRuntime(t *testing.T) *Runtime {
 	t.Helper()
-	n := testkit.StartNATS(t)
-	st, err := EnsureStorage(context.Background(), n.JS, n.Names, 1, 10*time.Minute)
-	if err != nil {
-		t.Fatalf("EnsureStorage() = %v", err)
-	}
-	pubs, err := NewPublishers(n.NC, 0)
-	if err != nil {
-		t.Fatalf("NewPublishers() = %v", err)
-	}
-	return &Runtime{
-		Names: n.Names, NC: n.NC, JS: n.JS, Storage: st, Instance: "test", Status: NewStatusBoard(),
-		Publishers: pubs, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}
+	_, rt := testkit.StartRuntime(t)
+	return rt
 }
 
 // EWSSpec is route exch_inbox (bus 1, INBOX) on the fake's connection, polling every 100ms.
