@@ -11,8 +11,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log"
 	"math/big"
 	"net"
 	"strconv"
@@ -21,11 +19,11 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/dovecottest"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -50,51 +48,27 @@ type checkServerOptions struct {
 
 func startCheckServer(t *testing.T, o checkServerOptions) *checkServer {
 	t.Helper()
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser(checkUser, checkPassword)
-	if err := user.Create("INBOX", nil); err != nil {
-		t.Fatalf("Create(INBOX) = %v", err)
+	caps := imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}}
+	if o.noUIDPlus {
+		caps = imap.CapSet{imap.CapIMAP4rev1: {}}
 	}
-	mem.AddUser(user)
+	opts := &testkit.IMAPOptions{Users: map[string]string{checkUser: checkPassword}, Caps: caps}
+	if o.cert != nil {
+		opts.TLS = &tls.Config{Certificates: []tls.Certificate{*o.cert}}
+		opts.ImplicitTLS = o.implicit
+	}
+	srv := testkit.StartIMAP(t, opts)
 	for i := range 3 {
 		msg := fmt.Sprintf("From: a@example.org\r\nSubject: m%d\r\nMessage-ID: <m%d@example.org>\r\n\r\nbody %d\r\n", i, i, i)
 		var flags []imap.Flag
 		if i == 0 {
 			flags = []imap.Flag{imap.FlagSeen}
 		}
-		if _, err := user.Append("INBOX", bytes.NewReader([]byte(msg)), &imap.AppendOptions{Flags: flags}); err != nil {
-			t.Fatalf("Append() = %v", err)
-		}
+		srv.Append(t, checkUser, "INBOX", []byte(msg), flags...)
 	}
-
-	caps := imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}}
-	if o.noUIDPlus {
-		caps = imap.CapSet{imap.CapIMAP4rev1: {}}
-	}
-	opts := &imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		InsecureAuth: true,
-		Caps:         caps,
-		Logger:       log.New(io.Discard, "", 0),
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("net.Listen() = %v", err)
-	}
-	if o.cert != nil {
-		cfg := &tls.Config{Certificates: []tls.Certificate{*o.cert}}
-		if o.implicit {
-			ln = tls.NewListener(ln, cfg)
-		} else {
-			opts.TLSConfig = cfg
-		}
-	}
-	srv := imapserver.New(opts)
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return &checkServer{Addr: ln.Addr().String(), Port: ln.Addr().(*net.TCPAddr).Port, User: user}
+	_, port, _ := net.SplitHostPort(srv.Addr)
+	p, _ := strconv.Atoi(port)
+	return &checkServer{Addr: srv.Addr, Port: p, User: srv.User(checkUser)}
 }
 
 // messages is how many messages the server's INBOX holds now.

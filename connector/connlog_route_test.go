@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
 	"mime"
 	"net"
@@ -14,10 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/control"
@@ -244,7 +238,7 @@ func TestIMAPRouteConnLog(t *testing.T) {
 	rt := connLogRuntime(t)
 	for _, level := range connLogLevels {
 		t.Run(level, func(t *testing.T) {
-			addr, user := startConnLogIMAP(t)
+			srv := testkit.StartIMAP(t, &testkit.IMAPOptions{Users: map[string]string{"alice": connLogIMAPPassword}})
 			for i := 1; i <= 4; i++ {
 				raw := fmt.Sprintf("From: Sender <sender@example.org>\r\nTo: bot@example.com\r\n"+
 					"Subject: %s\r\nMessage-ID: <m%d-%s@example.org>\r\n\r\nbody of %d\r\n",
@@ -252,11 +246,9 @@ func TestIMAPRouteConnLog(t *testing.T) {
 				if i == 3 {
 					raw = "this is not a mail message at all\r\nno header here\r\n"
 				}
-				if _, err := user.Append("INBOX", memConnLogLiteral{bytes.NewReader([]byte(raw))}, &imap.AppendOptions{}); err != nil {
-					t.Fatalf("Append() = %v", err)
-				}
+				srv.Append(t, "alice", "INBOX", []byte(raw))
 			}
-			host, port, _ := net.SplitHostPort(addr)
+			host, port, _ := net.SplitHostPort(srv.Addr)
 			p, _ := strconv.Atoi(port)
 			c := schemas.Connection{
 				Name: "imap_" + level, Type: schemas.TypeIMAP, Host: host, Port: p, Encryption: schemas.EncryptionNone,
@@ -274,35 +266,6 @@ func TestIMAPRouteConnLog(t *testing.T) {
 			})
 		})
 	}
-}
-
-type memConnLogLiteral struct{ *bytes.Reader }
-
-// startConnLogIMAP runs go-imap's in-memory server (UIDPLUS, MOVE, IDLE) with user alice and
-// an INBOX until the test ends.
-func startConnLogIMAP(t *testing.T) (string, *imapmemserver.User) {
-	t.Helper()
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser("alice", connLogIMAPPassword)
-	if err := user.Create("INBOX", nil); err != nil {
-		t.Fatalf("Create(INBOX) = %v", err)
-	}
-	mem.AddUser(user)
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		InsecureAuth: true,
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}, imap.CapMove: {}},
-		Logger:       log.New(io.Discard, "", 0),
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("net.Listen() = %v", err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String(), user
 }
 
 // TestRouteConnLogScrubsSecrets: an Exchange server that quotes the access token it was

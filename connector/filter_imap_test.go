@@ -12,10 +12,10 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/dovecottest"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -180,22 +180,14 @@ func runFilterTwoRoutes(t *testing.T, srv *filterServer) {
 // memFilterServer is go-imap's in-memory server behind a session that records the UIDs of
 // every FETCH of a whole message and, with noUTF8, refuses a SEARCH with other than ASCII.
 func memFilterServer(t testing.TB, noUTF8 bool) *filterServer {
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser("alice", "secret")
-	if err := user.Create("INBOX", nil); err != nil {
-		t.Fatalf("Create(INBOX) = %v", err)
-	}
-	mem.AddUser(user)
 	rec := &fetchRecorder{}
-	addr := serveIMAP(t, capSet(memCaps...), func() imapserver.Session {
-		return &filterSession{SessionMove: mem.NewSession().(imapserver.SessionMove), rec: rec, noUTF8: noUTF8}
-	})
+	srv := testkit.StartIMAP(t, &testkit.IMAPOptions{Session: func(_ *imapserver.Conn, s imapserver.Session) imapserver.Session {
+		return &filterSession{SessionMove: s.(imapserver.SessionMove), rec: rec, noUTF8: noUTF8}
+	}})
 	return &filterServer{
-		conn: imapConn(addr, schemas.EncryptionNone), dial: dialPlain(addr),
+		conn: imapConn(srv.Addr, schemas.EncryptionNone), dial: dialPlain(srv.Addr),
 		deliver: func(t testing.TB, raw []byte) {
-			if _, err := user.Append("INBOX", memLiteral{bytes.NewReader(raw)}, &imap.AppendOptions{}); err != nil {
-				t.Fatalf("Append() = %v", err)
-			}
+			srv.Append(t, "alice", "INBOX", raw)
 		},
 		bodies: rec.uids, rec: rec,
 	}
@@ -284,7 +276,7 @@ func TestIMAPFilterDatesAndSizes(t *testing.T) {
 		raw := testMail(i+1, "")
 		raw = append(raw, m.body...)
 		sizes = append(sizes, len(raw))
-		if _, err := srv.user.Append("INBOX", memLiteral{bytes.NewReader(raw)}, &imap.AppendOptions{Time: m.at}); err != nil {
+		if _, err := srv.user.Append("INBOX", bytes.NewReader(raw), &imap.AppendOptions{Time: m.at}); err != nil {
 			t.Fatalf("Append() = %v", err)
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -23,10 +22,10 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -37,7 +36,7 @@ import (
 // own look, unrecorded.
 type fleetIMAP struct {
 	addr, check string
-	users       map[string]*imapmemserver.User
+	srv         *testkit.IMAP
 
 	mu         sync.Mutex
 	live       map[string]map[*trackedConn]bool // user: logged-in connections
@@ -47,45 +46,23 @@ type fleetIMAP struct {
 
 func startFleetIMAP(t *testing.T, users []string) *fleetIMAP {
 	t.Helper()
-	mem := imapmemserver.New()
-	f := &fleetIMAP{users: map[string]*imapmemserver.User{}, live: map[string]map[*trackedConn]bool{}}
+	f := &fleetIMAP{live: map[string]map[*trackedConn]bool{}}
+	passwords := map[string]string{}
 	for _, name := range users {
-		u := imapmemserver.NewUser(name, "secret")
-		if err := u.Create("INBOX", nil); err != nil {
-			t.Fatalf("Create(INBOX) = %v", err)
-		}
-		mem.AddUser(u)
-		f.users[name] = u
+		passwords[name] = "secret"
 	}
-	caps := imap.CapSet{imap.CapIMAP4rev1: {}}
-	for _, c := range memCaps {
-		caps[c] = struct{}{}
-	}
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			s := mem.NewSession().(imapserver.SessionMove)
+	f.srv = testkit.StartIMAP(t, &testkit.IMAPOptions{
+		Users: passwords,
+		Session: func(c *imapserver.Conn, s imapserver.Session) imapserver.Session {
 			tc, ok := c.NetConn().(*trackedConn)
 			if !ok {
-				return s, nil, nil // the check address
+				return s // the check address
 			}
-			return &trackedSession{SessionMove: s, fleet: f, conn: tc}, nil, nil
+			return &trackedSession{SessionMove: s.(imapserver.SessionMove), fleet: f, conn: tc}
 		},
-		InsecureAuth: true,
-		Caps:         caps,
-		Logger:       log.New(io.Discard, "", 0),
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(trackedListener{ln})
-	go srv.Serve(checkLn)
-	t.Cleanup(func() { srv.Close() })
-	f.addr, f.check = ln.Addr().String(), checkLn.Addr().String()
+	f.check = f.srv.Addr
+	f.addr = f.srv.Listen(t, func(ln net.Listener) net.Listener { return trackedListener{ln} })
 	return f
 }
 
@@ -120,7 +97,7 @@ func (f *fleetIMAP) report() (logins int, violations []string) {
 
 func (f *fleetIMAP) append(t *testing.T, user string, raw []byte) {
 	t.Helper()
-	if _, err := f.users[user].Append("INBOX", memLiteral{bytes.NewReader(raw)}, &imap.AppendOptions{}); err != nil {
+	if _, err := f.srv.User(user).Append("INBOX", bytes.NewReader(raw), &imap.AppendOptions{}); err != nil {
 		t.Errorf("Append(%s) = %v", user, err)
 	}
 }

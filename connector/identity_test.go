@@ -14,7 +14,6 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
@@ -429,20 +428,14 @@ func (s failingMove) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest str
 // and still stored once.
 func TestIMAPFailingMoveOnce(t *testing.T) {
 	n := startBusNATSWindow(t, time.Second)
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser("alice", "secret")
-	for _, mb := range []string{"INBOX", "Archive"} {
-		if err := user.Create(mb, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mem.AddUser(user)
 	var fail atomic.Bool
 	fail.Store(true)
-	addr := serveIMAP(t, capSet(memCaps...), func() imapserver.Session {
-		return failingMove{mem.NewSession().(imapserver.SessionIMAP4rev2), &fail}
-	})
-	srv := &memIMAP{addr: addr, user: user}
+	srv := newMemIMAP(testkit.StartIMAP(t, &testkit.IMAPOptions{
+		Mailboxes: []string{"INBOX", "Archive"},
+		Session: func(_ *imapserver.Conn, s imapserver.Session) imapserver.Session {
+			return failingMove{s.(imapserver.SessionIMAP4rev2), &fail}
+		},
+	}))
 	for i := 1; i <= 3; i++ {
 		srv.append(t, "INBOX", testMail(i, ""))
 	}

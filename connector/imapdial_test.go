@@ -3,17 +3,16 @@ package connector_test
 import (
 	"encoding/binary"
 	"errors"
-	"net"
 	"testing"
 	"time"
 	"unicode/utf16"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/emersion/go-sasl"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -82,28 +81,17 @@ func ntlmChallenge() []byte {
 
 // TestIMAPWindowsAuth: auth windows logs in with AUTHENTICATE NTLM as DOMAIN\user.
 func TestIMAPWindowsAuth(t *testing.T) {
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser("alice", "secret")
-	user.Create("INBOX", nil)
-	mem.AddUser(user)
 	users := make(chan string, 10)
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return &ntlmSession{Session: mem.NewSession(), users: users}, nil, nil
+	srv := testkit.StartIMAP(t, &testkit.IMAPOptions{
+		Caps: imap.CapSet{imap.CapIMAP4rev1: {}},
+		Session: func(_ *imapserver.Conn, s imapserver.Session) imapserver.Session {
+			return &ntlmSession{Session: s, users: users}
 		},
-		InsecureAuth: true,
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}},
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
 
 	n := startBusNATS(t)
 	rt := newIMAPRuntime(t, n)
-	conn := imapConn(ln.Addr().String(), schemas.EncryptionNone)
+	conn := imapConn(srv.Addr, schemas.EncryptionNone)
 	conn.Auth, conn.Domain = schemas.AuthWindows, "CORP"
 	route := imapRoute("ntlm", schemas.SelectUnseen, schemas.AfterMarkRead)
 	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: conn})

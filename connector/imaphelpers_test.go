@@ -1,13 +1,10 @@
 package connector_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
 	"net"
 	"os"
@@ -19,7 +16,6 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -110,52 +106,22 @@ func imapTestLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
-// memIMAP is go-imap's in-memory server with one user, alice/secret, and an INBOX.
+// memIMAP is go-imap's in-memory server (testkit.StartIMAP) with one user, alice/secret,
+// and an INBOX.
 type memIMAP struct {
+	*testkit.IMAP
 	addr string
 	user *imapmemserver.User
 }
 
+// startMemIMAP serves the in-memory server with IMAP4rev1 and caps.
 func startMemIMAP(t testing.TB, caps ...imap.Cap) *memIMAP {
 	t.Helper()
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser("alice", "secret")
-	if err := user.Create("INBOX", nil); err != nil {
-		t.Fatalf("Create(INBOX) = %v", err)
-	}
-	mem.AddUser(user)
-	addr := serveIMAP(t, capSet(caps...), func() imapserver.Session { return announceQueued(mem.NewSession()) })
-	return &memIMAP{addr: addr, user: user}
+	return newMemIMAP(testkit.StartIMAP(t, &testkit.IMAPOptions{Caps: capSet(caps...)}))
 }
 
-// idleAnnouncing mends one gap of go-imap v2.0.0-beta.8's in-memory server:
-// SessionTracker.Idle announces only the updates queued after it registered, so mail
-// appended between a client's last command and its IDLE stayed unannounced until the next
-// update (TestIMAPCycle and TestIMAPIdleDelivery timed out about once in ten runs). Dovecot
-// announces it. The wrapper writes what is queued as IDLE starts, and a few times more
-// while the tracker registers, as Idle itself would on its next update.
-type idleAnnouncing struct{ imapserver.SessionIMAP4rev2 }
-
-// announceQueued wraps a session of go-imap's in-memory server (see idleAnnouncing).
-func announceQueued(s imapserver.Session) imapserver.Session {
-	return idleAnnouncing{s.(imapserver.SessionIMAP4rev2)}
-}
-
-func (s idleAnnouncing) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
-	done := make(chan error, 1)
-	go func() { done <- s.SessionIMAP4rev2.Idle(w, stop) }()
-	for _, d := range []time.Duration{0, 10 * time.Millisecond, 100 * time.Millisecond, time.Second} {
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(d):
-		}
-		if err := s.Poll(w, true); err != nil {
-			<-done
-			return err
-		}
-	}
-	return <-done
+func newMemIMAP(s *testkit.IMAP) *memIMAP {
+	return &memIMAP{IMAP: s, addr: s.Addr, user: s.User("alice")}
 }
 
 // capSet is IMAP4rev1 and caps.
@@ -167,41 +133,12 @@ func capSet(caps ...imap.Cap) imap.CapSet {
 	return set
 }
 
-// serveIMAP runs go-imap's server with caps on a free loopback port until the test ends,
-// and returns its address.
-func serveIMAP(tb testing.TB, caps imap.CapSet, newSession func() imapserver.Session) string {
-	tb.Helper()
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return newSession(), nil, nil
-		},
-		InsecureAuth: true,
-		Caps:         caps,
-		Logger:       log.New(io.Discard, "", 0), // it reports every connection the worker closes
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("net.Listen() = %v", err)
-	}
-	go srv.Serve(ln)
-	tb.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
-}
-
 // memCaps is what a modern server offers beyond IMAP4rev1 (IDLE comes with the session).
 var memCaps = []imap.Cap{imap.CapUIDPlus, imap.CapMove}
 
-type memLiteral struct {
-	*bytes.Reader
-}
-
 func (m *memIMAP) append(t testing.TB, mailbox string, raw []byte, flags ...imap.Flag) imap.UID {
 	t.Helper()
-	d, err := m.user.Append(mailbox, memLiteral{bytes.NewReader(raw)}, &imap.AppendOptions{Flags: flags})
-	if err != nil {
-		t.Fatalf("Append(%s) = %v", mailbox, err)
-	}
-	return d.UID
+	return m.Append(t, "alice", mailbox, raw, flags...)
 }
 
 // imapConn is a connection definition for a server at addr (alice/secret).

@@ -15,7 +15,6 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/emersion/go-sasl"
 
 	"github.com/mailbus/mailbus/connector/internal/testkit"
@@ -29,6 +28,9 @@ type oauthIMAP struct {
 	memIMAP
 	tokens *testkit.TokenServer
 	mechs  []string
+	// password logs alice in on the in-memory server once a token let her in; no client
+	// ever has it.
+	password string
 
 	mu      sync.Mutex
 	logins  map[string]int // accepted logins per mechanism
@@ -38,15 +40,14 @@ type oauthIMAP struct {
 
 func startOAuthIMAP(t *testing.T, tokens *testkit.TokenServer, mechs ...string) *oauthIMAP {
 	t.Helper()
-	user := imapmemserver.NewUser("alice", "unused-"+rand.Text())
-	if err := user.Create("INBOX", nil); err != nil {
-		t.Fatalf("Create(INBOX) = %v", err)
-	}
-	s := &oauthIMAP{memIMAP: memIMAP{user: user}, tokens: tokens, mechs: mechs, logins: map[string]int{}}
-	caps := imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}, imap.CapMove: {}}
-	s.addr = serveIMAP(t, caps, func() imapserver.Session {
-		return &oauthSession{UserSession: imapmemserver.NewUserSession(user), srv: s}
+	s := &oauthIMAP{tokens: tokens, mechs: mechs, password: "unused-" + rand.Text(), logins: map[string]int{}}
+	srv := testkit.StartIMAP(t, &testkit.IMAPOptions{
+		Users: map[string]string{"alice": s.password},
+		Session: func(_ *imapserver.Conn, mem imapserver.Session) imapserver.Session {
+			return &oauthSession{SessionIMAP4rev2: mem.(imapserver.SessionIMAP4rev2), srv: s}
+		},
 	})
+	s.memIMAP = *newMemIMAP(srv)
 	return s
 }
 
@@ -60,9 +61,9 @@ func (s *oauthIMAP) stats() (logins map[string]int, refused, expired int) {
 	return l, s.refused, s.expired
 }
 
-// oauthSession is alice's session once a bearer token let her in.
+// oauthSession is a session of the in-memory server that logs alice in on a bearer token.
 type oauthSession struct {
-	*imapmemserver.UserSession
+	imapserver.SessionIMAP4rev2
 	srv   *oauthIMAP
 	token string
 }
@@ -83,6 +84,9 @@ func (s *oauthSession) Authenticate(mech string) (sasl.Server, error) {
 			s.srv.refused++
 			return false
 		}
+		if err := s.SessionIMAP4rev2.Login("alice", s.srv.password); err != nil {
+			return false
+		}
 		s.srv.logins[mech]++
 		s.token = token
 		return true
@@ -100,17 +104,17 @@ func (s *oauthSession) live() {
 
 func (s *oauthSession) Select(name string, o *imap.SelectOptions) (*imap.SelectData, error) {
 	s.live()
-	return s.UserSession.Select(name, o)
+	return s.SessionIMAP4rev2.Select(name, o)
 }
 
 func (s *oauthSession) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	s.live()
-	return s.UserSession.Poll(w, allowExpunge)
+	return s.SessionIMAP4rev2.Poll(w, allowExpunge)
 }
 
 func (s *oauthSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 	s.live()
-	err := s.UserSession.Idle(w, stop)
+	err := s.SessionIMAP4rev2.Idle(w, stop)
 	s.live()
 	return err
 }

@@ -21,12 +21,11 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/nats-io/nats.go"
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/client"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -252,17 +251,12 @@ func TestScaleIMAPChild(t *testing.T) {
 		t.Skip("runs as the child of the scale test")
 	}
 	n, _ := strconv.Atoi(os.Getenv("MAILBUS_SCALE_USERS"))
-	mem := imapmemserver.New()
-	users := make([]*imapmemserver.User, n)
+	users := map[string]string{}
 	for i := range n {
-		u := imapmemserver.NewUser(fmt.Sprintf("user%d", i), "secret")
-		if err := u.Create("INBOX", nil); err != nil {
-			t.Fatalf("Create(INBOX) = %v", err)
-		}
-		mem.AddUser(u)
-		users[i] = u
+		users[fmt.Sprintf("user%d", i)] = "secret"
 	}
-	fmt.Printf("imap %s\n", serveIMAP(t, capSet(memCaps...), func() imapserver.Session { return announceQueued(mem.NewSession()) }))
+	srv := testkit.StartIMAP(t, &testkit.IMAPOptions{Users: users})
+	fmt.Printf("imap %s\n", srv.Addr)
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		var i int
@@ -270,7 +264,7 @@ func TestScaleIMAPChild(t *testing.T) {
 			fmt.Printf("bad command %q\n", sc.Text())
 			continue
 		}
-		if _, err := users[i].Append("INBOX", memLiteral{bytes.NewReader(testMail(1, ""))}, &imap.AppendOptions{}); err != nil {
+		if _, err := srv.User(fmt.Sprintf("user%d", i)).Append("INBOX", bytes.NewReader(testMail(1, "")), &imap.AppendOptions{}); err != nil {
 			fmt.Printf("%v\n", err)
 			continue
 		}

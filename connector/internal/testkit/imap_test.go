@@ -1,19 +1,21 @@
-package connector_test
+package testkit_test
 
 import (
 	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 )
 
 // TestMemIMAPAnnouncesMailQueuedBeforeIdle pins the cause of a flake of the IDLE tests:
 // mail appended after a client's last command and before its IDLE must be announced as
-// IDLE starts, as Dovecot does (see idleAnnouncing).
+// IDLE starts, as Dovecot does (see IdleAnnouncing).
 func TestMemIMAPAnnouncesMailQueuedBeforeIdle(t *testing.T) {
-	m := startMemIMAP(t, memCaps...)
+	m := testkit.StartIMAP(t, nil)
 	exists := make(chan uint32, 8)
-	c, err := imapclient.DialInsecure(m.addr, &imapclient.Options{
+	c, err := imapclient.DialInsecure(m.Addr, &imapclient.Options{
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
 			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
 				if d.NumMessages != nil {
@@ -32,7 +34,7 @@ func TestMemIMAPAnnouncesMailQueuedBeforeIdle(t *testing.T) {
 	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatalf("Select().Wait() = %v", err)
 	}
-	m.append(t, "INBOX", []byte("Subject: between\r\n\r\nbody\r\n"))
+	m.Append(t, "alice", "INBOX", []byte("Subject: between\r\n\r\nbody\r\n"))
 	idle, err := c.Idle()
 	if err != nil {
 		t.Fatalf("Idle() = %v", err)
