@@ -150,10 +150,7 @@ func TestIMAPDovecotMoveWithoutMove(t *testing.T) {
 // message, fail to move it, and publish it again on each retry).
 func TestIMAPMoveToMissingFolder(t *testing.T) {
 	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
-	for i := 1; i <= 3; i++ {
-		srv.append(t, "INBOX", testMail(i, ""))
-	}
+	srv := startMemIMAPMail(t, 3, smallMail)
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("missing", schemas.SelectUnseen, schemas.AfterMove)
 	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
@@ -263,20 +260,14 @@ func objectBytes(t *testing.T, n *busNATS, ref *schemas.ObjectRef) []byte {
 // to be expunged: the mailbox held its only copy). The others are deleted as usual.
 func TestIMAPNilBodyLeftAlone(t *testing.T) {
 	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
-	for i := 1; i <= 3; i++ {
-		srv.append(t, "INBOX", testMail(i, ""))
-	}
+	srv := startMemIMAPMail(t, 3, smallMail)
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("nilbody", schemas.SelectUnseen, schemas.AfterDelete)
 	addr := nilBodyProxy(t, srv.addr, testMail(2, ""))
 	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(addr, schemas.EncryptionNone)})
 	st := waitRouteIdle(t, rt, route.Name, 3)
 
-	var subjects []string
-	for _, ev := range busEvents(t, n, 1, route.Name) {
-		subjects = append(subjects, ev.Subject)
-	}
+	subjects := subjectsOf(busEvents(t, n, 1, route.Name))
 	if want := []string{"test 1", "test 3"}; !slices.Equal(subjects, want) {
 		t.Errorf("events %q, want %q", subjects, want)
 	}
@@ -323,10 +314,7 @@ func TestIMAPPanicDeadLetter(t *testing.T) {
 	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 3)
 
-	var subjects []string
-	for _, ev := range busEvents(t, n, 1, route.Name) {
-		subjects = append(subjects, ev.Subject)
-	}
+	subjects := subjectsOf(busEvents(t, n, 1, route.Name))
 	if want := []string{"test 1", "test 3"}; !slices.Equal(subjects, want) {
 		t.Errorf("events %q, want %q", subjects, want)
 	}

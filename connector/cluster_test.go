@@ -116,11 +116,8 @@ func TestClusterR3(t *testing.T) {
 	for _, s := range servers {
 		urls = append(urls, s.ClientURL())
 	}
-	srv := startMemIMAP(t, memCaps...)
 	const initial, more = 300, 60
-	for i := 1; i <= initial; i++ {
-		srv.append(t, "INBOX", bigMail(i))
-	}
+	srv := startMemIMAPMail(t, initial, bigMail)
 
 	cfg := svcConfig(t)
 	cfg.NATSURL = strings.Join(urls, ",")

@@ -78,26 +78,18 @@ func runService(t *testing.T, cfg connector.Config, log *svcLog, opts ...connect
 	if err != nil {
 		t.Fatalf("connector.New() = %v", err)
 	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- c.Run(context.Background()) }()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := c.WaitReady(ctx); err != nil {
-		c.Close()
-		t.Fatalf("WaitReady() = %v; Run() = %v\nlog:\n%s", err, <-runErr, log)
-	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", log)
+		}
+	})
+	testkit.RunService(t, c)
 	s := &testService{t: t, c: c, cfg: cfg, log: log}
 	url := cfg.NATSURL
 	if url == "" {
 		url = c.ClientURL()
 	}
 	s.connect(url)
-	t.Cleanup(func() {
-		c.Close()
-		if err := <-runErr; err != nil {
-			t.Errorf("Run() = %v", err)
-		}
-	})
 	return s
 }
 

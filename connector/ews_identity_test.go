@@ -15,14 +15,6 @@ import (
 // Issue 21, part B, for exchange routes: identity, what a route takes, the state bound to
 // its source. (The publish journal: TestExchangeWorkerCrashBeforeMarkRead.)
 
-func ewsSubjects(evs []schemas.Event) []string {
-	var out []string
-	for _, ev := range evs {
-		out = append(out, ev.Subject)
-	}
-	return out
-}
-
 // TestExchangeSharedFolder (path 2): two routes on one folder and one bus both get every
 // item. They used the same Nats-Msg-Id, and the stream dropped the second route's events.
 func TestExchangeSharedFolder(t *testing.T) {
@@ -74,7 +66,7 @@ func TestExchangeSelectAndBacklog(t *testing.T) {
 			f.Unlock()
 			connector.EWSWaitFor(t, "its event", func() bool { return len(connector.EWSEvents(t, rt, "exch_inbox", 1)) == len(tc.want) })
 			connector.EWSWaitFor(t, "the route idle", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
-			if got := ewsSubjects(connector.EWSEvents(t, rt, "exch_inbox", 1)); !slices.Equal(got, tc.want) {
+			if got := subjectsOf(connector.EWSEvents(t, rt, "exch_inbox", 1)); !slices.Equal(got, tc.want) {
 				t.Errorf("events %q, want %q", got, tc.want)
 			}
 		})
@@ -107,7 +99,7 @@ func TestExchangeSkippedSeen(t *testing.T) {
 	if st.SkippedSeen != 2 || st.Published != 1 {
 		t.Errorf("status %+v: want skippedSeen 2, published 1", st)
 	}
-	if got := ewsSubjects(connector.EWSEvents(t, rt, "exch_inbox", 1)); !slices.Equal(got, []string{"message 2"}) {
+	if got := subjectsOf(connector.EWSEvents(t, rt, "exch_inbox", 1)); !slices.Equal(got, []string{"message 2"}) {
 		t.Errorf("events %q, want message 2", got)
 	}
 }

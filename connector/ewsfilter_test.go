@@ -175,10 +175,7 @@ func TestExchangeFilterDatesAndSizes(t *testing.T) {
 			connector.EWSWaitFor(t, "the events", func() bool { return len(connector.EWSEvents(t, rt, spec.Route.Name, 1)) >= len(want) })
 			polls := len(f.Listings())
 			connector.EWSWaitFor(t, "two more polls", func() bool { return len(f.Listings()) >= polls+2 })
-			var got []string
-			for _, ev := range connector.EWSEvents(t, rt, spec.Route.Name, 1) {
-				got = append(got, ev.Subject)
-			}
+			got := subjectsOf(connector.EWSEvents(t, rt, spec.Route.Name, 1))
 			if !slices.Equal(got, want) {
 				t.Errorf("events %q, want %q", got, want)
 			}

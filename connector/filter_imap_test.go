@@ -287,15 +287,13 @@ func TestIMAPFilterDatesAndSizes(t *testing.T) {
 	rt := newIMAPRuntime(t, n)
 	runIMAPWorker(t, rt, connector.RouteSpec{Route: r, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	st := waitRouteIdle(t, rt, r.Name, uint32(len(mails)))
-	var got, want []string
+	var want []string
 	for i, m := range mails {
 		if m.wanted {
 			want = append(want, fmt.Sprintf("test %d", i+1))
 		}
 	}
-	for _, ev := range busEvents(t, n, 1, r.Name) {
-		got = append(got, ev.Subject)
-	}
+	got := subjectsOf(busEvents(t, n, 1, r.Name))
 	if !slices.Equal(got, want) {
 		t.Errorf("events %q, want %q", got, want)
 	}

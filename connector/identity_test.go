@@ -37,6 +37,15 @@ func uidsOf(evs []schemas.Event) []uint32 {
 	return out
 }
 
+// subjectsOf lists the subjects of events, in stream order.
+func subjectsOf(evs []schemas.Event) []string {
+	var out []string
+	for _, ev := range evs {
+		out = append(out, ev.Subject)
+	}
+	return out
+}
+
 // connLogEntries reads what the connection log of c1 holds, after flushing rt's writer.
 func connLogEntries(t *testing.T, n *busNATS, rt *connector.Runtime) []schemas.LogEntry {
 	t.Helper()
@@ -175,10 +184,7 @@ func TestIMAPRepointedConnection(t *testing.T) {
 		return len(busEvents(t, n, 1, route.Name)) == 6
 	})
 	waitRouteIdle(t, rt, route.Name, 3)
-	var subjects []string
-	for _, ev := range busEvents(t, n, 1, route.Name) {
-		subjects = append(subjects, ev.Subject)
-	}
+	subjects := subjectsOf(busEvents(t, n, 1, route.Name))
 	if want := []string{"test 1", "test 2", "test 3", "test 11", "test 12", "test 13"}; !slices.Equal(subjects, want) {
 		t.Errorf("events %q, want %q", subjects, want)
 	}
@@ -478,10 +484,7 @@ func TestIMAPFailingMoveOnce(t *testing.T) {
 // counted as published: Cyrus showed published 556 for 300 stored events.)
 func TestIMAPDuplicatesCountedApart(t *testing.T) {
 	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
-	for i := 1; i <= 3; i++ {
-		srv.append(t, "INBOX", testMail(i, ""))
-	}
+	srv := startMemIMAPMail(t, 3, smallMail)
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("dups", "", schemas.AfterNone)
 	stop := runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
@@ -597,10 +600,7 @@ func TestRoutePutSharedMailboxConflict(t *testing.T) {
 // source is taken as the route's own, not reset: an upgrade publishes nothing again.
 func TestIMAPLegacyCheckpointAdopted(t *testing.T) {
 	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
-	for i := 1; i <= 3; i++ {
-		srv.append(t, "INBOX", testMail(i, ""))
-	}
+	srv := startMemIMAPMail(t, 3, smallMail)
 	ctx := context.Background()
 	if _, err := n.st.State.Put(ctx, connector.RouteKey("legacy"), []byte(`{"uidValidity":1,"lastUid":2}`)); err != nil {
 		t.Fatal(err)

@@ -317,10 +317,7 @@ func TestIMAPOversizeEvent(t *testing.T) {
 // not publish (even deduplicated) what was done.
 func TestIMAPCheckpointAfterRestart(t *testing.T) {
 	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
-	for i := 1; i <= 3; i++ {
-		srv.append(t, "INBOX", testMail(i, ""))
-	}
+	srv := startMemIMAPMail(t, 3, smallMail)
 	route := imapRoute("restart", schemas.SelectAll, schemas.AfterNone)
 	spec := connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)}
 	rt := newIMAPRuntime(t, n)

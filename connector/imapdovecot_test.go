@@ -71,10 +71,7 @@ func TestIMAPDovecot(t *testing.T) {
 			t.Logf("deliver to event: %s", time.Since(start))
 			waitRouteIdle(t, rt, route.Name, 4)
 
-			var subjects []string
-			for _, ev := range busEvents(t, n, 1, route.Name) {
-				subjects = append(subjects, ev.Subject)
-			}
+			subjects := subjectsOf(busEvents(t, n, 1, route.Name))
 			if want := []string{"test 1", "test 2", "test 3", "test 4"}; !slices.Equal(subjects, want) {
 				t.Errorf("events %q, want %q", subjects, want)
 			}

@@ -164,12 +164,9 @@ func TestIMAPFaultSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test")
 	}
-	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
 	const initial, more = 1200, 60
-	for i := 1; i <= initial; i++ {
-		srv.append(t, "INBOX", bigMail(i))
-	}
+	n := startBusNATS(t)
+	srv := startMemIMAPMail(t, initial, bigMail)
 	route := "killed"
 	child := func() *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestIMAPChildWorker$", "-test.count=1")
@@ -209,12 +206,9 @@ func TestIMAPFaultNATSRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test")
 	}
-	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
 	const initial, more = 400, 60
-	for i := 1; i <= initial; i++ {
-		srv.append(t, "INBOX", bigMail(i))
-	}
+	n := startBusNATS(t)
+	srv := startMemIMAPMail(t, initial, bigMail)
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("natsrestart", schemas.SelectUnseen, schemas.AfterMarkRead)
 	conn := imapConn(srv.addr, schemas.EncryptionNone)
@@ -292,12 +286,9 @@ func TestIMAPFaultCutConnection(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test")
 	}
-	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
 	const initial, more = 400, 60
-	for i := 1; i <= initial; i++ {
-		srv.append(t, "INBOX", bigMail(i))
-	}
+	n := startBusNATS(t)
+	srv := startMemIMAPMail(t, initial, bigMail)
 	proxy := startCutProxy(t, srv.addr, 6)
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("cut", schemas.SelectUnseen, schemas.AfterMarkRead)

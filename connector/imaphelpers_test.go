@@ -124,6 +124,16 @@ func newMemIMAP(s *testkit.IMAP) *memIMAP {
 	return &memIMAP{IMAP: s, addr: s.Addr, user: s.User("alice")}
 }
 
+// startMemIMAPMail is startMemIMAP with memCaps and mail(1) to mail(n) in the INBOX.
+func startMemIMAPMail(t testing.TB, n int, mail func(int) []byte) *memIMAP {
+	t.Helper()
+	srv := startMemIMAP(t, memCaps...)
+	for i := 1; i <= n; i++ {
+		srv.append(t, "INBOX", mail(i))
+	}
+	return srv
+}
+
 // capSet is IMAP4rev1 and caps.
 func capSet(caps ...imap.Cap) imap.CapSet {
 	set := imap.CapSet{imap.CapIMAP4rev1: {}}
@@ -186,11 +196,14 @@ func runIMAPWorker(t testing.TB, rt *connector.Runtime, spec connector.RouteSpec
 	return stop
 }
 
-// message is a small test mail.
+// testMail is a small test mail, with extra header lines.
 func testMail(n int, extra string) []byte {
 	return []byte(fmt.Sprintf("From: Sender <sender@example.org>\r\nTo: bot@example.com\r\n"+
 		"Subject: test %d\r\nMessage-ID: <m%d@example.org>\r\n%s\r\nbody of %d\r\n", n, n, extra, n))
 }
+
+// smallMail is testMail n without extra headers.
+func smallMail(n int) []byte { return testMail(n, "") }
 
 // streamMsgsBySubject reads a whole stream once, grouped by subject.
 func streamMsgsBySubject(t testing.TB, js jetstream.JetStream, stream string) map[string][]*jetstream.RawStreamMsg {

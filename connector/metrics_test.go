@@ -17,11 +17,8 @@ import (
 // one dead letter and one route whose password is wrong, then reads /metrics over HTTP with
 // the Prometheus text parser and checks each value against what happened.
 func TestMetricsIMAP(t *testing.T) {
-	srv := startMemIMAP(t, memCaps...)
 	const initial = 150 // about 630 KB: more than the proxy lets through before its cut
-	for i := 1; i <= initial; i++ {
-		srv.append(t, "INBOX", bigMail(i))
-	}
+	srv := startMemIMAPMail(t, initial, bigMail)
 	srv.append(t, "INBOX", []byte("this is not a mail message at all\r\nno header here\r\n"))
 	proxy := startCutProxy(t, srv.addr, 1)
 

@@ -323,10 +323,7 @@ func (p *switchProxy) serve(client net.Conn) {
 // its error clears.
 func TestIMAPStatusServerDown(t *testing.T) {
 	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
-	for i := 1; i <= 3; i++ {
-		srv.append(t, "INBOX", testMail(i, ""))
-	}
+	srv := startMemIMAPMail(t, 3, smallMail)
 	proxy := startSwitchProxy(t, srv.addr)
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("imapdown", schemas.SelectUnseen, schemas.AfterMarkRead)

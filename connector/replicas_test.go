@@ -187,12 +187,9 @@ func TestReplicaFailoverSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test")
 	}
-	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
 	const initial, more = 1200, 60
-	for i := 1; i <= initial; i++ {
-		srv.append(t, "INBOX", bigMail(i))
-	}
+	n := startBusNATS(t)
+	srv := startMemIMAPMail(t, initial, bigMail)
 	url := "nats://" + n.addr
 	cmd := exec.Command(os.Args[0], "-test.run=^TestReplicaChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), childEnv+"=replica", "MAILBUS_TEST_NATS_URL="+url)

@@ -107,16 +107,7 @@ func runIdleScale(tb testing.TB, n int, window time.Duration) scaleFigures {
 	runtime.GC()
 	f.rssBeforeMB = procStatusMB("VmRSS")
 
-	host, portText, _ := net.SplitHostPort(srv.addr)
-	port, _ := strconv.Atoi(portText)
-	defs := &store.Definitions{}
-	for i := range n {
-		defs.Connections = append(defs.Connections, schemas.Connection{
-			Name: fmt.Sprintf("c%d", i), Type: "imap", Host: host, Port: port,
-			Encryption: "none", Username: fmt.Sprintf("user%d", i), Password: "secret",
-		})
-		defs.Routes = append(defs.Routes, schemas.Route{Name: fmt.Sprintf("r%d", i), Connection: fmt.Sprintf("c%d", i)})
-	}
+	defs := srv.definitions(n)
 	if err := defs.Check(); err != nil {
 		tb.Fatal(err)
 	}
@@ -230,6 +221,21 @@ func startMemIMAPUsers(tb testing.TB, n int) *memIMAPUsers {
 	}
 }
 
+// definitions are n connections, c0 for user0 and so on, each with its route r0 and so on.
+func (s *memIMAPUsers) definitions(n int) *store.Definitions {
+	host, portText, _ := net.SplitHostPort(s.addr)
+	port, _ := strconv.Atoi(portText)
+	defs := &store.Definitions{}
+	for i := range n {
+		defs.Connections = append(defs.Connections, schemas.Connection{
+			Name: fmt.Sprintf("c%d", i), Type: "imap", Host: host, Port: port,
+			Encryption: "none", Username: fmt.Sprintf("user%d", i), Password: "secret",
+		})
+		defs.Routes = append(defs.Routes, schemas.Route{Name: fmt.Sprintf("r%d", i), Connection: fmt.Sprintf("c%d", i)})
+	}
+	return defs
+}
+
 // Append puts test mail 1 into user i's INBOX.
 func (m *memIMAPUsers) Append(i int) error {
 	fmt.Fprintf(m.in, "append %d\n", i)
@@ -291,24 +297,14 @@ func startScaleConnector(tb testing.TB) (*nats.Conn, func()) {
 	if err != nil {
 		tb.Fatalf("connector.New() = %v", err)
 	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- c.Run(context.Background()) }()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := c.WaitReady(ctx); err != nil {
-		c.Close()
-		tb.Fatalf("WaitReady() = %v; Run() = %v", err, <-runErr)
-	}
+	stop := testkit.RunService(tb, c)
 	nc, err := nats.Connect(c.ClientURL())
 	if err != nil {
 		tb.Fatalf("nats.Connect() = %v", err)
 	}
 	return nc, func() {
 		nc.Close()
-		c.Close()
-		if err := <-runErr; err != nil {
-			tb.Errorf("Run() = %v", err)
-		}
+		stop()
 	}
 }
 

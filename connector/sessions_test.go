@@ -5,8 +5,6 @@ package connector_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/client"
-	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -51,16 +48,7 @@ func TestRoutesWithinOpenFiles(t *testing.T) {
 
 	nc, stop := startScaleConnector(t)
 	defer stop()
-	host, portText, _ := net.SplitHostPort(srv.addr)
-	port, _ := strconv.Atoi(portText)
-	defs := &store.Definitions{}
-	for i := range n {
-		defs.Connections = append(defs.Connections, schemas.Connection{
-			Name: fmt.Sprintf("c%d", i), Type: "imap", Host: host, Port: port,
-			Encryption: "none", Username: fmt.Sprintf("user%d", i), Password: "secret",
-		})
-		defs.Routes = append(defs.Routes, schemas.Route{Name: fmt.Sprintf("r%d", i), Connection: fmt.Sprintf("c%d", i)})
-	}
+	defs := srv.definitions(n)
 	cl := client.New(nc, "mail")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -98,7 +86,7 @@ func TestRoutesWithinOpenFiles(t *testing.T) {
 	}
 
 	// NATS and its store still work.
-	if _, err := cl.Do(ctx, "connection", "put", schemas.Connection{Name: "late", Type: "imap", Host: host, Port: port, Encryption: "none", Auth: "none"}, 0); err != nil {
+	if _, err := cl.Do(ctx, "connection", "put", schemas.Connection{Name: "late", Type: "imap", Host: defs.Connections[0].Host, Port: defs.Connections[0].Port, Encryption: "none", Auth: "none"}, 0); err != nil {
 		t.Fatalf("connection.put = %v", err)
 	}
 	route := idle[len(idle)/2]

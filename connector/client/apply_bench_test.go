@@ -10,6 +10,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/client"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -35,17 +36,7 @@ func startMailbus(b *testing.B) *client.Client {
 	if err != nil {
 		b.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- c.Run(context.Background()) }()
-	b.Cleanup(func() {
-		c.Close()
-		<-done
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.WaitReady(ctx); err != nil {
-		b.Fatal(err)
-	}
+	testkit.RunService(b, c)
 	nc, err := nats.Connect(c.ClientURL())
 	if err != nil {
 		b.Fatal(err)

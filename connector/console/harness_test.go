@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -67,20 +68,7 @@ func startMailbusWith(t testing.TB, token string, roots *x509.CertPool, edit fun
 	if err != nil {
 		t.Fatalf("connector.New() = %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run() = %v", err)
-		}
-	})
-	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer wcancel()
-	if err := c.WaitReady(wctx); err != nil {
-		t.Fatalf("WaitReady() = %v", err)
-	}
+	testkit.RunService(t, c)
 	nc, err := nats.Connect(cmp.Or(cfg.NATSURL, c.ClientURL()))
 	if err != nil {
 		t.Fatalf("nats.Connect() = %v", err)
