@@ -427,14 +427,10 @@ func TestEndToEndCheckAndLog(t *testing.T) {
 	}
 
 	var entries []schemas.LogEntry
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	testkit.WaitFor(5*time.Second, func() bool {
 		entries = s.ok("mail.control.connection.log", map[string]any{"name": "mem", "limit": 100}).Entries
-		if slices.ContainsFunc(entries, func(e schemas.LogEntry) bool { return e.Event == connlog.EventPublished }) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return slices.ContainsFunc(entries, func(e schemas.LogEntry) bool { return e.Event == connlog.EventPublished })
+	})
 	if !slices.ContainsFunc(entries, func(e schemas.LogEntry) bool {
 		return e.Event == connlog.EventPublished && e.Route == "logged"
 	}) {

@@ -73,12 +73,8 @@ func RunEWSWorker(t *testing.T, rt *Runtime, spec RouteSpec) (stop func()) {
 // EWSWaitFor polls cond for up to 15 seconds.
 func EWSWaitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testkit.WaitFor(15*time.Second, cond) {
+		t.Fatalf("timed out waiting for %s", what)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/ewstest"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -369,10 +370,8 @@ func TestExchangeWorkerLargeBatch(t *testing.T) {
 	connector.RunEWSWorker(t, rt, connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead))
 
 	// Mapping 36 MB under the race detector takes a while on a busy machine.
-	for deadline := time.Now().Add(2 * time.Minute); f.ReadCount() < n; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d messages marked read", f.ReadCount(), n)
-		}
+	if !testkit.WaitFor(2*time.Minute, func() bool { return f.ReadCount() >= n }) {
+		t.Fatalf("%d of %d messages marked read", f.ReadCount(), n)
 	}
 	connector.EWSWaitFor(t, "the route idle", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 	connector.EWSDistinctIDs(t, connector.EWSEvents(t, rt, "exch_inbox", 1), n)

@@ -422,21 +422,17 @@ func TestReplicasThirtyRoutes(t *testing.T) {
 	stopMailing()
 
 	// Every message published, then every message \Seen.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var short []string
+	var short []string
+	if !testkit.WaitFor(60*time.Second, func() bool {
+		short = nil
 		for _, u := range users {
 			if got := stored(u); got < uint64(sent[u]) {
 				short = append(short, fmt.Sprintf("%s %d/%d", u, got, sent[u]))
 			}
 		}
-		if len(short) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not every message stored after 60 s: %v; lease owners %v", short, leaseOwners(t, n.js))
-		}
-		time.Sleep(20 * time.Millisecond)
+		return len(short) == 0
+	}) {
+		t.Fatalf("not every message stored after 60 s: %v; lease owners %v", short, leaseOwners(t, n.js))
 	}
 	for _, u := range users {
 		waitUntil(t, 30*time.Second, "every message of "+u+" \\Seen", func() bool {

@@ -275,17 +275,14 @@ func storedCount(t testing.TB, js jetstream.JetStream, stream, subject string) u
 // waitRouteIdle waits until the route finished a cycle with lastUid at least uid.
 func waitRouteIdle(t testing.TB, rt *connector.Runtime, route string, uid uint32) schemas.RouteStatus {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		st, _ := rt.Status.Get(route)
-		if st.State == schemas.StateIdle && st.LastUid >= uid {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for route %s idle at lastUid %d: status %+v", route, uid, st)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var st schemas.RouteStatus
+	if !testkit.WaitFor(60*time.Second, func() bool {
+		st, _ = rt.Status.Get(route)
+		return st.State == schemas.StateIdle && st.LastUid >= uid
+	}) {
+		t.Fatalf("timed out waiting for route %s idle at lastUid %d: status %+v", route, uid, st)
 	}
+	return st
 }
 
 // mailbox lists a mailbox's messages: UID to flags, and Message-IDs, through a client.

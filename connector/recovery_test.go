@@ -21,6 +21,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/dovecottest"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -175,12 +176,10 @@ func natsKill(t *testing.T, conn schemas.Connection, dial func() (*imapclient.Cl
 	// waitStored waits for want events; a stall ends the test with its trace.
 	waitStored := func(want uint64, within time.Duration) {
 		t.Helper()
-		for deadline := time.Now().Add(within); stored() < want; time.Sleep(50 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				st, _ := catch.status(route.Name)
-				dumpGoroutines(t)
-				t.Fatalf("%d of %d events after %s (status %+v); log:\n%s", stored(), want, within, st, problems(svc.log.String()))
-			}
+		if !testkit.WaitFor(within, func() bool { return stored() >= want }) {
+			st, _ := catch.status(route.Name)
+			dumpGoroutines(t)
+			t.Fatalf("%d of %d events after %s (status %+v); log:\n%s", stored(), want, within, st, problems(svc.log.String()))
 		}
 	}
 	for i, fault := range []struct {

@@ -119,17 +119,13 @@ func runIdleScale(tb testing.TB, n int, window time.Duration) scaleFigures {
 	f.puts = time.Since(start)
 	for i := range n {
 		route := fmt.Sprintf("r%d", i)
-		deadline := time.Now().Add(2 * time.Minute)
-		for {
-			st := scaleStatus(tb, nc, route)
-			if st.State == schemas.StateIdle {
-				break
-			}
-			if time.Now().After(deadline) {
-				scaleDump(tb, nc)
-				tb.Fatalf("route %s not in IDLE after %s: %+v", route, time.Since(start), st)
-			}
-			time.Sleep(20 * time.Millisecond)
+		var st schemas.RouteStatus
+		if !testkit.WaitFor(2*time.Minute, func() bool {
+			st = scaleStatus(tb, nc, route)
+			return st.State == schemas.StateIdle
+		}) {
+			scaleDump(tb, nc)
+			tb.Fatalf("route %s not in IDLE after %s: %+v", route, time.Since(start), st)
 		}
 	}
 	f.toIdle = time.Since(start)
