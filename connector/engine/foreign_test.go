@@ -14,7 +14,6 @@ import (
 
 	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
-	"github.com/mailbus/mailbus/schemas"
 )
 
 // repointedSource is a mailbox whose UIDs match events another server's mail left in the
@@ -105,16 +104,8 @@ func TestEngineForeignAfterFailedBatch(t *testing.T) {
 			t.Fatalf("publish the other server's event %d: %v", uid, err)
 		}
 	}
-	r := schemas.Route{Name: "r", Connection: "c"}
-	if err := engine.Defaults(&r); err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.New(rt, r, schemas.Connection{Name: "c"}, engine.Options{Server: "test", Noun: "message"})
-	if err != nil {
-		t.Fatalf("engine.New() = %v", err)
-	}
 	src := &repointedSource{}
-	e.SetSource(src)
+	e := newEngine(t, rt, src)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- e.Run(runCtx) }()
