@@ -598,10 +598,7 @@ func (b *Batch) tallyStored() {
 		}
 		id := b.msgID(it)
 		if b.isForeign(it, id) {
-			// Foreign on the next try too, where the source may say the route published
-			// it before: its checkpoint was raised before this batch was published.
-			b.e.foreign[id] = true
-			continue
+			continue // judged when it is published again
 		}
 		if !it.dup && it.DeadErr == nil {
 			b.e.ConnLog.Published(it.note)

@@ -304,15 +304,7 @@ func TestEngineForeignDuplicatesRemembered(t *testing.T) {
 		second:     time.Now().Add(450 * time.Millisecond), // message 1's window over, message 2's not
 		done:       make(chan []*engine.Item, 1),
 	}
-	r := schemas.Route{Name: "r", Connection: "c"}
-	if err := engine.Defaults(&r); err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.New(rt, r, schemas.Connection{Name: "c"}, engine.Options{Server: "test", Noun: "message"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.SetSource(src)
+	e := newEngine(t, rt, src)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go e.Run(runCtx)

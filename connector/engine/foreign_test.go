@@ -86,13 +86,13 @@ func (s *repointedSource) state() (cycles int, acked []uint32) {
 	return s.cycles, append([]uint32(nil), s.acked...)
 }
 
-// TestEngineForeignAfterFailedBatch: when a batch stops at an event of another's Msg-Id,
-// the duplicates acknowledged after it in that batch are foreign too, and stay so on the
-// next try, even where the source says the route may have published them before (its
-// checkpoint was raised before the failed batch). Taking them for this route's own lost the
-// mail: the route acted on it and moved its checkpoint past it, and its events were never
-// stored (TestIMAPRepointedConnection failed so when the duplicate window of UID 1 ended
-// before those of UIDs 2 and 3).
+// TestEngineForeignAfterFailedBatch is TestEngineForeignDuplicatesRemembered without
+// timing: the foreign events stay in the duplicate window, and the later tries list only
+// the messages after the first, as PublishedBefore. When a batch stops at an event of
+// another's Msg-Id, the duplicates acknowledged after it are foreign too, and stay so on
+// the next try. Taking them for this route's own lost the mail: the route acted on it and
+// moved its checkpoint past it, and its events were never stored
+// (TestIMAPRepointedConnection failed so under load).
 func TestEngineForeignAfterFailedBatch(t *testing.T) {
 	rt, js := startBus(t)
 	ctx := context.Background()
