@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
+	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -102,8 +104,8 @@ func mail(n int) []byte {
 	return fmt.Appendf(nil, "From: a@example.org\r\nTo: b@example.com\r\nSubject: test %d\r\nMessage-ID: <m%d@example.org>\r\n\r\nbody %d\r\n", n, n, n)
 }
 
-// runOneCycle runs the engine over src until its first Ack, and returns the route's status.
-func runOneCycle(t *testing.T, rt *engine.Runtime, src *listSource) schemas.RouteStatus {
+// newEngine is the engine of route r on connection c, reading src.
+func newEngine(t *testing.T, rt *engine.Runtime, src engine.Source) *engine.Engine {
 	t.Helper()
 	r := schemas.Route{Name: "r", Connection: "c"}
 	if err := engine.Defaults(&r); err != nil {
@@ -114,6 +116,13 @@ func runOneCycle(t *testing.T, rt *engine.Runtime, src *listSource) schemas.Rout
 		t.Fatalf("engine.New() = %v", err)
 	}
 	e.SetSource(src)
+	return e
+}
+
+// runOneCycle runs the engine over src until its first Ack, and returns the route's status.
+func runOneCycle(t *testing.T, rt *engine.Runtime, src *listSource) schemas.RouteStatus {
+	t.Helper()
+	e := newEngine(t, rt, src)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
@@ -209,6 +218,122 @@ func TestEngineDeadLetters(t *testing.T) {
 			if err != nil || !bytes.Equal(raw, bad) {
 				t.Errorf("raw copy %s = %q (%v), want the message", d.RawRef.Object, raw, err)
 			}
+		}
+	}
+}
+
+// foreignSource reads the same two messages on every attempt. From the second attempt on,
+// it says they may have been published before (as a source whose checkpoint recorded the
+// first attempt's publishing does), and it starts that attempt only at second: once the
+// foreign event of message 1 has left the duplicate window, that of message 2 not yet.
+type foreignSource struct {
+	listSource
+	attempt int
+	second  time.Time
+	done    chan []*engine.Item // the messages of the Ack that stored message 1
+}
+
+func (s *foreignSource) Poll(ctx context.Context, _ bool) error {
+	s.attempt++
+	s.read = false
+	if s.attempt > 1 {
+		if !retry.Sleep(ctx, time.Until(s.second)) {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (s *foreignSource) ReadBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
+	if s.read {
+		return nil, nil
+	}
+	s.read = true
+	for i, raw := range s.msgs {
+		it := &engine.Item{ID: fmt.Sprintf("c/INBOX/1/%d", i+1), UidValidity: 1, UID: uint32(i + 1), PublishedBefore: s.attempt > 1}
+		b.Add(it)
+		if err := b.Map(ctx, it, bytes.NewReader(raw)); err != nil {
+			return nil, err
+		}
+		if err := b.Publish(ctx, it); err != nil {
+			return nil, err
+		}
+	}
+	return func(_ context.Context, done int, _ error) error {
+		if done > 0 {
+			select {
+			case s.done <- slices.Clone(b.Items()[:done]):
+			default:
+			}
+		}
+		return nil
+	}, nil
+}
+
+// TestEngineForeignDuplicatesRemembered: when the stream holds events of this route's
+// Msg-Ids that the route never published (another deployment, a route made again), every
+// such message of the batch is remembered as foreign, not only the first the engine
+// stopped at. Otherwise, on the next attempt, a source that recorded the failed attempt as
+// "may have been published" (IMAP's PublishedTo) had a message whose foreign event was
+// still in the duplicate window counted as its own duplicate, and acted upon: its mail was
+// never published.
+func TestEngineForeignDuplicatesRemembered(t *testing.T) {
+	rt, js := startBus(t)
+	ctx := context.Background()
+	stream, err := js.Stream(ctx, "MAIL_BUS_0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.Duplicates = time.Second
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatalf("UpdateStream() = %v", err)
+	}
+	// The foreign events: message 1's now, message 2's 700ms later.
+	for i, wait := range []time.Duration{0, 700 * time.Millisecond} {
+		time.Sleep(wait)
+		m := nats.NewMsg("mail.bus.0.r")
+		m.Data = []byte(`{"foreign":true}`)
+		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("r/c/INBOX/1/%d", i+1))
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := &foreignSource{
+		listSource: listSource{js: js, msgs: [][]byte{mail(1), mail(2)}},
+		second:     time.Now().Add(450 * time.Millisecond), // message 1's window over, message 2's not
+		done:       make(chan []*engine.Item, 1),
+	}
+	e := newEngine(t, rt, src)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go e.Run(runCtx)
+	var done []*engine.Item
+	select {
+	case done = <-src.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no Ack with a message done within 30s")
+	}
+	// Every message handed to the Ack as done has its own event in the stream, not the
+	// foreign one of the same Msg-Id.
+	ours := map[string]bool{}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		var ev schemas.Event
+		if json.Unmarshal(m.Data, &ev) == nil && ev.Id != "" {
+			ours[ev.Id] = true
+		}
+	}
+	for _, it := range done {
+		if !ours[it.ID] {
+			t.Errorf("message %d handed to the Ack as done, but the stream holds only the foreign event of its Msg-Id", it.UID)
 		}
 	}
 }
