@@ -94,20 +94,7 @@ func startLoggedRoute(t *testing.T, rt *Runtime, spec RouteSpec, newWorker Worke
 	if err != nil {
 		t.Fatalf("new worker = %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := w.Run(ctx); err != nil {
-			t.Errorf("Run() = %v", err)
-		}
-	}()
-	stop = func() {
-		cancel()
-		<-done
-	}
-	t.Cleanup(stop)
-	return stop
+	return testkit.RunWorker(t, w)
 }
 
 // readRouteLog reads a connection's log through connection.log once every entry written

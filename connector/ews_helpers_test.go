@@ -3,7 +3,6 @@ package connector
 import (
 	"context"
 	"encoding/json"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,17 +56,7 @@ func RunEWSWorker(t *testing.T, rt *Runtime, spec RouteSpec) (stop func()) {
 	if err != nil {
 		t.Fatalf("NewExchangeWorker() = %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := w.Run(ctx); err != nil {
-			t.Errorf("Run() = %v", err)
-		}
-	})
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
-	t.Cleanup(stop)
-	return stop
+	return testkit.RunWorker(t, w)
 }
 
 // EWSWaitFor polls cond for up to 15 seconds.

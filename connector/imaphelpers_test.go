@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -173,27 +172,7 @@ func runIMAPWorker(t testing.TB, rt *connector.Runtime, spec connector.RouteSpec
 	if err != nil {
 		t.Fatalf("NewIMAPWorker() = %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := w.Run(ctx); err != nil {
-			t.Errorf("Run() = %v", err)
-		}
-	}()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				t.Errorf("worker did not stop in 10s")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testkit.RunWorker(t, w)
 }
 
 // testMail is a small test mail, with extra header lines.
