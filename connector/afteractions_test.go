@@ -27,14 +27,8 @@ import (
 // dovecotSession logs alice in over TLS; the client is closed when the test ends.
 func dovecotSession(t *testing.T, srv *dovecottest.Server) *imapclient.Client {
 	t.Helper()
-	c, err := dovecotTLS(srv)()
-	if err != nil {
-		t.Fatalf("DialTLS() = %v", err)
-	}
+	c := loginAlice(t, dovecotTLS(srv))
 	t.Cleanup(func() { c.Close() })
-	if err := c.Login("alice", "secret").Wait(); err != nil {
-		t.Fatalf("Login().Wait() = %v", err)
-	}
 	return c
 }
 

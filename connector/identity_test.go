@@ -308,13 +308,7 @@ func TestIMAPDovecotReadElsewhere(t *testing.T) {
 
 	srv.Deliver(t, "alice", testMail(2, ""))
 	srv.Deliver(t, "alice", testMail(3, ""))
-	c, err := dovecotTLS(srv)()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Login("alice", "secret").Wait(); err != nil {
-		t.Fatalf("Login().Wait() = %v", err)
-	}
+	c := loginAlice(t, dovecotTLS(srv))
 	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatalf("Select().Wait() = %v", err)
 	}

@@ -36,13 +36,7 @@ func TestIMAPDovecot(t *testing.T) {
 			srv := dovecottest.Start(t, nil)
 			n := startBusNATS(t)
 			if tc.after == schemas.AfterMove {
-				c, err := dovecotTLS(srv)()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := c.Login("alice", "secret").Wait(); err != nil {
-					t.Fatalf("Login().Wait() = %v", err)
-				}
+				c := loginAlice(t, dovecotTLS(srv))
 				if err := c.Create("Archive", nil).Wait(); err != nil {
 					t.Fatalf("Create().Wait() = %v", err)
 				}

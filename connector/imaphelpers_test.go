@@ -271,16 +271,24 @@ type mailboxMsg struct {
 	msgID string
 }
 
-func listMailbox(t testing.TB, dial func() (*imapclient.Client, error), mailbox string) []mailboxMsg {
+// loginAlice dials and logs alice in; the caller closes the client.
+func loginAlice(t testing.TB, dial func() (*imapclient.Client, error)) *imapclient.Client {
 	t.Helper()
 	c, err := dial()
 	if err != nil {
 		t.Fatalf("dial = %v", err)
 	}
-	defer c.Close()
 	if err := c.Login("alice", "secret").Wait(); err != nil {
+		c.Close()
 		t.Fatalf("Login().Wait() = %v", err)
 	}
+	return c
+}
+
+func listMailbox(t testing.TB, dial func() (*imapclient.Client, error), mailbox string) []mailboxMsg {
+	t.Helper()
+	c := loginAlice(t, dial)
+	defer c.Close()
 	sel, err := c.Select(mailbox, &imap.SelectOptions{ReadOnly: true}).Wait()
 	if err != nil {
 		t.Fatalf("Select(%s).Wait() = %v", mailbox, err)
@@ -333,14 +341,8 @@ func appendBase64Lines(dst, content []byte) []byte {
 // serverBody is what the server returns as BODY[] of a message.
 func serverBody(t testing.TB, dial func() (*imapclient.Client, error), mailbox string, uid imap.UID) []byte {
 	t.Helper()
-	c, err := dial()
-	if err != nil {
-		t.Fatalf("dial = %v", err)
-	}
+	c := loginAlice(t, dial)
 	defer c.Close()
-	if err := c.Login("alice", "secret").Wait(); err != nil {
-		t.Fatalf("Login().Wait() = %v", err)
-	}
 	if _, err := c.Select(mailbox, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
 		t.Fatalf("Select().Wait() = %v", err)
 	}
