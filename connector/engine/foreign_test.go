@@ -28,9 +28,9 @@ type repointedSource struct {
 	// PublishedBefore.
 	failRead bool
 	mu       sync.Mutex
-	cycles int
-	read   bool
-	acked  []uint32
+	cycles   int
+	read     bool
+	acked    []uint32
 }
 
 func (s *repointedSource) Connect(context.Context) error { return nil }
