@@ -598,7 +598,10 @@ func (b *Batch) tallyStored() {
 		}
 		id := b.msgID(it)
 		if b.isForeign(it, id) {
-			continue // judged when it is published again
+			// Foreign on the next try too (see rememberForeign): there the source may say
+			// the route published it before, its checkpoint raised before this batch.
+			b.e.foreign[id] = true
+			continue
 		}
 		if !it.dup && it.DeadErr == nil {
 			b.e.ConnLog.Published(it.note)
