@@ -261,7 +261,6 @@ func demoDefine(ctx context.Context, nc *nats.Conn, imapAddr string) error {
 	return nil
 }
 
-
 // formatEvent is one line per event, e.g.
 //
 //	#3  bus 0  demo_inbox  From: Иван Петров <ivan@example.org>  Subject: Заявка #42  attachments: отчёт.pdf (12 KB)  ticket=42

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
