@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailbus/mailbus/connector/engine"
+	"github.com/mailbus/mailbus/connector/supervisor"
 
 	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/control"
@@ -215,8 +216,11 @@ func (c *Connector) Run(ctx context.Context) error {
 	if files, sessions, reserved := rt.Sessions.Budget(); sessions > 0 {
 		c.logger.Info("mail server sessions bounded by the open files limit", "fileLimit", files, "sessions", sessions, "reserved", reserved)
 	}
-	ls := newLeases(js, storage.Leases, c.cfg.Instance, rt.Status)
-	sup := newSupervisor(rt, storage.Config, c.sealer, c.factories, resync, ls)
+	ls := supervisor.NewLeases(js, storage.Leases, c.cfg.Instance, rt.Status)
+	sup := supervisor.New(supervisor.Config{
+		Runtime: rt, Definitions: storage.Config, Sealer: c.sealer, Factories: c.factories,
+		Resync: resync, Leases: ls,
+	})
 
 	// The routes get their own context: at shutdown they stop only once the control
 	// service no longer takes commands.
@@ -228,7 +232,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	svc, err := control.Start(routesCtx, nc, control.Config{
 		Names: c.names, Version: c.version, Instance: c.cfg.Instance,
 		Store: st, Sealer: c.sealer, JS: js, State: storage.State,
-		Check: connectionCheck(rt.Probes), Status: routeStatuses{rt.Status, ls},
+		Check: connectionCheck(rt.Probes), Status: supervisor.Statuses{Board: rt.Status, Leases: ls},
 		Logger: c.logger.With("component", "control"),
 	})
 	if err != nil {
@@ -246,7 +250,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		reg.MustRegister(metrics.NewRouteCollector(func() []metrics.RouteGauge {
 			var l []metrics.RouteGauge
 			for _, st := range rt.Status.All() {
-				l = append(l, metrics.RouteGauge{Route: st.Route, Pending: st.Pending, Owned: ls.holding(st.Route)})
+				l = append(l, metrics.RouteGauge{Route: st.Route, Pending: st.Pending, Owned: ls.Holding(st.Route)})
 			}
 			return l
 		}))
@@ -317,7 +321,7 @@ func (c *Connector) ensureStorage(ctx context.Context, js jetstream.JetStream) (
 			return nil, err
 		}
 		c.logger.Warn("jetstream storage not ready; retrying", "err", err)
-		if !retry.Sleep(ctx, restartDelay(min(attempt, 3))) {
+		if !retry.Sleep(ctx, supervisor.RestartDelay(min(attempt, 3))) {
 			return nil, fmt.Errorf("storage: %w", ctx.Err())
 		}
 	}
@@ -348,7 +352,7 @@ func (c *Connector) applyDefinitions(ctx context.Context, st *store.Store) error
 			return fmt.Errorf("MAILBUS_DEFINITIONS: %s: %w", path, err)
 		}
 		c.logger.Warn("definitions not applied yet; retrying", "file", path, "err", err)
-		if !retry.Sleep(ctx, restartDelay(min(attempt, 3))) {
+		if !retry.Sleep(ctx, supervisor.RestartDelay(min(attempt, 3))) {
 			return fmt.Errorf("MAILBUS_DEFINITIONS: %w", ctx.Err())
 		}
 	}

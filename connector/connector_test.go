@@ -1,7 +1,6 @@
 package connector_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/connlog"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -27,22 +27,7 @@ import (
 // server on a free port and a temporary data directory, and talk to it over NATS.
 
 // svcLog is a log sink the tests can search; slog handlers write from many goroutines.
-type svcLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *svcLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *svcLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type svcLog = testkit.LogBuffer
 
 // testService is a running Connector and a client connection to its NATS server.
 type testService struct {
@@ -249,17 +234,11 @@ func (s *testService) status(route string) schemas.RouteStatus {
 // waitStatus waits until a route's status satisfies cond.
 func (s *testService) waitStatus(route string, within time.Duration, cond func(schemas.RouteStatus) bool) schemas.RouteStatus {
 	s.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		st := s.status(route)
-		if cond(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("route %s: status %+v after %s", route, st, within)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var st schemas.RouteStatus
+	if !testkit.WaitFor(within, func() bool { st = s.status(route); return cond(st) }) {
+		s.t.Fatalf("route %s: status %+v after %s", route, st, within)
 	}
+	return st
 }
 
 // imapConnection is a valid connection definition.

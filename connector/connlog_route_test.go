@@ -23,8 +23,10 @@ import (
 	"github.com/mailbus/mailbus/connector/control"
 	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/ewstest"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/connector/store"
+	"github.com/mailbus/mailbus/connector/supervisor"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -44,7 +46,7 @@ func connLogRuntime(t *testing.T) *Runtime {
 	svc, err := control.Start(context.Background(), rt.NC, control.Config{
 		Names: rt.Names, Version: "test", Instance: rt.Instance,
 		Store: store.New(rt.Storage.Config, s), Sealer: s, JS: rt.JS,
-		Status: routeStatuses{board: rt.Status}, Logger: rt.Logger,
+		Status: supervisor.Statuses{Board: rt.Status}, Logger: rt.Logger,
 	})
 	if err != nil {
 		t.Fatalf("control.Start() = %v", err)
@@ -308,9 +310,9 @@ func startConnLogIMAP(t *testing.T) (string, *imapmemserver.User) {
 // connection log and in the process log alike; neither holds the client secret.
 func TestRouteConnLogScrubsSecrets(t *testing.T) {
 	rt := connLogRuntime(t)
-	var logs LockedBuffer
+	var logs testkit.LogBuffer
 	rt.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ts := StartTokenServer(t, time.Hour, false)
+	ts := testkit.StartTokenServer(t, time.Hour, false)
 	f := ewstest.New(t, false)
 	f.Auth, f.ValidToken = "bearer", ts.Valid
 	spec := EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)

@@ -1,19 +1,17 @@
 package connector
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/ewstest"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -26,33 +24,8 @@ import (
 // runtime a worker runs on.
 func EWSRuntime(t *testing.T) *Runtime {
 	t.Helper()
-	s, err := StartEmbedded("127.0.0.1:-1", t.TempDir())
-	if err != nil {
-		t.Fatalf("StartEmbedded() = %v", err)
-	}
-	t.Cleanup(s.Shutdown)
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatalf("nats.Connect() = %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream.New() = %v", err)
-	}
-	names := Names{Prefix: "mail"}
-	st, err := EnsureStorage(context.Background(), js, names, 1, 10*time.Minute)
-	if err != nil {
-		t.Fatalf("EnsureStorage() = %v", err)
-	}
-	pubs, err := NewPublishers(nc, 0)
-	if err != nil {
-		t.Fatalf("NewPublishers() = %v", err)
-	}
-	return &Runtime{
-		Names: names, NC: nc, JS: js, Storage: st, Instance: "test", Status: NewStatusBoard(),
-		Publishers: pubs, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}
+	_, rt := testkit.StartRuntime(t)
+	return rt
 }
 
 // EWSSpec is route exch_inbox (bus 1, INBOX) on the fake's connection, polling every 100ms.
@@ -67,7 +40,7 @@ func EWSSpec(f *ewstest.Server, sel, after string) RouteSpec {
 
 // EWSOAuthConn is an exchange connection with application access (client credentials)
 // to bot@example.com's mailbox.
-func EWSOAuthConn(f *ewstest.Server, ts *TokenServer) schemas.Connection {
+func EWSOAuthConn(f *ewstest.Server, ts *testkit.TokenServer) schemas.Connection {
 	c := f.Connection()
 	c.Auth, c.Username, c.Domain, c.Password = schemas.AuthOAuth2, "bot@example.com", "", ""
 	c.OAuth2 = &schemas.OAuth2{
@@ -175,22 +148,4 @@ func ExchangeEventID(t *testing.T, rt *Runtime, spec RouteSpec, itemID string) s
 		t.Fatalf("NewExchangeWorker() = %v", err)
 	}
 	return w.(interface{ EventID(ews.ID) string }).EventID(ews.ID{ID: itemID})
-}
-
-// LockedBuffer is a log sink that tests read while workers write.
-type LockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *LockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *LockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/ewstest"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -117,7 +118,7 @@ func TestExchangeSkippedSeen(t *testing.T) {
 // held.
 func TestExchangeRepointedFolder(t *testing.T) {
 	rt := connector.EWSRuntime(t)
-	var log connector.LockedBuffer
+	var log testkit.LogBuffer
 	rt.Logger = slog.New(slog.NewTextHandler(&log, nil))
 	f := ewstest.New(t, false)
 	f.Add(1)

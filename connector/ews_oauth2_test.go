@@ -9,6 +9,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/ewstest"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -18,9 +19,9 @@ import (
 // no token or client secret shows in the log or the status.
 func TestExchangeWorkerOAuth2(t *testing.T) {
 	rt := connector.EWSRuntime(t)
-	var logs connector.LockedBuffer
+	var logs testkit.LogBuffer
 	rt.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ts := connector.StartTokenServer(t, time.Hour, false)
+	ts := testkit.StartTokenServer(t, time.Hour, false)
 	f := ewstest.New(t, false)
 	f.Auth, f.ValidToken = "bearer", ts.Valid
 	f.Add(3)
@@ -62,7 +63,7 @@ func TestExchangeWorkerOAuth2(t *testing.T) {
 // lacks EWS access) parks the route with the reason, and nothing is published.
 func TestExchangeWorkerOAuth2Refused(t *testing.T) {
 	rt := connector.EWSRuntime(t)
-	ts := connector.StartTokenServer(t, time.Hour, false)
+	ts := testkit.StartTokenServer(t, time.Hour, false)
 	f := ewstest.New(t, false)
 	f.Auth, f.ValidToken = "bearer", func(string) bool { return false }
 	f.Add(1)
@@ -84,7 +85,7 @@ func TestExchangeWorkerOAuth2Refused(t *testing.T) {
 // TestExchangeCheckOAuth2: the check gets a token in its own stage, then logs in with it. A
 // user's token (refresh token grant) acts as that user: no impersonation.
 func TestExchangeCheckOAuth2(t *testing.T) {
-	ts := connector.StartTokenServer(t, time.Hour, false)
+	ts := testkit.StartTokenServer(t, time.Hour, false)
 	f := ewstest.New(t, false)
 	f.Auth, f.ValidToken = "bearer", ts.Valid
 	f.Add(2)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -309,6 +310,12 @@ func TestExchangeCheck(t *testing.T) {
 	if r := check(f.Connection(), "Nope"); r.OK || r.Error.Field != "mailbox" {
 		t.Errorf("missing folder: ok %t, error %+v", r.OK, r.Error)
 	}
+	closed := f.Connection()
+	closed.ExchangeURL = fmt.Sprintf("127.0.0.1:%d/EWS/Exchange.asmx", checkFreePort(t))
+	if r := check(closed, "INBOX"); r.OK || r.Error.Field != "exchangeUrl" || checkStages(r) != "resolve dial" ||
+		!strings.Contains(r.Error.Message, "nothing listens on 127.0.0.1:") || r.Stages[0].Detail != "127.0.0.1" {
+		t.Errorf("nothing listening: ok %t, stages %+v, error %+v", r.OK, r.Stages, r.Error)
+	}
 }
 
 func TestExchangeWorkerRawAndDeadLetter(t *testing.T) {
@@ -344,12 +351,12 @@ func TestExchangeWorkerRawAndDeadLetter(t *testing.T) {
 	}
 }
 
-// TestExchangeWorkerLargeBatch: a batch whose events hold more than maxInflightBytes makes
+// TestExchangeWorkerLargeBatch: a batch whose events hold more than engine.MaxInflightBytes makes
 // the worker wait for acknowledgements mid-batch and let go of those events; every item
 // still becomes one event (no dead letter for an item whose event was let go of) and is
 // marked read.
 func TestExchangeWorkerLargeBatch(t *testing.T) {
-	const n = 9 // 4 MB events: 36 MB, just over maxInflightBytes
+	const n = 9 // 4 MB events: 36 MB, just over engine.MaxInflightBytes
 	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
 	f.Add(n)

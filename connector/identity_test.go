@@ -16,11 +16,11 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/nats-io/nats.go/jetstream"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/dovecottest"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
@@ -53,14 +53,6 @@ func connLogEntries(t *testing.T, n *busNATS, rt *connector.Runtime) []schemas.L
 			t.Fatalf("log entry %s: %v", m.Data, err)
 		}
 		out = append(out, e)
-	}
-	return out
-}
-
-func mapFamilies(mfs []*dto.MetricFamily) map[string]*dto.MetricFamily {
-	out := make(map[string]*dto.MetricFamily, len(mfs))
-	for _, mf := range mfs {
-		out[mf.GetName()] = mf
 	}
 	return out
 }
@@ -461,11 +453,7 @@ func TestIMAPFailingMoveOnce(t *testing.T) {
 	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	// Four sessions failed on the move: with backoff from 0.5s, well past the window.
 	waitUntil(t, 60*time.Second, "four failed moves", func() bool {
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, _ := metricValue(mapFamilies(mfs), "mailbus_route_reconnects_total", "route="+route.Name)
+		v, _ := testkit.MetricValue(testkit.Gather(t, reg), "mailbus_route_reconnects_total", "route="+route.Name)
 		return v >= 4
 	})
 	st, _ := rt.Status.Get(route.Name)
@@ -534,13 +522,9 @@ func TestIMAPDuplicatesCountedApart(t *testing.T) {
 	if n := storedCount(t, n.js, busNames.BusStream(1), busNames.BusSubject(1, route.Name)); n != 3 {
 		t.Errorf("%d events stored, want 3", n)
 	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	byName := mapFamilies(mfs)
-	pub, _ := metricValue(byName, "mailbus_route_events_published_total", "route="+route.Name)
-	dup, _ := metricValue(byName, "mailbus_route_duplicates_total", "route="+route.Name)
+	byName := testkit.Gather(t, reg)
+	pub, _ := testkit.MetricValue(byName, "mailbus_route_events_published_total", "route="+route.Name)
+	dup, _ := testkit.MetricValue(byName, "mailbus_route_duplicates_total", "route="+route.Name)
 	if pub != 0 || dup != 3 {
 		t.Errorf("metrics: published %v, duplicates %v; want 0, 3", pub, dup)
 	}

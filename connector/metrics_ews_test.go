@@ -7,6 +7,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/ewstest"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -15,30 +16,18 @@ import (
 // through reg as a scrape would; ok is false when there is none.
 func gathered(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) (v float64, ok bool) {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("Gather() = %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
+next:
+	for _, m := range testkit.Gather(t, reg)[name].GetMetric() {
+		if len(m.GetLabel()) != len(labels) {
 			continue
 		}
-	next:
-		for _, m := range mf.GetMetric() {
-			if len(m.GetLabel()) != len(labels) {
-				continue
+		for _, l := range m.GetLabel() {
+			if labels[l.GetName()] != l.GetValue() {
+				continue next
 			}
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue(), true
-			case m.Histogram != nil:
-				return float64(m.Histogram.GetSampleCount()), true
-			}
+		}
+		if m.Counter != nil || m.Histogram != nil {
+			return testkit.SampleValue(m), true
 		}
 	}
 	return 0, false

@@ -4,43 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
-
-// metricValue sums the samples of family name whose labels include labels ("k=v"): the
-// values of counters and gauges, the sample counts of histograms. ok is false when no
-// sample matches.
-func metricValue(mfs map[string]*dto.MetricFamily, name string, labels ...string) (v float64, ok bool) {
-next:
-	for _, m := range mfs[name].GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for _, kv := range labels {
-			k, val, _ := strings.Cut(kv, "=")
-			if have[k] != val {
-				continue next
-			}
-		}
-		ok = true
-		switch {
-		case m.Counter != nil:
-			v += m.Counter.GetValue()
-		case m.Gauge != nil:
-			v += m.Gauge.GetValue()
-		case m.Histogram != nil:
-			v += float64(m.Histogram.GetSampleCount())
-		}
-	}
-	return v, ok
-}
 
 // TestMetricsIMAP ingests mail through the whole Connector, with one cut IMAP connection,
 // one dead letter and one route whose password is wrong, then reads /metrics over HTTP with
@@ -76,7 +47,7 @@ func TestMetricsIMAP(t *testing.T) {
 	})
 	// New mail while the route waits in IDLE: announced and published without a poll.
 	idle := func() bool {
-		v, _ := metricValue(scrape(t, addr), "mailbus_route_idle", "route=metered")
+		v, _ := testkit.MetricValue(testkit.Scrape(t, addr), "mailbus_route_idle", "route=metered")
 		return v == 1
 	}
 	waitUntil(t, 10*time.Second, "mailbus_route_idle 1", idle)
@@ -98,8 +69,8 @@ func TestMetricsIMAP(t *testing.T) {
 	}
 	var mfs map[string]*dto.MetricFamily
 	waitUntil(t, 5*time.Second, fmt.Sprintf("mailbus_route_published_bytes_total %d", wantBytes), func() bool {
-		mfs = scrape(t, addr)
-		v, _ := metricValue(mfs, "mailbus_route_published_bytes_total", "route=metered", "bus=2")
+		mfs = testkit.Scrape(t, addr)
+		v, _ := testkit.MetricValue(mfs, "mailbus_route_published_bytes_total", "route=metered", "bus=2")
 		return v == float64(wantBytes)
 	})
 
@@ -123,7 +94,7 @@ func TestMetricsIMAP(t *testing.T) {
 		{"mailbus_nats_reconnects_total", nil, 0},
 	}
 	for _, c := range exact {
-		if v, ok := metricValue(mfs, c.name, c.labels...); !ok || v != c.want {
+		if v, ok := testkit.MetricValue(mfs, c.name, c.labels...); !ok || v != c.want {
 			t.Errorf("%s%v = %g (present %v), want %g", c.name, c.labels, v, ok, c.want)
 		}
 	}
@@ -138,17 +109,17 @@ func TestMetricsIMAP(t *testing.T) {
 		{"mailbus_bus_publish_seconds", []string{"bus=2"}, initial + 2},
 	}
 	for _, c := range atLeast {
-		if v, ok := metricValue(mfs, c.name, c.labels...); !ok || v < c.min {
+		if v, ok := testkit.MetricValue(mfs, c.name, c.labels...); !ok || v < c.min {
 			t.Errorf("%s%v = %g (present %v), want at least %g", c.name, c.labels, v, ok, c.min)
 		}
 	}
 	// A deleted route's series go.
 	s.ok("mail.control.route.delete", map[string]any{"name": "refused"})
 	waitUntil(t, 10*time.Second, "no series of the deleted route", func() bool {
-		_, ok := metricValue(scrape(t, addr), "mailbus_route_errors_total", "route=refused")
+		_, ok := testkit.MetricValue(testkit.Scrape(t, addr), "mailbus_route_errors_total", "route=refused")
 		return !ok
 	})
-	if _, ok := metricValue(scrape(t, addr), "mailbus_route_events_published_total", "route=metered"); !ok {
+	if _, ok := testkit.MetricValue(testkit.Scrape(t, addr), "mailbus_route_events_published_total", "route=metered"); !ok {
 		t.Error("the series of the other route went too")
 	}
 	if proxy.cut.Load() != 1 {

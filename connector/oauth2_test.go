@@ -18,7 +18,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/emersion/go-sasl"
 
-	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -27,7 +27,7 @@ import (
 // command of a session whose token has expired as a fault.
 type oauthIMAP struct {
 	memIMAP
-	tokens *connector.TokenServer
+	tokens *testkit.TokenServer
 	mechs  []string
 
 	mu      sync.Mutex
@@ -36,7 +36,7 @@ type oauthIMAP struct {
 	expired int // commands in a session whose token had expired
 }
 
-func startOAuthIMAP(t *testing.T, tokens *connector.TokenServer, mechs ...string) *oauthIMAP {
+func startOAuthIMAP(t *testing.T, tokens *testkit.TokenServer, mechs ...string) *oauthIMAP {
 	t.Helper()
 	user := imapmemserver.NewUser("alice", "unused-"+rand.Text())
 	if err := user.Create("INBOX", nil); err != nil {
@@ -175,14 +175,14 @@ func oauthConn(srv *oauthIMAP, oauth map[string]any) map[string]any {
 }
 
 // refreshSettings is an oauth2 object of the refresh_token grant at ts.
-func refreshSettings(ts *connector.TokenServer, rt string) map[string]any {
+func refreshSettings(ts *testkit.TokenServer, rt string) map[string]any {
 	return map[string]any{"tokenUrl": ts.URL(), "clientId": ts.ClientID, "clientSecret": ts.ClientSecret, "refreshToken": rt}
 }
 
 // assertNoSecrets greps everything a person or a subscriber can see (the process log, the
 // connection log, the replies of get, list and status, the events) for every token the
 // token server issued and the client secret.
-func assertNoSecrets(t *testing.T, s *testService, ts *connector.TokenServer, route string) {
+func assertNoSecrets(t *testing.T, s *testService, ts *testkit.TokenServer, route string) {
 	t.Helper()
 	var seen []string
 	seen = append(seen, s.log.String())
@@ -224,7 +224,7 @@ func waitEvents(t *testing.T, s *testService, route string, n uint64) {
 // busy machine), so the server never refuses a token nor sees a command on an expired one,
 // and mail keeps flowing (XOAUTH2, the only mechanism offered).
 func TestOAuthRefreshBeforeExpiry(t *testing.T) {
-	ts := connector.StartTokenServer(t, 5*time.Second, false)
+	ts := testkit.StartTokenServer(t, 5*time.Second, false)
 	srv := startOAuthIMAP(t, ts, "XOAUTH2")
 	s := runService(t, svcConfig(t), nil)
 	srv.append(t, "INBOX", testMail(1, ""))
@@ -255,7 +255,7 @@ func TestOAuthRefreshBeforeExpiry(t *testing.T) {
 func TestOAuthRotatedRefreshToken(t *testing.T) {
 	// 4 s tokens: renewed 0.8 s before expiry, room enough on a busy machine for none to be
 	// refused.
-	ts := connector.StartTokenServer(t, 4*time.Second, true)
+	ts := testkit.StartTokenServer(t, 4*time.Second, true)
 	srv := startOAuthIMAP(t, ts, "XOAUTH2", "OAUTHBEARER")
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -331,7 +331,7 @@ func TestOAuthRotatedRefreshToken(t *testing.T) {
 // state error saying so, without the token or the endpoint's description (which quotes
 // it); the check fails at its token stage naming oauth2.refreshToken.
 func TestOAuthRevokedRefreshToken(t *testing.T) {
-	ts := connector.StartTokenServer(t, 2*time.Second, false)
+	ts := testkit.StartTokenServer(t, 2*time.Second, false)
 	srv := startOAuthIMAP(t, ts, "XOAUTH2")
 	s := runService(t, svcConfig(t), nil)
 	srv.append(t, "INBOX", testMail(1, ""))
@@ -359,7 +359,7 @@ func TestOAuthRevokedRefreshToken(t *testing.T) {
 // TestOAuthFreshTokenRefused: a token issued just now that the server refuses (here: it is
 // alice's, the connection says bob) parks the route; retrying cannot help.
 func TestOAuthFreshTokenRefused(t *testing.T) {
-	ts := connector.StartTokenServer(t, time.Hour, false)
+	ts := testkit.StartTokenServer(t, time.Hour, false)
 	srv := startOAuthIMAP(t, ts, "OAUTHBEARER")
 	s := runService(t, svcConfig(t), nil)
 	c := oauthConn(srv, refreshSettings(ts, ts.NewRefresh()))
@@ -379,7 +379,7 @@ func TestOAuthFreshTokenRefused(t *testing.T) {
 // TestOAuthRefreshAfterRefusedToken: a given access token the server refuses is replaced
 // once from the token endpoint, on the same connection, and the route runs.
 func TestOAuthRefreshAfterRefusedToken(t *testing.T) {
-	ts := connector.StartTokenServer(t, time.Hour, false)
+	ts := testkit.StartTokenServer(t, time.Hour, false)
 	srv := startOAuthIMAP(t, ts, "XOAUTH2")
 	s := runService(t, svcConfig(t), nil)
 	srv.append(t, "INBOX", testMail(1, ""))
@@ -401,7 +401,7 @@ func TestOAuthRefreshAfterRefusedToken(t *testing.T) {
 // TestOAuthStaticAccessToken: an access token alone is used as it is; when the server
 // refuses it there is nothing to renew it with, and the route parks saying so.
 func TestOAuthStaticAccessToken(t *testing.T) {
-	ts := connector.StartTokenServer(t, time.Hour, false)
+	ts := testkit.StartTokenServer(t, time.Hour, false)
 	srv := startOAuthIMAP(t, ts, "OAUTHBEARER")
 	s := runService(t, svcConfig(t), nil)
 	srv.append(t, "INBOX", testMail(1, ""))
@@ -431,7 +431,7 @@ func TestOAuthStaticAccessToken(t *testing.T) {
 // TestOAuthClientCredentials: Microsoft 365 application access. The scope is the preset's
 // .default, and the client secret goes to the endpoint only.
 func TestOAuthClientCredentials(t *testing.T) {
-	ts := connector.StartTokenServer(t, time.Hour, false)
+	ts := testkit.StartTokenServer(t, time.Hour, false)
 	srv := startOAuthIMAP(t, ts, "XOAUTH2")
 	s := runService(t, svcConfig(t), nil)
 	srv.append(t, "INBOX", testMail(1, ""))

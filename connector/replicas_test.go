@@ -8,7 +8,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -18,11 +17,8 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -125,7 +121,7 @@ func TestReplicasShareRoutes(t *testing.T) {
 			want = append(want, r+"=1")
 		}
 	}
-	for _, m := range scrape(t, httpAddr(t, a.log))["mailbus_route_lease_owned"].GetMetric() {
+	for _, m := range testkit.Scrape(t, httpAddr(t, a.log))["mailbus_route_lease_owned"].GetMetric() {
 		got = append(got, fmt.Sprintf("%s=%g", m.GetLabel()[0].GetValue(), m.GetGauge().GetValue()))
 	}
 	slices.Sort(got)
@@ -164,22 +160,6 @@ func httpAddr(t *testing.T, log *svcLog) string {
 	}
 	t.Fatalf("no http listening in the log:\n%s", log)
 	return ""
-}
-
-// scrape reads /metrics at addr.
-func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics = %v", err)
-	}
-	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse /metrics = %v", err)
-	}
-	return mfs
 }
 
 // TestReplicaChild is the replica process of TestReplicaFailoverSIGKILL and

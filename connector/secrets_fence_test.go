@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -356,7 +357,7 @@ func TestStoredPasswordBoundToServer(t *testing.T) {
 // refresh token is refused naming the secret; a draft never takes them; the saved
 // connection still asks only its own token endpoint. The hostile endpoint receives nothing.
 func TestOAuth2SecretsBoundToTokenEndpoint(t *testing.T) {
-	ts := connector.StartTokenServer(t, time.Hour, false)
+	ts := testkit.StartTokenServer(t, time.Hour, false)
 	evilTokens := connector.StartHostileTokenEndpoint(t)
 	mail := connector.StartHostileIMAP(t) // the mail server: refuses the token, records it
 	evil := connector.StartHostileIMAP(t)

@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -147,16 +149,12 @@ func TestNATSServerRestart(t *testing.T) {
 	}
 
 	// Commands are served again once both clients are back.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		msg, err := s.nc.Request("mail.control.route.get", []byte(`{"name":"r1"}`), time.Second)
-		if err == nil && strings.Contains(string(msg.Data), `"ok":true`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no answer after the server restart: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !testkit.WaitFor(20*time.Second, func() bool {
+		var msg *nats.Msg
+		msg, err = s.nc.Request("mail.control.route.get", []byte(`{"name":"r1"}`), time.Second)
+		return err == nil && strings.Contains(string(msg.Data), `"ok":true`)
+	}) {
+		t.Fatalf("no answer after the server restart: %v", err)
 	}
 	s.ok("mail.control.route.put", inboxRoute("r2", "c1"))
 	s.rec.expect(t, "start r2", reactWithin)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -31,13 +31,13 @@ const (
 // Client sends control requests on <prefix>.control.<entity>.<op>.
 type Client struct {
 	nc    *nats.Conn
-	names connector.Names
+	names bus.Names
 }
 
 // New returns a client of the mailbus whose subjects start with prefix ("mail"). The
 // caller keeps nc and closes it.
 func New(nc *nats.Conn, prefix string) *Client {
-	return &Client{nc: nc, names: connector.Names{Prefix: prefix}}
+	return &Client{nc: nc, names: bus.Names{Prefix: prefix}}
 }
 
 // ErrNoService is returned when no mailbus answers on the control subjects.

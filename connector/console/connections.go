@@ -322,27 +322,7 @@ func (c *Console) connectionSave(w http.ResponseWriter, r *http.Request, s *sess
 	if !ok {
 		return
 	}
-	if p.Original != p.C.Name && p.C.Name != "" {
-		// A new name must not overwrite a connection of that name without asking.
-		if _, err := c.request(r.Context(), "connection", "get", schemas.NameRequest{Name: p.C.Name}); err == nil {
-			p.setError(&schemas.Error{Code: schemas.CodeConflict, Field: "name",
-				Message: fmt.Sprintf("a connection %q exists already: open it to change it", p.C.Name)})
-			c.render(w, r, http.StatusConflict, "connection", p)
-			return
-		}
-	}
-	reply, err := c.request(r.Context(), "connection", "put", req)
-	var e *schemas.Error
-	if errors.As(err, &e) {
-		p.setError(e)
-		c.render(w, r, http.StatusUnprocessableEntity, "connection", p)
-		return
-	}
-	if err != nil {
-		c.controlFail(w, r, err)
-		return
-	}
-	http.Redirect(w, r, Base+"connections?saved="+url.QueryEscape(reply.Connection.Name), http.StatusSeeOther)
+	c.save(w, r, "connection", p.Original, p.C.Name, req, p)
 }
 
 // setError puts a refusal next to the input it names, or above the form.
@@ -350,10 +330,43 @@ func (p *connectionPage) setError(e *schemas.Error) {
 	field := formField(e.Field)
 	if slices.Contains(connFields, field) {
 		p.Errors = map[string]string{field: e.Message}
-		p.FormError = fmt.Sprintf(tr(p.Lang, "common.formErr"), e.Error())
-		return
 	}
 	p.FormError = fmt.Sprintf(tr(p.Lang, "common.formErr"), e.Error())
+}
+
+// save puts the definition body of entity ("connection", "route") from its form page p
+// (which shows a refusal next to its input),
+// refusing first a new name (original is the name it was opened with) that would
+// overwrite another definition without asking. Then it goes back to the list, or shows the
+// form again with the refusal next to its field.
+func (c *Console) save(w http.ResponseWriter, r *http.Request, entity, original, name string, body any, p interface{ setError(*schemas.Error) }) {
+	if original != name && name != "" {
+		if _, err := c.request(r.Context(), entity, "get", schemas.NameRequest{Name: name}); err == nil {
+			p.setError(&schemas.Error{Code: schemas.CodeConflict, Field: "name",
+				Message: fmt.Sprintf("a %s %q exists already: open it to change it", entity, name)})
+			c.render(w, r, http.StatusConflict, entity, p)
+			return
+		}
+	}
+	reply, err := c.request(r.Context(), entity, "put", body)
+	var e *schemas.Error
+	if errors.As(err, &e) {
+		p.setError(e)
+		c.render(w, r, http.StatusUnprocessableEntity, entity, p)
+		return
+	}
+	if err != nil {
+		c.controlFail(w, r, err)
+		return
+	}
+	saved := name
+	switch {
+	case reply.Connection != nil:
+		saved = reply.Connection.Name
+	case reply.Route != nil:
+		saved = reply.Route.Name
+	}
+	http.Redirect(w, r, Base+entity+"s?saved="+url.QueryEscape(saved), http.StatusSeeOther)
 }
 
 // formField maps a JSON path to the form input that holds it: testRecipients[1] is the

@@ -256,3 +256,74 @@ func TestExchangeVersionsMatch(t *testing.T) {
 		t.Fatalf("console offers %v, control accepts %v", got, validate.ExchangeVersions)
 	}
 }
+
+// TestFormSaveNewNameOverExisting: a form saved under a new name that another connection
+// or route already has is refused (409, the refusal next to the name) and changes nothing;
+// saved under a free name, it is stored and the list page names it.
+func TestFormSaveNewNameOverExisting(t *testing.T) {
+	m := startMailbus(t, "tok-"+t.Name(), nil)
+	hc := client(t)
+	csrf := loginForm(t, hc, m)
+	if resp := postLogin(t, hc, m, csrf, m.token, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login = %s", resp.Status)
+	}
+	resp, err := hc.Get(m.url + "/ui/connection")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	token := string(csrfInput.FindSubmatch(body)[1])
+
+	conn := url.Values{"csrf": {token}, "name": {"c1"}, "type": {"imap"}, "host": {"imap.example.com"},
+		"encryption": {"ssl"}, "auth": {"none"}, "logLevel": {"errors"}}
+	route := url.Values{"csrf": {token}, "name": {"r1"}, "connection": {"c1"}, "bus": {"0"}, "mailbox": {"INBOX"},
+		"select": {"all"}, "backlog": {"unseen"}, "after": {"markRead"}}
+	post := func(path string, f url.Values) (int, string, string) {
+		t.Helper()
+		hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		defer func() { hc.CheckRedirect = nil }()
+		resp, err := hc.PostForm(m.url+path, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Location"), string(b)
+	}
+	for _, tc := range []struct {
+		path, entity string
+		form         url.Values
+	}{{"/ui/connection", "connection", conn}, {"/ui/route", "route", route}} {
+		code, loc, _ := post(tc.path, tc.form)
+		if code != http.StatusSeeOther || !strings.Contains(loc, "saved="+tc.form.Get("name")) {
+			t.Fatalf("save %s %s = %d to %q, want 303 to the list naming it", tc.entity, tc.form.Get("name"), code, loc)
+		}
+		before := m.control(t, tc.entity+".get", schemas.NameRequest{Name: tc.form.Get("name")})
+		// The form of another definition renamed to the existing name.
+		other := url.Values{}
+		for k, v := range tc.form {
+			other[k] = v
+		}
+		other.Set("original", "other")
+		code, _, page := post(tc.path, other)
+		if code != http.StatusConflict || !strings.Contains(page, "exists already") {
+			t.Errorf("save %s over %s = %d, want 409 saying it exists already", tc.entity, tc.form.Get("name"), code)
+		}
+		after := m.control(t, tc.entity+".get", schemas.NameRequest{Name: tc.form.Get("name")})
+		if !before.OK || !after.OK || revision(before) != revision(after) {
+			t.Errorf("%s %s changed by the refused save: revision %d, then %d", tc.entity, tc.form.Get("name"), revision(before), revision(after))
+		}
+	}
+}
+
+// revision is the stored revision of the definition in a get reply.
+func revision(r schemas.Reply) uint64 {
+	switch {
+	case r.Connection != nil:
+		return r.Connection.Revision
+	case r.Route != nil:
+		return r.Route.Revision
+	}
+	return 0
+}

@@ -147,26 +147,7 @@ func (c *Console) routeSave(w http.ResponseWriter, r *http.Request, s *session) 
 	}
 	putNumber(m, "bus", p.Bus)
 
-	if p.Original != rt.Name && rt.Name != "" {
-		if _, err := c.request(r.Context(), "route", "get", schemas.NameRequest{Name: rt.Name}); err == nil {
-			p.setError(&schemas.Error{Code: schemas.CodeConflict, Field: "name",
-				Message: fmt.Sprintf("a route %q exists already: open it to change it", rt.Name)})
-			c.render(w, r, http.StatusConflict, "route", p)
-			return
-		}
-	}
-	reply, err := c.request(r.Context(), "route", "put", m)
-	var e *schemas.Error
-	if errors.As(err, &e) {
-		p.setError(e)
-		c.render(w, r, http.StatusUnprocessableEntity, "route", p)
-		return
-	}
-	if err != nil {
-		c.controlFail(w, r, err)
-		return
-	}
-	http.Redirect(w, r, Base+"routes?saved="+url.QueryEscape(reply.Route.Name), http.StatusSeeOther)
+	c.save(w, r, "route", p.Original, rt.Name, m, p)
 }
 
 func (p *routePage) setError(e *schemas.Error) {

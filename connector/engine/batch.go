@@ -514,6 +514,7 @@ func (b *Batch) count(n int) (int, error) {
 		id := b.msgID(it)
 		if b.isForeign(it, id) {
 			e.foreign[id] = true
+			b.rememberForeign(n + 1)
 			e.Metrics.Duplicate()
 			e.Status(func(st *schemas.RouteStatus) { st.Duplicates++ })
 			it.counted = true
@@ -531,6 +532,23 @@ func (b *Batch) count(n int) (int, error) {
 		b.tally(it)
 	}
 	return n, nil
+}
+
+// rememberForeign records as foreign every item from n on whose acknowledgement is a
+// duplicate of an event this route never published, not only the first, which count stops
+// at. The source may then record the batch as perhaps published (IMAP's PublishedTo), and
+// on the next try such an item would pass for the route's own duplicate: acted upon, its
+// mail never published, had its foreign event stayed in the duplicate window longer than
+// the first one's.
+func (b *Batch) rememberForeign(n int) {
+	for _, it := range b.items[n:] {
+		if it.Skip || it.Later || !it.done || it.err != nil {
+			continue
+		}
+		if id := b.msgID(it); b.isForeign(it, id) {
+			b.e.foreign[id] = true
+		}
+	}
 }
 
 // isForeign reports whether the acknowledgement of it is a duplicate of an event this
@@ -580,7 +598,10 @@ func (b *Batch) tallyStored() {
 		}
 		id := b.msgID(it)
 		if b.isForeign(it, id) {
-			continue // judged when it is published again
+			// Foreign on the next try too, where the source may say the route published
+			// it before: its checkpoint was raised before this batch was published.
+			b.e.foreign[id] = true
+			continue
 		}
 		if !it.dup && it.DeadErr == nil {
 			b.e.ConnLog.Published(it.note)

@@ -143,6 +143,14 @@ func (e *Engine) Log(level slog.Level, event, msg string, args ...any) {
 	e.ConnLog.Log(level, event, msg, args...)
 }
 
+// SourceChanged logs that the route's checkpoint was reset because what it belongs to
+// changed (change says how: another server, user or mailbox).
+func (e *Engine) SourceChanged(change string) {
+	e.Log(slog.LevelWarn, connlog.EventState, fmt.Sprintf(
+		"checkpoint reset: the route's source changed (%s); backlog %s decides what of the mail in the mailbox is published",
+		change, e.Route.Backlog))
+}
+
 // Run implements Worker. It returns only when ctx ends: failures are retried here, with
 // the route's state telling what happens.
 func (e *Engine) Run(ctx context.Context) error {

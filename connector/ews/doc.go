@@ -4,6 +4,8 @@
 // MoveItem, FindFolder), the classification of its failures (IsPermanent, BackOff), and
 // the split of a route's filter between a FindItem restriction and a check of the headers.
 //
-// It knows neither the IMAP source nor the runtime that publishes: the route worker drives
-// a Client. Its tests run against connector/ewstest, an httptest server speaking EWS SOAP.
+// Its worker (NewWorker) is the Exchange source of the engine (engine.Source): it pages
+// through the unread items or syncs the folder, streams each item's MIME into the engine,
+// and acts on the acknowledged items. It does not know the IMAP source. Its tests run
+// against connector/ewstest, an httptest server speaking EWS SOAP.
 package ews

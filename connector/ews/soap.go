@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mailbus/mailbus/connector/engine"
 )
 
 // The SOAP and EWS namespaces. Requests write the prefixes soap:, t: and m: literally
@@ -180,6 +182,16 @@ type itemsReply struct {
 	} `xml:"ResponseMessages"`
 }
 
+// itemsCall sends req, a request of n items answered by one message each (UpdateItem,
+// DeleteItem, MoveItem), and returns one error per item, nil where the item succeeded.
+func (c *Client) itemsCall(ctx context.Context, op string, req any, n int) ([]error, error) {
+	var r itemsReply
+	if err := call(ctx, c, op, req, &r); err != nil {
+		return nil, err
+	}
+	return r.errors(op, n)
+}
+
 // errors returns one error per item, nil where the item succeeded.
 func (r *itemsReply) errors(op string, n int) ([]error, error) {
 	msgs := r.ResponseMessages.Messages
@@ -344,10 +356,10 @@ func (c *Client) GetItems(ctx context.Context, ids []ID, mime func(i int, r io.R
 	}
 	defer rc.Close()
 	// Closing the body is what unblocks a read from a server that stopped sending.
-	sr := newStallReader(rc, stallTimeout)
-	defer sr.stop()
-	got, err := readGetItem(sr, mime)
-	if err != nil && sr.stalled() {
+	watch := engine.NewProgressWatch(rc, stallTimeout, nil)
+	defer watch.Stop()
+	got, err := readGetItem(&engine.ProgressReader{R: rc, W: watch}, mime)
+	if err != nil && watch.Fired() {
 		return nil, fmt.Errorf("ews GetItem: the server sent nothing for %s: %w", stallTimeout, err)
 	}
 	if err != nil {
@@ -502,11 +514,7 @@ func (c *Client) MarkRead(ctx context.Context, ids []ID) ([]error, error) {
 		req.Changes[i].Set.Field = fieldURI{"message:IsRead"}
 		req.Changes[i].Set.IsRead = true
 	}
-	var r itemsReply
-	if err := call(ctx, c, "UpdateItem", req, &r); err != nil {
-		return nil, err
-	}
-	return r.errors("UpdateItem", len(ids))
+	return c.itemsCall(ctx, "UpdateItem", req, len(ids))
 }
 
 type deleteItemRequest struct {
@@ -518,11 +526,7 @@ type deleteItemRequest struct {
 // DeleteItems moves ids to Deleted Items, as a mail client's delete does.
 func (c *Client) DeleteItems(ctx context.Context, ids []ID) ([]error, error) {
 	req := deleteItemRequest{DeleteType: "MoveToDeletedItems", IDs: bareIDs(ids)}
-	var r itemsReply
-	if err := call(ctx, c, "DeleteItem", req, &r); err != nil {
-		return nil, err
-	}
-	return r.errors("DeleteItem", len(ids))
+	return c.itemsCall(ctx, "DeleteItem", req, len(ids))
 }
 
 type moveItemRequest struct {
@@ -534,11 +538,7 @@ type moveItemRequest struct {
 // MoveItems moves ids to the folder to.
 func (c *Client) MoveItems(ctx context.Context, ids []ID, to Folder) ([]error, error) {
 	req := moveItemRequest{To: to, IDs: bareIDs(ids)}
-	var r itemsReply
-	if err := call(ctx, c, "MoveItem", req, &r); err != nil {
-		return nil, err
-	}
-	return r.errors("MoveItem", len(ids))
+	return c.itemsCall(ctx, "MoveItem", req, len(ids))
 }
 
 func bareIDs(ids []ID) []ID {

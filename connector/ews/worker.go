@@ -330,9 +330,7 @@ func (w *worker) loadState(ctx context.Context) error {
 		return err
 	}
 	if change := w.src.ChangeFrom(st.Source); change != "" {
-		w.connLog(slog.LevelWarn, connlog.EventState, fmt.Sprintf(
-			"checkpoint reset: the route's source changed (%s); backlog %s decides what of the mail in the mailbox is published",
-			change, w.route.Backlog))
+		w.e.SourceChanged(change)
 		st = syncState{}
 	}
 	// A state of an earlier version records no source and no Publishing: any of its items

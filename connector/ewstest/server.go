@@ -196,25 +196,19 @@ func (f *Server) Unread(folder string) []*Item {
 }
 
 // ReadCount is how many items are read.
-func (f *Server) ReadCount() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, it := range f.Items {
-		if it.Read {
-			n++
-		}
-	}
-	return n
-}
+func (f *Server) ReadCount() int { return f.count(func(it *Item) bool { return it.Read }) }
 
 // FolderCount is how many items folder holds.
 func (f *Server) FolderCount(folder string) int {
+	return f.count(func(it *Item) bool { return it.Folder == folder })
+}
+
+func (f *Server) count(match func(*Item) bool) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
 	for _, it := range f.Items {
-		if it.Folder == folder {
+		if match(it) {
 			n++
 		}
 	}

@@ -327,9 +327,7 @@ func (s *imapSession) batch(ctx context.Context, b *engine.Batch, cands []candid
 	defer watch.Stop()
 	var size, sized int // bytes and number of the literals, for avgSize
 	for {
-		watch.Arm()
-		m := fetch.Next()
-		watch.Disarm()
+		m := nextMessage(fetch, watch)
 		if m == nil {
 			break
 		}
@@ -342,9 +340,7 @@ func (s *imapSession) batch(ctx context.Context, b *engine.Batch, cands []candid
 			sized++
 		}
 	}
-	watch.Arm()
-	err := fetch.Close()
-	watch.Disarm()
+	err := closeFetch(fetch, watch)
 	if err != nil {
 		return nil, watch.Explain(fmt.Errorf("uid fetch: %w", err))
 	}
@@ -370,9 +366,7 @@ func (s *imapSession) message(ctx context.Context, b *engine.Batch, m *imapclien
 		seen   bool
 	)
 	for {
-		watch.Arm()
-		item := m.Next()
-		watch.Disarm()
+		item := nextItem(m, watch)
 		if item == nil {
 			break
 		}
@@ -577,16 +571,12 @@ func (s *imapSession) raw(ctx context.Context, uid imap.UID, put func(io.Reader)
 	watch := engine.NewProgressWatch(s.c, CommandTimeout, ErrTimeout)
 	defer watch.Stop()
 	for {
-		watch.Arm()
-		m := fetch.Next()
-		watch.Disarm()
+		m := nextMessage(fetch, watch)
 		if m == nil {
 			break
 		}
 		for {
-			watch.Arm()
-			item := m.Next()
-			watch.Disarm()
+			item := nextItem(m, watch)
 			if item == nil {
 				break
 			}
@@ -610,13 +600,31 @@ func (s *imapSession) raw(ctx context.Context, uid imap.UID, put func(io.Reader)
 			found = true
 		}
 	}
-	watch.Arm()
-	err := fetch.Close()
-	watch.Disarm()
+	err := closeFetch(fetch, watch)
 	if err != nil {
 		return false, watch.Explain(fmt.Errorf("uid fetch %d: %w", uid, err))
 	}
 	return found, nil
+}
+
+// nextMessage, nextItem and closeFetch are the FETCH's reads, the watch armed around each.
+
+func nextMessage(fetch *imapclient.FetchCommand, w *engine.ProgressWatch) *imapclient.FetchMessageData {
+	w.Arm()
+	defer w.Disarm()
+	return fetch.Next()
+}
+
+func nextItem(m *imapclient.FetchMessageData, w *engine.ProgressWatch) imapclient.FetchItemData {
+	w.Arm()
+	defer w.Disarm()
+	return m.Next()
+}
+
+func closeFetch(fetch *imapclient.FetchCommand, w *engine.ProgressWatch) error {
+	w.Arm()
+	defer w.Disarm()
+	return fetch.Close()
 }
 
 // literalReader tracks a FETCH literal of known size, the watch armed around each read.

@@ -173,9 +173,7 @@ func (w *imapWorker) Connect(ctx context.Context) error {
 		return err
 	}
 	if change := w.src.ChangeFrom(cp.Source); change != "" {
-		w.connLog(slog.LevelWarn, connlog.EventState, fmt.Sprintf(
-			"checkpoint reset: the route's source changed (%s); backlog %s decides what of the mail in the mailbox is published",
-			change, w.route.Backlog))
+		w.e.SourceChanged(change)
 		cp = store.Checkpoint{}
 	}
 	// A checkpoint of an earlier version records no source and no PublishedTo: whatever

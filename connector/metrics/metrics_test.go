@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/metrics"
 )
 
@@ -28,14 +29,7 @@ func series(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
 				k += l.GetName() + "=" + l.GetValue()
 			}
 			k += "}"
-			switch {
-			case m.Counter != nil:
-				out[k] = m.Counter.GetValue()
-			case m.Gauge != nil:
-				out[k] = m.Gauge.GetValue()
-			case m.Histogram != nil:
-				out[k] = float64(m.Histogram.GetSampleCount())
-			}
+			out[k] = testkit.SampleValue(m)
 		}
 	}
 	return out

@@ -4,6 +4,7 @@ package testkit
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/engine"
 )
 
 // NATS is an embedded NATS server with JetStream and a client connected to it.
@@ -49,16 +51,32 @@ func StartNATS(t testing.TB) *NATS {
 }
 
 // StartStorage is StartNATS with mailbus's streams and buckets made on the server: one
-// replica, a one-minute duplicate window.
+// replica, a ten-minute duplicate window (longer than any test).
 func StartStorage(t testing.TB) *NATS {
 	t.Helper()
 	n := StartNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := bus.EnsureStorage(ctx, n.JS, n.Names, 1, time.Minute)
+	st, err := bus.EnsureStorage(ctx, n.JS, n.Names, 1, 10*time.Minute)
 	if err != nil {
 		t.Fatalf("EnsureStorage() = %v", err)
 	}
 	n.Storage = st
 	return n
+}
+
+// StartRuntime is StartStorage with the runtime a route's worker runs on: replica
+// "test", a status board, the buses' publishers, and a debug log into the test's output.
+func StartRuntime(t testing.TB) (*NATS, *engine.Runtime) {
+	t.Helper()
+	n := StartStorage(t)
+	pubs, err := bus.NewPublishers(n.NC, 0)
+	if err != nil {
+		t.Fatalf("NewPublishers() = %v", err)
+	}
+	return n, &engine.Runtime{
+		Names: n.Names, NC: n.NC, JS: n.JS, Storage: n.Storage, Instance: "test",
+		Status: engine.NewStatusBoard(), Publishers: pubs,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
 }

@@ -1,4 +1,4 @@
-package connector
+package testkit
 
 import (
 	"crypto/rand"
@@ -12,7 +12,7 @@ import (
 )
 
 // TokenServer is an OAuth2 token endpoint (RFC 6749) for the tests of IMAP and Exchange
-// routes (exported for the package's external tests): refresh_token and
+// routes: refresh_token and
 // client_credentials grants, tokens that expire after ttl, refresh tokens that it may
 // rotate (the old one then stops working) and that it can revoke. Its error descriptions
 // quote the refresh token they refuse, so a test can tell whether mailbus repeats them.
@@ -31,7 +31,9 @@ type TokenServer struct {
 	scopes  []string             // the scope parameter of each request
 }
 
-func StartTokenServer(t *testing.T, ttl time.Duration, rotate bool) *TokenServer {
+// StartTokenServer starts a token endpoint whose access tokens live ttl, which replaces a
+// refresh token at each use when rotate is set; it stops when t ends.
+func StartTokenServer(t testing.TB, ttl time.Duration, rotate bool) *TokenServer {
 	t.Helper()
 	ts := &TokenServer{
 		ClientID: "mailbus-app", ClientSecret: "cs-" + rand.Text(), ttl: ttl, rotate: rotate,
@@ -42,6 +44,7 @@ func StartTokenServer(t *testing.T, ttl time.Duration, rotate bool) *TokenServer
 	return ts
 }
 
+// URL is the token URL a connection names.
 func (ts *TokenServer) URL() string { return ts.srv.URL + "/token" }
 
 // NewRefresh makes a refresh token that works.
@@ -80,12 +83,14 @@ func (ts *TokenServer) Valid(at string) bool {
 	return ok && time.Now().Before(exp)
 }
 
+// Expiry is when the access token at stops working.
 func (ts *TokenServer) Expiry(at string) time.Time {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	return ts.access[at]
 }
 
+// Count is how many requests of grant (refresh_token, client_credentials) succeeded.
 func (ts *TokenServer) Count(grant string) int {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()

@@ -1,4 +1,4 @@
-package connector
+package supervisor
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/engine"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -35,17 +36,31 @@ const (
 	stopWait = 10 * time.Second
 )
 
-// supervisor runs one worker per enabled route, following the definitions in the config
+// Config is what a supervisor works with.
+type Config struct {
+	Runtime *engine.Runtime
+	// Definitions is the config bucket it follows.
+	Definitions jetstream.KeyValue
+	// Sealer opens the connections' secrets for their workers.
+	Sealer *secrets.Sealer
+	// Factories make the workers, by connection type (imap, exchange).
+	Factories map[string]engine.WorkerFactory
+	// Resync is sent to when NATS reconnected: the definitions are read again.
+	Resync <-chan struct{}
+	Leases *Leases
+}
+
+// Supervisor runs one worker per enabled route, following the definitions in the config
 // bucket. Every replica runs one, fed by a KV watch rather than by the control requests,
 // so a command handled by any replica reaches all of them.
-type supervisor struct {
-	rt        *Runtime
+type Supervisor struct {
+	rt        *engine.Runtime
 	kv        jetstream.KeyValue
 	sealer    *secrets.Sealer
-	factories map[string]WorkerFactory
+	factories map[string]engine.WorkerFactory
 	logger    *slog.Logger
 	resync    <-chan struct{} // NATS reconnected: watch again
-	leases    *leases
+	leases    *Leases
 	poke      chan struct{} // a runner lost its lease
 	regained  chan struct{} // the heartbeat is acknowledged again after failures
 
@@ -91,17 +106,19 @@ type leaseSeen struct {
 
 // wantedRoute is a route that passed every check and should run on the replica holding its lease.
 type wantedRoute struct {
-	spec    RouteSpec
-	factory WorkerFactory
+	spec    engine.RouteSpec
+	factory engine.WorkerFactory
 	key     string
 }
 
-func newSupervisor(rt *Runtime, kv jetstream.KeyValue, s *secrets.Sealer, factories map[string]WorkerFactory, resync <-chan struct{}, ls *leases) *supervisor {
-	return &supervisor{
-		rt: rt, kv: kv, sealer: s, factories: factories, resync: resync, leases: ls,
+// New returns the supervisor of cfg; Run starts it.
+func New(cfg Config) *Supervisor {
+	return &Supervisor{
+		rt: cfg.Runtime, kv: cfg.Definitions, sealer: cfg.Sealer, factories: cfg.Factories,
+		resync: cfg.Resync, leases: cfg.Leases,
 		poke:     make(chan struct{}, 1),
 		regained: make(chan struct{}, 1),
-		logger:   rt.Logger.With("component", "supervisor"),
+		logger:   cfg.Runtime.Logger.With("component", "supervisor"),
 		conns:    make(map[string]schemas.Connection),
 		routes:   make(map[string]schemas.Route),
 		want:     make(map[string]wantedRoute),
@@ -113,14 +130,14 @@ func newSupervisor(rt *Runtime, kv jetstream.KeyValue, s *secrets.Sealer, factor
 }
 
 // Ready is closed once the definitions stored at start have been applied.
-func (s *supervisor) Ready() <-chan struct{} { return s.ready }
+func (s *Supervisor) Ready() <-chan struct{} { return s.ready }
 
 // errResync ends a watch so that the next one reads every definition again.
 var errResync = errors.New("nats reconnected")
 
 // Run applies definitions until ctx ends, then stops every worker and returns nil. When the
 // watch breaks, or NATS reconnected, it watches again and re-applies everything.
-func (s *supervisor) Run(ctx context.Context) error {
+func (s *Supervisor) Run(ctx context.Context) error {
 	// Deferred in this order so that the routes stop and release their leases before the
 	// instance key goes: the others then count this replica out and take them at once.
 	defer s.heartbeat(ctx)()
@@ -136,7 +153,7 @@ func (s *supervisor) Run(ctx context.Context) error {
 			continue
 		}
 		s.logger.Warn("definitions watch broke; watching again", "err", err)
-		if !retry.Sleep(ctx, restartDelay(min(attempt, 4))) {
+		if !retry.Sleep(ctx, RestartDelay(min(attempt, 4))) {
 			return nil
 		}
 	}
@@ -144,7 +161,7 @@ func (s *supervisor) Run(ctx context.Context) error {
 
 // watch follows the config bucket. The initial values are gathered first and applied
 // together, so that definitions deleted while no watch ran are noticed too.
-func (s *supervisor) watch(ctx context.Context) error {
+func (s *Supervisor) watch(ctx context.Context) error {
 	w, err := s.kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", s.rt.Names.ConfigBucket(), err)
@@ -263,7 +280,7 @@ func (s *supervisor) watch(ctx context.Context) error {
 // seeLease records a route lease shown by the watch, and stops a route running here whose
 // lease another replica took or removed. Revisions up to the one the runner last wrote
 // are its own (or older).
-func (s *supervisor) seeLease(name string, e jetstream.KeyValueEntry) {
+func (s *Supervisor) seeLease(name string, e jetstream.KeyValueEntry) {
 	var v leaseValue
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(s.leased, name)
@@ -283,12 +300,12 @@ func (s *supervisor) seeLease(name string, e jetstream.KeyValueEntry) {
 // under: held by this instance before a restart and not taken back (its share is smaller
 // now), or not released when their worker stopped. The others count this replica alive,
 // so nobody else would take those routes.
-func (s *supervisor) releaseStale() {
+func (s *Supervisor) releaseStale() {
 	for name, l := range s.leased {
 		if l.owner != s.rt.Instance || s.running[name] != nil {
 			continue
 		}
-		err := s.leases.release(newLease(RouteKey(name), l.rev))
+		err := s.leases.release(newLease(bus.RouteKey(name), l.rev))
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			continue // released or taken meanwhile; the watch has not shown it yet
 		}
@@ -301,7 +318,7 @@ func (s *supervisor) releaseStale() {
 }
 
 // reconcileAll brings every known or running route in line with the definitions.
-func (s *supervisor) reconcileAll(ctx context.Context) {
+func (s *Supervisor) reconcileAll(ctx context.Context) {
 	names := make(map[string]bool)
 	for n := range s.routes {
 		names[n] = true
@@ -317,7 +334,7 @@ func (s *supervisor) reconcileAll(ctx context.Context) {
 }
 
 // reconcileConnection reconciles the routes of one connection.
-func (s *supervisor) reconcileConnection(ctx context.Context, conn string) {
+func (s *Supervisor) reconcileConnection(ctx context.Context, conn string) {
 	for n, r := range s.routes {
 		if r.Connection == conn {
 			s.reconcile(ctx, n)
@@ -328,7 +345,7 @@ func (s *supervisor) reconcileConnection(ctx context.Context, conn string) {
 // reconcile starts, restarts or stops one route's worker. A running worker whose effective
 // spec did not change (a new description, a put of the same values) keeps running. The
 // worker's context is a child of ctx, so it ends with the supervisor.
-func (s *supervisor) reconcile(ctx context.Context, name string) {
+func (s *Supervisor) reconcile(ctx context.Context, name string) {
 	r, ok := s.routes[name]
 	if !ok {
 		delete(s.want, name)
@@ -360,7 +377,7 @@ func (s *supervisor) reconcile(ctx context.Context, name string) {
 		park(schemas.StateError, fmt.Sprintf("%s connections are not built yet", c.Type))
 		return
 	}
-	spec := RouteSpec{Route: r, Connection: c}
+	spec := engine.RouteSpec{Route: r, Connection: c}
 	key := specKey(spec)
 	s.want[name] = wantedRoute{spec: spec, factory: factory, key: key}
 	cur, ok := s.running[name]
@@ -379,7 +396,7 @@ func (s *supervisor) reconcile(ctx context.Context, name string) {
 
 // share is how many routes this replica may own: the wanted routes spread evenly over the
 // live replicas, rounded up.
-func (s *supervisor) share(ctx context.Context) int {
+func (s *Supervisor) share(ctx context.Context) int {
 	var n int
 	if s.leasesRead {
 		n = len(s.live)
@@ -394,7 +411,7 @@ func (s *supervisor) share(ctx context.Context) int {
 
 // acquire starts a wanted route here if this replica is within its share and takes the
 // route's lease. A route held elsewhere is forgotten on the local board.
-func (s *supervisor) acquire(ctx context.Context, name string, share int) {
+func (s *Supervisor) acquire(ctx context.Context, name string, share int) {
 	if _, ok := s.running[name]; ok {
 		return
 	}
@@ -421,7 +438,7 @@ func (s *supervisor) acquire(ctx context.Context, name string, share int) {
 // more than its share (one per call, so that replicas joining together settle without
 // flapping), tries to take the free wanted routes, and then releases the leases in this
 // replica's name that it did not take back.
-func (s *supervisor) balance(ctx context.Context) {
+func (s *Supervisor) balance(ctx context.Context) {
 	s.sweep()
 	defer s.releaseStale()
 	share := s.share(ctx)
@@ -439,7 +456,7 @@ func (s *supervisor) balance(ctx context.Context) {
 }
 
 // sweep forgets the runners that ended on their own: they lost their lease.
-func (s *supervisor) sweep() {
+func (s *Supervisor) sweep() {
 	for name, run := range s.running {
 		select {
 		case <-run.done:
@@ -451,7 +468,7 @@ func (s *supervisor) sweep() {
 
 // start runs a wanted route's worker under ls. The worker's context is a child of ctx, so
 // it ends with the supervisor.
-func (s *supervisor) start(ctx context.Context, name string, ls *lease) {
+func (s *Supervisor) start(ctx context.Context, name string, ls *lease) {
 	w := s.want[name]
 	ctx, cancel := context.WithCancel(ctx)
 	run := &runner{key: w.key, token: refreshToken(w.spec), cancel: cancel, done: make(chan struct{}), lease: ls, taken: make(chan struct{})}
@@ -468,7 +485,7 @@ func (s *supervisor) start(ctx context.Context, name string, ls *lease) {
 // write refused (another replica took it), the leases watch showing it taken, or this
 // replica's heartbeat lapsed (its instance key, and the lease with it, may expire). A
 // stopped runner releases its lease after its worker stopped, unless it is kept.
-func (s *supervisor) runOwned(ctx context.Context, run *runner, spec RouteSpec, factory WorkerFactory) {
+func (s *Supervisor) runOwned(ctx context.Context, run *runner, spec engine.RouteSpec, factory engine.WorkerFactory) {
 	name := spec.Route.Name
 	s.leases.hold(name, true)
 	defer s.leases.hold(name, false)
@@ -572,7 +589,7 @@ own:
 
 // heartbeat writes this replica's instance key now and every leaseRenew until ctx ends.
 // The returned function waits for that and removes the key.
-func (s *supervisor) heartbeat(ctx context.Context) func() {
+func (s *Supervisor) heartbeat(ctx context.Context) func() {
 	// The first is written before any route is taken: a replica takes none without it.
 	failing, next := false, leaseRenew
 	if err := s.leases.heartbeat(ctx); err != nil {
@@ -621,7 +638,7 @@ func (s *supervisor) heartbeat(ctx context.Context) func() {
 // what a worker does. An oauth2 refresh token is left out too: workers store the one the
 // token endpoint replaces, and read the stored one before each refresh, so a restart on it
 // would only make every worker on the connection refresh (and rotate) again, in a loop.
-func specKey(spec RouteSpec) string {
+func specKey(spec engine.RouteSpec) string {
 	spec.Route.Description, spec.Route.Revision = "", 0
 	spec.Connection.Description, spec.Connection.Revision = "", 0
 	if o := spec.Connection.OAuth2; o != nil {
@@ -637,12 +654,12 @@ func specKey(spec RouteSpec) string {
 // refresh token (an operator replacing a revoked one): it restarts at once rather than at
 // its next slow retry. A running route is left alone, since its own worker stores the
 // tokens the endpoint rotates.
-func (s *supervisor) newTokenForParked(name string, cur *runner, spec RouteSpec) bool {
+func (s *Supervisor) newTokenForParked(name string, cur *runner, spec engine.RouteSpec) bool {
 	st, _ := s.rt.Status.Get(name)
 	return st.State == schemas.StateError && refreshToken(spec) != cur.token
 }
 
-func refreshToken(spec RouteSpec) string {
+func refreshToken(spec engine.RouteSpec) string {
 	if o := spec.Connection.OAuth2; o != nil {
 		return o.RefreshToken
 	}
@@ -651,7 +668,7 @@ func refreshToken(spec RouteSpec) string {
 
 // stop cancels a route's worker and waits for it, at most stopWait. With keep, the lease
 // is not released but returned, if still held, for the route's next worker here.
-func (s *supervisor) stop(name string, keep bool) *lease {
+func (s *Supervisor) stop(name string, keep bool) *lease {
 	run, ok := s.running[name]
 	if !ok {
 		return nil
@@ -672,7 +689,7 @@ func (s *supervisor) stop(name string, keep bool) *lease {
 }
 
 // stopAll stops every worker, in parallel so shutdown takes as long as the slowest.
-func (s *supervisor) stopAll() {
+func (s *Supervisor) stopAll() {
 	var wg sync.WaitGroup
 	for name, run := range s.running {
 		run.cancel()
@@ -688,7 +705,7 @@ func (s *supervisor) stopAll() {
 	clear(s.running)
 }
 
-func (s *supervisor) setStatus(route, state, lastError string) {
+func (s *Supervisor) setStatus(route, state, lastError string) {
 	s.rt.Status.Update(route, func(st *schemas.RouteStatus) {
 		st.State, st.Owner, st.LastError = state, s.rt.Instance, lastError
 	})
@@ -696,7 +713,7 @@ func (s *supervisor) setStatus(route, state, lastError string) {
 
 // runRoute is the goroutine of one route: make the worker, run it, and when it fails wait
 // and make a new one, until ctx ends.
-func (s *supervisor) runRoute(ctx context.Context, spec RouteSpec, factory WorkerFactory) {
+func (s *Supervisor) runRoute(ctx context.Context, spec engine.RouteSpec, factory engine.WorkerFactory) {
 	name := spec.Route.Name
 	log := s.logger.With("route", name, "connection", spec.Connection.Name)
 	for attempt := 0; ; {
@@ -713,8 +730,8 @@ func (s *supervisor) runRoute(ctx context.Context, spec RouteSpec, factory Worke
 		}
 		// A failure retrying soon cannot fix (a missing passwordFrom variable, a definition
 		// the factory refuses) parks the route in state error and retries slowly.
-		wait, state := restartDelay(attempt), schemas.StateBackoff
-		if IsPermanent(err) {
+		wait, state := RestartDelay(attempt), schemas.StateBackoff
+		if retry.IsPermanent(err) {
 			wait, state = restartMax, schemas.StateError
 		}
 		attempt++
@@ -728,10 +745,10 @@ func (s *supervisor) runRoute(ctx context.Context, spec RouteSpec, factory Worke
 }
 
 // runWorker resolves the connection's secrets, makes the worker and runs it.
-func (s *supervisor) runWorker(ctx context.Context, spec RouteSpec, factory WorkerFactory) error {
+func (s *Supervisor) runWorker(ctx context.Context, spec engine.RouteSpec, factory engine.WorkerFactory) error {
 	c, err := s.sealer.Usable(spec.Connection)
 	if err != nil {
-		return Permanent(err)
+		return retry.Permanent(err)
 	}
 	spec.Connection = c
 	w, err := factory(s.rt, spec)
@@ -742,9 +759,9 @@ func (s *supervisor) runWorker(ctx context.Context, spec RouteSpec, factory Work
 	return w.Run(ctx)
 }
 
-// restartDelay is the wait before restart attempt n (0 first): restartMin doubling up to
+// RestartDelay is the wait before restart attempt n (0 first): restartMin doubling up to
 // restartMax, then a random point in its upper half.
-func restartDelay(n int) time.Duration {
+func RestartDelay(n int) time.Duration {
 	d := restartMin << min(n, 16)
 	if d <= 0 || d > restartMax {
 		d = restartMax

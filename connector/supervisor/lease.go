@@ -1,4 +1,4 @@
-package connector
+package supervisor
 
 import (
 	"context"
@@ -11,13 +11,15 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/schemas"
 )
 
 // Route ownership. Each enabled route runs on one replica: the one holding its lease, the
 // key route.<name> in the leases bucket, whose value names its owner. A lease holds for as
 // long as its owner lives, and an owner lives while its heartbeat key instance.<id> does:
-// that key is written every leaseRenew with a per-message TTL of LeaseTTL, and the server
+// that key is written every leaseRenew with a per-message TTL of bus.LeaseTTL, and the server
 // removes it, leaving a marker the others watch, when the writes stop. So an idle replica
 // writes one key per leaseRenew however many routes it holds; route keys are written only
 // when taken, released, or when the route's status changed.
@@ -32,17 +34,17 @@ import (
 const (
 	// leaseRenew is how often a replica writes its instance key, and how often at most a
 	// holder writes a route's status into its lease when only its counters changed.
-	leaseRenew = LeaseTTL / 3
+	leaseRenew = bus.LeaseTTL / 3
 	// leaseRetry is how often a replica tries to take free routes (and sheds routes above
 	// its share). Freed routes and replicas gone are noticed at once through a watch of
 	// the bucket.
-	leaseRetry = LeaseTTL / 2
+	leaseRetry = bus.LeaseTTL / 2
 	// heartbeatRetry is how soon a heartbeat that was not acknowledged is sent again.
 	heartbeatRetry = 500 * time.Millisecond
 	// leaseGrace is how long a holder keeps its routes while its heartbeats fail without
-	// an answer (NATS unreachable): well inside LeaseTTL, so it stops before another can
+	// an answer (NATS unreachable): well inside bus.LeaseTTL, so it stops before another can
 	// take over.
-	leaseGrace = LeaseTTL / 2
+	leaseGrace = bus.LeaseTTL / 2
 	// stateCheck is how often at most a holder writes a change of its route's state into
 	// the lease, for route.status on the other replicas.
 	stateCheck = 250 * time.Millisecond
@@ -74,12 +76,12 @@ func newLease(key string, rev uint64) *lease {
 	return ls
 }
 
-// leases takes, writes and releases route leases and the heartbeat of one replica.
-type leases struct {
+// Leases takes, writes and releases route leases and the heartbeat of one replica.
+type Leases struct {
 	js       jetstream.JetStream
 	kv       jetstream.KeyValue
 	instance string
-	status   *StatusBoard
+	status   *engine.StatusBoard
 
 	mu    sync.Mutex
 	held  map[string]bool // routes whose worker runs here under a lease, for the metrics
@@ -88,12 +90,14 @@ type leases struct {
 	timer *time.Timer     // closes lapse leaseGrace after the last acknowledged heartbeat
 }
 
-func newLeases(js jetstream.JetStream, kv jetstream.KeyValue, instance string, status *StatusBoard) *leases {
-	return &leases{js: js, kv: kv, instance: instance, status: status, held: make(map[string]bool), lapse: make(chan struct{})}
+// NewLeases returns the leases of replica instance in the leases bucket kv; status is the
+// replica's board, whose statuses its leases carry to the others.
+func NewLeases(js jetstream.JetStream, kv jetstream.KeyValue, instance string, status *engine.StatusBoard) *Leases {
+	return &Leases{js: js, kv: kv, instance: instance, status: status, held: make(map[string]bool), lapse: make(chan struct{})}
 }
 
 // hold records whether a route runs here under its lease.
-func (l *leases) hold(route string, held bool) {
+func (l *Leases) hold(route string, held bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if held {
@@ -103,14 +107,14 @@ func (l *leases) hold(route string, held bool) {
 	}
 }
 
-// holding reports whether a route runs here under its lease.
-func (l *leases) holding(route string) bool {
+// Holding reports whether a route runs here under its lease.
+func (l *Leases) Holding(route string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.held[route]
 }
 
-func (l *leases) value(route string) []byte {
+func (l *Leases) value(route string) []byte {
 	v := leaseValue{Owner: l.instance}
 	if st, ok := l.status.Get(route); ok {
 		v.Status = &st
@@ -123,13 +127,13 @@ func (l *leases) value(route string) []byte {
 // still holds from before (a restart under the same id). It reports false without an
 // error when a live replica holds it, and while this replica's own heartbeat is not
 // acknowledged (the others may count it out).
-func (l *leases) acquire(ctx context.Context, route string) (*lease, bool, error) {
+func (l *Leases) acquire(ctx context.Context, route string) (*lease, bool, error) {
 	if !l.beating() {
 		return nil, false, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, leaseOpTimeout)
 	defer cancel()
-	key := RouteKey(route)
+	key := bus.RouteKey(route)
 	e, err := l.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		rev, err := l.kv.Create(ctx, key, l.value(route))
@@ -160,7 +164,7 @@ func (l *leases) acquire(ctx context.Context, route string) (*lease, bool, error
 }
 
 // alive reports whether a replica's instance key exists.
-func (l *leases) alive(ctx context.Context, instance string) (bool, error) {
+func (l *Leases) alive(ctx context.Context, instance string) (bool, error) {
 	if instance == "" {
 		return false, nil
 	}
@@ -178,7 +182,7 @@ func (l *leases) alive(ctx context.Context, instance string) (bool, error) {
 // write stores the route's status in its lease over the revision last written. A refused
 // write is checked once more: a write whose acknowledgement was lost (a timeout while the
 // server restarted) did move the revision, and the lease, still this instance's, is kept.
-func (l *leases) write(ctx context.Context, route string, ls *lease, value []byte) error {
+func (l *Leases) write(ctx context.Context, route string, ls *lease, value []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, leaseOpTimeout)
 	defer cancel()
 	rev, err := l.kv.Update(ctx, ls.key, value, ls.rev.Load())
@@ -199,7 +203,7 @@ func (l *leases) write(ctx context.Context, route string, ls *lease, value []byt
 
 // release removes the lease if it is still ours, so another replica takes the route at
 // once. It runs at shutdown too, so it does not take the caller's context.
-func (l *leases) release(ls *lease) error {
+func (l *Leases) release(ls *lease) error {
 	ctx, cancel := context.WithTimeout(context.Background(), leaseOpTimeout)
 	defer cancel()
 	if err := l.purge(ctx, ls.key, ls.rev.Load()); err != nil {
@@ -210,10 +214,10 @@ func (l *leases) release(ls *lease) error {
 
 // forget removes the lease of a deleted route left by a replica that is gone, so that
 // the bucket keeps no lease of a route nobody will run.
-func (l *leases) forget(ctx context.Context, route string) {
+func (l *Leases) forget(ctx context.Context, route string) {
 	ctx, cancel := context.WithTimeout(ctx, leaseOpTimeout)
 	defer cancel()
-	e, err := l.kv.Get(ctx, RouteKey(route))
+	e, err := l.kv.Get(ctx, bus.RouteKey(route))
 	if err != nil {
 		return
 	}
@@ -225,10 +229,10 @@ func (l *leases) forget(ctx context.Context, route string) {
 }
 
 // purge removes a key over its revision (0: whatever it holds). The purge marker itself
-// goes after LeaseTTL, so the bucket does not keep one per route or replica ever seen.
+// goes after bus.LeaseTTL, so the bucket does not keep one per route or replica ever seen.
 // A purge refused because the key moved on reports ErrKeyRevisionMismatch, as an Update does.
-func (l *leases) purge(ctx context.Context, key string, rev uint64) error {
-	err := l.kv.Purge(ctx, key, jetstream.LastRevision(rev), jetstream.PurgeTTL(LeaseTTL))
+func (l *Leases) purge(ctx context.Context, key string, rev uint64) error {
+	err := l.kv.Purge(ctx, key, jetstream.LastRevision(rev), jetstream.PurgeTTL(bus.LeaseTTL))
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
@@ -237,14 +241,14 @@ func (l *leases) purge(ctx context.Context, key string, rev uint64) error {
 	return err
 }
 
-// heartbeat writes this replica's instance key, with a TTL of LeaseTTL. The KV API sets a
+// heartbeat writes this replica's instance key, with a TTL of bus.LeaseTTL. The KV API sets a
 // per-key TTL only on Create, so the key is published to directly; every write replaces
 // the last (the bucket keeps one value per key) and so restarts the TTL.
-func (l *leases) heartbeat(ctx context.Context) error {
+func (l *Leases) heartbeat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, leaseOpTimeout)
 	defer cancel()
 	subject := "$KV." + l.kv.Bucket() + "." + instanceKey(l.instance)
-	if _, err := l.js.Publish(ctx, subject, []byte(`{}`), jetstream.WithMsgTTL(LeaseTTL)); err != nil {
+	if _, err := l.js.Publish(ctx, subject, []byte(`{}`), jetstream.WithMsgTTL(bus.LeaseTTL)); err != nil {
 		return err
 	}
 	l.mu.Lock()
@@ -265,7 +269,7 @@ func (l *leases) heartbeat(ctx context.Context) error {
 
 // lapsed returns a channel closed once this replica's heartbeat goes unacknowledged for
 // leaseGrace, before its instance key can expire: the routes running here stop then.
-func (l *leases) lapsed() <-chan struct{} {
+func (l *Leases) lapsed() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.lapse
@@ -273,7 +277,7 @@ func (l *leases) lapsed() <-chan struct{} {
 
 // checkLapse closes the lapsed channel if the heartbeat has lapsed (its timer may fire
 // just as a heartbeat is acknowledged).
-func (l *leases) checkLapse() {
+func (l *Leases) checkLapse() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	select {
@@ -287,21 +291,21 @@ func (l *leases) checkLapse() {
 
 // beating reports whether this replica's heartbeat was acknowledged within leaseGrace:
 // if not, its instance key may be about to expire, and its routes with it.
-func (l *leases) beating() bool {
+func (l *Leases) beating() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return !l.beat.IsZero() && time.Since(l.beat) < leaseGrace
 }
 
 // goodbye removes this replica's instance key.
-func (l *leases) goodbye() error {
+func (l *Leases) goodbye() error {
 	ctx, cancel := context.WithTimeout(context.Background(), leaseOpTimeout)
 	defer cancel()
 	return l.purge(ctx, instanceKey(l.instance), 0)
 }
 
 // replicas counts the live replicas (at least 1: this one).
-func (l *leases) replicas(ctx context.Context) int {
+func (l *Leases) replicas(ctx context.Context) int {
 	ctx, cancel := context.WithTimeout(ctx, leaseOpTimeout)
 	defer cancel()
 	keys, err := l.kv.ListKeysFiltered(ctx, "instance.>")
@@ -320,8 +324,8 @@ func (l *leases) replicas(ctx context.Context) int {
 }
 
 // owner reads who holds a route's lease, and the status it last wrote.
-func (l *leases) owner(ctx context.Context, route string) (leaseValue, bool) {
-	e, err := l.kv.Get(ctx, RouteKey(route))
+func (l *Leases) owner(ctx context.Context, route string) (leaseValue, bool) {
+	e, err := l.kv.Get(ctx, bus.RouteKey(route))
 	if err != nil {
 		return leaseValue{}, false
 	}
@@ -332,24 +336,23 @@ func (l *leases) owner(ctx context.Context, route string) (leaseValue, bool) {
 	return v, true
 }
 
-// routeStatuses reads route statuses for the control service (control.StatusReader):
-// this replica's board, then the leases of the others.
-type routeStatuses struct {
-	board  *StatusBoard
-	leases *leases
+// Statuses reads route statuses for the control service (control.StatusReader): this
+// replica's board, then the leases of the others.
+type Statuses struct {
+	Board  *engine.StatusBoard
+	Leases *Leases // nil: no other replica is asked (a Runtime made outside a Connector)
 }
 
 // Local is the status of the route's worker on this replica.
-func (s routeStatuses) Local(route string) (schemas.RouteStatus, bool) { return s.board.Get(route) }
+func (s Statuses) Local(route string) (schemas.RouteStatus, bool) { return s.Board.Get(route) }
 
 // Remote is the status the replica holding the route's lease last wrote into it, with
-// that replica as owner; a lease without a status yet says starting. Without leases (a
-// Runtime made outside a Connector) no other replica is asked.
-func (s routeStatuses) Remote(ctx context.Context, route string) (schemas.RouteStatus, bool) {
-	if s.leases == nil {
+// that replica as owner; a lease without a status yet says starting.
+func (s Statuses) Remote(ctx context.Context, route string) (schemas.RouteStatus, bool) {
+	if s.Leases == nil {
 		return schemas.RouteStatus{}, false
 	}
-	v, ok := s.leases.owner(ctx, route)
+	v, ok := s.Leases.owner(ctx, route)
 	if !ok {
 		return schemas.RouteStatus{}, false
 	}

@@ -1,17 +1,16 @@
-package connector
+package check
 
 import (
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
-	"syscall"
 
 	"github.com/mailbus/mailbus/connector/ews"
+	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -31,21 +30,10 @@ func (k *checker) runExchange(ctx context.Context, mailboxes []string) {
 		k.port = map[string]int{"http": 80, "https": 443}[u.Scheme]
 	}
 
-	var addrs []string
-	if !k.stage("resolve", func() (string, error) {
-		addrs, err = k.resolve(ctx)
-		return fmt.Sprint(addrs), err
-	}) {
-		return
-	}
-	var raw net.Conn
-	if !k.stage("dial", func() (string, error) {
-		raw, err = k.dialEWS(ctx, addrs)
-		if err != nil {
-			return "", err
-		}
-		return "connected to " + raw.RemoteAddr().String(), nil
-	}) {
+	raw := k.connect(ctx, func(hostport string) *checkFailure {
+		return invalid("exchangeUrl", "nothing listens on %s: check the host and port of exchangeUrl, and the encryption (none is http, port 80)", hostport)
+	})
+	if raw == nil {
 		return
 	}
 	defer raw.Close()
@@ -104,22 +92,6 @@ func (k *checker) runExchange(ctx context.Context, mailboxes []string) {
 	}
 }
 
-func (k *checker) dialEWS(ctx context.Context, addrs []string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: dialTimeout}
-	var err error
-	for _, a := range addrs {
-		var conn net.Conn
-		if conn, err = d.DialContext(ctx, "tcp", net.JoinHostPort(a, strconv.Itoa(k.port))); err == nil {
-			return conn, nil
-		}
-	}
-	hostport := net.JoinHostPort(k.host, strconv.Itoa(k.port))
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		return nil, invalid("exchangeUrl", "nothing listens on %s: check the host and port of exchangeUrl, and the encryption (none is http, port 80)", hostport)
-	}
-	return nil, unavailable("could not connect to %s: %v", hostport, err)
-}
-
 // ewsCheckFailure says what an EWS error means for the person fixing the connection.
 func ewsCheckFailure(err error, endpoint string) *checkFailure {
 	var he *ews.HTTPError
@@ -135,7 +107,7 @@ func ewsCheckFailure(err error, endpoint string) *checkFailure {
 		return invalid("exchangeVersion", "the server does not speak this exchangeVersion: %s", ee.Message)
 	case errors.As(err, &ee) && ee.Code == "ErrorImpersonateUserDenied":
 		return invalid("username", "the application may not act for this mailbox (it needs full_access_as_app or ApplicationImpersonation): %s", ee.Message)
-	case IsPermanent(err): // an oauth2 token refused
+	case retry.IsPermanent(err): // an oauth2 token refused
 		return invalid("oauth2", "%v", err)
 	}
 	return unavailable("%v", err)
