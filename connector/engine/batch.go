@@ -598,8 +598,8 @@ func (b *Batch) tallyStored() {
 		}
 		id := b.msgID(it)
 		if b.isForeign(it, id) {
-			// Foreign on the next try too, where the source may say the route published
-			// it before: its checkpoint was raised before this batch was published.
+			// Foreign on the next try too (see rememberForeign): there the source may say
+			// the route published it before, its checkpoint raised before this batch.
 			b.e.foreign[id] = true
 			continue
 		}

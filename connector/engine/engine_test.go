@@ -104,8 +104,8 @@ func mail(n int) []byte {
 	return fmt.Appendf(nil, "From: a@example.org\r\nTo: b@example.com\r\nSubject: test %d\r\nMessage-ID: <m%d@example.org>\r\n\r\nbody %d\r\n", n, n, n)
 }
 
-// runOneCycle runs the engine over src until its first Ack, and returns the route's status.
-func runOneCycle(t *testing.T, rt *engine.Runtime, src *listSource) schemas.RouteStatus {
+// newEngine is the engine of route r on connection c, reading src.
+func newEngine(t *testing.T, rt *engine.Runtime, src engine.Source) *engine.Engine {
 	t.Helper()
 	r := schemas.Route{Name: "r", Connection: "c"}
 	if err := engine.Defaults(&r); err != nil {
@@ -116,6 +116,13 @@ func runOneCycle(t *testing.T, rt *engine.Runtime, src *listSource) schemas.Rout
 		t.Fatalf("engine.New() = %v", err)
 	}
 	e.SetSource(src)
+	return e
+}
+
+// runOneCycle runs the engine over src until its first Ack, and returns the route's status.
+func runOneCycle(t *testing.T, rt *engine.Runtime, src *listSource) schemas.RouteStatus {
+	t.Helper()
+	e := newEngine(t, rt, src)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
@@ -297,15 +304,7 @@ func TestEngineForeignDuplicatesRemembered(t *testing.T) {
 		second:     time.Now().Add(450 * time.Millisecond), // message 1's window over, message 2's not
 		done:       make(chan []*engine.Item, 1),
 	}
-	r := schemas.Route{Name: "r", Connection: "c"}
-	if err := engine.Defaults(&r); err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.New(rt, r, schemas.Connection{Name: "c"}, engine.Options{Server: "test", Noun: "message"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.SetSource(src)
+	e := newEngine(t, rt, src)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go e.Run(runCtx)

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
-	"github.com/mailbus/mailbus/schemas"
 )
 
 // repointedSource is a mailbox whose UIDs match events another server's mail left in the
@@ -23,10 +23,14 @@ import (
 // batch: PublishedBefore, since the checkpoint's PublishedTo was raised before that batch
 // was published.
 type repointedSource struct {
-	mu     sync.Mutex
-	cycles int
-	read   bool
-	acked  []uint32
+	// failRead: the first cycle's read fails after publishing (a connection cut in the
+	// middle of the FETCH), so no Ack comes; the later ones list UIDs 1 to 3 again, all
+	// PublishedBefore.
+	failRead bool
+	mu       sync.Mutex
+	cycles   int
+	read     bool
+	acked    []uint32
 }
 
 func (s *repointedSource) Connect(context.Context) error { return nil }
@@ -54,7 +58,7 @@ func (s *repointedSource) ReadBatch(ctx context.Context, b *engine.Batch) (engin
 		return nil, nil
 	}
 	uids := []uint32{2, 3}
-	if first {
+	if first || s.failRead {
 		uids = []uint32{1, 2, 3}
 	}
 	for _, uid := range uids {
@@ -66,6 +70,9 @@ func (s *repointedSource) ReadBatch(ctx context.Context, b *engine.Batch) (engin
 		if err := b.Publish(ctx, it); err != nil {
 			return nil, err
 		}
+	}
+	if first && s.failRead {
+		return nil, errors.New("read: connection reset by peer")
 	}
 	return func(_ context.Context, done int, _ error) error {
 		s.mu.Lock()
@@ -87,14 +94,26 @@ func (s *repointedSource) state() (cycles int, acked []uint32) {
 	return s.cycles, append([]uint32(nil), s.acked...)
 }
 
-// TestEngineForeignAfterFailedBatch: when a batch stops at an event of another's Msg-Id,
-// the duplicates acknowledged after it in that batch are foreign too, and stay so on the
-// next try, even where the source says the route may have published them before (its
-// checkpoint was raised before the failed batch). Taking them for this route's own lost the
-// mail: the route acted on it and moved its checkpoint past it, and its events were never
-// stored (TestIMAPRepointedConnection failed so when the duplicate window of UID 1 ended
-// before those of UIDs 2 and 3).
+// TestEngineForeignAfterFailedBatch is TestEngineForeignDuplicatesRemembered without
+// timing: the foreign events stay in the duplicate window, and the later tries list only
+// the messages after the first, as PublishedBefore. When a batch stops at an event of
+// another's Msg-Id, the duplicates acknowledged after it are foreign too, and stay so on
+// the next try. Taking them for this route's own lost the mail: the route acted on it and
+// moved its checkpoint past it, and its events were never stored
+// (TestIMAPRepointedConnection failed so under load).
 func TestEngineForeignAfterFailedBatch(t *testing.T) {
+	testForeignAfterFailure(t, &repointedSource{})
+}
+
+// TestEngineForeignAfterFailedRead: the same when the batch fails in the middle of the
+// read, before its acknowledgements are awaited: the acknowledgements counted on the way
+// out (tallyStored) that are duplicates of another's events stay foreign on the next try,
+// where the source lists them as PublishedBefore.
+func TestEngineForeignAfterFailedRead(t *testing.T) {
+	testForeignAfterFailure(t, &repointedSource{failRead: true})
+}
+
+func testForeignAfterFailure(t *testing.T, src *repointedSource) {
 	rt, js := startBus(t)
 	ctx := context.Background()
 	for uid := 1; uid <= 3; uid++ {
@@ -105,16 +124,7 @@ func TestEngineForeignAfterFailedBatch(t *testing.T) {
 			t.Fatalf("publish the other server's event %d: %v", uid, err)
 		}
 	}
-	r := schemas.Route{Name: "r", Connection: "c"}
-	if err := engine.Defaults(&r); err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.New(rt, r, schemas.Connection{Name: "c"}, engine.Options{Server: "test", Noun: "message"})
-	if err != nil {
-		t.Fatalf("engine.New() = %v", err)
-	}
-	src := &repointedSource{}
-	e.SetSource(src)
+	e := newEngine(t, rt, src)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- e.Run(runCtx) }()
