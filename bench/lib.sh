@@ -169,6 +169,7 @@ start_mailbus() {
 	fi
 	if [[ -n ${PPROF:-} && -n $PROFILE_TAG ]]; then
 		env+=(MAILBUS_BENCH_CPUPROFILE="$PPROF/mailbus-$PROFILE_TAG.pprof")
+		[[ -n ${TRACE:-} ]] && env+=(MAILBUS_BENCH_TRACE="$PPROF/mailbus-$PROFILE_TAG.trace")
 	fi
 	# SSL_CERT_FILE makes Go trust the test CA, so mailbus verifies Dovecot's certificate
 	# as it would a real server's.

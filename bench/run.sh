@@ -25,6 +25,8 @@
 #                       its starting point in the same rounds
 #        PPROF=DIR      CPU profiles of every run of mailbus (built with -tags benchprof)
 #                       and of bench/natsserver: DIR/{mailbus,nats}-CORPUS-TOOL-ROUND.pprof
+#        TRACE=1        with PPROF, also an execution trace of mailbus (go tool trace):
+#                       DIR/mailbus-CORPUS-TOOL-ROUND.trace
 #        GEN            gen_maildir.py (default ../shared/bench/gen_maildir.py)
 #        ENCRYPTION     none (default: plain IMAP on loopback, as the yardstick
 #                       figures were taken) or ssl (IMAPS for every tool; Dovecot's
