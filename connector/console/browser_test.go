@@ -284,7 +284,8 @@ func TestConsoleBrowserForms(t *testing.T) {
 		chromedp.Navigate(m.url+"/ui/login"),
 		waitFor(`document.activeElement && document.activeElement.id === 'token'`),
 		chromedp.KeyEvent("not-the-token"+kb.Enter),
-		waitFor(`document.getElementById('login-error') !== null`),
+		waitFor(`document.getElementById('login-error') !== null && document.readyState === 'complete'`),
+		chromedp.WaitVisible(chromedp.CSS("#login-error")), // chromedp's own wait on the new page: see waitFor
 	)
 	mustContain(t, "login with a wrong token", get(t, ctx, "error", chromedp.Text(chromedp.CSS("#login-error"))), "Wrong token")
 	run(t, ctx, "open the connections without a session", chromedp.Navigate(m.url+"/ui/connections"))
@@ -361,7 +362,8 @@ func TestConsoleBrowserForms(t *testing.T) {
 	run(t, ctx, "switch to Russian",
 		chromedp.Navigate(m.url+"/ui/connection?name=unreach"),
 		chromedp.Click(chromedp.CSS("#lang-ru")),
-		waitFor(`document.documentElement.lang === 'ru' && document.getElementById('f-host') !== null`),
+		waitFor(`document.documentElement.lang === 'ru' && document.getElementById('f-host') !== null && document.readyState === 'complete'`),
+		chromedp.WaitVisible(chromedp.CSS("#f-host")), // chromedp's own wait on the new page: see waitFor
 	)
 	for sel, want := range map[string]string{
 		"label[for=f-host]":                 "Адрес почтового сервера",
@@ -380,7 +382,8 @@ func TestConsoleBrowserForms(t *testing.T) {
 	}
 	snap()
 	run(t, ctx, "switch back", chromedp.Click(chromedp.CSS("#lang-en")),
-		waitFor(`document.documentElement.lang === 'en' && document.getElementById('f-host') !== null`))
+		waitFor(`document.documentElement.lang === 'en' && document.getElementById('f-host') !== null && document.readyState === 'complete'`),
+		chromedp.WaitVisible(chromedp.CSS("#f-host"))) // chromedp's own wait on the new page: see waitFor
 
 	// The password field says one is set and shows nothing.
 	if v := get(t, ctx, "password value", chromedp.Value(chromedp.CSS("#f-password"))); v != "" {

@@ -210,6 +210,12 @@ func clip(s string) string {
 // waitFor waits until a JavaScript condition holds in the page. It evaluates the condition
 // again and again rather than polling inside the page, since a navigation (a form post)
 // destroys the page's context under a poll.
+//
+// A JavaScript condition does not tell chromedp that the page it tracks was
+// replaced. After a navigation started by a click or a key, waitFor for the new page
+// complete and then one of chromedp's own waits on it, before any action that finds a node:
+// a Click right after waitFor alone could use the old page's node ids ("Could not find node
+// with given id", once in some twenty runs).
 func waitFor(cond string) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
 		deadline := time.Now().Add(90 * time.Second)
