@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/dovecottest"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
@@ -222,11 +223,11 @@ func replaceStream(dst io.Writer, src io.Reader, old, new []byte) {
 	}
 }
 
-func deadLetters(t *testing.T, n *busNATS, route string) []connector.DeadLetter {
+func deadLetters(t *testing.T, n *busNATS, route string) []bus.DeadLetter {
 	t.Helper()
-	var out []connector.DeadLetter
+	var out []bus.DeadLetter
 	for _, m := range storedMsgs(t, n.js, busNames.DeadStream(), busNames.DeadSubject(route)) {
-		var d connector.DeadLetter
+		var d bus.DeadLetter
 		if err := json.Unmarshal(m.Data, &d); err != nil {
 			t.Fatalf("dead letter %s: %v", m.Data, err)
 		}

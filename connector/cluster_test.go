@@ -11,7 +11,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 )
 
 // freePorts finds n free TCP ports on the loopback. A port could be taken again before
@@ -135,8 +135,8 @@ func TestClusterR3(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var names []string
-	for bus := range connector.Buses {
-		names = append(names, busNames.BusStream(bus))
+	for b := range bus.Buses {
+		names = append(names, busNames.BusStream(b))
 	}
 	names = append(names, busNames.DeadStream(), busNames.LogStream(),
 		"KV_"+busNames.ConfigBucket(), "KV_"+busNames.StateBucket(), "KV_"+busNames.LeasesBucket(),

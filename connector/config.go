@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/secrets"
 )
 
@@ -144,8 +147,8 @@ func (c *Config) Check() error {
 }
 
 // Storage is the storage cfg asks for.
-func (c *Config) Storage() StorageConfig {
-	return StorageConfig{
+func (c *Config) Storage() bus.StorageConfig {
+	return bus.StorageConfig{
 		Replicas: c.StreamReplicas, Dedup: c.DedupWindow,
 		EventsMaxAge: c.EventsMaxAge, EventsMaxBytes: int64(c.EventsMaxBytes), DeadMaxAge: c.DeadMaxAge,
 		CheckOnly: c.ManageStreams != nil && !*c.ManageStreams,
@@ -161,7 +164,7 @@ type ByteSize int64
 func (b *ByteSize) Decode(v string) error {
 	v = strings.TrimSpace(v)
 	if strings.EqualFold(v, "unlimited") || v == "-1" {
-		*b = Unlimited
+		*b = bus.Unlimited
 		return nil
 	}
 	i := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' })
@@ -180,4 +183,18 @@ func (b *ByteSize) Decode(v string) error {
 	}
 	*b = ByteSize(n * mul)
 	return nil
+}
+
+// DialNATS connects a client of a running mailbus (the mailbus CLI) with the same
+// MAILBUS_NATS_* settings; it tries once and does not reconnect.
+func DialNATS(cfg Config) (*nats.Conn, error) { return bus.Dial(cfg.natsConn()) }
+
+// natsConn is the NATS part of the configuration.
+func (c Config) natsConn() bus.ConnConfig {
+	return bus.ConnConfig{
+		URL: c.NATSURL, Creds: c.NATSCreds, NKey: c.NATSNKey, User: c.NATSUser,
+		Password: c.NATSPassword, Token: c.NATSToken,
+		TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey,
+		Instance: c.Instance, EmbeddedListen: c.EmbeddedListen,
+	}
 }

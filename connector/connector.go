@@ -39,7 +39,7 @@ const drainTimeout = 10 * time.Second
 type Connector struct {
 	cfg       Config
 	logger    *slog.Logger
-	names     Names
+	names     bus.Names
 	version   string
 	factories map[string]WorkerFactory
 	sealer    *secrets.Sealer
@@ -94,7 +94,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Connector, error) {
 	c := &Connector{
 		cfg:     cfg,
 		logger:  logger.With("instance", cfg.Instance),
-		names:   Names{Prefix: cfg.SubjectPrefix},
+		names:   bus.Names{Prefix: cfg.SubjectPrefix},
 		version: "dev",
 		factories: map[string]WorkerFactory{
 			schemas.TypeIMAP:     NewIMAPWorker,
@@ -131,7 +131,7 @@ func (c *Connector) Run(ctx context.Context) error {
 
 	var extra []nats.Option
 	if c.cfg.NATSURL == "" {
-		srv, err := StartEmbedded(c.cfg.EmbeddedListen, c.cfg.DataDir)
+		srv, err := bus.StartEmbedded(c.cfg.EmbeddedListen, c.cfg.DataDir)
 		if err != nil {
 			return err
 		}
@@ -182,7 +182,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pubs, err := NewPublishers(nc, DefaultPublishWindow)
+	pubs, err := bus.NewPublishers(nc, bus.DefaultPublishWindow)
 	if err != nil {
 		return err
 	}
@@ -311,13 +311,13 @@ func (c *Connector) Run(ctx context.Context) error {
 
 // ensureStorage creates the streams and buckets, retrying while JetStream is not there yet
 // (a cluster electing its meta leader, a server still starting).
-func (c *Connector) ensureStorage(ctx context.Context, js jetstream.JetStream) (*Storage, error) {
+func (c *Connector) ensureStorage(ctx context.Context, js jetstream.JetStream) (*bus.Storage, error) {
 	for attempt := 0; ; attempt++ {
-		s, err := OpenStorage(ctx, js, c.names, c.cfg.Storage())
+		s, err := bus.OpenStorage(ctx, js, c.names, c.cfg.Storage())
 		if err == nil {
 			return s, nil
 		}
-		if errors.Is(err, ErrStorageCheck) {
+		if errors.Is(err, bus.ErrStorageCheck) {
 			return nil, err
 		}
 		c.logger.Warn("jetstream storage not ready; retrying", "err", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
@@ -349,7 +350,7 @@ func TestNewRefusesBadSecretKey(t *testing.T) {
 }
 
 func TestRedactURLs(t *testing.T) {
-	got := connector.RedactURLs("nats://u:pw1@a:4222, tls://tok@b:4222,c:4222,u2:pw2@d:4222")
+	got := bus.RedactURLs("nats://u:pw1@a:4222, tls://tok@b:4222,c:4222,u2:pw2@d:4222")
 	want := "nats://redacted@a:4222,tls://redacted@b:4222,c:4222,redacted@d:4222"
 	if got != want {
 		t.Errorf("RedactURLs() = %q, want %q", got, want)

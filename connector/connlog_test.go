@@ -11,7 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
@@ -54,7 +54,7 @@ func readConnLog(t *testing.T, js jetstream.JetStream, req schemas.LogRequest) *
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := connlog.Read(ctx, js, connector.Names{Prefix: "mail"}, req)
+	r, err := connlog.Read(ctx, js, bus.Names{Prefix: "mail"}, req)
 	if err != nil {
 		t.Fatalf("connlog.Read() = %v", err)
 	}
@@ -81,7 +81,7 @@ func logEvents(entries []schemas.LogEntry) string {
 
 func TestConnLogLevels(t *testing.T) {
 	js := connLogJS(t)
-	l := connlog.New(js, connector.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
+	l := connlog.New(js, bus.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
 	for _, tc := range []struct {
 		level string
 		want  string
@@ -116,7 +116,7 @@ func TestConnLogLevels(t *testing.T) {
 // TestConnLogLevelChange: the level is read at each write, so a change applies at once.
 func TestConnLogLevelChange(t *testing.T) {
 	js := connLogJS(t)
-	l := connlog.New(js, connector.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
+	l := connlog.New(js, bus.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
 	c := &schemas.Connection{Name: "c", LogLevel: schemas.LogOff}
 	l.Write(c, schemas.LogEntry{Route: "r", Event: connlog.EventLogin, Message: "logged in"})
 	c.LogLevel = schemas.LogFull
@@ -136,7 +136,7 @@ func TestConnLogLevelChange(t *testing.T) {
 
 func TestConnLogRead(t *testing.T) {
 	js := connLogJS(t)
-	l := connlog.New(js, connector.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
+	l := connlog.New(js, bus.Names{Prefix: "mail"}, slog.New(slog.DiscardHandler))
 	c := &schemas.Connection{Name: "support_imap", Password: checkPassword, LogLevel: schemas.LogFull}
 	other := &schemas.Connection{Name: "other", LogLevel: schemas.LogFull}
 	for i := range 20 {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
@@ -16,11 +17,11 @@ import (
 
 // After-actions that cannot destroy mail, on the Exchange source (docs/after-actions.md).
 
-func ewsDeadLetters(t *testing.T, rt *connector.Runtime, route string) []connector.DeadLetter {
+func ewsDeadLetters(t *testing.T, rt *connector.Runtime, route string) []bus.DeadLetter {
 	t.Helper()
-	var out []connector.DeadLetter
+	var out []bus.DeadLetter
 	for _, m := range connector.EWSStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject(route)) {
-		var d connector.DeadLetter
+		var d bus.DeadLetter
 		if err := json.Unmarshal(m.Data, &d); err != nil {
 			t.Fatalf("dead letter %s: %v", m.Data, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -25,7 +26,7 @@ func TestExchangeOrphanObjectsDeleted(t *testing.T) {
 	connector.EWSWaitFor(t, "the message marked read", func() bool { return f.ReadCount() == 1 })
 
 	dead := connector.EWSStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject("exch_inbox"))
-	var dl connector.DeadLetter
+	var dl bus.DeadLetter
 	if len(dead) != 1 || json.Unmarshal(dead[0].Data, &dl) != nil || dl.RawRef == nil {
 		t.Fatalf("%d dead letters, want 1 with its raw message", len(dead))
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -32,14 +33,14 @@ func TestExchangeFaultNATSRestart(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	names := connector.Names{Prefix: "mail"}
+	names := bus.Names{Prefix: "mail"}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	st, err := connector.EnsureStorage(ctx, js, names, 1, 10*time.Minute)
+	st, err := bus.EnsureStorage(ctx, js, names, 1, 10*time.Minute)
 	if err != nil {
 		t.Fatalf("EnsureStorage() = %v", err)
 	}
-	pubs, _ := connector.NewPublishers(nc, 0)
+	pubs, _ := bus.NewPublishers(nc, 0)
 	rt := &connector.Runtime{
 		Names: names, NC: nc, JS: js, Storage: st, Instance: "test", Status: connector.NewStatusBoard(),
 		Publishers: pubs, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),

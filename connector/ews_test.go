@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
@@ -194,7 +195,7 @@ func TestExchangeWorkerSelectAll(t *testing.T) {
 	connector.EWSWaitFor(t, "the route idle", func() bool { return connector.EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
 	stop()
 
-	e, err := rt.Storage.State.Get(context.Background(), connector.RouteKey("exch_inbox"))
+	e, err := rt.Storage.State.Get(context.Background(), bus.RouteKey("exch_inbox"))
 	if err != nil {
 		t.Fatalf("state of the route: %v", err)
 	}
@@ -343,7 +344,7 @@ func TestExchangeWorkerRawAndDeadLetter(t *testing.T) {
 	if len(dead) != 1 {
 		t.Fatalf("%d dead letters, want 1", len(dead))
 	}
-	var d connector.DeadLetter
+	var d bus.DeadLetter
 	if err := json.Unmarshal(dead[0].Data, &d); err != nil || d.RawRef == nil || d.Error == "" {
 		t.Fatalf("dead letter %s: %v", dead[0].Data, err)
 	}

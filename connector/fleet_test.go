@@ -24,7 +24,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -354,7 +354,7 @@ func TestReplicasThirtyRoutes(t *testing.T) {
 			"name": "c" + u, "type": "imap", "host": host, "port": json.Number(port), "encryption": "none",
 			"username": u, "password": "secret", "pollInterval": "2s",
 		})
-		route, _ := json.Marshal(map[string]any{"name": "r" + u, "connection": "c" + u, "bus": i % connector.Buses})
+		route, _ := json.Marshal(map[string]any{"name": "r" + u, "connection": "c" + u, "bus": i % bus.Buses})
 		for _, req := range []struct {
 			subject string
 			body    []byte
@@ -367,8 +367,8 @@ func TestReplicasThirtyRoutes(t *testing.T) {
 	}
 	stored := func(u string) uint64 {
 		i := int(u[1]-'0')*10 + int(u[2]-'0') - 1
-		bus := i % connector.Buses
-		return storedCount(t, n.js, busNames.BusStream(bus), busNames.BusSubject(bus, "r"+u))
+		b := i % bus.Buses
+		return storedCount(t, n.js, busNames.BusStream(b), busNames.BusSubject(b, "r"+u))
 	}
 	everyRoute := func(what string, timeout time.Duration, cond func(owners map[string]string) bool) {
 		t.Helper()
@@ -398,7 +398,7 @@ func TestReplicasThirtyRoutes(t *testing.T) {
 	time.Sleep(time.Duration(1000+rand.IntN(2000)) * time.Millisecond)
 	replicas["c"].kill()
 	killed := time.Now()
-	everyRoute("every route owned by a or b", 2*connector.LeaseTTL+10*time.Second, func(owners map[string]string) bool {
+	everyRoute("every route owned by a or b", 2*bus.LeaseTTL+10*time.Second, func(owners map[string]string) bool {
 		if len(owners) != routes {
 			return false
 		}
@@ -444,13 +444,13 @@ func TestReplicasThirtyRoutes(t *testing.T) {
 
 	total := 0
 	bySubject := map[string][]*jetstream.RawStreamMsg{}
-	for bus := range connector.Buses {
-		for subj, msgs := range streamMsgsBySubject(t, n.js, busNames.BusStream(bus)) {
+	for b := range bus.Buses {
+		for subj, msgs := range streamMsgsBySubject(t, n.js, busNames.BusStream(b)) {
 			bySubject[subj] = msgs
 		}
 	}
 	for i, u := range users {
-		msgs := bySubject[busNames.BusSubject(i%connector.Buses, "r"+u)]
+		msgs := bySubject[busNames.BusSubject(i%bus.Buses, "r"+u)]
 		total += len(msgs)
 		if len(msgs) != sent[u] {
 			t.Errorf("%s: %d events, %d messages delivered", u, len(msgs), sent[u])

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/dovecottest"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
@@ -487,7 +488,7 @@ func TestIMAPDuplicatesCountedApart(t *testing.T) {
 
 	// The crash: the events were acknowledged, the checkpoint never moved.
 	ctx := context.Background()
-	e, err := n.st.State.Get(ctx, connector.RouteKey(route.Name))
+	e, err := n.st.State.Get(ctx, bus.RouteKey(route.Name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -497,7 +498,7 @@ func TestIMAPDuplicatesCountedApart(t *testing.T) {
 	}
 	cp.LastUid = 0
 	b, _ := json.Marshal(cp)
-	if _, err := n.st.State.Put(ctx, connector.RouteKey(route.Name), b); err != nil {
+	if _, err := n.st.State.Put(ctx, bus.RouteKey(route.Name), b); err != nil {
 		t.Fatal(err)
 	}
 
@@ -596,7 +597,7 @@ func TestIMAPLegacyCheckpointAdopted(t *testing.T) {
 	n := startBusNATS(t)
 	srv := startMemIMAPMail(t, 3, smallMail)
 	ctx := context.Background()
-	if _, err := n.st.State.Put(ctx, connector.RouteKey("legacy"), []byte(`{"uidValidity":1,"lastUid":2}`)); err != nil {
+	if _, err := n.st.State.Put(ctx, bus.RouteKey("legacy"), []byte(`{"uidValidity":1,"lastUid":2}`)); err != nil {
 		t.Fatal(err)
 	}
 	rt := newIMAPRuntime(t, n)
@@ -606,7 +607,7 @@ func TestIMAPLegacyCheckpointAdopted(t *testing.T) {
 	if got := uidsOf(busEvents(t, n, 1, route.Name)); !slices.Equal(got, []uint32{3}) {
 		t.Fatalf("events for UIDs %v, want 3 only", got)
 	}
-	e, err := n.st.State.Get(ctx, connector.RouteKey("legacy"))
+	e, err := n.st.State.Get(ctx, bus.RouteKey("legacy"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -206,7 +207,7 @@ func TestIMAPDeadLetter(t *testing.T) {
 	if len(dead) != 1 {
 		t.Fatalf("%d dead letters, want 1", len(dead))
 	}
-	var d connector.DeadLetter
+	var d bus.DeadLetter
 	if err := json.Unmarshal(dead[0].Data, &d); err != nil {
 		t.Fatal(err)
 	}

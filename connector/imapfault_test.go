@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -110,11 +111,11 @@ func TestIMAPChildWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)
-	st, err := connector.EnsureStorage(context.Background(), js, busNames, 1, 10*time.Minute)
+	st, err := bus.EnsureStorage(context.Background(), js, busNames, 1, 10*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pubs, _ := connector.NewPublishers(nc, 0)
+	pubs, _ := bus.NewPublishers(nc, 0)
 	rt := &connector.Runtime{
 		Names: busNames, NC: nc, JS: js, Storage: st, Logger: imapTestLogger(t), Instance: "child",
 		MaxInlineBytes: 262144, Status: connector.NewStatusBoard(), Publishers: pubs,

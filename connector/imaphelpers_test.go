@@ -21,11 +21,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
 
-var busNames = connector.Names{Prefix: "mail"}
+var busNames = bus.Names{Prefix: "mail"}
 
 // busNATS is an embedded NATS server with mailbus's storage, and a client connection.
 type busNATS struct {
@@ -34,7 +35,7 @@ type busNATS struct {
 	addr string // host:port, kept across restarts
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	st   *connector.Storage
+	st   *bus.Storage
 }
 
 func startBusNATS(t testing.TB) *busNATS {
@@ -46,7 +47,7 @@ func startBusNATS(t testing.TB) *busNATS {
 func startBusNATSWindow(t testing.TB, window time.Duration) *busNATS {
 	t.Helper()
 	n := &busNATS{dir: t.TempDir()}
-	srv, err := connector.StartEmbedded("127.0.0.1:-1", n.dir)
+	srv, err := bus.StartEmbedded("127.0.0.1:-1", n.dir)
 	if err != nil {
 		t.Fatalf("StartEmbedded() = %v", err)
 	}
@@ -59,7 +60,7 @@ func startBusNATSWindow(t testing.TB, window time.Duration) *busNATS {
 	n.js, _ = jetstream.New(n.nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	n.st, err = connector.EnsureStorage(ctx, n.js, busNames, 1, window)
+	n.st, err = bus.EnsureStorage(ctx, n.js, busNames, 1, window)
 	if err != nil {
 		t.Fatalf("EnsureStorage() = %v", err)
 	}
@@ -77,7 +78,7 @@ func (n *busNATS) restart(t testing.TB, down time.Duration) {
 	n.srv.Shutdown()
 	n.srv.WaitForShutdown()
 	time.Sleep(down)
-	srv, err := connector.StartEmbedded(n.addr, n.dir)
+	srv, err := bus.StartEmbedded(n.addr, n.dir)
 	if err != nil {
 		t.Fatalf("StartEmbedded() again = %v", err)
 	}
@@ -86,7 +87,7 @@ func (n *busNATS) restart(t testing.TB, down time.Duration) {
 
 func newIMAPRuntime(t testing.TB, n *busNATS) *connector.Runtime {
 	t.Helper()
-	pubs, err := connector.NewPublishers(n.nc, 0)
+	pubs, err := bus.NewPublishers(n.nc, 0)
 	if err != nil {
 		t.Fatalf("NewPublishers() = %v", err)
 	}

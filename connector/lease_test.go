@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -47,7 +47,7 @@ func TestLeaseQuietWhileIdle(t *testing.T) {
 		t.Fatal("no instance key for a")
 	}
 
-	time.Sleep(connector.LeaseTTL) // three heartbeats
+	time.Sleep(bus.LeaseTTL) // three heartbeats
 	if e, ok := leaseEntry(t, n, "route.r1"); !ok || e.Revision() != route.Revision() {
 		t.Errorf("lease of r1 rewritten while idle: revision %d, then %v", route.Revision(), e)
 	}
@@ -89,7 +89,7 @@ func TestLeaseOfGoneReplica(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	gone := time.Now()
-	a.rec.expect(t, "start r1", connector.LeaseTTL)
+	a.rec.expect(t, "start r1", bus.LeaseTTL)
 	t.Logf("r1 taken %s after its owner's heartbeat expired", time.Since(gone).Round(time.Millisecond))
 	if e, ok := leaseEntry(t, n, "route.r1"); !ok || !bytes.Contains(e.Value(), []byte(`"owner":"a"`)) {
 		t.Errorf("lease of r1 = %v, want owner a", e)
@@ -124,10 +124,10 @@ func TestLeaseLapseStopsRoutes(t *testing.T) {
 	down := time.Now()
 	back := make(chan time.Time, 1)
 	go func() {
-		n.restart(t, 2*connector.LeaseTTL/3+2*time.Second)
+		n.restart(t, 2*bus.LeaseTTL/3+2*time.Second)
 		back <- time.Now()
 	}()
-	a.rec.expect(t, "stop r1", connector.LeaseTTL)
+	a.rec.expect(t, "stop r1", bus.LeaseTTL)
 	stopped := time.Now()
 	select {
 	case <-back:
@@ -136,7 +136,7 @@ func TestLeaseLapseStopsRoutes(t *testing.T) {
 	}
 	t.Logf("r1 stopped %s after NATS went down", stopped.Sub(down).Round(time.Millisecond))
 	up := <-back
-	a.rec.expect(t, "start r1", 2*connector.LeaseTTL)
+	a.rec.expect(t, "start r1", 2*bus.LeaseTTL)
 	t.Logf("r1 running again %s after NATS came back", time.Since(up).Round(time.Millisecond))
 }
 
@@ -150,14 +150,14 @@ func TestLeasesBucketOldLayout(t *testing.T) {
 	if err := n.js.DeleteKeyValue(ctx, busNames.LeasesBucket()); err != nil {
 		t.Fatalf("DeleteKeyValue = %v", err)
 	}
-	old, err := n.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: busNames.LeasesBucket(), TTL: connector.LeaseTTL})
+	old, err := n.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: busNames.LeasesBucket(), TTL: bus.LeaseTTL})
 	if err != nil {
 		t.Fatalf("CreateKeyValue(old layout) = %v", err)
 	}
 	if _, err := old.Put(ctx, "instance.old", []byte(`{}`)); err != nil {
 		t.Fatalf("Put = %v", err)
 	}
-	st, err := connector.EnsureStorage(ctx, n.js, busNames, 1, time.Minute)
+	st, err := bus.EnsureStorage(ctx, n.js, busNames, 1, time.Minute)
 	if err != nil {
 		t.Fatalf("EnsureStorage() = %v", err)
 	}
@@ -165,8 +165,8 @@ func TestLeasesBucketOldLayout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Status() = %v", err)
 	}
-	if status.TTL() != 0 || status.LimitMarkerTTL() != connector.LeaseTTL {
-		t.Errorf("leases bucket TTL %s, limit marker TTL %s; want 0 and %s", status.TTL(), status.LimitMarkerTTL(), connector.LeaseTTL)
+	if status.TTL() != 0 || status.LimitMarkerTTL() != bus.LeaseTTL {
+		t.Errorf("leases bucket TTL %s, limit marker TTL %s; want 0 and %s", status.TTL(), status.LimitMarkerTTL(), bus.LeaseTTL)
 	}
 	if _, err := st.Leases.Get(ctx, "instance.old"); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("Get(instance.old) = %v, want not found", err)
@@ -175,7 +175,7 @@ func TestLeasesBucketOldLayout(t *testing.T) {
 	if _, err := st.Leases.Put(ctx, "instance.new", []byte(`{}`)); err != nil {
 		t.Fatalf("Put = %v", err)
 	}
-	if _, err := connector.EnsureStorage(ctx, n.js, busNames, 1, time.Minute); err != nil {
+	if _, err := bus.EnsureStorage(ctx, n.js, busNames, 1, time.Minute); err != nil {
 		t.Fatalf("EnsureStorage() again = %v", err)
 	}
 	if _, err := st.Leases.Get(ctx, "instance.new"); err != nil {
@@ -209,7 +209,7 @@ func TestLeaseRestartSmallerShare(t *testing.T) {
 	recs["b"].quiet(t, time.Second) // every lease is a's, and a lives
 
 	startService(t, replicaConfig(t, "nats://"+n.addr, "a"), recs["a"], nil)
-	waitUntil(t, connector.LeaseTTL, "every route running on one replica, 2 each", func() bool {
+	waitUntil(t, bus.LeaseTTL, "every route running on one replica, 2 each", func() bool {
 		return runningSplit(routes, recs, map[string]int{"a": 2, "b": 2})
 	})
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mailbus/mailbus/connector/bus"
 )
 
 // NATSProcess is a NATS server with JetStream, as mailbus embeds it (StartEmbedded), in a
@@ -93,7 +95,7 @@ func TestNATSServerChild(t *testing.T) {
 	if os.Getenv("MAILBUS_TEST_CHILD") != "nats" {
 		t.Skip("runs as the NATS server of a fault test")
 	}
-	s, err := StartEmbedded(os.Getenv("MAILBUS_TEST_NATS_LISTEN"), os.Getenv("MAILBUS_TEST_NATS_DIR"))
+	s, err := bus.StartEmbedded(os.Getenv("MAILBUS_TEST_NATS_LISTEN"), os.Getenv("MAILBUS_TEST_NATS_DIR"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -41,7 +42,7 @@ func startSmallNATS(t *testing.T) *busNATS {
 	}
 	t.Cleanup(n.nc.Close)
 	n.js, _ = jetstream.New(n.nc)
-	if n.st, err = connector.EnsureStorage(context.Background(), n.js, busNames, 1, 10*time.Minute); err != nil {
+	if n.st, err = bus.EnsureStorage(context.Background(), n.js, busNames, 1, 10*time.Minute); err != nil {
 		t.Fatalf("EnsureStorage() = %v", err)
 	}
 	return n
@@ -91,7 +92,7 @@ func TestIMAPOrphanObjectsDeleted(t *testing.T) {
 	if st.DeadLettered != 1 || st.Published != 0 {
 		t.Fatalf("status %+v, want 1 dead letter", st)
 	}
-	var dl connector.DeadLetter
+	var dl bus.DeadLetter
 	dead := storedMsgs(t, n.js, "MAIL_DEAD", "mail.dead.orphans")
 	if len(dead) != 1 {
 		t.Fatalf("%d dead letters, want 1", len(dead))

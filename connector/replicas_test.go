@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -101,7 +102,7 @@ func TestReplicasShareRoutes(t *testing.T) {
 	}
 	// A route not taken at once (the other replica held its share) is taken by the retry
 	// tick, so the split settles within one retry.
-	waitUntil(t, connector.LeaseTTL, "every route running on one replica, 2 each", func() bool {
+	waitUntil(t, bus.LeaseTTL, "every route running on one replica, 2 each", func() bool {
 		return runningSplit(routes, recs, map[string]int{"a": 2, "b": 2})
 	})
 	on := runningOn(routes, recs)
@@ -233,7 +234,7 @@ func TestReplicaFailoverSIGKILL(t *testing.T) {
 	killed := time.Now()
 	atKill := storedCount(t, n.js, stream, subject)
 	t.Logf("killed the child with %d events stored", atKill)
-	waitUntil(t, 2*connector.LeaseTTL, "the route publishing again on the parent", func() bool {
+	waitUntil(t, 2*bus.LeaseTTL, "the route publishing again on the parent", func() bool {
 		return p.status(route).Owner == "parent" && storedCount(t, n.js, stream, subject) > atKill
 	})
 	t.Logf("failover took %s", time.Since(killed).Round(time.Millisecond))

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -127,7 +127,7 @@ func TestDefinitionsSurviveRestart(t *testing.T) {
 // serves commands again and follows definition changes.
 func TestNATSServerRestart(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := connector.StartEmbedded("127.0.0.1:-1", dir)
+	srv, err := bus.StartEmbedded("127.0.0.1:-1", dir)
 	if err != nil {
 		t.Fatalf("StartEmbedded() = %v", err)
 	}
@@ -143,7 +143,7 @@ func TestNATSServerRestart(t *testing.T) {
 
 	srv.Shutdown()
 	srv.WaitForShutdown()
-	srv, err = connector.StartEmbedded(fmt.Sprintf("127.0.0.1:%d", addr.Port), dir)
+	srv, err = bus.StartEmbedded(fmt.Sprintf("127.0.0.1:%d", addr.Port), dir)
 	if err != nil {
 		t.Fatalf("StartEmbedded() again = %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 )
 
@@ -71,10 +72,10 @@ func TestStreamLimitsFromEnvironment(t *testing.T) {
 			}
 			url, js := natsFor(t)
 			runService(t, envConfig(t, url), nil)
-			for bus := range connector.Buses {
-				c := streamConfig(t, js, fmt.Sprintf("MAIL_BUS_%d", bus))
+			for b := range bus.Buses {
+				c := streamConfig(t, js, fmt.Sprintf("MAIL_BUS_%d", b))
 				if c.MaxAge != tc.eventsAge || c.MaxBytes != tc.eventsBytes || c.Duplicates != time.Minute {
-					t.Errorf("MAIL_BUS_%d: MaxAge %s MaxBytes %d Duplicates %s; want %s %d 1m", bus, c.MaxAge, c.MaxBytes, c.Duplicates, tc.eventsAge, tc.eventsBytes)
+					t.Errorf("MAIL_BUS_%d: MaxAge %s MaxBytes %d Duplicates %s; want %s %d 1m", b, c.MaxAge, c.MaxBytes, c.Duplicates, tc.eventsAge, tc.eventsBytes)
 				}
 			}
 			if c := streamConfig(t, js, "MAIL_DEAD"); c.MaxAge != tc.deadAge || c.MaxBytes != -1 {
@@ -161,7 +162,7 @@ func TestManageStreamsFalse(t *testing.T) {
 	t.Run("missing", func(t *testing.T) {
 		url, js := natsFor(t)
 		err := runUntilError(t, envConfig(t, url))
-		if err == nil || !errors.Is(err, connector.ErrStorageCheck) || !strings.Contains(err.Error(), "stream MAIL_BUS_0") {
+		if err == nil || !errors.Is(err, bus.ErrStorageCheck) || !strings.Contains(err.Error(), "stream MAIL_BUS_0") {
 			t.Fatalf("Run() = %v; want a refusal naming stream MAIL_BUS_0", err)
 		}
 		for name := range js.StreamNames(ctx).Name() {

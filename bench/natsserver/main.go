@@ -14,7 +14,7 @@ import (
 	"runtime/pprof"
 	"syscall"
 
-	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 )
 
 func main() {
@@ -35,7 +35,7 @@ func main() {
 			f.Close()
 		}()
 	}
-	s, err := connector.StartEmbedded(*listen, *dir)
+	s, err := bus.StartEmbedded(*listen, *dir)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of the CLI tests")
@@ -52,7 +53,7 @@ routes:
 // client of the definitions.
 func cliEnv(t *testing.T) (port string, kv jetstream.KeyValue) {
 	t.Helper()
-	srv, err := connector.StartEmbedded("127.0.0.1:-1", t.TempDir())
+	srv, err := bus.StartEmbedded("127.0.0.1:-1", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/bus"
 )
 
 // clearEnv removes every MAILBUS_ variable for the test.
@@ -63,7 +64,7 @@ func TestConfigDefaults(t *testing.T) {
 		CredentialEnvPrefix: "MAILBUS_CRED_",
 		CredentialDir:       "/run/secrets",
 		EventsMaxAge:        168 * time.Hour,
-		EventsMaxBytes:      connector.Unlimited,
+		EventsMaxBytes:      bus.Unlimited,
 		DeadMaxAge:          720 * time.Hour,
 	}
 	if cfg.ManageStreams == nil || !*cfg.ManageStreams {

@@ -66,7 +66,7 @@ type Log struct {
 	logger *slog.Logger
 }
 
-// Names are the NATS names of the connection logs (connector.Names has them).
+// Names are the NATS names of the connection logs (bus.Names has them).
 type Names interface {
 	LogSubject(connection string) string
 	LogStream() string
