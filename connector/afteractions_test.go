@@ -18,6 +18,7 @@ import (
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/dovecottest"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -71,7 +72,7 @@ func TestIMAPDovecotMoveToMissingFolderWithoutMove(t *testing.T) {
 	rt.TLSRootCAs = srv.CA
 	route := imapRoute("nomove", schemas.SelectUnseen, schemas.AfterMove)
 	route.MoveTo = "Processed"
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.TLSAddr, schemas.EncryptionSSL)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.TLSAddr, schemas.EncryptionSSL)})
 	var st schemas.RouteStatus
 	waitUntil(t, 20*time.Second, "state error", func() bool {
 		st, _ = rt.Status.Get(route.Name)
@@ -119,7 +120,7 @@ func TestIMAPDovecotMoveWithoutMove(t *testing.T) {
 	rt := newIMAPRuntime(t, n)
 	rt.TLSRootCAs = srv.CA
 	route := imapRoute("copymove", schemas.SelectUnseen, schemas.AfterMove)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.TLSAddr, schemas.EncryptionSSL)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.TLSAddr, schemas.EncryptionSSL)})
 	waitRouteIdle(t, rt, route.Name, 4)
 
 	inbox := listMailbox(t, dovecotTLS(srv), "INBOX")
@@ -148,7 +149,7 @@ func TestIMAPMoveToMissingFolder(t *testing.T) {
 	srv := startMemIMAPMail(t, 3, smallMail)
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("missing", schemas.SelectUnseen, schemas.AfterMove)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	var st schemas.RouteStatus
 	waitUntil(t, 10*time.Second, "state error", func() bool {
 		st, _ = rt.Status.Get(route.Name)
@@ -259,7 +260,7 @@ func TestIMAPNilBodyLeftAlone(t *testing.T) {
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("nilbody", schemas.SelectUnseen, schemas.AfterDelete)
 	addr := nilBodyProxy(t, srv.addr, testMail(2, ""))
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(addr, schemas.EncryptionNone)})
 	st := waitRouteIdle(t, rt, route.Name, 3)
 
 	subjects := subjectsOf(busEvents(t, n, 1, route.Name))
@@ -306,7 +307,7 @@ func TestIMAPPanicDeadLetter(t *testing.T) {
 	rt := newIMAPRuntime(t, n)
 	connector.SetMapping(rt, panicky)
 	route := imapRoute("panics", schemas.SelectUnseen, schemas.AfterDelete)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 3)
 
 	subjects := subjectsOf(busEvents(t, n, 1, route.Name))
@@ -370,7 +371,7 @@ func TestIMAPPartialRawRef(t *testing.T) {
 	srv.append(t, "INBOX", truncatedNested)
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("partial", schemas.SelectUnseen, schemas.AfterDelete)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 2)
 
 	evs := busEvents(t, n, 1, route.Name)

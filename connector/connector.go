@@ -41,7 +41,7 @@ type Connector struct {
 	logger    *slog.Logger
 	names     bus.Names
 	version   string
-	factories map[string]WorkerFactory
+	factories map[string]engine.WorkerFactory
 	sealer    *secrets.Sealer
 	roots     *x509.CertPool
 
@@ -63,7 +63,7 @@ type Option func(*Connector)
 // WithWorkers replaces the worker factories, keyed by connection type. The default is
 // NewIMAPWorker for imap and NewExchangeWorker for exchange connections; a type without a
 // factory parks its routes in state error. Tests plug small real workers in here.
-func WithWorkers(f map[string]WorkerFactory) Option {
+func WithWorkers(f map[string]engine.WorkerFactory) Option {
 	return func(c *Connector) { c.factories = f }
 }
 
@@ -96,7 +96,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Connector, error) {
 		logger:  logger.With("instance", cfg.Instance),
 		names:   bus.Names{Prefix: cfg.SubjectPrefix},
 		version: "dev",
-		factories: map[string]WorkerFactory{
+		factories: map[string]engine.WorkerFactory{
 			schemas.TypeIMAP:     NewIMAPWorker,
 			schemas.TypeExchange: NewExchangeWorker,
 		},
@@ -196,7 +196,7 @@ func (c *Connector) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	rt := &Runtime{
+	rt := &engine.Runtime{
 		Names:          c.names,
 		NC:             nc,
 		JS:             js,
@@ -204,7 +204,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		Logger:         c.logger,
 		Instance:       c.cfg.Instance,
 		MaxInlineBytes: c.cfg.MaxInlineBytes,
-		Status:         NewStatusBoard(),
+		Status:         engine.NewStatusBoard(),
 		Publishers:     pubs,
 		TLSRootCAs:     c.roots,
 		ConnLog:        connlog.New(js, c.names, c.logger),

@@ -19,6 +19,7 @@ import (
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/connlog"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -63,7 +64,7 @@ func startService(t *testing.T, cfg connector.Config, rec *recorder, log *svcLog
 	if rec == nil {
 		rec = newRecorder()
 	}
-	s := runService(t, cfg, log, connector.WithWorkers(map[string]connector.WorkerFactory{schemas.TypeIMAP: rec.factory}))
+	s := runService(t, cfg, log, connector.WithWorkers(map[string]engine.WorkerFactory{schemas.TypeIMAP: rec.factory}))
 	s.rec = rec
 	return s
 }
@@ -252,7 +253,7 @@ func inboxRoute(name, conn string) map[string]any {
 type recorder struct {
 	mu      sync.Mutex
 	events  chan string
-	running map[string]connector.RouteSpec
+	running map[string]engine.RouteSpec
 	starts  map[string]int
 	fail    map[string]error
 }
@@ -260,19 +261,19 @@ type recorder struct {
 func newRecorder() *recorder {
 	return &recorder{
 		events:  make(chan string, 1000),
-		running: make(map[string]connector.RouteSpec),
+		running: make(map[string]engine.RouteSpec),
 		starts:  make(map[string]int),
 		fail:    make(map[string]error),
 	}
 }
 
-func (r *recorder) factory(_ *connector.Runtime, spec connector.RouteSpec) (connector.Worker, error) {
+func (r *recorder) factory(_ *engine.Runtime, spec engine.RouteSpec) (engine.Worker, error) {
 	return &recordingWorker{r: r, spec: spec}, nil
 }
 
 type recordingWorker struct {
 	r    *recorder
-	spec connector.RouteSpec
+	spec engine.RouteSpec
 }
 
 func (w *recordingWorker) Run(ctx context.Context) error {
@@ -297,7 +298,7 @@ func (w *recordingWorker) Run(ctx context.Context) error {
 }
 
 // spec returns the spec of a running route's worker.
-func (r *recorder) spec(route string) (connector.RouteSpec, bool) {
+func (r *recorder) spec(route string) (engine.RouteSpec, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s, ok := r.running[route]

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/control"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
@@ -32,7 +33,7 @@ import (
 const connLogIMAPPassword = "imap-pw-7Qx!connlog"
 
 // connLogRuntime is EWSRuntime with the connection log and the control service.
-func connLogRuntime(t *testing.T) *Runtime {
+func connLogRuntime(t *testing.T) *engine.Runtime {
 	t.Helper()
 	rt := EWSRuntime(t)
 	rt.ConnLog = connlog.New(rt.JS, rt.Names, rt.Logger)
@@ -50,7 +51,7 @@ func connLogRuntime(t *testing.T) *Runtime {
 }
 
 // controlRequest sends a control command and returns its reply, decoded and raw.
-func controlRequest(t *testing.T, rt *Runtime, op string, body any) (schemas.Reply, []byte) {
+func controlRequest(t *testing.T, rt *engine.Runtime, op string, body any) (schemas.Reply, []byte) {
 	t.Helper()
 	data, err := json.Marshal(body)
 	if err != nil {
@@ -73,7 +74,7 @@ func controlRequest(t *testing.T, rt *Runtime, op string, body any) (schemas.Rep
 // runLoggedRoute saves the connection through the control service, runs the route until it
 // has published want events and dead-lettered one message, stops it, and returns the
 // connection's log read through connection.log (decoded and raw) and the events.
-func runLoggedRoute(t *testing.T, rt *Runtime, spec RouteSpec, newWorker WorkerFactory, want int) ([]schemas.LogEntry, []byte, []schemas.Event) {
+func runLoggedRoute(t *testing.T, rt *engine.Runtime, spec engine.RouteSpec, newWorker engine.WorkerFactory, want int) ([]schemas.LogEntry, []byte, []schemas.Event) {
 	t.Helper()
 	stop := startLoggedRoute(t, rt, spec, newWorker)
 	EWSWaitFor(t, "the route done and idle", func() bool {
@@ -87,7 +88,7 @@ func runLoggedRoute(t *testing.T, rt *Runtime, spec RouteSpec, newWorker WorkerF
 
 // startLoggedRoute saves the connection through the control service and runs the route
 // until stop, which waits for the worker to end.
-func startLoggedRoute(t *testing.T, rt *Runtime, spec RouteSpec, newWorker WorkerFactory) (stop func()) {
+func startLoggedRoute(t *testing.T, rt *engine.Runtime, spec engine.RouteSpec, newWorker engine.WorkerFactory) (stop func()) {
 	t.Helper()
 	controlRequest(t, rt, "connection.put", spec.Connection)
 	w, err := newWorker(rt, spec)
@@ -99,7 +100,7 @@ func startLoggedRoute(t *testing.T, rt *Runtime, spec RouteSpec, newWorker Worke
 
 // readRouteLog reads a connection's log through connection.log once every entry written
 // so far reached JetStream.
-func readRouteLog(t *testing.T, rt *Runtime, name string) ([]schemas.LogEntry, []byte) {
+func readRouteLog(t *testing.T, rt *engine.Runtime, name string) ([]schemas.LogEntry, []byte) {
 	t.Helper()
 	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer fcancel()
@@ -244,7 +245,7 @@ func TestIMAPRouteConnLog(t *testing.T) {
 			}
 			route := schemas.Route{Name: "imap_route_" + level, Connection: c.Name, Bus: 2, Mailbox: "INBOX",
 				Select: schemas.SelectUnseen, After: schemas.AfterMarkRead}
-			entries, raw, evs := runLoggedRoute(t, rt, RouteSpec{Route: route, Connection: c}, NewIMAPWorker, 3)
+			entries, raw, evs := runLoggedRoute(t, rt, engine.RouteSpec{Route: route, Connection: c}, NewIMAPWorker, 3)
 			if len(evs) != 3 || evs[0].Subject != "Заявка #1" {
 				t.Fatalf("events %+v, want 3, the first with subject Заявка #1", evs)
 			}

@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/imap"
 	"github.com/mailbus/mailbus/connector/retry"
@@ -16,8 +17,12 @@ func Permanent(err error) error { return retry.Permanent(err) }
 func IsPermanent(err error) bool { return retry.IsPermanent(err) }
 
 // NewIMAPWorker makes the worker of a route on an IMAP connection (see imap.NewWorker).
-func NewIMAPWorker(rt *Runtime, spec RouteSpec) (Worker, error) { return imap.NewWorker(rt, spec) }
+func NewIMAPWorker(rt *engine.Runtime, spec engine.RouteSpec) (engine.Worker, error) {
+	return imap.NewWorker(rt, spec)
+}
 
 // NewExchangeWorker makes the worker of a route on an exchange (EWS) connection (see
 // ews.NewWorker).
-func NewExchangeWorker(rt *Runtime, spec RouteSpec) (Worker, error) { return ews.NewWorker(rt, spec) }
+func NewExchangeWorker(rt *engine.Runtime, spec engine.RouteSpec) (engine.Worker, error) {
+	return ews.NewWorker(rt, spec)
+}

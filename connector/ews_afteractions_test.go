@@ -10,6 +10,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/mapping"
 	"github.com/mailbus/mailbus/schemas"
@@ -17,7 +18,7 @@ import (
 
 // After-actions that cannot destroy mail, on the Exchange source (docs/after-actions.md).
 
-func ewsDeadLetters(t *testing.T, rt *connector.Runtime, route string) []bus.DeadLetter {
+func ewsDeadLetters(t *testing.T, rt *engine.Runtime, route string) []bus.DeadLetter {
 	t.Helper()
 	var out []bus.DeadLetter
 	for _, m := range connector.EWSStored(t, rt, rt.Names.DeadStream(), rt.Names.DeadSubject(route)) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
@@ -21,17 +22,17 @@ import (
 
 // EWSRuntime starts an embedded NATS server with the mailbus storage and returns the
 // runtime a worker runs on.
-func EWSRuntime(t *testing.T) *Runtime {
+func EWSRuntime(t *testing.T) *engine.Runtime {
 	t.Helper()
 	_, rt := testkit.StartRuntime(t)
 	return rt
 }
 
 // EWSSpec is route exch_inbox (bus 1, INBOX) on the fake's connection, polling every 100ms.
-func EWSSpec(f *ewstest.Server, sel, after string) RouteSpec {
+func EWSSpec(f *ewstest.Server, sel, after string) engine.RouteSpec {
 	c := f.Connection()
 	c.PollInterval = schemas.Duration(100 * time.Millisecond)
-	return RouteSpec{
+	return engine.RouteSpec{
 		Connection: c,
 		Route:      schemas.Route{Name: "exch_inbox", Connection: c.Name, Bus: 1, Mailbox: "INBOX", Select: sel, After: after},
 	}
@@ -50,7 +51,7 @@ func EWSOAuthConn(f *ewstest.Server, ts *testkit.TokenServer) schemas.Connection
 }
 
 // RunEWSWorker starts the worker of spec and returns a stop that waits for it to end.
-func RunEWSWorker(t *testing.T, rt *Runtime, spec RouteSpec) (stop func()) {
+func RunEWSWorker(t *testing.T, rt *engine.Runtime, spec engine.RouteSpec) (stop func()) {
 	t.Helper()
 	w, err := NewExchangeWorker(rt, spec)
 	if err != nil {
@@ -68,7 +69,7 @@ func EWSWaitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // EWSStored returns the messages of subject in stream, oldest first.
-func EWSStored(t *testing.T, rt *Runtime, stream, subject string) []*jetstream.RawStreamMsg {
+func EWSStored(t *testing.T, rt *engine.Runtime, stream, subject string) []*jetstream.RawStreamMsg {
 	t.Helper()
 	ctx := context.Background()
 	s, err := rt.JS.Stream(ctx, stream)
@@ -91,7 +92,7 @@ func EWSStored(t *testing.T, rt *Runtime, stream, subject string) []*jetstream.R
 
 // EWSEvents returns the events route published on bus, oldest first, and checks that each
 // carries its Id in Nats-Msg-Id and ce-id.
-func EWSEvents(t *testing.T, rt *Runtime, route string, bus int) []schemas.Event {
+func EWSEvents(t *testing.T, rt *engine.Runtime, route string, bus int) []schemas.Event {
 	t.Helper()
 	var evs []schemas.Event
 	for _, m := range EWSStored(t, rt, rt.Names.BusStream(bus), rt.Names.BusSubject(bus, route)) {
@@ -108,7 +109,7 @@ func EWSEvents(t *testing.T, rt *Runtime, route string, bus int) []schemas.Event
 }
 
 // EWSRouteStatus is the status of route on rt's board.
-func EWSRouteStatus(rt *Runtime, route string) schemas.RouteStatus {
+func EWSRouteStatus(rt *engine.Runtime, route string) schemas.RouteStatus {
 	s, _ := rt.Status.Get(route)
 	return s
 }
@@ -126,7 +127,7 @@ func EWSDistinctIDs(t *testing.T, evs []schemas.Event, n int) {
 }
 
 // ExchangeEventID is the event Id the route of spec gives the item itemID.
-func ExchangeEventID(t *testing.T, rt *Runtime, spec RouteSpec, itemID string) string {
+func ExchangeEventID(t *testing.T, rt *engine.Runtime, spec engine.RouteSpec, itemID string) string {
 	t.Helper()
 	w, err := NewExchangeWorker(rt, spec)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -41,8 +42,8 @@ func TestExchangeFaultNATSRestart(t *testing.T) {
 		t.Fatalf("EnsureStorage() = %v", err)
 	}
 	pubs, _ := bus.NewPublishers(nc, 0)
-	rt := &connector.Runtime{
-		Names: names, NC: nc, JS: js, Storage: st, Instance: "test", Status: connector.NewStatusBoard(),
+	rt := &engine.Runtime{
+		Names: names, NC: nc, JS: js, Storage: st, Instance: "test", Status: engine.NewStatusBoard(),
 		Publishers: pubs, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
@@ -271,12 +272,12 @@ func TestExchangeWorkerAfterDeleteAndMove(t *testing.T) {
 func TestNewExchangeWorkerRefuses(t *testing.T) {
 	rt := connector.EWSRuntime(t)
 	f := ewstest.New(t, false)
-	for name, mod := range map[string]func(s *connector.RouteSpec){
-		"imap connection": func(s *connector.RouteSpec) { s.Connection.Type = schemas.TypeIMAP },
-		"scheme in url":   func(s *connector.RouteSpec) { s.Connection.ExchangeURL = "https://" + f.Host() },
-		"unknown auth":    func(s *connector.RouteSpec) { s.Connection.Auth = "kerberos" },
-		"move without to": func(s *connector.RouteSpec) { s.Route.After = schemas.AfterMove },
-		"bad select":      func(s *connector.RouteSpec) { s.Route.Select = "recent" },
+	for name, mod := range map[string]func(s *engine.RouteSpec){
+		"imap connection": func(s *engine.RouteSpec) { s.Connection.Type = schemas.TypeIMAP },
+		"scheme in url":   func(s *engine.RouteSpec) { s.Connection.ExchangeURL = "https://" + f.Host() },
+		"unknown auth":    func(s *engine.RouteSpec) { s.Connection.Auth = "kerberos" },
+		"move without to": func(s *engine.RouteSpec) { s.Route.After = schemas.AfterMove },
+		"bad select":      func(s *engine.RouteSpec) { s.Route.Select = "recent" },
 	} {
 		spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 		mod(&spec)

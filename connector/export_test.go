@@ -12,7 +12,7 @@ import (
 )
 
 // SetMapping replaces the mapping function of rt's workers, for tests that make it panic.
-func SetMapping(rt *Runtime, f func(io.Reader, *mapping.Options) (*mapping.Result, error)) {
+func SetMapping(rt *engine.Runtime, f func(io.Reader, *mapping.Options) (*mapping.Result, error)) {
 	rt.Map = f
 }
 
@@ -29,7 +29,7 @@ func SignedProbeValue(ctx context.Context, secretKey string, kv jetstream.KeyVal
 
 // RuntimeWithSecretKey makes rt sign and check probes as a deployment with
 // MAILBUS_SECRET_KEY secretKey does.
-func RuntimeWithSecretKey(rt *Runtime, secretKey string) *Runtime {
+func RuntimeWithSecretKey(rt *engine.Runtime, secretKey string) *engine.Runtime {
 	rt.Probes = engine.NewProbeKeys(secretKey, rt.Storage.State)
 	return rt
 }

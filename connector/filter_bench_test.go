@@ -8,8 +8,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
-	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/dovecottest"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -86,7 +86,7 @@ func benchFilter(b *testing.B, server func(b *testing.B) *filterServer) {
 				route := imapRoute("bench_"+tc.name, schemas.SelectUnseen, schemas.AfterMarkRead)
 				route.Filter = tc.filter
 				b.StartTimer()
-				stop := runIMAPWorker(b, rt, connector.RouteSpec{Route: route, Connection: srv.conn})
+				stop := runIMAPWorker(b, rt, engine.RouteSpec{Route: route, Connection: srv.conn})
 				deadline := time.Now().Add(10 * time.Minute)
 				for {
 					st, _ := rt.Status.Get(route.Name)

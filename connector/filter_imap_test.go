@@ -13,8 +13,8 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-imap/v2/imapserver"
 
-	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/dovecottest"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -121,7 +121,7 @@ func runFilterTwoRoutes(t *testing.T, srv *filterServer) {
 		r := imapRoute(name, schemas.SelectAll, schemas.AfterMarkRead)
 		r.Backlog = schemas.BacklogAll
 		r.Filter = f
-		runIMAPWorker(t, rt, connector.RouteSpec{Route: r, Connection: srv.conn})
+		runIMAPWorker(t, rt, engine.RouteSpec{Route: r, Connection: srv.conn})
 	}
 	all := sharedMail
 	check := func() {
@@ -285,7 +285,7 @@ func TestIMAPFilterDatesAndSizes(t *testing.T) {
 	r := imapRoute("dated", schemas.SelectAll, schemas.AfterNone)
 	r.Filter = &schemas.RouteFilter{Since: "2026-11-10", Before: "2026-11-20", MinSize: int64(slices.Min(sizes)), MaxSize: int64(sizes[5])}
 	rt := newIMAPRuntime(t, n)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: r, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: r, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	st := waitRouteIdle(t, rt, r.Name, uint32(len(mails)))
 	var want []string
 	for i, m := range mails {
@@ -317,14 +317,14 @@ func TestIMAPFilterChange(t *testing.T) {
 	r := imapRoute("changing", schemas.SelectAll, schemas.AfterNone)
 	r.Filter = &schemas.RouteFilter{Subject: "invoice"}
 	conn := imapConn(srv.addr, schemas.EncryptionNone)
-	stop := runIMAPWorker(t, rt, connector.RouteSpec{Route: r, Connection: conn})
+	stop := runIMAPWorker(t, rt, engine.RouteSpec{Route: r, Connection: conn})
 	waitRouteIdle(t, rt, r.Name, 2)
 	stop()
 
 	srv.append(t, "INBOX", mail(3, "invoice 3")) // the new filter does not take it
 	srv.append(t, "INBOX", mail(4, "order 4"))
 	r.Filter = &schemas.RouteFilter{Subject: "order"}
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: r, Connection: conn})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: r, Connection: conn})
 	st := waitRouteIdle(t, rt, r.Name, 4)
 	var got []string
 	for _, ev := range busEvents(t, n, 1, r.Name) {

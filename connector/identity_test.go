@@ -20,6 +20,7 @@ import (
 	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/dovecottest"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/metrics"
 	"github.com/mailbus/mailbus/connector/store"
@@ -48,7 +49,7 @@ func subjectsOf(evs []schemas.Event) []string {
 }
 
 // connLogEntries reads what the connection log of c1 holds, after flushing rt's writer.
-func connLogEntries(t *testing.T, n *busNATS, rt *connector.Runtime) []schemas.LogEntry {
+func connLogEntries(t *testing.T, n *busNATS, rt *engine.Runtime) []schemas.LogEntry {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -80,8 +81,8 @@ func TestIMAPSharedMailbox(t *testing.T) {
 	conn := imapConn(srv.addr, schemas.EncryptionNone)
 	a := imapRoute("share_a", "", schemas.AfterMarkRead)
 	b := imapRoute("share_b", "", schemas.AfterNone)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: a, Connection: conn})
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: b, Connection: conn})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: a, Connection: conn})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: b, Connection: conn})
 	for _, r := range []string{a.Name, b.Name} {
 		waitUntil(t, 10*time.Second, "the first cycle of "+r, func() bool {
 			st, _ := rt.Status.Get(r)
@@ -142,7 +143,7 @@ func TestIMAPForgedProbePublished(t *testing.T) {
 			}
 			route := imapRoute("probe", "", schemas.AfterMarkRead)
 			route.Headers = []string{"X-Other"}
-			runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+			runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 			waitRouteIdle(t, rt, route.Name, 4)
 			if got := uidsOf(busEvents(t, n, 1, route.Name)); !slices.Equal(got, []uint32{1, 2, 4}) {
 				t.Fatalf("events for UIDs %v, want 1, 2 and 4 (3 is the real probe)", got)
@@ -176,11 +177,11 @@ func TestIMAPRepointedConnection(t *testing.T) {
 	rt := newIMAPRuntime(t, n)
 	rt.ConnLog = connlog.New(n.js, busNames, rt.Logger)
 	route := imapRoute("moved", "", schemas.AfterNone)
-	stop := runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srvA.addr, schemas.EncryptionNone)})
+	stop := runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srvA.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 3)
 	stop()
 
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srvB.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srvB.addr, schemas.EncryptionNone)})
 	waitUntil(t, 30*time.Second, "the new server's 3 events", func() bool {
 		return len(busEvents(t, n, 1, route.Name)) == 6
 	})
@@ -212,11 +213,11 @@ func TestIMAPRepointedMailbox(t *testing.T) {
 	rt := newIMAPRuntime(t, n)
 	rt.ConnLog = connlog.New(n.js, busNames, rt.Logger)
 	route := imapRoute("repointed", "", schemas.AfterNone)
-	stop := runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	stop := runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 3)
 	stop()
 	route.Mailbox = "Other"
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 1)
 	evs := busEvents(t, n, 1, route.Name)
 	if len(evs) != 4 || evs[3].Subject != "test 21" || evs[3].Mailbox != "Other" {
@@ -241,7 +242,7 @@ func TestIMAPDovecotRestoredFolder(t *testing.T) {
 	rt.TLSRootCAs = srv.CA
 	conn := imapConn(srv.TLSAddr, schemas.EncryptionSSL)
 	route := imapRoute("restored", "", schemas.AfterNone)
-	stop := runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: conn})
+	stop := runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: conn})
 	st := waitRouteIdle(t, rt, route.Name, 3)
 	stop()
 
@@ -261,7 +262,7 @@ func TestIMAPDovecotRestoredFolder(t *testing.T) {
 	srv.Chown(t, "alice")
 
 	route.Mailbox = "Restored"
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: conn})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: conn})
 	waitUntil(t, 30*time.Second, "the restored folder's events", func() bool {
 		return len(busEvents(t, n, 1, route.Name)) >= 6
 	})
@@ -303,7 +304,7 @@ func TestIMAPDovecotReadElsewhere(t *testing.T) {
 	conn := imapConn(srv.TLSAddr, schemas.EncryptionSSL)
 	route := imapRoute("elsewhere", "", schemas.AfterMarkRead)
 	route.Select = "" // the default
-	stop := runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: conn})
+	stop := runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: conn})
 	waitRouteIdle(t, rt, route.Name, 1)
 	stop()
 
@@ -318,7 +319,7 @@ func TestIMAPDovecotReadElsewhere(t *testing.T) {
 	}
 	c.Close()
 
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: conn})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: conn})
 	waitRouteIdle(t, rt, route.Name, 3)
 	if got := uidsOf(busEvents(t, n, 1, route.Name)); !slices.Equal(got, []uint32{1, 2, 3}) {
 		t.Fatalf("events for UIDs %v, want 1, 2 and 3", got)
@@ -348,7 +349,7 @@ func TestIMAPBacklog(t *testing.T) {
 			rt := newIMAPRuntime(t, n)
 			route := imapRoute("backlog", "", schemas.AfterNone)
 			route.Backlog = tc.backlog
-			runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+			runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 			waitRouteIdle(t, rt, route.Name, 3)
 			srv.append(t, "INBOX", testMail(4, ""), imap.FlagSeen) // read elsewhere already
 			srv.append(t, "INBOX", testMail(5, ""))
@@ -375,7 +376,7 @@ func TestIMAPSkippedSeen(t *testing.T) {
 	conn.PollInterval = schemas.Duration(time.Second) // no IDLE on a poll: see below
 	conn.Idle = new(bool)
 	route := imapRoute("unseen_only", schemas.SelectUnseen, schemas.AfterMarkRead)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: conn})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: conn})
 	waitUntil(t, 10*time.Second, "the first cycle", func() bool {
 		st, _ := rt.Status.Get(route.Name)
 		return st.State == schemas.StateIdle
@@ -444,7 +445,7 @@ func TestIMAPFailingMoveOnce(t *testing.T) {
 	reg := connector.NewRegistry()
 	rt.Metrics = metrics.New(reg)
 	route := imapRoute("failing_move", "", schemas.AfterMove)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	// Four sessions failed on the move: with backoff from 0.5s, well past the window.
 	waitUntil(t, 60*time.Second, "four failed moves", func() bool {
 		v, _ := testkit.MetricValue(testkit.Gather(t, reg), "mailbus_route_reconnects_total", "route="+route.Name)
@@ -482,7 +483,7 @@ func TestIMAPDuplicatesCountedApart(t *testing.T) {
 	srv := startMemIMAPMail(t, 3, smallMail)
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("dups", "", schemas.AfterNone)
-	stop := runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	stop := runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 3)
 	stop()
 
@@ -505,7 +506,7 @@ func TestIMAPDuplicatesCountedApart(t *testing.T) {
 	rt2 := newIMAPRuntime(t, n)
 	reg := connector.NewRegistry()
 	rt2.Metrics = metrics.New(reg)
-	runIMAPWorker(t, rt2, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt2, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	st := waitRouteIdle(t, rt2, route.Name, 3)
 	if st.Published != 0 || st.Duplicates != 3 {
 		t.Errorf("status %+v: want published 0, duplicates 3", st)
@@ -602,7 +603,7 @@ func TestIMAPLegacyCheckpointAdopted(t *testing.T) {
 	}
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("legacy", "", schemas.AfterNone)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 3)
 	if got := uidsOf(busEvents(t, n, 1, route.Name)); !slices.Equal(got, []uint32{3}) {
 		t.Fatalf("events for UIDs %v, want 3 only", got)

@@ -13,8 +13,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
-	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -40,7 +40,7 @@ func TestIMAPCycle(t *testing.T) {
 				if sel == schemas.SelectAll {
 					route.Backlog = schemas.BacklogAll
 				}
-				runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+				runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 				waitRouteIdle(t, rt, route.Name, 3)
 				srv.append(t, "INBOX", testMail(4, ""))
 				st := waitRouteIdle(t, rt, route.Name, 4)
@@ -116,7 +116,7 @@ func TestIMAPEventHeaders(t *testing.T) {
 	srv.append(t, "INBOX", testMail(1, ""))
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("hdrs", schemas.SelectUnseen, schemas.AfterMarkRead)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 1)
 	msgs := storedMsgs(t, n.js, busNames.BusStream(1), busNames.BusSubject(1, route.Name))
 	if len(msgs) != 1 {
@@ -145,7 +145,7 @@ func TestIMAPIdleDelivery(t *testing.T) {
 	srv := startMemIMAP(t, memCaps...)
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("idle", schemas.SelectUnseen, schemas.AfterMarkRead)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 0)
 	time.Sleep(100 * time.Millisecond) // let IDLE start
 	for i := 1; i <= 3; i++ {
@@ -170,7 +170,7 @@ func TestIMAPOrdering(t *testing.T) {
 	}
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("order", schemas.SelectUnseen, schemas.AfterMarkRead)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, total)
 	evs := busEvents(t, n, 1, route.Name)
 	if len(evs) != total {
@@ -194,7 +194,7 @@ func TestIMAPDeadLetter(t *testing.T) {
 	srv.append(t, "INBOX", testMail(3, ""))
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("dead", schemas.SelectUnseen, schemas.AfterMarkRead)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	st := waitRouteIdle(t, rt, route.Name, 3)
 	if st.Published != 2 || st.DeadLettered != 1 {
 		t.Errorf("published %d, dead-lettered %d, want 2, 1", st.Published, st.DeadLettered)
@@ -245,7 +245,7 @@ func TestIMAPLargeAttachment(t *testing.T) {
 	rt.MaxInlineBytes = 1024
 	route := imapRoute("large", schemas.SelectUnseen, schemas.AfterMarkRead)
 	route.IncludeRaw = true
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 1)
 	evs := busEvents(t, n, 1, route.Name)
 	if len(evs) != 1 || len(evs[0].Attachments) != 1 {
@@ -293,7 +293,7 @@ func TestIMAPOversizeEvent(t *testing.T) {
 	rt := newIMAPRuntime(t, n)
 	rt.MaxInlineBytes = 4 << 20
 	route := imapRoute("oversize", schemas.SelectUnseen, schemas.AfterMarkRead)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 1)
 	evs := busEvents(t, n, 1, route.Name)
 	if len(evs) != 1 || len(evs[0].Attachments) != 4 {
@@ -320,7 +320,7 @@ func TestIMAPCheckpointAfterRestart(t *testing.T) {
 	n := startBusNATS(t)
 	srv := startMemIMAPMail(t, 3, smallMail)
 	route := imapRoute("restart", schemas.SelectAll, schemas.AfterNone)
-	spec := connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)}
+	spec := engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)}
 	rt := newIMAPRuntime(t, n)
 	stop := runIMAPWorker(t, rt, spec)
 	waitRouteIdle(t, rt, route.Name, 3)
@@ -354,7 +354,7 @@ func TestIMAPUIDValidityChange(t *testing.T) {
 	srv.append(t, "INBOX", testMail(1, ""))
 	srv.append(t, "INBOX", testMail(2, ""))
 	route := imapRoute("validity", schemas.SelectAll, schemas.AfterNone)
-	spec := connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)}
+	spec := engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)}
 	rt := newIMAPRuntime(t, n)
 	stop := runIMAPWorker(t, rt, spec)
 	st1 := waitRouteIdle(t, rt, route.Name, 2)
@@ -389,22 +389,22 @@ func TestIMAPPermanentErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		caps  []imap.Cap
-		edit  func(*connector.RouteSpec)
+		edit  func(*engine.RouteSpec)
 		wants string
 	}{
-		{"password", memCaps, func(s *connector.RouteSpec) { s.Connection.Password = "wrong-pass" }, "login"},
-		{"mailbox", memCaps, func(s *connector.RouteSpec) { s.Route.Mailbox = "Nope" }, "Nope"},
-		{"delete", nil, func(s *connector.RouteSpec) { s.Route.After = schemas.AfterDelete }, "UIDPLUS"},
-		{"starttls", memCaps, func(s *connector.RouteSpec) { s.Connection.Encryption = schemas.EncryptionTLS }, "STARTTLS"},
-		{"windows", memCaps, func(s *connector.RouteSpec) { s.Connection.Auth = schemas.AuthWindows }, "NTLM"},
-		{"oauth2", memCaps, func(s *connector.RouteSpec) { s.Connection.Auth = schemas.AuthOAuth2 }, "oauth2"},
+		{"password", memCaps, func(s *engine.RouteSpec) { s.Connection.Password = "wrong-pass" }, "login"},
+		{"mailbox", memCaps, func(s *engine.RouteSpec) { s.Route.Mailbox = "Nope" }, "Nope"},
+		{"delete", nil, func(s *engine.RouteSpec) { s.Route.After = schemas.AfterDelete }, "UIDPLUS"},
+		{"starttls", memCaps, func(s *engine.RouteSpec) { s.Connection.Encryption = schemas.EncryptionTLS }, "STARTTLS"},
+		{"windows", memCaps, func(s *engine.RouteSpec) { s.Connection.Auth = schemas.AuthWindows }, "NTLM"},
+		{"oauth2", memCaps, func(s *engine.RouteSpec) { s.Connection.Auth = schemas.AuthOAuth2 }, "oauth2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			n := startBusNATS(t)
 			srv := startMemIMAP(t, tc.caps...)
 			rt := newIMAPRuntime(t, n)
-			spec := connector.RouteSpec{Route: imapRoute("perm", schemas.SelectUnseen, schemas.AfterMarkRead), Connection: imapConn(srv.addr, schemas.EncryptionNone)}
+			spec := engine.RouteSpec{Route: imapRoute("perm", schemas.SelectUnseen, schemas.AfterMarkRead), Connection: imapConn(srv.addr, schemas.EncryptionNone)}
 			tc.edit(&spec)
 			runIMAPWorker(t, rt, spec)
 			var st schemas.RouteStatus
@@ -431,7 +431,7 @@ func TestIMAPMoveWithoutMove(t *testing.T) {
 	srv.append(t, "INBOX", testMail(2, ""))
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("copymove", schemas.SelectUnseen, schemas.AfterMove)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 2)
 	inbox := listMailbox(t, dialPlain(srv.addr), "INBOX")
 	archive := listMailbox(t, dialPlain(srv.addr), "Archive")

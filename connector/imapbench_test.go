@@ -19,9 +19,9 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/connlog"
 	"github.com/mailbus/mailbus/connector/dovecottest"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -38,7 +38,7 @@ func BenchmarkIngest(b *testing.B) {
 	route := imapRoute("bench", schemas.SelectUnseen, schemas.AfterMarkRead)
 	b.SetBytes(int64(len(raw)))
 	b.ResetTimer()
-	runIMAPWorker(b, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(b, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
 		st, _ := rt.Status.Get(route.Name)
@@ -71,7 +71,7 @@ func BenchmarkIngestConnLog(b *testing.B) {
 			conn.LogLevel = level
 			b.SetBytes(int64(len(raw)))
 			b.ResetTimer()
-			runIMAPWorker(b, rt, connector.RouteSpec{Route: route, Connection: conn})
+			runIMAPWorker(b, rt, engine.RouteSpec{Route: route, Connection: conn})
 			waitRouteIdle(b, rt, route.Name, uint32(b.N))
 			b.StopTimer()
 		})

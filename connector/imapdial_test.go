@@ -11,7 +11,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-sasl"
 
-	"github.com/mailbus/mailbus/connector"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -94,7 +94,7 @@ func TestIMAPWindowsAuth(t *testing.T) {
 	conn := imapConn(srv.Addr, schemas.EncryptionNone)
 	conn.Auth, conn.Domain = schemas.AuthWindows, "CORP"
 	route := imapRoute("ntlm", schemas.SelectUnseen, schemas.AfterMarkRead)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: conn})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: conn})
 	select {
 	case u := <-users:
 		if u != `CORP\alice` {

@@ -9,8 +9,8 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
-	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/dovecottest"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -52,7 +52,7 @@ func TestIMAPDovecot(t *testing.T) {
 				addr = srv.TLSAddr
 			}
 			route := imapRoute("dovecot", schemas.SelectUnseen, tc.after)
-			runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(addr, tc.encryption)})
+			runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(addr, tc.encryption)})
 			waitRouteIdle(t, rt, route.Name, 3)
 
 			// IDLE: the next message arrives without a poll (the poll is an hour away).
@@ -96,7 +96,7 @@ func TestIMAPDovecotCertificate(t *testing.T) {
 	n := startBusNATS(t)
 	rt := newIMAPRuntime(t, n) // no TLSRootCAs: the system pool does not know the test CA
 	route := imapRoute("badcert", schemas.SelectUnseen, schemas.AfterMarkRead)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.TLSAddr, schemas.EncryptionSSL)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.TLSAddr, schemas.EncryptionSSL)})
 	var st schemas.RouteStatus
 	waitUntil(t, 10*time.Second, "state error", func() bool {
 		st, _ = rt.Status.Get(route.Name)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -116,9 +117,9 @@ func TestIMAPChildWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	pubs, _ := bus.NewPublishers(nc, 0)
-	rt := &connector.Runtime{
+	rt := &engine.Runtime{
 		Names: busNames, NC: nc, JS: js, Storage: st, Logger: imapTestLogger(t), Instance: "child",
-		MaxInlineBytes: 262144, Status: connector.NewStatusBoard(), Publishers: pubs,
+		MaxInlineBytes: 262144, Status: engine.NewStatusBoard(), Publishers: pubs,
 	}
 	route := imapRoute(os.Getenv("MAILBUS_TEST_ROUTE"), schemas.SelectUnseen, schemas.AfterMarkRead)
 	conn := imapConn(os.Getenv("MAILBUS_TEST_IMAP_ADDR"), schemas.EncryptionNone)
@@ -133,7 +134,7 @@ func TestIMAPChildWorker(t *testing.T) {
 		rt.TLSRootCAs = x509.NewCertPool()
 		rt.TLSRootCAs.AppendCertsFromPEM(pem)
 	}
-	w, err := connector.NewIMAPWorker(rt, connector.RouteSpec{Route: route, Connection: conn})
+	w, err := connector.NewIMAPWorker(rt, engine.RouteSpec{Route: route, Connection: conn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +215,7 @@ func TestIMAPFaultNATSRestart(t *testing.T) {
 	route := imapRoute("natsrestart", schemas.SelectUnseen, schemas.AfterMarkRead)
 	conn := imapConn(srv.addr, schemas.EncryptionNone)
 	conn.PollInterval = schemas.Duration(time.Second)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: conn})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: conn})
 	done := trickle(t, srv, initial+1, more, 30*time.Millisecond)
 	subject := busNames.BusSubject(1, route.Name)
 	for i := range 3 {
@@ -295,7 +296,7 @@ func TestIMAPFaultCutConnection(t *testing.T) {
 	route := imapRoute("cut", schemas.SelectUnseen, schemas.AfterMarkRead)
 	conn := imapConn(proxy.ln.Addr().String(), schemas.EncryptionNone)
 	conn.PollInterval = schemas.Duration(time.Second)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: conn})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: conn})
 	done := trickle(t, srv, initial+1, more, 30*time.Millisecond)
 	done()
 	verifyExact(t, n, srv, route.Name, initial+more, 120*time.Second)

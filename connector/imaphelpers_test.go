@@ -22,6 +22,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -85,16 +86,16 @@ func (n *busNATS) restart(t testing.TB, down time.Duration) {
 	n.srv = srv
 }
 
-func newIMAPRuntime(t testing.TB, n *busNATS) *connector.Runtime {
+func newIMAPRuntime(t testing.TB, n *busNATS) *engine.Runtime {
 	t.Helper()
 	pubs, err := bus.NewPublishers(n.nc, 0)
 	if err != nil {
 		t.Fatalf("NewPublishers() = %v", err)
 	}
-	return &connector.Runtime{
+	return &engine.Runtime{
 		Names: busNames, NC: n.nc, JS: n.js, Storage: n.st,
 		Logger: imapTestLogger(t), Instance: "test-replica", MaxInlineBytes: 262144,
-		Status: connector.NewStatusBoard(), Publishers: pubs,
+		Status: engine.NewStatusBoard(), Publishers: pubs,
 	}
 }
 
@@ -167,7 +168,7 @@ func imapRoute(name, sel, after string) schemas.Route {
 }
 
 // runIMAPWorker starts the route's worker; it is stopped at cleanup or by the returned func.
-func runIMAPWorker(t testing.TB, rt *connector.Runtime, spec connector.RouteSpec) (stop func()) {
+func runIMAPWorker(t testing.TB, rt *engine.Runtime, spec engine.RouteSpec) (stop func()) {
 	t.Helper()
 	w, err := connector.NewIMAPWorker(rt, spec)
 	if err != nil {
@@ -253,7 +254,7 @@ func storedCount(t testing.TB, js jetstream.JetStream, stream, subject string) u
 }
 
 // waitRouteIdle waits until the route finished a cycle with lastUid at least uid.
-func waitRouteIdle(t testing.TB, rt *connector.Runtime, route string, uid uint32) schemas.RouteStatus {
+func waitRouteIdle(t testing.TB, rt *engine.Runtime, route string, uid uint32) schemas.RouteStatus {
 	t.Helper()
 	var st schemas.RouteStatus
 	if !testkit.WaitFor(60*time.Second, func() bool {

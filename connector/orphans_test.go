@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/bus"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -87,7 +87,7 @@ func TestIMAPOrphanObjectsDeleted(t *testing.T) {
 	rt := newIMAPRuntime(t, n)
 	rt.MaxInlineBytes = 1000
 	route := imapRoute("orphans", schemas.SelectUnseen, schemas.AfterMarkRead)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 	st := waitRouteIdle(t, rt, route.Name, 1)
 	if st.DeadLettered != 1 || st.Published != 0 {
 		t.Fatalf("status %+v, want 1 dead letter", st)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/dovecottest"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -30,10 +31,10 @@ import (
 // and with it route.status, is down.
 type runtimeCatcher struct {
 	mu sync.Mutex
-	rt *connector.Runtime
+	rt *engine.Runtime
 }
 
-func (c *runtimeCatcher) factory(rt *connector.Runtime, spec connector.RouteSpec) (connector.Worker, error) {
+func (c *runtimeCatcher) factory(rt *engine.Runtime, spec engine.RouteSpec) (engine.Worker, error) {
 	c.mu.Lock()
 	c.rt = rt
 	c.mu.Unlock()
@@ -164,7 +165,7 @@ func natsKill(t *testing.T, conn schemas.Connection, dial func() (*imapclient.Cl
 	cfg.NATSURL = n.URL()
 	cfg.DedupWindow = 10 * time.Minute
 	catch := &runtimeCatcher{}
-	opts = append(opts, connector.WithWorkers(map[string]connector.WorkerFactory{schemas.TypeIMAP: catch.factory}))
+	opts = append(opts, connector.WithWorkers(map[string]engine.WorkerFactory{schemas.TypeIMAP: catch.factory}))
 	svc := runService(t, cfg, nil, opts...)
 	route := imapRoute("natskill", schemas.SelectUnseen, schemas.AfterMarkRead)
 	route.MoveTo = ""
@@ -326,7 +327,7 @@ func TestIMAPStatusServerDown(t *testing.T) {
 	proxy := startSwitchProxy(t, srv.addr)
 	rt := newIMAPRuntime(t, n)
 	route := imapRoute("imapdown", schemas.SelectUnseen, schemas.AfterMarkRead)
-	runIMAPWorker(t, rt, connector.RouteSpec{Route: route, Connection: imapConn(proxy.addr, schemas.EncryptionNone)})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(proxy.addr, schemas.EncryptionNone)})
 	waitRouteIdle(t, rt, route.Name, 3)
 
 	proxy.down()

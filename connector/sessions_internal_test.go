@@ -24,7 +24,7 @@ func TestExchangeWorkerWaitsForSessionSlot(t *testing.T) {
 	RunEWSWorker(t, rt, EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead))
 	EWSWaitFor(t, "the route waiting for a slot", func() bool {
 		st := EWSRouteStatus(rt, "exch_inbox")
-		return st.State == schemas.StateBackoff && strings.Contains(st.LastError, ErrNoSessionSlot.Error())
+		return st.State == schemas.StateBackoff && strings.Contains(st.LastError, engine.ErrNoSessionSlot.Error())
 	})
 	if n := f.ReadCount(); n != 0 {
 		t.Fatalf("%d messages marked read without a session slot", n)
@@ -32,7 +32,7 @@ func TestExchangeWorkerWaitsForSessionSlot(t *testing.T) {
 	hold()
 	EWSWaitFor(t, "both messages marked read", func() bool { return f.ReadCount() == 2 })
 	EWSWaitFor(t, "the route idle", func() bool { return EWSRouteStatus(rt, "exch_inbox").State == schemas.StateIdle })
-	if _, err := rt.Sessions.Take(); !errors.Is(err, ErrNoSessionSlot) {
+	if _, err := rt.Sessions.Take(); !errors.Is(err, engine.ErrNoSessionSlot) {
 		t.Errorf("take() while the route runs = %v, want the slot held by it", err)
 	}
 }

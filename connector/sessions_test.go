@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/client"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -69,7 +69,7 @@ func TestRoutesWithinOpenFiles(t *testing.T) {
 			switch {
 			case st.State == schemas.StateIdle:
 				idle = append(idle, st.Route)
-			case st.State == schemas.StateBackoff && strings.Contains(st.LastError, connector.ErrNoSessionSlot.Error()):
+			case st.State == schemas.StateBackoff && strings.Contains(st.LastError, engine.ErrNoSessionSlot.Error()):
 				waiting++
 			default:
 				other[st.State+": "+st.LastError]++

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/client"
+	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/store"
 	"github.com/mailbus/mailbus/schemas"
@@ -30,8 +31,8 @@ func startMailbus(b *testing.B) *client.Client {
 	c, err := connector.New(connector.Config{
 		EmbeddedListen: "127.0.0.1:-1", DataDir: b.TempDir(), SubjectPrefix: "mail", StreamReplicas: 1,
 		DedupWindow: time.Minute, MaxInlineBytes: 1 << 18, Instance: "bench",
-	}, nil, connector.WithWorkers(map[string]connector.WorkerFactory{
-		schemas.TypeIMAP: func(*connector.Runtime, connector.RouteSpec) (connector.Worker, error) { return idleWorker{}, nil },
+	}, nil, connector.WithWorkers(map[string]engine.WorkerFactory{
+		schemas.TypeIMAP: func(*engine.Runtime, engine.RouteSpec) (engine.Worker, error) { return idleWorker{}, nil },
 	}))
 	if err != nil {
 		b.Fatal(err)
