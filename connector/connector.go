@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/mailbus/mailbus/connector/engine"
+	"github.com/mailbus/mailbus/connector/ews"
+	"github.com/mailbus/mailbus/connector/imap"
 	"github.com/mailbus/mailbus/connector/supervisor"
 
 	"github.com/mailbus/mailbus/connector/bus"
@@ -61,7 +63,7 @@ type Connector struct {
 type Option func(*Connector)
 
 // WithWorkers replaces the worker factories, keyed by connection type. The default is
-// NewIMAPWorker for imap and NewExchangeWorker for exchange connections; a type without a
+// imap.NewWorker for imap and ews.NewWorker for exchange connections; a type without a
 // factory parks its routes in state error. Tests plug small real workers in here.
 func WithWorkers(f map[string]engine.WorkerFactory) Option {
 	return func(c *Connector) { c.factories = f }
@@ -97,8 +99,8 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Connector, error) {
 		names:   bus.Names{Prefix: cfg.SubjectPrefix},
 		version: "dev",
 		factories: map[string]engine.WorkerFactory{
-			schemas.TypeIMAP:     NewIMAPWorker,
-			schemas.TypeExchange: NewExchangeWorker,
+			schemas.TypeIMAP:     imap.NewWorker,
+			schemas.TypeExchange: ews.NewWorker,
 		},
 		sealer: s,
 		done:   make(chan struct{}),

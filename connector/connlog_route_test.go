@@ -18,6 +18,7 @@ import (
 	"github.com/mailbus/mailbus/connector/engine"
 	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/ewstest"
+	"github.com/mailbus/mailbus/connector/imap"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/connector/secrets"
 	"github.com/mailbus/mailbus/connector/store"
@@ -204,11 +205,11 @@ func TestExchangeRouteConnLog(t *testing.T) {
 			spec.Connection.Name, spec.Route.Connection = "exch_"+level, "exch_"+level
 			spec.Route.Name = "exch_route_" + level
 			spec.Connection.LogLevel, spec.Connection.PollInterval = level, schemas.Duration(time.Second)
-			entries, raw, evs := runLoggedRoute(t, rt, spec, NewExchangeWorker, 3)
+			entries, raw, evs := runLoggedRoute(t, rt, spec, ews.NewWorker, 3)
 			if len(evs) != 3 {
 				t.Fatalf("%d events, want 3", len(evs))
 			}
-			w, _ := NewExchangeWorker(rt, spec)
+			w, _ := ews.NewWorker(rt, spec)
 			items := map[string]string{} // event Id to ItemId
 			for _, id := range ids {
 				items[w.(interface{ EventID(ews.ID) string }).EventID(ews.ID{ID: id})] = id
@@ -245,7 +246,7 @@ func TestIMAPRouteConnLog(t *testing.T) {
 			}
 			route := schemas.Route{Name: "imap_route_" + level, Connection: c.Name, Bus: 2, Mailbox: "INBOX",
 				Select: schemas.SelectUnseen, After: schemas.AfterMarkRead}
-			entries, raw, evs := runLoggedRoute(t, rt, engine.RouteSpec{Route: route, Connection: c}, NewIMAPWorker, 3)
+			entries, raw, evs := runLoggedRoute(t, rt, engine.RouteSpec{Route: route, Connection: c}, imap.NewWorker, 3)
 			if len(evs) != 3 || evs[0].Subject != "Заявка #1" {
 				t.Fatalf("events %+v, want 3, the first with subject Заявка #1", evs)
 			}
@@ -269,7 +270,7 @@ func TestRouteConnLogScrubsSecrets(t *testing.T) {
 	spec := EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 	spec.Connection = EWSOAuthConn(f, ts)
 	spec.Connection.LogLevel, spec.Connection.PollInterval = schemas.LogFull, schemas.Duration(time.Second)
-	stop := startLoggedRoute(t, rt, spec, NewExchangeWorker)
+	stop := startLoggedRoute(t, rt, spec, ews.NewWorker)
 	EWSWaitFor(t, "an access token issued", func() bool { return ts.Count("client_credentials") > 0 })
 	var token string
 	for _, s := range ts.Secrets() {

@@ -53,9 +53,9 @@ func EWSOAuthConn(f *ewstest.Server, ts *testkit.TokenServer) schemas.Connection
 // RunEWSWorker starts the worker of spec and returns a stop that waits for it to end.
 func RunEWSWorker(t *testing.T, rt *engine.Runtime, spec engine.RouteSpec) (stop func()) {
 	t.Helper()
-	w, err := NewExchangeWorker(rt, spec)
+	w, err := ews.NewWorker(rt, spec)
 	if err != nil {
-		t.Fatalf("NewExchangeWorker() = %v", err)
+		t.Fatalf("ews.NewWorker() = %v", err)
 	}
 	return testkit.RunWorker(t, w)
 }
@@ -129,9 +129,9 @@ func EWSDistinctIDs(t *testing.T, evs []schemas.Event, n int) {
 // ExchangeEventID is the event Id the route of spec gives the item itemID.
 func ExchangeEventID(t *testing.T, rt *engine.Runtime, spec engine.RouteSpec, itemID string) string {
 	t.Helper()
-	w, err := NewExchangeWorker(rt, spec)
+	w, err := ews.NewWorker(rt, spec)
 	if err != nil {
-		t.Fatalf("NewExchangeWorker() = %v", err)
+		t.Fatalf("ews.NewWorker() = %v", err)
 	}
 	return w.(interface{ EventID(ews.ID) string }).EventID(ews.ID{ID: itemID})
 }

@@ -12,8 +12,10 @@ import (
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/engine"
+	"github.com/mailbus/mailbus/connector/ews"
 	"github.com/mailbus/mailbus/connector/ewstest"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
+	"github.com/mailbus/mailbus/connector/retry"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -281,8 +283,8 @@ func TestNewExchangeWorkerRefuses(t *testing.T) {
 	} {
 		spec := connector.EWSSpec(f, schemas.SelectUnseen, schemas.AfterMarkRead)
 		mod(&spec)
-		if _, err := connector.NewExchangeWorker(rt, spec); !connector.IsPermanent(err) {
-			t.Errorf("%s: NewExchangeWorker() = %v, want a permanent error", name, err)
+		if _, err := ews.NewWorker(rt, spec); !retry.IsPermanent(err) {
+			t.Errorf("%s: ews.NewWorker() = %v, want a permanent error", name, err)
 		}
 	}
 }

@@ -24,9 +24,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/engine"
+	imapsrc "github.com/mailbus/mailbus/connector/imap"
 	"github.com/mailbus/mailbus/schemas"
 )
 
@@ -134,7 +134,7 @@ func TestIMAPChildWorker(t *testing.T) {
 		rt.TLSRootCAs = x509.NewCertPool()
 		rt.TLSRootCAs.AppendCertsFromPEM(pem)
 	}
-	w, err := connector.NewIMAPWorker(rt, engine.RouteSpec{Route: route, Connection: conn})
+	w, err := imapsrc.NewWorker(rt, engine.RouteSpec{Route: route, Connection: conn})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,9 +20,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/bus"
 	"github.com/mailbus/mailbus/connector/engine"
+	imapsrc "github.com/mailbus/mailbus/connector/imap"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -170,9 +170,9 @@ func imapRoute(name, sel, after string) schemas.Route {
 // runIMAPWorker starts the route's worker; it is stopped at cleanup or by the returned func.
 func runIMAPWorker(t testing.TB, rt *engine.Runtime, spec engine.RouteSpec) (stop func()) {
 	t.Helper()
-	w, err := connector.NewIMAPWorker(rt, spec)
+	w, err := imapsrc.NewWorker(rt, spec)
 	if err != nil {
-		t.Fatalf("NewIMAPWorker() = %v", err)
+		t.Fatalf("imapsrc.NewWorker() = %v", err)
 	}
 	return testkit.RunWorker(t, w)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/mailbus/mailbus/connector"
 	"github.com/mailbus/mailbus/connector/dovecottest"
 	"github.com/mailbus/mailbus/connector/engine"
+	imapsrc "github.com/mailbus/mailbus/connector/imap"
 	"github.com/mailbus/mailbus/connector/internal/testkit"
 	"github.com/mailbus/mailbus/schemas"
 )
@@ -38,7 +39,7 @@ func (c *runtimeCatcher) factory(rt *engine.Runtime, spec engine.RouteSpec) (eng
 	c.mu.Lock()
 	c.rt = rt
 	c.mu.Unlock()
-	return connector.NewIMAPWorker(rt, spec)
+	return imapsrc.NewWorker(rt, spec)
 }
 
 func (c *runtimeCatcher) status(route string) (schemas.RouteStatus, bool) {
