@@ -10,10 +10,6 @@ import (
 	"github.com/mailbus/mailbus/schemas"
 )
 
-// ProbeHeader marks the message a connection check appends for its round trip (see
-// engine.ProbeHeader).
-const ProbeHeader = engine.ProbeHeader
-
 // CheckConnection runs the stages of a connection check against c, whose secrets are
 // already resolved (see check.Run). An oauth2 connection's refresh token the endpoint
 // replaces is not stored (the control service's check stores it). Its probe is not signed

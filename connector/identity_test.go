@@ -133,9 +133,9 @@ func TestIMAPForgedProbePublished(t *testing.T) {
 			}
 			// The key of another deployment: the value looks right but is not ours.
 			other, _ := connector.SignedProbeValue(ctx, "", startBusNATS(t).st.State, "abc")
-			srv.append(t, "INBOX", testMail(1, connector.ProbeHeader+": 1\r\n"))
-			srv.append(t, "INBOX", testMail(2, connector.ProbeHeader+": "+other+"\r\n"))
-			srv.append(t, "INBOX", testMail(3, connector.ProbeHeader+": "+real+"\r\n"))
+			srv.append(t, "INBOX", testMail(1, engine.ProbeHeader+": 1\r\n"))
+			srv.append(t, "INBOX", testMail(2, engine.ProbeHeader+": "+other+"\r\n"))
+			srv.append(t, "INBOX", testMail(3, engine.ProbeHeader+": "+real+"\r\n"))
 			srv.append(t, "INBOX", testMail(4, ""))
 			rt := newIMAPRuntime(t, n)
 			if secret != "" {
