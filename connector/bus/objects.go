@@ -37,13 +37,13 @@ type ObjectSink struct {
 	stored []string // names of the objects put
 }
 
-// PutAttachment implements mapping.Sink.
 // NewObjectSink returns the sink of the message whose event is eventID: its objects go to
 // store, named in bucket.
 func NewObjectSink(ctx context.Context, store jetstream.ObjectStore, bucket, eventID string) *ObjectSink {
 	return &ObjectSink{ctx: ctx, store: store, bucket: bucket, eventID: eventID}
 }
 
+// PutAttachment implements mapping.Sink.
 func (s *ObjectSink) PutAttachment(index int, a *schemas.Attachment, r io.Reader) (schemas.ObjectRef, error) {
 	name := ObjectName(s.eventID, "att-"+strconv.Itoa(index))
 	info, err := PutObject(s.ctx, s.store, jetstream.ObjectMeta{Name: name, Description: a.Name}, r)
