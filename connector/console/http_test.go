@@ -152,22 +152,24 @@ func TestLoginRateLimited(t *testing.T) {
 	}
 }
 
-// TestFormPostsRefused: a form post of a logged-in client without the CSRF token, with a
-// wrong one, or marked cross-site by the browser is refused and changes nothing.
-func TestFormPostsRefused(t *testing.T) {
-	m := startMailbus(t, "tok-"+t.Name(), nil)
-	hc := client(t)
-	csrf := loginForm(t, hc, m)
-	if resp := postLogin(t, hc, m, csrf, m.token, nil); resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("login = %s", resp.Status)
-	}
+// formToken is the CSRF token of the connection form of a logged-in client.
+func formToken(t *testing.T, hc *http.Client, m *mailbus) string {
+	t.Helper()
 	resp, err := hc.Get(m.url + "/ui/connection")
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	token := string(csrfInput.FindSubmatch(body)[1])
+	return string(csrfInput.FindSubmatch(body)[1])
+}
+
+// TestFormPostsRefused: a form post of a logged-in client without the CSRF token, with a
+// wrong one, or marked cross-site by the browser is refused and changes nothing.
+func TestFormPostsRefused(t *testing.T) {
+	m := startMailbus(t, "tok-"+t.Name(), nil)
+	hc := loggedIn(t, m)
+	token := formToken(t, hc, m)
 
 	form := url.Values{"name": {"x1"}, "type": {"imap"}, "host": {"imap.example.com"}, "encryption": {"ssl"},
 		"auth": {"none"}, "logLevel": {"errors"}}
@@ -208,7 +210,7 @@ func TestFormPostsRefused(t *testing.T) {
 	}
 	// The same form with the token is taken: the refusals above were for the token.
 	form.Set("csrf", token)
-	resp, err = hc.PostForm(m.url+"/ui/connection", form)
+	resp, err := hc.PostForm(m.url+"/ui/connection", form)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,18 +264,8 @@ func TestExchangeVersionsMatch(t *testing.T) {
 // saved under a free name, it is stored and the list page names it.
 func TestFormSaveNewNameOverExisting(t *testing.T) {
 	m := startMailbus(t, "tok-"+t.Name(), nil)
-	hc := client(t)
-	csrf := loginForm(t, hc, m)
-	if resp := postLogin(t, hc, m, csrf, m.token, nil); resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("login = %s", resp.Status)
-	}
-	resp, err := hc.Get(m.url + "/ui/connection")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	token := string(csrfInput.FindSubmatch(body)[1])
+	hc := loggedIn(t, m)
+	token := formToken(t, hc, m)
 
 	conn := url.Values{"csrf": {token}, "name": {"c1"}, "type": {"imap"}, "host": {"imap.example.com"},
 		"encryption": {"ssl"}, "auth": {"none"}, "logLevel": {"errors"}}
