@@ -46,13 +46,8 @@ func (s *imapSession) wait(ctx context.Context) (reselect bool, err error) {
 func (s *imapSession) waitIdle(ctx context.Context, d time.Duration) (reselect bool, err error) {
 	// Mail that arrived since the last command may have been announced to nobody: some
 	// servers (go-imap's) only send what is queued when a command asks. A NOOP does.
-	if err := Within(ctx, CommandTimeout, s.c, func() error { return s.c.Noop().Wait() }); err != nil {
-		return false, fmt.Errorf("noop: %w", err)
-	}
-	select {
-	case <-s.wake:
-		return false, nil
-	default:
+	if news, err := s.noop(ctx); news || err != nil {
+		return false, err
 	}
 	var idle interface {
 		Close() error
@@ -105,13 +100,22 @@ func (s *imapSession) waitPoll(ctx context.Context, d time.Duration) (reselect b
 		if time.Until(deadline) <= 0 {
 			return true, nil
 		}
-		if err := Within(ctx, CommandTimeout, s.c, func() error { return s.c.Noop().Wait() }); err != nil {
-			return false, fmt.Errorf("noop: %w", err)
+		if news, err := s.noop(ctx); news || err != nil {
+			return false, err
 		}
-		select {
-		case <-s.wake:
-			return false, nil
-		default:
-		}
+	}
+}
+
+// noop sends a NOOP, which makes the server send what it has queued, and reports whether
+// that announced new mail (EXISTS).
+func (s *imapSession) noop(ctx context.Context) (news bool, err error) {
+	if err := Within(ctx, CommandTimeout, s.c, func() error { return s.c.Noop().Wait() }); err != nil {
+		return false, fmt.Errorf("noop: %w", err)
+	}
+	select {
+	case <-s.wake:
+		return true, nil
+	default:
+		return false, nil
 	}
 }
