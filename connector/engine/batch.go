@@ -514,7 +514,6 @@ func (b *Batch) count(n int) (int, error) {
 		id := b.msgID(it)
 		if b.isForeign(it, id) {
 			e.foreign[id] = true
-			b.rememberForeign(n + 1)
 			e.Metrics.Duplicate()
 			e.Status(func(st *schemas.RouteStatus) { st.Duplicates++ })
 			it.counted = true
@@ -532,23 +531,6 @@ func (b *Batch) count(n int) (int, error) {
 		b.tally(it)
 	}
 	return n, nil
-}
-
-// rememberForeign records as foreign every item from n on whose acknowledgement is a
-// duplicate of an event this route never published, not only the first, which count stops
-// at. The source may then record the batch as perhaps published (IMAP's PublishedTo), and
-// on the next try such an item would pass for the route's own duplicate: acted upon, its
-// mail never published, had its foreign event stayed in the duplicate window longer than
-// the first one's.
-func (b *Batch) rememberForeign(n int) {
-	for _, it := range b.items[n:] {
-		if it.Skip || it.Later || !it.done || it.err != nil {
-			continue
-		}
-		if id := b.msgID(it); b.isForeign(it, id) {
-			b.e.foreign[id] = true
-		}
-	}
 }
 
 // isForeign reports whether the acknowledgement of it is a duplicate of an event this
@@ -598,8 +580,10 @@ func (b *Batch) tallyStored() {
 		}
 		id := b.msgID(it)
 		if b.isForeign(it, id) {
-			// Foreign on the next try too (see rememberForeign): there the source may say
-			// the route published it before, its checkpoint raised before this batch.
+			// Foreign on the next try too, where the source may say the route published it
+			// before (its checkpoint was raised before this batch): taken for the route's
+			// own, the mail would be acted upon and never published. This runs for every
+			// failed batch, whether its read failed or awaitAcks stopped at a foreign one.
 			b.e.foreign[id] = true
 			continue
 		}
