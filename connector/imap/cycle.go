@@ -56,6 +56,21 @@ type imapSession struct {
 	litFailed bool
 	// uids are what the cycle's search listed and no batch has read yet.
 	uids []candidate
+	// next is the FETCH of the next batch, sent when the last one was acknowledged (see
+	// apply); nil: none sent yet.
+	next *prefetch
+	// marking is the STORE \Seen of the last batch, sent behind next without waiting for
+	// its answer; the first markingN UIDs of cp.Journal stay there until it came (see
+	// confirmMarking).
+	marking  *imapclient.FetchCommand
+	markingN int
+}
+
+// prefetch is a batch's FETCH sent ahead: the first n of the session's uids.
+type prefetch struct {
+	n     int
+	fetch *imapclient.FetchCommand // nil: none of them is fetched (all passed over)
+	start time.Time
 }
 
 // candidate is a UID the search found above the checkpoint, and whether the route passes it
@@ -112,13 +127,23 @@ func (s *imapSession) poll(ctx context.Context, reselect bool) error {
 // the cycle it moves the checkpoint past what the filter passed over and returns no Ack.
 func (s *imapSession) readBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
 	if len(s.uids) == 0 {
+		if err := s.confirmMarking(ctx); err != nil {
+			return nil, err
+		}
 		return nil, s.pass(ctx)
 	}
 	s.w.status(func(st *schemas.RouteStatus) { st.Pending = int64(countPublish(s.uids)) })
-	n := min(len(s.uids), s.batchSize())
-	cands := s.uids[:n]
-	s.uids = s.uids[n:]
-	return s.batch(ctx, b, cands)
+	next := s.next
+	s.next = nil
+	if next == nil {
+		var err error
+		if next, err = s.sendFetch(ctx); err != nil {
+			return nil, err
+		}
+	}
+	cands := s.uids[:next.n]
+	s.uids = s.uids[next.n:]
+	return s.batch(ctx, b, cands, next)
 }
 
 // batchSize is how many UIDs the next FETCH asks for.
@@ -296,33 +321,19 @@ func countPublish(c []candidate) int {
 // action to the acknowledged run of UIDs from the lowest, and only then moves the
 // checkpoint. A crash anywhere leaves the checkpoint at or below what the mailbox shows;
 // republishing uses the same Msg-Ids, which the stream deduplicates.
-func (s *imapSession) batch(ctx context.Context, b *engine.Batch, cands []candidate) (engine.Ack, error) {
-	ack := func(ctx context.Context, done int, _ error) error { return s.apply(ctx, b.Items()[:done]) }
-	var uids []imap.UID
+func (s *imapSession) batch(ctx context.Context, b *engine.Batch, cands []candidate, next *prefetch) (engine.Ack, error) {
+	ack := func(ctx context.Context, done int, failed error) error {
+		return s.apply(ctx, b.Items()[:done], failed == nil)
+	}
 	for _, c := range cands {
-		if c.pass == passNone {
-			uids = append(uids, c.uid)
-		} else {
+		if c.pass != passNone {
 			b.Add(&engine.Item{ID: s.eventID(c.uid), UidValidity: s.cp.UidValidity, UID: uint32(c.uid), Skip: true, Pass: c.pass})
 		}
 	}
-	if len(uids) == 0 {
+	if next.fetch == nil {
 		return ack, nil
 	}
-	// Written before publishing: after a crash, a duplicate acknowledgement up to here may
-	// be of an event published before it (see engine.Batch).
-	s.published = s.cp.PublishedTo
-	if top := uint32(slices.Max(uids)); top > s.cp.PublishedTo {
-		s.cp.PublishedTo = top
-		if err := s.w.cps.Save(ctx, s.cp); err != nil {
-			return nil, err
-		}
-	}
-	start := time.Now()
-	fetch := s.c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{
-		UID: true, RFC822Size: true, InternalDate: true,
-		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
-	})
+	fetch, start := next.fetch, next.start
 	watch := engine.NewProgressWatch(s.c, CommandTimeout, ErrTimeout)
 	defer watch.Stop()
 	var size, sized int // bytes and number of the literals, for avgSize
@@ -419,6 +430,37 @@ func (s *imapSession) message(ctx context.Context, b *engine.Batch, m *imapclien
 	return it, b.Publish(ctx, it)
 }
 
+// sendFetch sends the FETCH of the next batch, the first batchSize of the session's uids
+// (the candidates passed over are not fetched), without reading its answer.
+func (s *imapSession) sendFetch(ctx context.Context) (*prefetch, error) {
+	next := &prefetch{n: min(len(s.uids), s.batchSize())}
+	var uids []imap.UID
+	for _, c := range s.uids[:next.n] {
+		if c.pass == passNone {
+			uids = append(uids, c.uid)
+		}
+	}
+	if len(uids) == 0 {
+		return next, nil
+	}
+	// Written before publishing: after a crash, a duplicate acknowledgement up to here may
+	// be of an event published before it (see engine.Batch).
+	s.published = s.cp.PublishedTo
+	if top := uint32(slices.Max(uids)); top > s.cp.PublishedTo {
+		s.cp.PublishedTo = top
+		if err := s.w.cps.Save(ctx, s.cp); err != nil {
+			return nil, err
+		}
+	}
+	// RFC822.SIZE is not asked for: the literal tells the size.
+	next.start = time.Now()
+	next.fetch = s.c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{
+		UID: true, InternalDate: true,
+		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
+	})
+	return next, nil
+}
+
 // item is the engine's item of the message uid.
 func (s *imapSession) item(uid imap.UID) *engine.Item {
 	return &engine.Item{
@@ -468,7 +510,15 @@ func (s *imapSession) eventID(uid imap.UID) string {
 // them (settle). Nothing here runs for a message whose event was not acknowledged. Should
 // the action fail, or the process die before it ran, the next cycle runs it on the
 // journal's UIDs without publishing them again.
-func (s *imapSession) apply(ctx context.Context, done []*engine.Item) error {
+//
+// When the whole batch is done (all) and the cycle has more, the next batch's FETCH is
+// sent first, and markRead's STORE is sent behind it without waiting: the server streams
+// the next batch while the route waits here no longer, and marks this one while the route
+// reads that. Waiting for each STORE, then for the next FETCH's first message, cost
+// 20,000 small messages on Dovecot about a fifth of their time. The STORE's answer is
+// waited for at the next batch's apply (confirmMarking), its UIDs staying in the journal
+// until then.
+func (s *imapSession) apply(ctx context.Context, done []*engine.Item, all bool) error {
 	if len(done) == 0 {
 		return nil
 	}
@@ -494,22 +544,69 @@ func (s *imapSession) apply(ctx context.Context, done []*engine.Item) error {
 			w.route.After, len(left), left), "uids", fmt.Sprint(left))
 	}
 	s.cp.LastUid = done[len(done)-1].UID
+	if err := s.confirmMarking(ctx); err != nil {
+		return err
+	}
 	if err := w.cps.Save(ctx, s.cp); err != nil {
 		return err
 	}
 	w.status(func(st *schemas.RouteStatus) { st.LastUid, st.SkippedSeen = s.cp.LastUid, st.SkippedSeen+uint64(seen) })
-	if len(s.cp.Journal) == 0 {
+	more := all && len(s.uids) > 0
+	if len(s.cp.Journal) > 0 && (!more || w.route.After != schemas.AfterMarkRead) {
+		// Delete and move are several commands, each waiting for the answer to the last
+		// (see after): they run before the next FETCH is sent, or they would wait for it to
+		// be read.
+		if err := s.settle(ctx); err != nil {
+			return err
+		}
+	}
+	if !more {
 		return nil
 	}
-	return s.settle(ctx)
+	next, err := s.sendFetch(ctx)
+	if err != nil {
+		return err
+	}
+	s.next = next
+	if len(s.cp.Journal) > 0 {
+		s.marking = s.c.Store(s.journalSet(), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagSeen}}, nil)
+		s.markingN = len(s.cp.Journal)
+	}
+	return nil
+}
+
+// confirmMarking waits for the answer to the STORE \Seen apply sent without waiting, and
+// takes its UIDs off the journal (the caller saves the checkpoint). A refused STORE fails
+// the cycle with its UIDs still in the journal: the next cycle marks them.
+func (s *imapSession) confirmMarking(ctx context.Context) error {
+	m := s.marking
+	if m == nil {
+		return nil
+	}
+	s.marking = nil
+	if err := Within(ctx, CommandTimeout, s.c, m.Close); err != nil {
+		return fmt.Errorf("after %s: %w", s.w.route.After, err)
+	}
+	n := s.markingN
+	s.w.clog.Acted(s.w.route.After, s.w.route.MoveTo, n, "UIDs "+journalSet(s.cp.Journal[:n]).String())
+	s.cp.Journal = slices.Delete(s.cp.Journal, 0, n)
+	return nil
+}
+
+// journalSet is the checkpoint's journal as a UID set.
+func (s *imapSession) journalSet() imap.UIDSet { return journalSet(s.cp.Journal) }
+
+func journalSet(uids []uint32) imap.UIDSet {
+	var set imap.UIDSet
+	for _, u := range uids {
+		set.AddNum(imap.UID(u))
+	}
+	return set
 }
 
 // settle runs the after action on the UIDs of the checkpoint's journal, then empties it.
 func (s *imapSession) settle(ctx context.Context) error {
-	var set imap.UIDSet
-	for _, u := range s.cp.Journal {
-		set.AddNum(imap.UID(u))
-	}
+	set := s.journalSet()
 	if err := Within(ctx, CommandTimeout, s.c, func() error { return s.after(set) }); err != nil {
 		return fmt.Errorf("after %s: %w", s.w.route.After, err)
 	}

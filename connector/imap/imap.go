@@ -119,6 +119,11 @@ func (w *imapWorker) Close() error {
 	if s.stop != nil {
 		s.stop()
 	}
+	if s.next != nil && s.next.fetch != nil {
+		// A FETCH sent ahead and never read: Close would wait for it forever (see quit).
+		s.quit(s.next.fetch)
+		s.next = nil
+	}
 	if s.c != nil {
 		s.c.Close()
 	}
