@@ -139,6 +139,7 @@ type Batch struct {
 	items    []*Item
 	inflight int // bytes of events held for a retry
 	oldest   int // of items, the first not yet known to be acknowledged (throttle)
+	limit    int // the largest event payload; 0: not asked yet
 }
 
 // Add appends a message to the batch.
@@ -244,7 +245,13 @@ func (b *Batch) Publish(ctx context.Context, it *Item) error {
 // event too large for NATS marks it for the dead letters instead.
 func (b *Batch) publishEvent(ctx context.Context, it *Item, ev *schemas.Event) error {
 	e := b.e
-	limit := max(int(e.RT.NC.MaxPayload())-bus.PayloadHeadroom, 1024)
+	if b.limit == 0 {
+		// Once a batch: the call takes the connection's lock, which its flusher and reader
+		// hold often, and waiting for it cost small mail 70 ms in 20,000. A reconnect within
+		// the batch to a server of a smaller limit fails the publish, which is retried.
+		b.limit = max(int(e.RT.NC.MaxPayload())-bus.PayloadHeadroom, 1024)
+	}
+	limit := b.limit
 	data, err := bus.FitPayload(ctx, e.RT.Storage.Objects, e.RT.Names.ObjectBucket(), ev, limit)
 	if errors.Is(err, bus.ErrEventTooLarge) {
 		if derr := bus.DropObjects(ctx, e.RT.Storage.Objects, bus.EventObjects(ev)); derr != nil {
