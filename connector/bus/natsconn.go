@@ -92,11 +92,10 @@ func natsOptions(cfg ConnConfig, logger *slog.Logger, reconnected, closed func()
 	return opts, nil
 }
 
-// Connect connects to the servers of MAILBUS_NATS_URL (or, with extra options such as
-// nats.InProcessServer, to an embedded server), retrying the first connection until ctx
-// ends: at start the servers may still be coming up. reconnected is called after every
-// reconnect.
-func Connect(ctx context.Context, cfg ConnConfig, logger *slog.Logger, reconnected func(), extra ...nats.Option) (nc *nats.Conn, closed <-chan struct{}, err error) {
+// Connect connects to the servers of cfg.URL (MAILBUS_NATS_URL, or the embedded server's
+// client URL), retrying the first connection until ctx ends: at start the servers may
+// still be coming up. reconnected is called after every reconnect.
+func Connect(ctx context.Context, cfg ConnConfig, logger *slog.Logger, reconnected func()) (nc *nats.Conn, closed <-chan struct{}, err error) {
 	for attempt := 0; ; attempt++ {
 		done := make(chan struct{})
 		var once sync.Once
@@ -104,13 +103,9 @@ func Connect(ctx context.Context, cfg ConnConfig, logger *slog.Logger, reconnect
 		if err != nil {
 			return nil, nil, err
 		}
-		nc, err := nats.Connect(cfg.URL, append(opts, extra...)...)
+		nc, err := nats.Connect(cfg.URL, opts...)
 		if err == nil {
-			server := nc.ConnectedUrlRedacted()
-			if cfg.URL == "" {
-				server = "embedded, in-process"
-			}
-			logger.Info("nats connected", "server", server)
+			logger.Info("nats connected", "server", nc.ConnectedUrlRedacted())
 			return nc, done, nil
 		}
 		logger.Warn("nats connect failed; retrying", "servers", RedactURLs(cfg.URL), "err", err)
