@@ -40,7 +40,10 @@ func (s failingStore) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags
 // TestIMAPPipelinedMarkReadRefused: the first batch's STORE, sent behind the second
 // batch's FETCH, is refused. Its answer comes while the second batch is acknowledged; the
 // cycle fails there with the first batch's UIDs still in the checkpoint's journal, the next
-// session marks them, and every mail ends up read with its event stored once.
+// session marks them, and every mail ends up read with its event stored once. Nothing is
+// published again: the checkpoint moved past the second batch all the same (it did not,
+// and the second batch was published again, 444 duplicates, stored twice once the
+// duplicate window is over).
 func TestIMAPPipelinedMarkReadRefused(t *testing.T) {
 	n := startBusNATS(t)
 	var refusals atomic.Int32
@@ -71,6 +74,50 @@ func TestIMAPPipelinedMarkReadRefused(t *testing.T) {
 	}
 	if got := storedCount(t, n.js, busNames.BusStream(1), busNames.BusSubject(1, route.Name)); got != pipelineMails {
 		t.Errorf("%d events stored for %d mails", got, pipelineMails)
+	}
+	if st, _ := rt.Status.Get(route.Name); st.Published != pipelineMails || st.Duplicates != 0 {
+		t.Errorf("status published %d, duplicates %d; want %d, 0", st.Published, st.Duplicates, pipelineMails)
+	}
+}
+
+// loudStore answers every STORE with the messages' flags, as if .SILENT was not asked for.
+type loudStore struct{ imapserver.SessionIMAP4rev2 }
+
+func (s loudStore) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
+	loud := *flags
+	loud.Silent = false
+	return s.SessionIMAP4rev2.Store(w, numSet, &loud, options)
+}
+
+// TestIMAPStoreAnsweredLoudly: the server answers the pipelined STORE with a FETCH response
+// for each message (256 of them), and the second batch holds a message the mapping keeps
+// only part of, whose raw copy is fetched again before that batch is acknowledged. The
+// STORE's answer is read as it comes: left unread, it filled imapclient's queue, its
+// reader waited for good, the FETCH of the raw copy never got its answer, and the route
+// hung where no stop could end it.
+func TestIMAPStoreAnsweredLoudly(t *testing.T) {
+	n := startBusNATS(t)
+	srv := newMemIMAP(testkit.StartIMAP(t, &testkit.IMAPOptions{
+		Session: func(_ *imapserver.Conn, s imapserver.Session) imapserver.Session {
+			return loudStore{s.(imapserver.SessionIMAP4rev2)}
+		},
+	}))
+	for i := 1; i <= pipelineMails; i++ {
+		raw := smallMail(i)
+		if i == 400 {
+			raw = truncatedNested
+		}
+		srv.append(t, "INBOX", raw)
+	}
+	rt := newIMAPRuntime(t, n)
+	route := imapRoute("store_loud", "", schemas.AfterMarkRead)
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+	waitRouteIdle(t, rt, route.Name, pipelineMails)
+	if got := storedCount(t, n.js, busNames.BusStream(1), busNames.BusSubject(1, route.Name)); got != pipelineMails {
+		t.Errorf("%d events stored for %d mails", got, pipelineMails)
+	}
+	if seen := countSeen(t, srv); seen != pipelineMails {
+		t.Errorf("%d of %d mails read", seen, pipelineMails)
 	}
 }
 

@@ -59,10 +59,10 @@ type imapSession struct {
 	// next is the FETCH of the next batch, sent when the last one was acknowledged (see
 	// apply); nil: none sent yet.
 	next *prefetch
-	// marking is the STORE \Seen of the last batch, sent behind next without waiting for
-	// its answer; the first markingN UIDs of cp.Journal stay there until it came (see
-	// confirmMarking).
-	marking  *imapclient.FetchCommand
+	// marking is the answer to the STORE \Seen of the last batch, sent behind next
+	// without waiting for it; the first markingN UIDs of cp.Journal stay there until it
+	// came (see confirmMarking). nil: none pending.
+	marking  chan error
 	markingN int
 }
 
@@ -128,10 +128,8 @@ func (s *imapSession) poll(ctx context.Context, reselect bool) error {
 func (s *imapSession) readBatch(ctx context.Context, b *engine.Batch) (engine.Ack, error) {
 	if len(s.uids) == 0 {
 		if s.marking != nil { // the last batch's apply takes it; should it not have
-			if err := s.confirmMarking(ctx); err != nil {
-				return nil, err
-			}
-			if err := s.w.cps.Save(ctx, s.cp); err != nil {
+			marked := s.confirmMarking(ctx)
+			if err := cmp.Or(s.w.cps.Save(ctx, s.cp), marked); err != nil {
 				return nil, err
 			}
 		}
@@ -549,10 +547,11 @@ func (s *imapSession) apply(ctx context.Context, done []*engine.Item, all bool) 
 			w.route.After, len(left), left), "uids", fmt.Sprint(left))
 	}
 	s.cp.LastUid = done[len(done)-1].UID
-	if err := s.confirmMarking(ctx); err != nil {
-		return err
-	}
-	if err := w.cps.Save(ctx, s.cp); err != nil {
+	// Saved whether the last batch's STORE was answered or not: a refused one keeps its
+	// UIDs in the journal, and LastUid must still move past this batch, or the next
+	// session would publish it again (twice, once the duplicate window is over).
+	marked := s.confirmMarking(ctx)
+	if err := cmp.Or(w.cps.Save(ctx, s.cp), marked); err != nil {
 		return err
 	}
 	w.status(func(st *schemas.RouteStatus) { st.LastUid, st.SkippedSeen = s.cp.LastUid, st.SkippedSeen+uint64(seen) })
@@ -574,7 +573,14 @@ func (s *imapSession) apply(ctx context.Context, done []*engine.Item, all bool) 
 	}
 	s.next = next
 	if len(s.cp.Journal) > 0 {
-		s.marking = s.c.Store(s.journalSet(), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagSeen}}, nil)
+		store := s.c.Store(s.journalSet(), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagSeen}}, nil)
+		// Its answer is read at once, in a goroutine of its own: a server that answers with
+		// FETCH responses all the same (ignoring .SILENT, or telling of another client's
+		// change to those messages) filled imapclient's queue for the STORE, whose reader
+		// then waited for good, and the next command (a dead letter's FETCH) never got its
+		// answer. It ends when the answer comes or the connection closes.
+		s.marking = make(chan error, 1)
+		go func(answer chan<- error) { answer <- store.Close() }(s.marking)
 		s.markingN = len(s.cp.Journal)
 	}
 	return nil
@@ -589,7 +595,7 @@ func (s *imapSession) confirmMarking(ctx context.Context) error {
 		return nil
 	}
 	s.marking = nil
-	if err := Within(ctx, CommandTimeout, s.c, m.Close); err != nil {
+	if err := Within(ctx, CommandTimeout, s.c, func() error { return <-m }); err != nil {
 		return fmt.Errorf("after %s: %w", s.w.route.After, err)
 	}
 	n := s.markingN
