@@ -25,7 +25,7 @@ func checkFastDate(t *testing.T, v string) {
 		return
 	}
 	want, note, wok := parseDate(v)
-	if !wok || note != "" || want.Year() < 1 || want.Year() > 9999 || !want.UTC().Equal(got) || got.Location() != time.UTC {
+	if !wok || note != "" || want.UTC().Year() < 1 || want.UTC().Year() > 9999 || !want.UTC().Equal(got) || got.Location() != time.UTC {
 		t.Errorf("fastDate(%q) = %v; parseDate = %v, %q, %v", v, got, want, note, wok)
 	}
 }

@@ -472,23 +472,24 @@ func (m *mapper) date(h header) *time.Time {
 		return nil
 	}
 	v = m.utf8Text("header Date", v)
-	if t, ok := fastDate(v); ok {
-		return &t
-	}
-	t, note, ok := parseDate(v)
+	t, ok := fastDate(v)
+	var note string
 	if !ok {
-		m.warn("unparsable Date %q: left empty", clip(v, 100))
-		return nil
+		if t, note, ok = parseDate(v); !ok {
+			m.warn("unparsable Date %q: left empty", clip(v, 100))
+			return nil
+		}
 	}
-	if t.Year() < 1 || t.Year() > 9999 {
-		// RFC 3339 and encoding/json cannot write such a year.
+	// The year in UTC, as the event has it: RFC 3339 and encoding/json cannot write one
+	// outside 1..9999, and 31 Dec 9999 23:59:59 -0100 is in year 10000 there (the event
+	// then failed to encode, for the fast path too).
+	if t = t.UTC(); t.Year() < 1 || t.Year() > 9999 {
 		m.warn("Date %q out of range: left empty", clip(v, 100))
 		return nil
 	}
 	if note != "" {
 		m.warn("%s", note)
 	}
-	t = t.UTC()
 	return &t
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"reflect"
@@ -58,6 +59,9 @@ func TestAddresses(t *testing.T) {
 			}
 			if got := len(ev.Warnings) > 0; got != tt.warn {
 				t.Errorf("Warnings = %q, want some: %v", ev.Warnings, tt.warn)
+			}
+			if _, err := json.Marshal(ev); err != nil {
+				t.Errorf("the event does not encode: %v", err)
 			}
 		})
 	}
@@ -117,6 +121,10 @@ func TestDate(t *testing.T) {
 		{"next tuesday", nil, true},
 		{"Tue, 32 Dec 2026 10:00:00 +0000", nil, true},
 		{"", nil, true},
+		// In year 10000 once in UTC, which JSON cannot write (the fast path, and the slow).
+		{"Fri, 31 Dec 9999 23:59:59 -0100", nil, true},
+		{"Fri, 31 Dec 9999 23:59:59 -01:00", nil, true},
+		{"Fri, 31 Dec 9999 23:59:59 +0100", utc("9999-12-31T22:59:59Z"), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.header, func(t *testing.T) {
