@@ -26,27 +26,41 @@ func ObjectName(eventID, part string) string { return eventID + "/" + part }
 // ObjectSink is the mapping.Sink of one message: it streams attachments over the inline
 // limit into the object store. It remembers its first error, so that the worker can tell a
 // storage failure (temporary: retry the cycle) from a message the mapping rejects.
+//
+// A sink with a writer does not wait for its objects (ObjectWriter): Pending has them, and
+// the engine waits for them before it publishes the event. One without (a message that may
+// have been stored before) takes nats.go's Put, which replaces the earlier version's chunks.
 type ObjectSink struct {
 	ctx     context.Context
 	store   jetstream.ObjectStore
+	writer  *ObjectWriter
 	bucket  string
 	eventID string
 
-	mu     sync.Mutex
-	err    error
-	stored []string // names of the objects put
+	mu      sync.Mutex
+	err     error
+	stored  []string   // names of the objects put
+	pending []*Pending // of the writer's puts, not yet waited for
 }
 
 // NewObjectSink returns the sink of the message whose event is eventID: its objects go to
-// store, named in bucket.
-func NewObjectSink(ctx context.Context, store jetstream.ObjectStore, bucket, eventID string) *ObjectSink {
-	return &ObjectSink{ctx: ctx, store: store, bucket: bucket, eventID: eventID}
+// store, named in bucket, through writer unless it is nil.
+func NewObjectSink(ctx context.Context, store jetstream.ObjectStore, writer *ObjectWriter, bucket, eventID string) *ObjectSink {
+	return &ObjectSink{ctx: ctx, store: store, writer: writer, bucket: bucket, eventID: eventID}
 }
 
 // PutAttachment implements mapping.Sink.
 func (s *ObjectSink) PutAttachment(index int, a *schemas.Attachment, r io.Reader) (schemas.ObjectRef, error) {
 	name := ObjectName(s.eventID, "att-"+strconv.Itoa(index))
-	info, err := PutObject(s.ctx, s.store, jetstream.ObjectMeta{Name: name, Description: a.Name}, r)
+	meta := jetstream.ObjectMeta{Name: name, Description: a.Name}
+	var info *jetstream.ObjectInfo
+	var p *Pending
+	var err error
+	if s.writer != nil {
+		info, p, err = s.writer.Start(s.ctx, meta, r)
+	} else {
+		info, err = PutObject(s.ctx, s.store, meta, r)
+	}
 	var sum []byte
 	if err == nil {
 		sum, err = jetstream.DecodeObjectDigest(info.Digest)
@@ -63,8 +77,41 @@ func (s *ObjectSink) PutAttachment(index int, a *schemas.Attachment, r io.Reader
 	a.Sha256 = hex.EncodeToString(sum)
 	s.mu.Lock()
 	s.stored = append(s.stored, name)
+	if p != nil {
+		s.pending = append(s.pending, p)
+	}
 	s.mu.Unlock()
 	return schemas.ObjectRef{Bucket: s.bucket, Object: name}, nil
+}
+
+// Pending are the objects put and not yet known to be stored; the sink forgets them.
+func (s *ObjectSink) Pending() []*Pending {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.pending
+	s.pending = nil
+	return p
+}
+
+// AllStored reports, without waiting, whether every object of pending is stored.
+func AllStored(pending []*Pending) bool {
+	for _, p := range pending {
+		if !p.Stored() {
+			return false
+		}
+	}
+	return true
+}
+
+// WaitAll waits until every object of pending is stored, returning the first failure.
+func WaitAll(ctx context.Context, pending []*Pending) error {
+	var errs []error
+	for _, p := range pending {
+		if err := p.Wait(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // SumsContent implements mapping.SummingSink: the object store hashes what it stores (the
@@ -74,6 +121,7 @@ func (s *ObjectSink) SumsContent() {}
 // Drop deletes the objects the sink stored, for a message the mapping rejected: no event
 // will refer to them.
 func (s *ObjectSink) Drop() error {
+	WaitAll(s.ctx, s.Pending()) // a delete before the chunks are stored would miss some
 	s.mu.Lock()
 	names := s.stored
 	s.stored = nil

@@ -17,6 +17,8 @@ type Storage struct {
 	State   jetstream.KeyValue
 	Leases  jetstream.KeyValue
 	Objects jetstream.ObjectStore
+	// Writer puts objects without waiting for them (the mapping's attachments).
+	Writer *ObjectWriter
 }
 
 // Connection logs are kept this long and this large, whichever comes first.
@@ -152,6 +154,9 @@ func OpenStorage(ctx context.Context, js jetstream.JetStream, n Names, sc Storag
 		Bucket: n.ObjectBucket(), Description: "mailbus large attachments and raw messages",
 		Storage: jetstream.FileStorage, Replicas: sc.Replicas, TTL: sc.ObjectMaxAge(),
 	}, sc.CheckOnly); err != nil {
+		return nil, err
+	}
+	if s.Writer, err = NewObjectWriter(js.Conn(), n.ObjectBucket()); err != nil {
 		return nil, err
 	}
 	return &s, nil

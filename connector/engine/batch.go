@@ -76,6 +76,10 @@ type Item struct {
 	done bool         // fut has resolved (err holds how)
 	err  error        // the publish's outcome once done
 	note connlog.Note // for the connection log
+	// objects are the event's objects on their way to the store, and held the event
+	// waiting for them (Batch.send).
+	objects []*bus.Pending
+	held    *nats.Msg
 }
 
 // Mapped reports whether the message was read into the mapping.
@@ -135,11 +139,13 @@ func (it *Item) resolved() bool {
 
 // Batch is one batch of a route's messages, from the source's read to its Ack.
 type Batch struct {
-	e        *Engine
-	items    []*Item
-	inflight int // bytes of events held for a retry
-	oldest   int // of items, the first not yet known to be acknowledged (throttle)
-	limit    int // the largest event payload; 0: not asked yet
+	e         *Engine
+	held      []*Item // events waiting for their objects, in order (send)
+	heldBytes int     // their size
+	items     []*Item
+	inflight  int // bytes of events held for a retry
+	oldest    int // of items, the first not yet known to be acknowledged (throttle)
+	limit     int // the largest event payload; 0: not asked yet
 }
 
 // Add appends a message to the batch.
@@ -159,7 +165,11 @@ func (b *Batch) Map(ctx context.Context, it *Item, r io.Reader) error {
 	e := b.e
 	it.mapped = true
 	objects, bucket := e.RT.Storage.Objects, e.RT.Names.ObjectBucket()
-	sink := bus.NewObjectSink(ctx, objects, bucket, it.ID)
+	writer := e.RT.Storage.Writer
+	if it.PublishedBefore {
+		writer = nil // its objects may be stored already: nats.go's Put replaces them
+	}
+	sink := bus.NewObjectSink(ctx, objects, writer, bucket, it.ID)
 	var tee *bus.RawTee
 	if e.Route.IncludeRaw {
 		tee = bus.NewRawTee(ctx, objects, bus.ObjectName(it.ID, "raw"), r)
@@ -199,7 +209,7 @@ func (b *Batch) Map(ctx context.Context, it *Item, r io.Reader) error {
 		}
 		ev.RawRef = &schemas.ObjectRef{Bucket: bucket, Object: bus.ObjectName(it.ID, "raw")}
 	}
-	it.ev, it.isPart = ev, res.Partial
+	it.ev, it.isPart, it.objects = ev, res.Partial, sink.Pending()
 	return nil
 }
 
@@ -254,6 +264,8 @@ func (b *Batch) publishEvent(ctx context.Context, it *Item, ev *schemas.Event) e
 	limit := b.limit
 	data, err := bus.FitPayload(ctx, e.RT.Storage.Objects, e.RT.Names.ObjectBucket(), ev, limit)
 	if errors.Is(err, bus.ErrEventTooLarge) {
+		bus.WaitAll(ctx, it.objects) // a delete before the chunks are stored would miss some
+		it.objects = nil
 		if derr := bus.DropObjects(ctx, e.RT.Storage.Objects, bus.EventObjects(ev)); derr != nil {
 			e.Logger.Warn("objects of a dead-lettered message not deleted", "err", derr)
 		}
@@ -267,9 +279,55 @@ func (b *Batch) publishEvent(ctx context.Context, it *Item, ev *schemas.Event) e
 	return b.send(ctx, it, e.eventMsg(ev, data))
 }
 
-// send publishes msg for it. Not into the client's reconnect buffer: an outage shows in
-// the status, and the read waits for NATS rather than filling memory.
+// send publishes msg for it, in order: after the events held before it. An event whose
+// objects are still on their way is held, and those after it with it, until the objects
+// are stored: no event may be stored before its objects, and the source reads the next
+// messages meanwhile rather than waiting for their acknowledgements (one message of
+// reading was not enough for a large attachment's chunks). The end of the read sends the
+// rest (sendHeld).
 func (b *Batch) send(ctx context.Context, it *Item, msg *nats.Msg) error {
+	if len(b.held) == 0 && len(it.objects) == 0 {
+		return b.publish(ctx, it, msg)
+	}
+	it.held = msg
+	b.held = append(b.held, it)
+	b.heldBytes += len(msg.Data)
+	return b.sendHeld(ctx, false)
+}
+
+// Held events are bounded: beyond either bound the read waits for the oldest's objects.
+const (
+	maxHeld      = 64
+	maxHeldBytes = 8 << 20
+)
+
+// sendHeld publishes the held events whose objects are stored, in order; the first one's
+// objects are waited for while the held events are over a bound, and all of them if all
+// (the end of the read). An object that failed fails the cycle: the message is read again.
+func (b *Batch) sendHeld(ctx context.Context, all bool) error {
+	for len(b.held) > 0 {
+		it := b.held[0]
+		over := len(b.held) > maxHeld || b.heldBytes > maxHeldBytes
+		if !all && !over && !bus.AllStored(it.objects) {
+			return nil
+		}
+		if err := bus.WaitAll(ctx, it.objects); err != nil {
+			return fmt.Errorf("%s: %w", it.name(b.e.opts.Noun), err)
+		}
+		msg := it.held
+		it.held, it.objects = nil, nil
+		b.held = b.held[1:]
+		b.heldBytes -= len(msg.Data)
+		if err := b.publish(ctx, it, msg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publish publishes msg for it. Not into the client's reconnect buffer: an outage shows in
+// the status, and the read waits for NATS rather than filling memory.
+func (b *Batch) publish(ctx context.Context, it *Item, msg *nats.Msg) error {
 	if err := b.e.AwaitNATS(ctx); err != nil {
 		return err
 	}
@@ -312,6 +370,9 @@ func (e *Engine) eventMsg(ev *schemas.Event, data []byte) *nats.Msg {
 func (b *Batch) throttle(ctx context.Context) error {
 	for ; b.oldest < len(b.items); b.oldest++ {
 		it := b.items[b.oldest]
+		if it.held != nil { // not published yet
+			break
+		}
 		if it.msg == nil { // skipped, released, or a dead letter (published after the read)
 			continue
 		}
@@ -351,6 +412,9 @@ func (b *Batch) release(it *Item) {
 // and are published, the messages that cannot become events are dead-lettered, the
 // acknowledgements are waited for, and ack acts on the done ones.
 func (b *Batch) finish(ctx context.Context, ack Ack) error {
+	if err := b.sendHeld(ctx, true); err != nil {
+		return err
+	}
 	for _, it := range b.items {
 		if it.partial != nil {
 			if err := b.publishPartial(ctx, it); err != nil {
@@ -362,6 +426,9 @@ func (b *Batch) finish(ctx context.Context, ack Ack) error {
 				return err
 			}
 		}
+	}
+	if err := b.sendHeld(ctx, true); err != nil {
+		return err
 	}
 	n, failed := b.awaitAcks(ctx)
 	if err := ack(ctx, n, failed); err != nil {

@@ -1,0 +1,193 @@
+package bus
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// objectStores starts an embedded NATS with mailbus's storage and returns its object store
+// (nats.go's), the writer, and the JetStream context.
+func objectStores(tb testing.TB) (jetstream.ObjectStore, *ObjectWriter, jetstream.JetStream) {
+	tb.Helper()
+	srv, err := StartEmbedded("127.0.0.1:-1", tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		nc.Close()
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := EnsureStorage(ctx, js, Names{Prefix: "mail"}, 1, 10*time.Minute)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st.Objects, st.Writer, js
+}
+
+// pattern is size bytes that differ from chunk to chunk, so that a chunk stored twice or
+// out of order shows in the digest and the content.
+func pattern(size int) []byte {
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = byte(i*7 + i/objectChunk)
+	}
+	return b
+}
+
+// put is Start then Wait.
+func put(ctx context.Context, w *ObjectWriter, name string, r io.Reader) (*jetstream.ObjectInfo, error) {
+	info, p, err := w.Start(ctx, jetstream.ObjectMeta{Name: name, Description: "a.pdf"}, r)
+	if err != nil {
+		return nil, err
+	}
+	return info, p.Wait(ctx)
+}
+
+// The writer's objects are nats.go's: Get reads them back whole (checking the digest),
+// GetInfo tells their size and digest, Delete removes them, and a name put again reads as
+// its new content. Sizes around the chunk size and the empty object are the edges; all are
+// started before any is waited for, as the engine does.
+func TestObjectWriterReadByNATSGet(t *testing.T) {
+	store, w, _ := objectStores(t)
+	ctx := context.Background()
+	sizes := []int{0, 1, objectChunk - 1, objectChunk, objectChunk + 1, 3*objectChunk + 17, 5 << 20}
+	infos := make([]*jetstream.ObjectInfo, len(sizes))
+	var pending []*Pending
+	for i, size := range sizes {
+		// A reader returning little at a time, like a base64 decoder.
+		info, p, err := w.Start(ctx, jetstream.ObjectMeta{Name: fmt.Sprintf("ev/%d/att-0", size), Description: "a.pdf"},
+			&slowReader{r: bytes.NewReader(pattern(size))})
+		if err != nil {
+			t.Fatalf("Start(%d bytes) = %v", size, err)
+		}
+		infos[i] = info
+		pending = append(pending, p)
+	}
+	if err := WaitAll(ctx, pending); err != nil {
+		t.Fatalf("WaitAll = %v", err)
+	}
+	if !AllStored(pending) {
+		t.Error("AllStored = false after WaitAll")
+	}
+	for i, size := range sizes {
+		name, want, info := fmt.Sprintf("ev/%d/att-0", size), pattern(size), infos[i]
+		sum := sha256.Sum256(want)
+		if got, err := jetstream.DecodeObjectDigest(info.Digest); err != nil || hex.EncodeToString(got) != hex.EncodeToString(sum[:]) {
+			t.Errorf("Start(%d bytes) digest %s (%v), want the SHA-256 of the content", size, info.Digest, err)
+		}
+		got, err := store.GetBytes(ctx, name)
+		if err != nil {
+			t.Fatalf("nats.go GetBytes(%s) = %v", name, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("GetBytes(%s): %d bytes, want the %d put", name, len(got), size)
+		}
+		stored, err := store.GetInfo(ctx, name)
+		if err != nil || stored.Size != uint64(size) || stored.Digest != info.Digest || stored.Description != "a.pdf" {
+			t.Errorf("GetInfo(%s) = %+v, %v; want size %d, digest %s", name, stored, err, size, info.Digest)
+		}
+	}
+
+	// Put again under the same name (a message read again after a failure).
+	name := "ev/again/att-0"
+	for _, content := range []string{"first version, longer than the second", "second"} {
+		if _, err := put(ctx, w, name, bytes.NewReader([]byte(content))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := store.GetString(ctx, name); err != nil || got != "second" {
+		t.Errorf("GetString after a second put = %q, %v; want the second", got, err)
+	}
+	if err := store.Delete(ctx, name); err != nil {
+		t.Fatalf("Delete = %v", err)
+	}
+	if _, err := store.GetInfo(ctx, name); err == nil {
+		t.Errorf("GetInfo after Delete found the object")
+	}
+}
+
+// A reader that fails in the middle leaves no object: no reader finds a meta message
+// whose chunks are not all there.
+func TestObjectWriterFailedReaderLeavesNoObject(t *testing.T) {
+	store, w, _ := objectStores(t)
+	ctx := context.Background()
+	r := io.MultiReader(bytes.NewReader(pattern(2*objectChunk+5)), &failingReader{})
+	if _, err := put(ctx, w, "ev/broken/att-0", r); err == nil {
+		t.Fatal("a put of a failing reader succeeded")
+	}
+	if info, err := store.GetInfo(ctx, "ev/broken/att-0"); err == nil {
+		t.Errorf("GetInfo found %+v after a failed put", info)
+	}
+}
+
+// A store that refuses a chunk (its byte limit, set by an operator, is reached after the
+// first chunks) fails the object at Wait, and leaves no meta message naming chunks that are
+// not all there, nor the chunks that were stored.
+func TestObjectWriterStoreFull(t *testing.T) {
+	store, w, js := objectStores(t)
+	ctx := context.Background()
+	stream, err := js.Stream(ctx, "OBJ_mail_attachments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.MaxBytes, cfg.Discard = 3*objectChunk, jetstream.DiscardNew
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, p, err := w.Start(ctx, jetstream.ObjectMeta{Name: "ev/full/att-0"}, bytes.NewReader(pattern(6*objectChunk)))
+	if err != nil {
+		t.Fatalf("Start = %v; want the refusal at Wait", err) // nothing waits for the chunks before Wait
+	}
+	if AllStored([]*Pending{p}) {
+		t.Error("AllStored = true for a refused object")
+	}
+	if err := p.Wait(ctx); err == nil {
+		t.Fatal("Wait = nil for an object the store refused")
+	}
+	if info, err := store.GetInfo(ctx, "ev/full/att-0"); err == nil {
+		t.Errorf("GetInfo found %+v after a refused put", info)
+	}
+	if si, err := stream.Info(ctx); err != nil || si.State.Msgs != 0 {
+		t.Errorf("the object stream keeps %d messages (%v) after a refused put; want them purged", si.State.Msgs, err)
+	}
+}
+
+// While NATS is gone, a put fails (within its context) instead of storing a meta message.
+func TestObjectWriterNATSClosed(t *testing.T) {
+	_, w, js := objectStores(t)
+	js.Conn().Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := put(ctx, w, "ev/closed/att-0", bytes.NewReader(pattern(1000))); err == nil {
+		t.Fatal("a put on a closed connection succeeded")
+	}
+}
+
+type slowReader struct{ r io.Reader }
+
+func (s *slowReader) Read(p []byte) (int, error) { return s.r.Read(p[:min(len(p), 57)]) }
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, fmt.Errorf("connection reset") }

@@ -1,0 +1,126 @@
+package connector_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mailbus/mailbus/connector/engine"
+	"github.com/mailbus/mailbus/schemas"
+)
+
+// The engine does not wait for an attachment's chunks when it stores them: the event that
+// refers to them waits, held in the batch, while the next messages are read
+// (engine.Batch.send). These tests hold the guarantee on that path: no event is stored
+// before its objects, and the events keep the mailbox's order.
+
+// objectMail is mail n of a mailbox where most mail has attachments, of sizes around the
+// object store's chunk (128 KiB), and every fifth mail none: events with objects and
+// events without are held in one queue.
+func objectMail(n int) []byte {
+	if n%5 == 0 {
+		return smallMail(n)
+	}
+	var parts []string
+	for i, size := range []int{2000, (n % 3) * 100 << 10, 300<<10 + n} {
+		parts = append(parts, attachmentPart(fmt.Sprintf("m%d-%d.bin", n, i), objectContent(n, i, size)))
+	}
+	return multipart(parts...)
+}
+
+// objectContent is attachment i of mail n: its own bytes, so that a chunk of another
+// shows in the digest.
+func objectContent(n, i, size int) []byte {
+	b := make([]byte, size)
+	for k := range b {
+		b[k] = byte(k*7 + n*13 + i)
+	}
+	return b
+}
+
+// checkObjects fails the test for an event whose attachment objects cannot be read whole,
+// with the digest the event gives, and returns the number of events.
+func checkObjects(t *testing.T, n *busNATS, route string) int {
+	t.Helper()
+	ctx := context.Background()
+	evs := busEvents(t, n, 1, route)
+	for i, ev := range evs {
+		if i > 0 && ev.Uid <= evs[i-1].Uid {
+			t.Errorf("event of UID %d stored after the one of UID %d", ev.Uid, evs[i-1].Uid)
+		}
+		for _, a := range ev.Attachments {
+			if a.ContentRef == nil {
+				continue
+			}
+			got, err := n.st.Objects.GetBytes(ctx, a.ContentRef.Object)
+			if err != nil {
+				t.Errorf("event of UID %d: object %s: %v", ev.Uid, a.ContentRef.Object, err)
+				continue
+			}
+			if sum := sha256.Sum256(got); hex.EncodeToString(sum[:]) != a.Sha256 {
+				t.Errorf("event of UID %d: object %s: %d bytes of another content", ev.Uid, a.ContentRef.Object, len(got))
+			}
+		}
+	}
+	return len(evs)
+}
+
+// TestIMAPObjectStoreFull: the object store refuses chunks (an operator's byte limit is
+// reached) in the middle of a batch. The route stores no event whose objects are not all
+// there, and marks nothing it did not store. Once the limit is raised, every mail has its
+// one event, in order, with its objects, and is read.
+func TestIMAPObjectStoreFull(t *testing.T) {
+	const mails = 60
+	n := startBusNATS(t)
+	srv := startMemIMAP(t, memCaps...)
+	for i := 1; i <= mails; i++ {
+		srv.append(t, "INBOX", objectMail(i))
+	}
+	ctx := context.Background()
+	stream, err := n.js.Stream(ctx, "OBJ_mail_attachments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.MaxBytes, cfg.Discard = 6<<20, jetstream.DiscardNew // about 15 mails' objects
+	if _, err := n.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	rt := newIMAPRuntime(t, n)
+	rt.MaxInlineBytes = 1024
+	route := imapRoute("objects_full", "", schemas.AfterMarkRead)
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
+
+	waitUntil(t, 30*time.Second, "the store's refusal in the route's status", func() bool {
+		st, _ := rt.Status.Get(route.Name)
+		return st.LastError != "" && st.State == schemas.StateBackoff
+	})
+	stored := checkObjects(t, n, route.Name)
+	if stored == 0 || stored >= mails {
+		t.Fatalf("%d events stored while the object store was full; want some, not all", stored)
+	}
+	seen := 0
+	for _, m := range listMailbox(t, dialPlain(srv.addr), "INBOX") {
+		if hasIMAPFlag(m.flags, imap.FlagSeen) {
+			seen++
+		}
+	}
+	if seen > stored {
+		t.Errorf("%d mails read, %d events stored", seen, stored)
+	}
+
+	cfg.MaxBytes = -1
+	if _, err := n.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 90*time.Second, "every mail read", func() bool { return countSeen(t, srv) == mails })
+	if got := checkObjects(t, n, route.Name); got != mails {
+		t.Errorf("%d events for %d mails", got, mails)
+	}
+}
