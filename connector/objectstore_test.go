@@ -123,4 +123,23 @@ func TestIMAPObjectStoreFull(t *testing.T) {
 	if got := checkObjects(t, n, route.Name); got != mails {
 		t.Errorf("%d events for %d mails", got, mails)
 	}
+
+	// Nothing is left behind: the object stream holds the chunks and meta message of each
+	// object an event refers to, and no more (the refused object was purged, and the
+	// batch read again replaced the versions its first read had stored).
+	want := uint64(0)
+	for _, ev := range busEvents(t, n, 1, route.Name) {
+		for _, a := range ev.Attachments {
+			if a.ContentRef != nil {
+				info, err := n.st.Objects.GetInfo(ctx, a.ContentRef.Object)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want += uint64(info.Chunks) + 1
+			}
+		}
+	}
+	if si, err := stream.Info(ctx); err != nil || si.State.Msgs != want {
+		t.Errorf("the object stream holds %d messages (%v); the objects of the events are %d", si.State.Msgs, err, want)
+	}
 }

@@ -34,9 +34,8 @@ const (
 //
 // The objects are nats.go's own (the same subjects, meta and digest), read with its Get.
 // What it leaves out: the chunks of an earlier version of the same name are not purged, as
-// it does not ask for that version. The engine puts a name again only when a message is
-// read again after a failure, and takes nats.go's Put for a message it may have published
-// before; chunks left behind by a failure age out with the store.
+// it does not ask for that version. The engine puts a name again only when it reads a batch
+// again after a failure or a crash, and takes nats.go's Put there (Item.PublishedBefore).
 type ObjectWriter struct {
 	js     jetstream.JetStream
 	bucket string
