@@ -187,6 +187,7 @@ func (b *Batch) Map(ctx context.Context, it *Item, r io.Reader) error {
 			tee.Abort()
 		}
 		if err := sink.Failed(); err != nil {
+			bus.WaitAll(ctx, sink.Pending()) // purges what the store refused of the others
 			return err
 		}
 		switch err := in.Failed(); {
@@ -312,6 +313,7 @@ func (b *Batch) sendHeld(ctx context.Context, all bool) error {
 			return nil
 		}
 		if err := bus.WaitAll(ctx, it.objects); err != nil {
+			b.dropHeld(ctx)
 			return fmt.Errorf("%s: %w", it.name(b.e.opts.Noun), err)
 		}
 		msg := it.held
@@ -319,10 +321,22 @@ func (b *Batch) sendHeld(ctx context.Context, all bool) error {
 		b.held = b.held[1:]
 		b.heldBytes -= len(msg.Data)
 		if err := b.publish(ctx, it, msg); err != nil {
+			b.dropHeld(ctx)
 			return err
 		}
 	}
 	return nil
+}
+
+// dropHeld gives up the held events, for a cycle that failed: their messages are read
+// again. It waits for their objects first, as a store that refused one may refuse others,
+// and Pending.Wait purges what was stored of those (no chunks are left behind).
+func (b *Batch) dropHeld(ctx context.Context) {
+	for _, it := range b.held {
+		bus.WaitAll(ctx, it.objects)
+		it.held, it.objects = nil, nil
+	}
+	b.held, b.heldBytes = nil, 0
 }
 
 // publish publishes msg for it. Not into the client's reconnect buffer: an outage shows in
