@@ -43,7 +43,10 @@ type ObjectWriter struct {
 
 // NewObjectWriter returns the writer of the object store bucket, publishing over nc.
 func NewObjectWriter(nc *nats.Conn, bucket string) (*ObjectWriter, error) {
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(objectWindow))
+	// A reconnect fails the chunks in flight (nats.go resets their futures); the timeout is
+	// for an acknowledgement lost otherwise, as nats.go's Put and the bus publishers have.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(objectWindow),
+		jetstream.WithPublishAsyncTimeout(publishAckTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("object writer: %w", err)
 	}
