@@ -1,6 +1,7 @@
 package connector_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -69,6 +70,11 @@ func checkObjects(t *testing.T, n *busNATS, route string, ordered bool) int {
 				t.Errorf("event of UID %d: object %s: %d bytes of another content", ev.Uid, a.ContentRef.Object, len(got))
 			}
 		}
+		if ev.RawRef != nil { // includeRaw: mail n has UID n
+			if got, err := n.st.Objects.GetBytes(ctx, ev.RawRef.Object); err != nil || !bytes.Equal(got, objectMail(int(ev.Uid))) {
+				t.Errorf("event of UID %d: raw copy %s: %d bytes, %v; want the mail", ev.Uid, ev.RawRef.Object, len(got), err)
+			}
+		}
 	}
 	return len(evs)
 }
@@ -78,6 +84,12 @@ func checkObjects(t *testing.T, n *busNATS, route string, ordered bool) int {
 // there, and marks nothing it did not store. Once the limit is raised, every mail has its
 // one event, in order, with its objects, and is read.
 func TestIMAPObjectStoreFull(t *testing.T) {
+	for _, raw := range []bool{false, true} {
+		t.Run(fmt.Sprintf("includeRaw=%t", raw), func(t *testing.T) { objectStoreFull(t, raw) })
+	}
+}
+
+func objectStoreFull(t *testing.T, includeRaw bool) {
 	const mails = 60
 	n := startBusNATS(t)
 	srv := startMemIMAP(t, memCaps...)
@@ -97,6 +109,7 @@ func TestIMAPObjectStoreFull(t *testing.T) {
 	rt := newIMAPRuntime(t, n)
 	rt.MaxInlineBytes = 1024
 	route := imapRoute("objects_full", "", schemas.AfterMarkRead)
+	route.IncludeRaw = includeRaw
 	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: imapConn(srv.addr, schemas.EncryptionNone)})
 
 	waitUntil(t, 30*time.Second, "the store's refusal in the route's status", func() bool {
@@ -131,14 +144,21 @@ func TestIMAPObjectStoreFull(t *testing.T) {
 	// batch read again replaced the versions its first read had stored).
 	want := uint64(0)
 	for _, ev := range busEvents(t, n, 1, route.Name) {
+		names := []string{}
 		for _, a := range ev.Attachments {
 			if a.ContentRef != nil {
-				info, err := n.st.Objects.GetInfo(ctx, a.ContentRef.Object)
-				if err != nil {
-					t.Fatal(err)
-				}
-				want += uint64(info.Chunks) + 1
+				names = append(names, a.ContentRef.Object)
 			}
+		}
+		if ev.RawRef != nil {
+			names = append(names, ev.RawRef.Object)
+		}
+		for _, name := range names {
+			info, err := n.st.Objects.GetInfo(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want += uint64(info.Chunks) + 1
 		}
 	}
 	if si, err := stream.Info(ctx); err != nil || si.State.Msgs != want {
@@ -147,9 +167,9 @@ func TestIMAPObjectStoreFull(t *testing.T) {
 }
 
 // TestIMAPObjectsNATSRestart: NATS restarts three times while a route stores mail with
-// attachments, so that chunks are in flight, and their acknowledgements lost, at each
-// restart. The route goes on within seconds of each, and in the end every mail has its one
-// event, with its objects whole, and is read.
+// attachments and their raw copies, so that chunks are in flight, and their
+// acknowledgements lost, at each restart. The route goes on within seconds of each, and in
+// the end every mail has its one event, with its objects whole, and is read.
 func TestIMAPObjectsNATSRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test")
@@ -163,6 +183,7 @@ func TestIMAPObjectsNATSRestart(t *testing.T) {
 	rt := newIMAPRuntime(t, n)
 	rt.MaxInlineBytes = 1024
 	route := imapRoute("objects_restart", "", schemas.AfterMarkRead)
+	route.IncludeRaw = true // a raw copy of every mail too
 	conn := imapConn(srv.addr, schemas.EncryptionNone)
 	conn.PollInterval = schemas.Duration(time.Second)
 	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: conn})

@@ -55,6 +55,7 @@ type options struct {
 	user, pass string
 	route      string
 	bus        int
+	includeRaw bool
 	timeout    time.Duration
 
 	// idle only
@@ -80,6 +81,7 @@ func main() {
 	fs.StringVar(&o.user, "user", "alice", "IMAP user")
 	fs.StringVar(&o.pass, "pass", "secret", "IMAP password")
 	fs.StringVar(&o.route, "route", "bench", "route (and connection) name")
+	fs.BoolVar(&o.includeRaw, "include-raw", false, "ingest: the route stores each raw message too (includeRaw)")
 	fs.IntVar(&o.bus, "bus", 0, "data bus of the route")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
 	fs.BoolVar(&o.mem, "mem", false, "idle: run go-imap's in-memory IMAP server in this process")
@@ -375,7 +377,7 @@ func putConnection(ctx context.Context, nc *nats.Conn, o options) error {
 func putRoute(ctx context.Context, nc *nats.Conn, o options) error {
 	return command(ctx, nc, "route.put", map[string]any{
 		"name": o.route, "connection": o.route, "bus": o.bus, "mailbox": "INBOX",
-		"select": "unseen", "after": "markRead",
+		"select": "unseen", "after": "markRead", "includeRaw": o.includeRaw,
 	})
 }
 

@@ -33,16 +33,16 @@ const (
 // object, while it reads the next message.
 //
 // The objects are nats.go's own (the same subjects, meta and digest), read with its Get.
-// What it leaves out: the chunks of an earlier version of the same name are not purged, as
-// it does not ask for that version. The engine puts a name again only when it reads a batch
-// again after a failure or a crash, and takes nats.go's Put there (Item.PublishedBefore).
+// A name stored again (a message read again after a failure or a crash, whose event may be
+// stored already and refer to it) is put with replace: see Start.
 type ObjectWriter struct {
 	js     jetstream.JetStream
+	store  jetstream.ObjectStore
 	bucket string
 }
 
 // NewObjectWriter returns the writer of the object store bucket, publishing over nc.
-func NewObjectWriter(nc *nats.Conn, bucket string) (*ObjectWriter, error) {
+func NewObjectWriter(nc *nats.Conn, store jetstream.ObjectStore, bucket string) (*ObjectWriter, error) {
 	// A reconnect fails the chunks in flight (nats.go resets their futures); the timeout is
 	// for an acknowledgement lost otherwise, as nats.go's Put and the bus publishers have.
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(objectWindow),
@@ -50,34 +50,44 @@ func NewObjectWriter(nc *nats.Conn, bucket string) (*ObjectWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object writer: %w", err)
 	}
-	return &ObjectWriter{js: js, bucket: bucket}, nil
+	return &ObjectWriter{js: js, store: store, bucket: bucket}, nil
 }
 
 // Pending is an object on its way: the publishes of its chunks and meta message.
 type Pending struct {
 	w       *ObjectWriter
+	name    string
 	futs    []jetstream.PubAckFuture
-	subject string // of the chunks, purged if one fails
-	meta    string // of the meta message, once published: purged too
-	acked   int    // of futs, the first not yet seen acknowledged
+	subject string    // of the chunks, purged if one fails
+	meta    string    // of the meta message, once published: purged too
+	replace *nats.Msg // the meta message, published by Wait (replace)
+	acked   int       // of futs, the first not yet seen acknowledged
 }
 
 // Start publishes what r yields as the object meta.Name, in chunks, then its meta message,
 // and returns without waiting for them. The info it returns (size, digest) is what the
 // object will be once Wait says it is stored.
-func (w *ObjectWriter) Start(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, *Pending, error) {
+//
+// With replace, the name may be stored already and an event refer to it: the meta message
+// waits until every chunk is stored (Wait publishes it), so that a failure leaves the
+// earlier version whole, and once it is stored the earlier version's chunks are purged.
+func (w *ObjectWriter) Start(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader, replace bool) (*jetstream.ObjectInfo, *Pending, error) {
 	meta.Opts = &jetstream.ObjectMetaOptions{ChunkSize: objectChunk}
 	info := &jetstream.ObjectInfo{ObjectMeta: meta, Bucket: w.bucket, NUID: nuid.Next()}
-	p := &Pending{w: w, subject: "$O." + w.bucket + ".C." + info.NUID}
+	p := &Pending{w: w, name: meta.Name, subject: "$O." + w.bucket + ".C." + info.NUID}
 	sum := sha256.New()
 	buf := make([]byte, objectChunk)
 	for {
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {
 			m := nats.NewMsg(p.subject)
-			m.Data = buf[:n] // copied into the connection's buffer by the publish
+			m.Data = buf[:n]
 			sum.Write(m.Data)
-			if perr := p.publish(m); perr != nil {
+			perr := p.publish(m)
+			// Copied into the connection's buffer: its future holds m until it is waited
+			// for, and must not hold buf, which is the next chunk's.
+			m.Data = nil
+			if perr != nil {
 				return nil, nil, p.abandon(ctx, perr)
 			}
 			info.Size += uint64(n)
@@ -99,6 +109,10 @@ func (w *ObjectWriter) Start(ctx context.Context, meta jetstream.ObjectMeta, r i
 		return nil, nil, p.abandon(ctx, err)
 	}
 	mm.Data = data
+	if replace {
+		p.replace = mm
+		return info, p, nil
+	}
 	if err := p.publish(mm); err != nil {
 		return nil, nil, p.abandon(ctx, err)
 	}
@@ -125,12 +139,35 @@ func (p *Pending) Wait(ctx context.Context) error {
 	if err := p.await(ctx); err != nil {
 		return p.abandon(ctx, err)
 	}
+	if p.replace == nil {
+		return nil
+	}
+	mm := p.replace
+	p.replace = nil
+	old, err := p.w.store.GetInfo(ctx, p.name, jetstream.GetObjectInfoShowDeleted())
+	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return p.abandon(ctx, err)
+	}
+	if err := p.publish(mm); err != nil {
+		return p.abandon(ctx, err)
+	}
+	if err := p.await(ctx); err != nil {
+		return p.abandon(ctx, err)
+	}
+	if old != nil && !old.Deleted {
+		if s, err := p.w.js.Stream(ctx, "OBJ_"+p.w.bucket); err == nil {
+			s.Purge(ctx, jetstream.WithPurgeSubject("$O."+p.w.bucket+".C."+old.NUID))
+		}
+	}
 	return nil
 }
 
 // Stored reports, without waiting, whether every publish has been acknowledged. A failed
-// one counts as not stored: Wait says why.
+// one counts as not stored: Wait says why; so does a meta message still to publish.
 func (p *Pending) Stored() bool {
+	if p.replace != nil {
+		return false
+	}
 	for ; p.acked < len(p.futs); p.acked++ {
 		select {
 		case <-p.futs[p.acked].Ok():
@@ -164,7 +201,8 @@ func (p *Pending) await(ctx context.Context) error {
 
 // abandon gives the object up: it waits for the publishes in flight, then purges what was
 // stored of it, so that no meta message names chunks that are not all there, and returns
-// err. No event refers to the object yet, and the message is read again.
+// err. The message is read again. (With replace the meta message was not stored, and the
+// one there is the earlier version's, whole: it stays.)
 func (p *Pending) abandon(ctx context.Context, err error) error {
 	p.await(ctx)
 	if s, serr := p.w.js.Stream(ctx, "OBJ_"+p.w.bucket); serr == nil {

@@ -56,7 +56,7 @@ func pattern(size int) []byte {
 
 // put is Start then Wait.
 func put(ctx context.Context, w *ObjectWriter, name string, r io.Reader) (*jetstream.ObjectInfo, error) {
-	info, p, err := w.Start(ctx, jetstream.ObjectMeta{Name: name, Description: "a.pdf"}, r)
+	info, p, err := w.Start(ctx, jetstream.ObjectMeta{Name: name, Description: "a.pdf"}, r, false)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +76,7 @@ func TestObjectWriterReadByNATSGet(t *testing.T) {
 	for i, size := range sizes {
 		// A reader returning little at a time, like a base64 decoder.
 		info, p, err := w.Start(ctx, jetstream.ObjectMeta{Name: fmt.Sprintf("ev/%d/att-0", size), Description: "a.pdf"},
-			&slowReader{r: bytes.NewReader(pattern(size))})
+			&slowReader{r: bytes.NewReader(pattern(size))}, false)
 		if err != nil {
 			t.Fatalf("Start(%d bytes) = %v", size, err)
 		}
@@ -155,7 +155,7 @@ func TestObjectWriterStoreFull(t *testing.T) {
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	_, p, err := w.Start(ctx, jetstream.ObjectMeta{Name: "ev/full/att-0"}, bytes.NewReader(pattern(6*objectChunk)))
+	_, p, err := w.Start(ctx, jetstream.ObjectMeta{Name: "ev/full/att-0"}, bytes.NewReader(pattern(6*objectChunk)), false)
 	if err != nil {
 		t.Fatalf("Start = %v; want the refusal at Wait", err) // nothing waits for the chunks before Wait
 	}
@@ -170,6 +170,64 @@ func TestObjectWriterStoreFull(t *testing.T) {
 	}
 	if si, err := stream.Info(ctx); err != nil || si.State.Msgs != 0 {
 		t.Errorf("the object stream keeps %d messages (%v) after a refused put; want them purged", si.State.Msgs, err)
+	}
+}
+
+// An object stored again with replace (a message read again, whose event may refer to the
+// object) reads as the new version once Wait returns, and the old version's chunks are
+// gone; one the store refuses leaves the old version whole, and nothing of the new.
+func TestObjectWriterReplace(t *testing.T) {
+	store, w, js := objectStores(t)
+	ctx := context.Background()
+	stream, err := js.Stream(ctx, "OBJ_mail_attachments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := func() uint64 {
+		si, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return si.State.Msgs
+	}
+	name := "ev/replace/att-0"
+	v1, v2, v3 := pattern(3*objectChunk), pattern(2*objectChunk + 1)[1:], pattern(5*objectChunk)
+	if _, err := put(ctx, w, name, bytes.NewReader(v1)); err != nil {
+		t.Fatal(err)
+	}
+	replace := func(content []byte) error {
+		_, p, err := w.Start(ctx, jetstream.ObjectMeta{Name: name}, bytes.NewReader(content), true)
+		if err != nil {
+			return err
+		}
+		if AllStored([]*Pending{p}) {
+			t.Error("AllStored = true before the replacing meta message is published")
+		}
+		return p.Wait(ctx)
+	}
+	if err := replace(v2); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.GetBytes(ctx, name); err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("GetBytes after the replace: %d bytes, %v; want the %d of the new version", len(got), err, len(v2))
+	}
+	if n := msgs(); n != 2+1 {
+		t.Errorf("the stream holds %d messages after the replace; want the new version's 2 chunks and meta", n)
+	}
+
+	cfg := stream.CachedInfo().Config
+	cfg.MaxBytes, cfg.Discard = 6*objectChunk, jetstream.DiscardNew
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := replace(v3); err == nil {
+		t.Fatal("a replace the store refused succeeded")
+	}
+	if got, err := store.GetBytes(ctx, name); err != nil || !bytes.Equal(got, v2) {
+		t.Errorf("GetBytes after a refused replace: %d bytes, %v; want the version before, whole", len(got), err)
+	}
+	if n := msgs(); n != 2+1 {
+		t.Errorf("the stream holds %d messages after a refused replace; want the version before's 2 chunks and meta", n)
 	}
 }
 

@@ -27,15 +27,14 @@ func ObjectName(eventID, part string) string { return eventID + "/" + part }
 // limit into the object store. It remembers its first error, so that the worker can tell a
 // storage failure (temporary: retry the cycle) from a message the mapping rejects.
 //
-// A sink with a writer does not wait for its objects (ObjectWriter): Pending has them, and
-// the engine waits for them before it publishes the event. One without (a message that may
-// have been stored before) takes nats.go's Put, which replaces the earlier version's chunks.
+// It does not wait for its objects (ObjectWriter): Pending has them, and the engine waits
+// for them before it publishes the event.
 type ObjectSink struct {
 	ctx     context.Context
-	store   jetstream.ObjectStore
 	writer  *ObjectWriter
 	bucket  string
 	eventID string
+	replace bool
 
 	mu      sync.Mutex
 	err     error
@@ -43,24 +42,16 @@ type ObjectSink struct {
 	pending []*Pending // of the writer's puts, not yet waited for
 }
 
-// NewObjectSink returns the sink of the message whose event is eventID: its objects go to
-// store, named in bucket, through writer unless it is nil.
-func NewObjectSink(ctx context.Context, store jetstream.ObjectStore, writer *ObjectWriter, bucket, eventID string) *ObjectSink {
-	return &ObjectSink{ctx: ctx, store: store, writer: writer, bucket: bucket, eventID: eventID}
+// NewObjectSink returns the sink of the message whose event is eventID: its objects go
+// through writer, named in bucket; replace if they may be stored already (ObjectWriter.Start).
+func NewObjectSink(ctx context.Context, writer *ObjectWriter, bucket, eventID string, replace bool) *ObjectSink {
+	return &ObjectSink{ctx: ctx, writer: writer, bucket: bucket, eventID: eventID, replace: replace}
 }
 
 // PutAttachment implements mapping.Sink.
 func (s *ObjectSink) PutAttachment(index int, a *schemas.Attachment, r io.Reader) (schemas.ObjectRef, error) {
 	name := ObjectName(s.eventID, "att-"+strconv.Itoa(index))
-	meta := jetstream.ObjectMeta{Name: name, Description: a.Name}
-	var info *jetstream.ObjectInfo
-	var p *Pending
-	var err error
-	if s.writer != nil {
-		info, p, err = s.writer.Start(s.ctx, meta, r)
-	} else {
-		info, err = PutObject(s.ctx, s.store, meta, r)
-	}
+	info, p, err := s.writer.Start(s.ctx, jetstream.ObjectMeta{Name: name, Description: a.Name}, r, s.replace)
 	var sum []byte
 	if err == nil {
 		sum, err = jetstream.DecodeObjectDigest(info.Digest)
@@ -77,9 +68,7 @@ func (s *ObjectSink) PutAttachment(index int, a *schemas.Attachment, r io.Reader
 	a.Sha256 = hex.EncodeToString(sum)
 	s.mu.Lock()
 	s.stored = append(s.stored, name)
-	if p != nil {
-		s.pending = append(s.pending, p)
-	}
+	s.pending = append(s.pending, p)
 	s.mu.Unlock()
 	return schemas.ObjectRef{Bucket: s.bucket, Object: name}, nil
 }
@@ -126,7 +115,7 @@ func (s *ObjectSink) Drop() error {
 	names := s.stored
 	s.stored = nil
 	s.mu.Unlock()
-	return DropObjects(s.ctx, s.store, names)
+	return DropObjects(s.ctx, s.writer.store, names)
 }
 
 // EventObjects names the objects an event that will not be published was given, but for
@@ -194,32 +183,42 @@ func (f *fullReader) Read(p []byte) (int, error) {
 type RawTee struct {
 	io.Reader
 	pw   *io.PipeWriter
-	done chan error
+	done chan rawStored
 }
 
-// NewRawTee starts storing what is read through the returned tee as the object name.
-func NewRawTee(ctx context.Context, store jetstream.ObjectStore, name string, r io.Reader) *RawTee {
+type rawStored struct {
+	p   *Pending
+	err error
+}
+
+// NewRawTee starts storing what is read through the returned tee as the object name,
+// through writer (replace: see ObjectWriter.Start).
+func NewRawTee(ctx context.Context, writer *ObjectWriter, name string, replace bool, r io.Reader) *RawTee {
 	pr, pw := io.Pipe()
-	t := &RawTee{Reader: io.TeeReader(r, pw), pw: pw, done: make(chan error, 1)}
+	t := &RawTee{Reader: io.TeeReader(r, pw), pw: pw, done: make(chan rawStored, 1)}
 	go func() {
-		_, err := PutObject(ctx, store, jetstream.ObjectMeta{Name: name, Description: "raw message"}, pr)
-		pr.CloseWithError(err) // unblocks the tee if the store gave up early
-		t.done <- err
+		var s rawStored
+		_, s.p, s.err = writer.Start(ctx, jetstream.ObjectMeta{Name: name, Description: "raw message"}, pr, replace)
+		pr.CloseWithError(s.err) // unblocks the tee if the store gave up early
+		t.done <- s
 	}()
 	return t
 }
 
-// Finish reads what the mapping left, ends the object and waits for it to be stored.
-func (t *RawTee) Finish() error {
+// Finish reads what the mapping left and ends the object, which it returns on its way: the
+// event waits for it.
+func (t *RawTee) Finish() (*Pending, error) {
 	_, err := io.Copy(io.Discard, t.Reader)
-	t.pw.CloseWithError(err)
-	if serr := <-t.done; serr != nil {
-		return fmt.Errorf("store raw message: %w", serr)
+	t.pw.CloseWithError(err) // a read that failed fails the object too
+	s := <-t.done
+	if s.err != nil {
+		return nil, fmt.Errorf("store raw message: %w", s.err)
 	}
-	return err
+	return s.p, err
 }
 
-// Abort gives the object up (the message goes to the dead letters, which store it again).
+// Abort gives the object up (the message goes to the dead letters, which store it again):
+// the put fails, and purges what it stored.
 func (t *RawTee) Abort() {
 	t.pw.CloseWithError(io.ErrClosedPipe)
 	<-t.done

@@ -156,7 +156,7 @@ func OpenStorage(ctx context.Context, js jetstream.JetStream, n Names, sc Storag
 	}, sc.CheckOnly); err != nil {
 		return nil, err
 	}
-	if s.Writer, err = NewObjectWriter(js.Conn(), n.ObjectBucket()); err != nil {
+	if s.Writer, err = NewObjectWriter(js.Conn(), s.Objects, n.ObjectBucket()); err != nil {
 		return nil, err
 	}
 	return &s, nil

@@ -142,6 +142,9 @@ type Batch struct {
 	e         *Engine
 	held      []*Item // events waiting for their objects, in order (send)
 	heldBytes int     // their size
+	// unsettled are the items mapped with objects on their way, until they are waited for
+	// (dropObjects).
+	unsettled []*Item
 	items     []*Item
 	inflight  int // bytes of events held for a retry
 	oldest    int // of items, the first not yet known to be acknowledged (throttle)
@@ -164,15 +167,13 @@ func (b *Batch) Sort(cmp func(a, b *Item) int) { slices.SortStableFunc(b.items, 
 func (b *Batch) Map(ctx context.Context, it *Item, r io.Reader) error {
 	e := b.e
 	it.mapped = true
-	objects, bucket := e.RT.Storage.Objects, e.RT.Names.ObjectBucket()
-	writer := e.RT.Storage.Writer
-	if it.PublishedBefore {
-		writer = nil // its objects may be stored already: nats.go's Put replaces them
-	}
-	sink := bus.NewObjectSink(ctx, objects, writer, bucket, it.ID)
+	writer, bucket := e.RT.Storage.Writer, e.RT.Names.ObjectBucket()
+	// A message published before may have its objects stored, and its event refer to them.
+	replace := it.PublishedBefore
+	sink := bus.NewObjectSink(ctx, writer, bucket, it.ID, replace)
 	var tee *bus.RawTee
 	if e.Route.IncludeRaw {
-		tee = bus.NewRawTee(ctx, objects, bus.ObjectName(it.ID, "raw"), r)
+		tee = bus.NewRawTee(ctx, writer, bus.ObjectName(it.ID, "raw"), replace, r)
 		r = tee
 	}
 	in := &TrackedReader{R: r, Size: -1}
@@ -204,13 +205,23 @@ func (b *Batch) Map(ctx context.Context, it *Item, r io.Reader) error {
 		return nil
 	}
 	ev := res.Event
+	it.objects = sink.Pending()
 	if tee != nil {
-		if err := tee.Finish(); err != nil {
+		raw, err := tee.Finish()
+		if raw != nil {
+			it.objects = append(it.objects, raw)
+		}
+		if err != nil {
+			bus.WaitAll(ctx, it.objects) // purges what the store refused of them
+			it.objects = nil
 			return err
 		}
 		ev.RawRef = &schemas.ObjectRef{Bucket: bucket, Object: bus.ObjectName(it.ID, "raw")}
 	}
-	it.ev, it.isPart, it.objects = ev, res.Partial, sink.Pending()
+	if len(it.objects) > 0 {
+		b.unsettled = append(b.unsettled, it)
+	}
+	it.ev, it.isPart = ev, res.Partial
 	return nil
 }
 
@@ -313,7 +324,6 @@ func (b *Batch) sendHeld(ctx context.Context, all bool) error {
 			return nil
 		}
 		if err := bus.WaitAll(ctx, it.objects); err != nil {
-			b.dropHeld(ctx)
 			return fmt.Errorf("%s: %w", it.name(b.e.opts.Noun), err)
 		}
 		msg := it.held
@@ -321,22 +331,22 @@ func (b *Batch) sendHeld(ctx context.Context, all bool) error {
 		b.held = b.held[1:]
 		b.heldBytes -= len(msg.Data)
 		if err := b.publish(ctx, it, msg); err != nil {
-			b.dropHeld(ctx)
 			return err
 		}
 	}
 	return nil
 }
 
-// dropHeld gives up the held events, for a cycle that failed: their messages are read
-// again. It waits for their objects first, as a store that refused one may refuse others,
-// and Pending.Wait purges what was stored of those (no chunks are left behind).
-func (b *Batch) dropHeld(ctx context.Context) {
-	for _, it := range b.held {
+// dropObjects settles the objects of a batch that failed, whose messages are read again:
+// it waits for those still on their way, as a store that refused one may refuse others,
+// and Pending.Wait purges what was stored of those, so that no chunks are left behind.
+// (What was stored whole is replaced when the message is read again.)
+func (b *Batch) dropObjects(ctx context.Context) {
+	for _, it := range b.unsettled {
 		bus.WaitAll(ctx, it.objects)
 		it.held, it.objects = nil, nil
 	}
-	b.held, b.heldBytes = nil, 0
+	b.unsettled, b.held, b.heldBytes = nil, nil, 0
 }
 
 // publish publishes msg for it. Not into the client's reconnect buffer: an outage shows in
