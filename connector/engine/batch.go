@@ -187,8 +187,9 @@ func (b *Batch) Map(ctx context.Context, it *Item, r io.Reader) error {
 		if tee != nil {
 			tee.Abort()
 		}
+		// Settled whatever comes next: Wait purges what the store refused of them.
+		bus.WaitAll(ctx, sink.Pending())
 		if err := sink.Failed(); err != nil {
-			bus.WaitAll(ctx, sink.Pending()) // purges what the store refused of the others
 			return err
 		}
 		switch err := in.Failed(); {
