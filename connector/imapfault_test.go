@@ -217,20 +217,27 @@ func TestIMAPFaultNATSRestart(t *testing.T) {
 	conn.PollInterval = schemas.Duration(time.Second)
 	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: conn})
 	done := trickle(t, srv, initial+1, more, 30*time.Millisecond)
-	subject := busNames.BusSubject(1, route.Name)
-	for i := range 3 {
-		before := storedCount(t, n.js, busNames.BusStream(1), subject)
-		// Publishing goes on within seconds of each restart: a reconnect fails every
-		// publish in flight, and republishing them one by one, each after its own pause,
-		// once took minutes (and passed a 60 s bound by luck). A correctness bound.
-		waitUntil(t, 15*time.Second, "publishing", func() bool {
-			return storedCount(t, n.js, busNames.BusStream(1), subject) > before+20
-		})
-		n.restart(t, 500*time.Millisecond)
-		t.Logf("restart %d after %d events", i+1, before)
-	}
+	restartWhilePublishing(t, n, route.Name, 20, 500*time.Millisecond)
 	done()
 	verifyExact(t, n, srv, route.Name, initial+more, 120*time.Second)
+}
+
+// restartWhilePublishing restarts NATS three times (down for down each time), each once
+// the route has stored more than progress events since the last. Publishing goes on within
+// seconds of each restart: a reconnect fails every publish in flight, and republishing
+// them one by one, each after its own pause, once took minutes (and passed a 60 s bound by
+// luck). A correctness bound.
+func restartWhilePublishing(t *testing.T, n *busNATS, route string, progress uint64, down time.Duration) {
+	t.Helper()
+	subject := busNames.BusSubject(1, route)
+	for i := range 3 {
+		before := storedCount(t, n.js, busNames.BusStream(1), subject)
+		waitUntil(t, 15*time.Second, "publishing", func() bool {
+			return storedCount(t, n.js, busNames.BusStream(1), subject) > before+progress
+		})
+		n.restart(t, down)
+		t.Logf("restart %d after %d events", i+1, before)
+	}
 }
 
 // cutProxy forwards TCP connections to target and cuts each of the first cuts connections

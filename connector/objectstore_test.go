@@ -187,15 +187,7 @@ func TestIMAPObjectsNATSRestart(t *testing.T) {
 	conn := imapConn(srv.addr, schemas.EncryptionNone)
 	conn.PollInterval = schemas.Duration(time.Second)
 	runIMAPWorker(t, rt, engine.RouteSpec{Route: route, Connection: conn})
-	subject := busNames.BusSubject(1, route.Name)
-	for i := range 3 {
-		before := storedCount(t, n.js, busNames.BusStream(1), subject)
-		waitUntil(t, 30*time.Second, "publishing", func() bool {
-			return storedCount(t, n.js, busNames.BusStream(1), subject) > before+5
-		})
-		n.restart(t, 300*time.Millisecond)
-		t.Logf("restart %d after %d events", i+1, before)
-	}
+	restartWhilePublishing(t, n, route.Name, 5, 300*time.Millisecond)
 	waitUntil(t, 120*time.Second, "every mail read", func() bool { return countSeen(t, srv) == mails })
 	if got := checkObjects(t, n, route.Name, false); got != mails {
 		t.Errorf("%d events for %d mails", got, mails)

@@ -185,6 +185,27 @@ func (p *Pending) Stored() bool {
 	return true
 }
 
+// AllStored reports, without waiting, whether every object of pending is stored.
+func AllStored(pending []*Pending) bool {
+	for _, p := range pending {
+		if !p.Stored() {
+			return false
+		}
+	}
+	return true
+}
+
+// WaitAll waits until every object of pending is stored, returning the first failure.
+func WaitAll(ctx context.Context, pending []*Pending) error {
+	var errs []error
+	for _, p := range pending {
+		if err := p.Wait(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // await waits for every publish, returning the first failure.
 func (p *Pending) await(ctx context.Context) error {
 	var first error

@@ -10,38 +10,30 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// objectStores starts an embedded NATS with mailbus's storage and returns its object store
-// (nats.go's), the writer, and the JetStream context.
+// objectStores is startStorage's object store, its writer, and the JetStream context.
 func objectStores(tb testing.TB) (jetstream.ObjectStore, *ObjectWriter, jetstream.JetStream) {
-	tb.Helper()
-	srv, err := StartEmbedded("127.0.0.1:-1", tb.TempDir())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		nc.Close()
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	st, err := EnsureStorage(ctx, js, Names{Prefix: "mail"}, 1, 10*time.Minute)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	_, js, st := startStorage(tb)
 	return st.Objects, st.Writer, js
+}
+
+// limitObjects sets an operator's byte limit on the object stream (refusing what is over
+// it; -1: none) and returns the stream.
+func limitObjects(t *testing.T, js jetstream.JetStream, maxBytes int64) jetstream.Stream {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := js.Stream(ctx, "OBJ_mail_attachments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.MaxBytes, cfg.Discard = maxBytes, jetstream.DiscardNew
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return stream
 }
 
 // pattern is size bytes that differ from chunk to chunk, so that a chunk stored twice or
@@ -146,15 +138,7 @@ func TestObjectWriterFailedReaderLeavesNoObject(t *testing.T) {
 func TestObjectWriterStoreFull(t *testing.T) {
 	store, w, js := objectStores(t)
 	ctx := context.Background()
-	stream, err := js.Stream(ctx, "OBJ_mail_attachments")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := stream.CachedInfo().Config
-	cfg.MaxBytes, cfg.Discard = 3*objectChunk, jetstream.DiscardNew
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	stream := limitObjects(t, js, 3*objectChunk)
 	_, p, err := w.Start(ctx, jetstream.ObjectMeta{Name: "ev/full/att-0"}, bytes.NewReader(pattern(6*objectChunk)), false)
 	if err != nil {
 		t.Fatalf("Start = %v; want the refusal at Wait", err) // nothing waits for the chunks before Wait
@@ -179,10 +163,7 @@ func TestObjectWriterStoreFull(t *testing.T) {
 func TestObjectWriterReplace(t *testing.T) {
 	store, w, js := objectStores(t)
 	ctx := context.Background()
-	stream, err := js.Stream(ctx, "OBJ_mail_attachments")
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := limitObjects(t, js, -1)
 	msgs := func() uint64 {
 		si, err := stream.Info(ctx)
 		if err != nil {
@@ -215,11 +196,7 @@ func TestObjectWriterReplace(t *testing.T) {
 		t.Errorf("the stream holds %d messages after the replace; want the new version's 2 chunks and meta", n)
 	}
 
-	cfg := stream.CachedInfo().Config
-	cfg.MaxBytes, cfg.Discard = 6*objectChunk, jetstream.DiscardNew
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	limitObjects(t, js, 6*objectChunk)
 	if err := replace(v3); err == nil {
 		t.Fatal("a replace the store refused succeeded")
 	}

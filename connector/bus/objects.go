@@ -82,27 +82,6 @@ func (s *ObjectSink) Pending() []*Pending {
 	return p
 }
 
-// AllStored reports, without waiting, whether every object of pending is stored.
-func AllStored(pending []*Pending) bool {
-	for _, p := range pending {
-		if !p.Stored() {
-			return false
-		}
-	}
-	return true
-}
-
-// WaitAll waits until every object of pending is stored, returning the first failure.
-func WaitAll(ctx context.Context, pending []*Pending) error {
-	var errs []error
-	for _, p := range pending {
-		if err := p.Wait(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // SumsContent implements mapping.SummingSink: the object store hashes what it stores (the
 // attachment's Sha256 is its object's digest), so the mapping does not hash it again.
 func (s *ObjectSink) SumsContent() {}

@@ -22,7 +22,7 @@ import (
 func BenchmarkPublish(b *testing.B) {
 	for _, size := range []int{4 << 10, 64 << 10} {
 		b.Run(fmt.Sprintf("sync/%dKB", size>>10), func(b *testing.B) {
-			_, js := benchJetStream(b)
+			_, js, _ := startStorage(b)
 			ctx := context.Background()
 			benchPublish(b, size, func(m *nats.Msg) error {
 				_, err := js.PublishMsg(ctx, m)
@@ -30,7 +30,7 @@ func BenchmarkPublish(b *testing.B) {
 			}, func() error { return nil })
 		})
 		b.Run(fmt.Sprintf("async/%dKB", size>>10), func(b *testing.B) {
-			nc, _ := benchJetStream(b)
+			nc, _, _ := startStorage(b)
 			pubs, err := NewPublishers(nc, 0)
 			if err != nil {
 				b.Fatal(err)
@@ -83,30 +83,32 @@ func benchPublish(b *testing.B, size int, publish func(*nats.Msg) error, drain f
 	}
 }
 
-// benchJetStream starts the embedded server (file storage in a temp dir) with mailbus's
-// streams, and connects to it.
-func benchJetStream(b *testing.B) (*nats.Conn, jetstream.JetStream) {
-	srv, err := StartEmbedded("127.0.0.1:-1", b.TempDir())
+// startStorage starts the embedded server (file storage in a temp dir) with mailbus's
+// streams and buckets, and connects to it.
+func startStorage(tb testing.TB) (*nats.Conn, jetstream.JetStream, *Storage) {
+	tb.Helper()
+	srv, err := StartEmbedded("127.0.0.1:-1", tb.TempDir())
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() {
+	tb.Cleanup(func() {
 		nc.Close()
 		srv.Shutdown()
 		srv.WaitForShutdown()
 	})
 	js, err := jetstream.New(nc)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := EnsureStorage(ctx, js, Names{Prefix: "mail"}, 1, 10*time.Minute); err != nil {
-		b.Fatal(err)
+	st, err := EnsureStorage(ctx, js, Names{Prefix: "mail"}, 1, 10*time.Minute)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return nc, js
+	return nc, js, st
 }
