@@ -256,7 +256,7 @@ func TestIMAPLargeAttachment(t *testing.T) {
 	if a.ContentRef == nil || a.Content != nil || a.ContentRef.Bucket != "mail_attachments" {
 		t.Fatalf("attachment %+v", a)
 	}
-	if want := ev.Id + "/att-0"; a.ContentRef.Object != want {
+	if want := ev.Route + "/" + ev.Id + "/att-0"; a.ContentRef.Object != want {
 		t.Errorf("object %q, want %q", a.ContentRef.Object, want)
 	}
 	stored, err := n.st.Objects.GetBytes(context.Background(), a.ContentRef.Object)
@@ -267,7 +267,7 @@ func TestIMAPLargeAttachment(t *testing.T) {
 	if hex.EncodeToString(sum[:]) != a.Sha256 || string(stored) != string(content) {
 		t.Errorf("stored attachment: sha256 %x, event says %s", sum, a.Sha256)
 	}
-	if ev.RawRef == nil || ev.RawRef.Object != ev.Id+"/raw" {
+	if ev.RawRef == nil || ev.RawRef.Object != ev.Route+"/"+ev.Id+"/raw" {
 		t.Fatalf("RawRef = %+v", ev.RawRef)
 	}
 	gotRaw, err := n.st.Objects.GetBytes(context.Background(), ev.RawRef.Object)

@@ -193,3 +193,62 @@ func TestIMAPObjectsNATSRestart(t *testing.T) {
 		t.Errorf("%d events for %d mails", got, mails)
 	}
 }
+
+// TestIMAPObjectsTwoRoutes: two routes on one mailbox (different buses) store the same
+// mail, whose events share their Ids. Each route's events refer to objects of its own, and
+// the object stream holds exactly those of both routes' events: with one name for both,
+// the second put replaced the first's meta message and left its chunks behind, and a
+// second put that failed would have purged the object the first route's event refers to.
+func TestIMAPObjectsTwoRoutes(t *testing.T) {
+	const mails = 30
+	n := startBusNATS(t)
+	srv := startMemIMAP(t, memCaps...)
+	for i := 1; i <= mails; i++ {
+		srv.append(t, "INBOX", objectMail(i))
+	}
+	rt := newIMAPRuntime(t, n)
+	rt.MaxInlineBytes = 1024
+	conn := imapConn(srv.addr, schemas.EncryptionNone)
+	first := imapRoute("objects_first", "", schemas.AfterNone)
+	second := imapRoute("objects_second", "", schemas.AfterNone)
+	second.Bus = 2
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: first, Connection: conn})
+	runIMAPWorker(t, rt, engine.RouteSpec{Route: second, Connection: conn})
+	waitRouteIdle(t, rt, first.Name, mails)
+	waitRouteIdle(t, rt, second.Name, mails)
+
+	ctx := context.Background()
+	want := uint64(0)
+	for bus, route := range map[int]string{1: first.Name, 2: second.Name} {
+		evs := busEvents(t, n, bus, route)
+		if len(evs) != mails {
+			t.Fatalf("route %s: %d events for %d mails", route, len(evs), mails)
+		}
+		for _, ev := range evs {
+			for _, a := range ev.Attachments {
+				if a.ContentRef == nil {
+					continue
+				}
+				got, err := n.st.Objects.GetBytes(ctx, a.ContentRef.Object)
+				if err != nil {
+					t.Fatalf("route %s, UID %d: object %s: %v", route, ev.Uid, a.ContentRef.Object, err)
+				}
+				if sum := sha256.Sum256(got); hex.EncodeToString(sum[:]) != a.Sha256 {
+					t.Errorf("route %s, UID %d: object %s of another content", route, ev.Uid, a.ContentRef.Object)
+				}
+				info, err := n.st.Objects.GetInfo(ctx, a.ContentRef.Object)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want += uint64(info.Chunks) + 1
+			}
+		}
+	}
+	stream, err := n.js.Stream(ctx, "OBJ_mail_attachments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if si, err := stream.Info(ctx); err != nil || si.State.Msgs != want {
+		t.Errorf("the object stream holds %d messages (%v); the objects of both routes' events are %d", si.State.Msgs, err, want)
+	}
+}

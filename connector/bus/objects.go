@@ -15,13 +15,15 @@ import (
 	"github.com/mailbus/mailbus/schemas"
 )
 
-// Objects of a message are named after its event Id, so that a message processed again
-// (after a crash, or a retried cycle) overwrites its objects instead of adding copies:
+// Objects of a message are named after its route and event Id (its event's Nats-Msg-Id),
+// so that a message processed again (after a crash, or a retried cycle) replaces its
+// objects instead of adding copies, and two routes on one mailbox, whose events share an
+// Id, never write (or purge) each other's:
 //
-//	<event id>/att-<index>   an attachment too large for the event
-//	<event id>/raw           the raw message (includeRaw, dead letters)
-//	<event id>/text, /html   a body moved out of an event above the NATS max payload
-func ObjectName(eventID, part string) string { return eventID + "/" + part }
+//	<route>/<event id>/att-<index>   an attachment too large for the event
+//	<route>/<event id>/raw           the raw message (includeRaw, dead letters)
+//	<route>/<event id>/text, /html   a body moved out of an event above the NATS max payload
+func ObjectName(route, eventID, part string) string { return route + "/" + eventID + "/" + part }
 
 // ObjectSink is the mapping.Sink of one message: it streams attachments over the inline
 // limit into the object store. It remembers its first error, so that the worker can tell a
@@ -33,6 +35,7 @@ type ObjectSink struct {
 	ctx     context.Context
 	writer  *ObjectWriter
 	bucket  string
+	route   string
 	eventID string
 	replace bool
 
@@ -42,15 +45,15 @@ type ObjectSink struct {
 	pending []*Pending // of the writer's puts, not yet waited for
 }
 
-// NewObjectSink returns the sink of the message whose event is eventID: its objects go
+// NewObjectSink returns the sink of route's message whose event is eventID: its objects go
 // through writer, named in bucket; replace if they may be stored already (ObjectWriter.Start).
-func NewObjectSink(ctx context.Context, writer *ObjectWriter, bucket, eventID string, replace bool) *ObjectSink {
-	return &ObjectSink{ctx: ctx, writer: writer, bucket: bucket, eventID: eventID, replace: replace}
+func NewObjectSink(ctx context.Context, writer *ObjectWriter, bucket, route, eventID string, replace bool) *ObjectSink {
+	return &ObjectSink{ctx: ctx, writer: writer, bucket: bucket, route: route, eventID: eventID, replace: replace}
 }
 
 // PutAttachment implements mapping.Sink.
 func (s *ObjectSink) PutAttachment(index int, a *schemas.Attachment, r io.Reader) (schemas.ObjectRef, error) {
-	name := ObjectName(s.eventID, "att-"+strconv.Itoa(index))
+	name := ObjectName(s.route, s.eventID, "att-"+strconv.Itoa(index))
 	info, p, err := s.writer.Start(s.ctx, jetstream.ObjectMeta{Name: name, Description: a.Name}, r, s.replace)
 	var sum []byte
 	if err == nil {
@@ -107,7 +110,7 @@ func EventObjects(ev *schemas.Event) []string {
 			names = append(names, a.ContentRef.Object)
 		}
 	}
-	return append(names, ObjectName(ev.Id, "html"), ObjectName(ev.Id, "text"))
+	return append(names, ObjectName(ev.Route, ev.Id, "html"), ObjectName(ev.Route, ev.Id, "text"))
 }
 
 // DropObjects deletes the named objects, those of a message that never becomes an event:
@@ -228,7 +231,7 @@ func FitPayload(ctx context.Context, store jetstream.ObjectStore, bucket string,
 	})
 	for _, i := range inline {
 		a := &ev.Attachments[i]
-		name := ObjectName(ev.Id, "att-"+strconv.Itoa(i))
+		name := ObjectName(ev.Route, ev.Id, "att-"+strconv.Itoa(i))
 		if _, err := store.PutBytes(ctx, name, a.Content); err != nil {
 			return nil, fmt.Errorf("store attachment %s: %w", name, err)
 		}
@@ -244,7 +247,7 @@ func FitPayload(ctx context.Context, store jetstream.ObjectStore, bucket string,
 		if *body.text == "" {
 			continue
 		}
-		name := ObjectName(ev.Id, body.part)
+		name := ObjectName(ev.Route, ev.Id, body.part)
 		if _, err := store.PutString(ctx, name, *body.text); err != nil {
 			return nil, fmt.Errorf("store %s: %w", name, err)
 		}

@@ -170,10 +170,10 @@ func (b *Batch) Map(ctx context.Context, it *Item, r io.Reader) error {
 	writer, bucket := e.RT.Storage.Writer, e.RT.Names.ObjectBucket()
 	// A message published before may have its objects stored, and its event refer to them.
 	replace := it.PublishedBefore
-	sink := bus.NewObjectSink(ctx, writer, bucket, it.ID, replace)
+	sink := bus.NewObjectSink(ctx, writer, bucket, e.Route.Name, it.ID, replace)
 	var tee *bus.RawTee
 	if e.Route.IncludeRaw {
-		tee = bus.NewRawTee(ctx, writer, bus.ObjectName(it.ID, "raw"), replace, r)
+		tee = bus.NewRawTee(ctx, writer, bus.ObjectName(e.Route.Name, it.ID, "raw"), replace, r)
 		r = tee
 	}
 	in := &TrackedReader{R: r, Size: -1}
@@ -217,7 +217,7 @@ func (b *Batch) Map(ctx context.Context, it *Item, r io.Reader) error {
 			it.objects = nil
 			return err
 		}
-		ev.RawRef = &schemas.ObjectRef{Bucket: bucket, Object: bus.ObjectName(it.ID, "raw")}
+		ev.RawRef = &schemas.ObjectRef{Bucket: bucket, Object: bus.ObjectName(e.Route.Name, it.ID, "raw")}
 	}
 	if len(it.objects) > 0 {
 		b.unsettled = append(b.unsettled, it)
@@ -513,10 +513,10 @@ func (b *Batch) deadLetter(ctx context.Context, it *Item) error {
 }
 
 // storeRaw has the source fetch the message again and stores it whole as the object
-// <event id>/raw. It returns nil (and no error) when the server returned no body for it.
+// <route>/<event id>/raw. It returns nil (and no error) when the server returned no body for it.
 func (b *Batch) storeRaw(ctx context.Context, it *Item) (*schemas.ObjectRef, error) {
 	e := b.e
-	name := bus.ObjectName(it.ID, "raw")
+	name := bus.ObjectName(e.Route.Name, it.ID, "raw")
 	ok, err := e.src.Raw(ctx, it, func(r io.Reader) error {
 		if _, err := bus.PutObject(ctx, e.RT.Storage.Objects, jetstream.ObjectMeta{Name: name, Description: "raw message"}, r); err != nil {
 			return fmt.Errorf("store raw message %s: %w", name, err)
