@@ -5,9 +5,10 @@
 //	driver idle   -nats URL (-imap HOST:PORT ... | -mem) [-count 500 -gap 50ms] [-floor]
 //
 // ingest puts a connection, then a route with after=markRead, and reports the time from
-// the route put until every message of the mailbox is an event stored in the bus stream
-// AND \Seen in the mailbox (mailbus marks a message read only after JetStream acknowledged
-// its event, so the second implies the first; both are checked).
+// the route put until the route's first cycle is done: every message of the mailbox is an
+// event stored in the bus stream and \Seen in the mailbox (mailbus marks a message read
+// only after JetStream acknowledged its event). Both are checked, the mailbox after the
+// time is taken: its STATUS is the observer's cost, not mailbus's.
 //
 // idle puts a route that waits in IMAP IDLE, then APPENDs messages one at a time and
 // reports the delay from each APPEND's completion to its event on the bus subject. With
@@ -155,22 +156,30 @@ func ingest(ctx context.Context, o options) error {
 		}
 	}
 	stored := time.Since(start)
+	// The route's cycle ends once the STOREs of the last batch are answered: the mail is
+	// \Seen then. The mailbox is checked afterwards, outside the time: a STATUS costs
+	// Dovecot a scan of the maildir (0.3 s on 20,000 messages), the observer's cost, which
+	// the raw pipe's figure does not carry either.
 	for {
-		s, err := mailboxStatus(c)
-		if err != nil {
-			return err
-		}
-		if s.unseen == 0 {
+		if st, err := routeState(nc, o.route); err == nil && st.LastSuccessAt != nil {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d messages still unseen after %s; route status: %s", s.unseen, time.Since(start), routeStatus(nc, o.route))
+			return fmt.Errorf("first cycle not done after %s; route status: %s", time.Since(start), routeStatus(nc, o.route))
 		case <-time.After(pollEvery):
 		}
 	}
 	elapsed := time.Since(start)
-	fmt.Printf("mailbus: %d messages: all events stored after %.3fs, all \\Seen after %.3fs\n", st.messages, stored.Seconds(), elapsed.Seconds())
+	s, err := mailboxStatus(c)
+	if err != nil {
+		return err
+	}
+	if s.unseen != 0 {
+		return fmt.Errorf("the route's first cycle is done, yet %d messages are unseen; route status: %s", s.unseen, routeStatus(nc, o.route))
+	}
+	fmt.Printf("mailbus: %d messages: all events stored after %.3fs, cycle done (all \\Seen) after %.3fs, STATUS checked after %.3fs\n",
+		st.messages, stored.Seconds(), elapsed.Seconds(), time.Since(start).Seconds())
 	fmt.Printf("elapsed_s=%.3f\n", elapsed.Seconds())
 	return nil
 }
@@ -402,18 +411,30 @@ func routeStatus(nc *nats.Conn, route string) string {
 	return string(msg.Data)
 }
 
+// routeState is the route's status, as the control service reports it.
+func routeState(nc *nats.Conn, route string) (*schemas.RouteStatus, error) {
+	msg, err := nc.Request("mail.control.route.status", fmt.Appendf(nil, `{"name":%q}`, route), 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	var r schemas.Reply
+	if err := json.Unmarshal(msg.Data, &r); err != nil {
+		return nil, err
+	}
+	if r.Status == nil {
+		return nil, fmt.Errorf("route %s: no status in %s", route, msg.Data)
+	}
+	return r.Status, nil
+}
+
 // waitIdle waits until the route's worker has finished its first cycle and waits for mail.
 func waitIdle(ctx context.Context, nc *nats.Conn, route string) error {
 	for {
-		msg, err := nc.Request("mail.control.route.status", fmt.Appendf(nil, `{"name":%q}`, route), 5*time.Second)
-		if err == nil {
-			var r schemas.Reply
-			if json.Unmarshal(msg.Data, &r) == nil && r.Status != nil && r.Status.State == schemas.StateIdle {
-				// The worker reports idle just before it sends IDLE; give the command
-				// time to reach the server so the first APPEND is not a special case.
-				time.Sleep(500 * time.Millisecond)
-				return nil
-			}
+		if st, err := routeState(nc, route); err == nil && st.State == schemas.StateIdle {
+			// The worker reports idle just before it sends IDLE; give the command
+			// time to reach the server so the first APPEND is not a special case.
+			time.Sleep(500 * time.Millisecond)
+			return nil
 		}
 		select {
 		case <-ctx.Done():
