@@ -68,6 +68,7 @@ type Pending struct {
 	meta    string    // of the meta message, once published: purged too
 	replace *nats.Msg // the meta message, published by Wait (replace)
 	acked   int       // of futs, the first not yet seen acknowledged
+	err     error     // why the object was given up (abandon): every later Wait says so
 }
 
 // Start publishes what r yields as the object meta.Name, in chunks, then its meta message,
@@ -143,6 +144,9 @@ func (p *Pending) publish(m *nats.Msg) error {
 // Wait waits until the object is stored. On a failure it purges the chunks stored (best
 // effort: what stays ages out) and returns why.
 func (p *Pending) Wait(ctx context.Context) error {
+	if p.err != nil {
+		return p.err
+	}
 	if err := p.await(ctx); err != nil {
 		return p.abandon(ctx, err)
 	}
@@ -172,7 +176,7 @@ func (p *Pending) Wait(ctx context.Context) error {
 // Stored reports, without waiting, whether every publish has been acknowledged. A failed
 // one counts as not stored: Wait says why; so does a meta message still to publish.
 func (p *Pending) Stored() bool {
-	if p.replace != nil {
+	if p.replace != nil || p.err != nil {
 		return false
 	}
 	for ; p.acked < len(p.futs); p.acked++ {
@@ -232,6 +236,7 @@ func (p *Pending) await(ctx context.Context) error {
 // err. The message is read again. (With replace the meta message was not stored, and the
 // one there is the earlier version's, whole: it stays.)
 func (p *Pending) abandon(ctx context.Context, err error) error {
+	p.err = err
 	p.await(ctx)
 	if s, serr := p.w.js.Stream(ctx, "OBJ_"+p.w.bucket); serr == nil {
 		s.Purge(ctx, jetstream.WithPurgeSubject(p.subject))

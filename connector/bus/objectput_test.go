@@ -149,6 +149,14 @@ func TestObjectWriterStoreFull(t *testing.T) {
 	if err := p.Wait(ctx); err == nil {
 		t.Fatal("Wait = nil for an object the store refused")
 	}
+	// Asked again (a batch that failed settles its objects once more), the answer stays:
+	// an event published on a second Wait's nil would name purged chunks.
+	if err := WaitAll(ctx, []*Pending{p}); err == nil {
+		t.Error("a second Wait = nil for an object the store refused")
+	}
+	if AllStored([]*Pending{p}) {
+		t.Error("AllStored = true after Wait failed")
+	}
 	if info, err := store.GetInfo(ctx, "ev/full/att-0"); err == nil {
 		t.Errorf("GetInfo found %+v after a refused put", info)
 	}
