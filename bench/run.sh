@@ -6,8 +6,9 @@
 #              of the job; bench/rawpipe)
 #   mbsync     isync pulling the mailbox into a fresh Maildir
 #   mailbus    the real binary with its embedded NATS (file storage), driven by control
-#              commands (bench/driver): from route.put until every event is stored in the
-#              stream and every message is \Seen
+#              commands (bench/driver): from route.put until the route reports its first
+#              cycle done, every event stored in the stream and every message \Seen (both
+#              checked after the time is taken, as the raw pipe's stream is)
 # in alternating rounds, then prints a Markdown table of medians with ratios to both floors.
 # Wall time and peak RSS ("Maximum resident set size") come from GNU time -v on the
 # measured process; for mailbus the time is the driver's (route.put to done), since the
@@ -204,7 +205,7 @@ for line in open(sys.argv[2]):
 cores = len(open('/proc/cpuinfo').read().split('processor')) - 1
 load = open('/proc/loadavg').read().split()[:3]
 print(f"\n{cores} cores, IMAP encryption {os.environ['ENCRYPTION']}, load average at the end {' '.join(load)}; medians of the rounds; "
-      "mailbus's wall time is route.put to last event stored and all \\Seen; CPU s is user+system of the tool's process "
+      "mailbus's wall time is route.put to the route's first cycle done (every event stored, every message \\Seen; checked after); CPU s is user+system of the tool's process "
       "(mailbus: with its embedded NATS) + of its own NATS server (bench/natsserver)\n")
 print("| corpus | tool | runs | wall s, median (min–max) | × barefetch | × rawpipe | CPU s, tool + NATS | peak RSS MiB, median (max) |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -232,6 +232,7 @@ func (e *Engine) cycle(ctx context.Context, reselect bool) error {
 			err = b.finish(ctx, ack)
 		}
 		if err != nil {
+			b.sendReady(ctx)
 			b.dropObjects(ctx)
 			b.tallyStored()
 			return err
