@@ -13,30 +13,54 @@ import (
 type ProgressWatch struct {
 	d       time.Duration
 	t       *time.Timer
+	start   time.Time    // the origin of armed, on the monotonic clock
+	armed   atomic.Int64 // when the read began (since start, +1); 0: disarmed
+	stopped atomic.Bool
 	fired   atomic.Bool
 	timeout error
 }
 
 // NewProgressWatch makes the watch of c, disarmed. timeout is the error Explain names
 // as the cause when the watch cut the connection.
+//
+// Arm and Disarm only note the time: the timer is not reset for every read (a FETCH of
+// 20,000 small messages armed and disarmed it 320,000 times, 3 % of mailbus's CPU).
+// When it fires it looks at how long the read has been going, and waits the rest.
 func NewProgressWatch(c io.Closer, d time.Duration, timeout error) *ProgressWatch {
-	p := &ProgressWatch{d: d, timeout: timeout}
-	p.t = time.AfterFunc(d, func() {
-		p.fired.Store(true)
-		c.Close()
-	})
-	p.t.Stop()
+	p := &ProgressWatch{d: d, timeout: timeout, start: time.Now()}
+	p.t = time.AfterFunc(d, func() { p.check(c) })
 	return p
 }
 
+func (p *ProgressWatch) check(c io.Closer) {
+	if p.stopped.Load() {
+		return
+	}
+	wait := p.d
+	if armed := p.armed.Load(); armed != 0 {
+		if wait = p.d - (p.now() - time.Duration(armed)); wait <= 0 {
+			p.fired.Store(true)
+			c.Close()
+			return
+		}
+	}
+	p.t.Reset(wait)
+}
+
+// now is the time since start, plus one so that it is never 0 (disarmed).
+func (p *ProgressWatch) now() time.Duration { return time.Since(p.start) + 1 }
+
 // Arm starts the watch (again) before a read.
-func (p *ProgressWatch) Arm() { p.t.Reset(p.d) }
+func (p *ProgressWatch) Arm() { p.armed.Store(int64(p.now())) }
 
 // Disarm stops the watch after a read.
-func (p *ProgressWatch) Disarm() { p.t.Stop() }
+func (p *ProgressWatch) Disarm() { p.armed.Store(0) }
 
 // Stop ends the watch.
-func (p *ProgressWatch) Stop() { p.t.Stop() }
+func (p *ProgressWatch) Stop() {
+	p.stopped.Store(true)
+	p.t.Stop()
+}
 
 // Fired reports whether the watch cut the connection.
 func (p *ProgressWatch) Fired() bool { return p.fired.Load() }

@@ -74,3 +74,43 @@ func TestProgressWatchIgnoresTheCallersPace(t *testing.T) {
 		t.Errorf("read %q, fired %t; want the whole body, not fired", got, w.Fired())
 	}
 }
+
+// slowBody sends one byte every gap, n times, then hangs until Close (a server that
+// stalls after some progress).
+type slowBody struct {
+	hangingBody
+	gap time.Duration
+	n   int
+}
+
+func (b *slowBody) Read(p []byte) (int, error) {
+	if b.n == 0 {
+		return b.hangingBody.Read(p)
+	}
+	time.Sleep(b.gap)
+	b.n--
+	p[0] = 'x'
+	return 1, nil
+}
+
+// TestProgressWatchTimesEachRead: what counts is each read, not the whole: reads that
+// each make progress within d are never cut, however long they take together, and a stall
+// after them is cut d after its read began. (The watch only notes when a read begins, and
+// its timer, when it fires, waits the rest of the read's d.)
+func TestProgressWatchTimesEachRead(t *testing.T) {
+	body := &slowBody{hangingBody: hangingBody{closed: make(chan struct{})}, gap: 10 * time.Millisecond, n: 30}
+	w := engine.NewProgressWatch(body, 60*time.Millisecond, errors.New("stalled"))
+	defer w.Stop()
+	r := &engine.ProgressReader{R: body, W: w}
+	buf := make([]byte, 1)
+	for i := range 30 {
+		if _, err := r.Read(buf); err != nil || w.Fired() {
+			t.Fatalf("read %d (of bytes 10 ms apart, watch of 60 ms) = %v, fired %t; want a byte", i, err, w.Fired())
+		}
+	}
+	began := time.Now()
+	_, err := r.Read(buf)
+	if took := time.Since(began); err == nil || !w.Fired() || took < 60*time.Millisecond {
+		t.Errorf("the stalled read = %v after %v, fired %t; want it cut, not before 60ms", err, took, w.Fired())
+	}
+}
