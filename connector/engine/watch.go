@@ -56,7 +56,7 @@ func (p *ProgressWatch) Arm() { p.armed.Store(int64(p.now())) }
 // Disarm stops the watch after a read.
 func (p *ProgressWatch) Disarm() { p.armed.Store(0) }
 
-// Stop ends the watch.
+// Stop ends the watch. Every watch must be stopped: its timer sets itself again until then.
 func (p *ProgressWatch) Stop() {
 	p.stopped.Store(true)
 	p.t.Stop()
