@@ -300,24 +300,33 @@ func (c *control) connectionTest(ctx context.Context, data []byte) (*schemas.Rep
 	}
 	var ts *oauth2.Source
 	if conn.Auth == schemas.AuthOAuth2 {
-		// The stored refresh token is read again before the refresh and, when the endpoint
-		// replaces it, the new one is stored; a draft's own other refresh token is used as
-		// it is and its replacement kept nowhere.
-		var tokens oauth2.RefreshStore = c.Store
-		if draft && !c.sameTokenEndpoint(ctx, &conn) {
-			tokens = nil
-		}
-		if conn.OAuth2 != nil && conn.OAuth2.RefreshToken != "" {
-			if stored, ok := c.Store.RefreshToken(ctx, conn.Name); !ok || stored != conn.OAuth2.RefreshToken {
-				tokens = nil
-			}
-		}
-		ts = oauth2.NewSource(&conn, tokens)
+		ts = oauth2.NewSource(&conn, c.checkTokens(ctx, &conn, draft))
 	}
 	if c.Check == nil {
 		return nil, &schemas.Error{Code: schemas.CodeUnavailable, Message: "connection checks are not available on this replica"}
 	}
 	return c.Check(ctx, conn, mailboxes, ts)
+}
+
+// checkTokens is where the check of conn reads and stores its refresh token. The stored
+// refresh token is read again before the refresh and, when the endpoint replaces it, the
+// new one is stored. A draft's own other refresh token is used as it is and its
+// replacement kept nowhere (nil). A saved connection always uses the store: its token
+// differs from the stored one only when a route rotated it since conn was read, and the
+// token in conn is then revoked (TestOAuthRotatedRefreshToken failed so, now and then).
+func (c *control) checkTokens(ctx context.Context, conn *schemas.Connection, draft bool) oauth2.RefreshStore {
+	if !draft {
+		return c.Store
+	}
+	if !c.sameTokenEndpoint(ctx, conn) {
+		return nil
+	}
+	if conn.OAuth2 != nil && conn.OAuth2.RefreshToken != "" {
+		if stored, ok := c.Store.RefreshToken(ctx, conn.Name); !ok || stored != conn.OAuth2.RefreshToken {
+			return nil
+		}
+	}
+	return c.Store
 }
 
 // sameTokenEndpoint reports whether a draft sends its tokens where the saved connection
