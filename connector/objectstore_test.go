@@ -92,10 +92,7 @@ func TestIMAPObjectStoreFull(t *testing.T) {
 func objectStoreFull(t *testing.T, includeRaw bool) {
 	const mails = 60
 	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
-	for i := 1; i <= mails; i++ {
-		srv.append(t, "INBOX", objectMail(i))
-	}
+	srv := startMemIMAPMail(t, mails, objectMail)
 	ctx := context.Background()
 	stream, err := n.js.Stream(ctx, "OBJ_mail_attachments")
 	if err != nil {
@@ -176,10 +173,7 @@ func TestIMAPObjectsNATSRestart(t *testing.T) {
 	}
 	const mails = 150
 	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
-	for i := 1; i <= mails; i++ {
-		srv.append(t, "INBOX", objectMail(i))
-	}
+	srv := startMemIMAPMail(t, mails, objectMail)
 	rt := newIMAPRuntime(t, n)
 	rt.MaxInlineBytes = 1024
 	route := imapRoute("objects_restart", "", schemas.AfterMarkRead)
@@ -202,10 +196,7 @@ func TestIMAPObjectsNATSRestart(t *testing.T) {
 func TestIMAPObjectsTwoRoutes(t *testing.T) {
 	const mails = 30
 	n := startBusNATS(t)
-	srv := startMemIMAP(t, memCaps...)
-	for i := 1; i <= mails; i++ {
-		srv.append(t, "INBOX", objectMail(i))
-	}
+	srv := startMemIMAPMail(t, mails, objectMail)
 	rt := newIMAPRuntime(t, n)
 	rt.MaxInlineBytes = 1024
 	conn := imapConn(srv.addr, schemas.EncryptionNone)
