@@ -292,11 +292,6 @@ func (c *Connector) Run(ctx context.Context) error {
 
 	select {
 	case <-sup.Ready():
-		// The control service's subscriptions are only sent when Start returns: a round
-		// trip makes sure the server has them before anyone is told to send commands (a
-		// connection.put right after ready found no responders: TestListPages, in CI). A
-		// failure is NATS being down, and the subscriptions go again on the reconnect.
-		nc.FlushTimeout(5 * time.Second)
 		close(c.ready)
 		log.Info("mailbus ready", "subjects", c.names.ControlPrefix()+".>", "version", c.version)
 	case <-ctx.Done():

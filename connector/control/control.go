@@ -140,6 +140,11 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (micro.Service, error
 			return nil, fmt.Errorf("control endpoint %s.%s: %w", e.entity, e.op, err)
 		}
 	}
+	// The endpoints' subscriptions are still in the client's buffer: a round trip makes
+	// sure the server has them before the caller says commands are taken (a
+	// connection.put right after "mailbus ready" found no responders: TestListPages, in
+	// CI). A failure is NATS being down, and the subscriptions go again on the reconnect.
+	nc.FlushTimeout(5 * time.Second)
 	return svc, nil
 }
 

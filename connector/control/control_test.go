@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/mailbus/mailbus/connector/control"
@@ -207,4 +208,30 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestStartAnswersAtOnce: once Start returns, a command from another connection is
+// answered: the server has the endpoints' subscriptions, not only the client's buffer
+// (a connection.put right after "mailbus ready" found no responders, in CI).
+func TestStartAnswersAtOnce(t *testing.T) {
+	n := testkit.StartStorage(t)
+	other, err := nats.Connect(n.Server.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	sealer := &secrets.Sealer{}
+	cfg := control.Config{Names: n.Names, Version: "1.2.3", Instance: "test", Sealer: sealer,
+		Store: store.New(n.Storage.Config, sealer), JS: n.JS, State: n.Storage.State}
+	for i := range 50 {
+		svc, err := control.Start(context.Background(), n.NC, cfg)
+		if err != nil {
+			t.Fatalf("control.Start() = %v", err)
+		}
+		_, err = other.Request("mail.control.route.list", []byte(`{}`), 5*time.Second)
+		svc.Stop()
+		if err != nil {
+			t.Fatalf("start %d: route.list from another connection = %v", i, err)
+		}
+	}
 }
