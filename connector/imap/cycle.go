@@ -433,10 +433,23 @@ func (s *imapSession) message(ctx context.Context, b *engine.Batch, m *imapclien
 	return it, b.Publish(ctx, it)
 }
 
-// sendFetch sends the FETCH of the next batch, the first batchSize of the session's uids
+// batchLen is how many of the session's uids the next batch takes: batchSize, except
+// that the cycle ends with a short batch. The after action of every other batch (the
+// STORE \Seen, which costs Dovecot a rename a message) runs while the next batch is
+// read; the last one's is waited for alone. Ending 20,000 small messages with 1,312 kept
+// the cycle waiting 20 ms or so for it; with 256, interleaved runs were 50 ms faster.
+func (s *imapSession) batchLen() int {
+	n := min(len(s.uids), s.batchSize())
+	if n == len(s.uids) && n >= 2*fetchBatch {
+		n -= fetchBatch
+	}
+	return n
+}
+
+// sendFetch sends the FETCH of the next batch, the first batchLen of the session's uids
 // (the candidates passed over are not fetched), without reading its answer.
 func (s *imapSession) sendFetch(ctx context.Context) (*prefetch, error) {
-	next := &prefetch{n: min(len(s.uids), s.batchSize())}
+	next := &prefetch{n: s.batchLen()}
 	var uids []imap.UID
 	for _, c := range s.uids[:next.n] {
 		if c.pass == passNone {
