@@ -2,7 +2,6 @@ package deploy_test
 
 import (
 	"bytes"
-	"debug/buildinfo"
 	"debug/elf"
 	"os"
 	"os/exec"
@@ -385,22 +384,6 @@ func TestStaticBuild(t *testing.T) {
 	}
 	if libs, _ := f.ImportedLibraries(); len(libs) > 0 {
 		t.Fatalf("binary needs shared libraries %v", libs)
-	}
-	// The release is built with the CPU profile of bench/run.sh's ingests
-	// (cmd/mailbus/default.pgo, which go build picks up by itself): about 4 % off the
-	// small-mail ingest (bench/README.md).
-	info, err := buildinfo.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pgo := ""
-	for _, s := range info.Settings {
-		if s.Key == "-pgo" {
-			pgo = s.Value
-		}
-	}
-	if filepath.Base(pgo) != "default.pgo" {
-		t.Errorf("binary built with -pgo=%q, want cmd/mailbus/default.pgo", pgo)
 	}
 	v, err := exec.Command(out, "version").CombinedOutput()
 	if err != nil || !strings.Contains(string(v), "test") {
