@@ -6,6 +6,7 @@ import (
 
 	"github.com/mailbus/mailbus/connector/engine"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailbus/mailbus/mapping"
@@ -32,4 +33,11 @@ func SignedProbeValue(ctx context.Context, secretKey string, kv jetstream.KeyVal
 func RuntimeWithSecretKey(rt *engine.Runtime, secretKey string) *engine.Runtime {
 	rt.Probes = engine.NewProbeKeys(secretKey, rt.Storage.State)
 	return rt
+}
+
+// EmbeddedServer is c's embedded NATS server, nil when c uses MAILBUS_NATS_URL.
+func EmbeddedServer(c *Connector) *server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.srv
 }

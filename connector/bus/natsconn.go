@@ -93,9 +93,10 @@ func natsOptions(cfg ConnConfig, logger *slog.Logger, reconnected, closed func()
 }
 
 // Connect connects to the servers of cfg.URL (MAILBUS_NATS_URL, or the embedded server's
-// client URL), retrying the first connection until ctx ends: at start the servers may
-// still be coming up. reconnected is called after every reconnect.
-func Connect(ctx context.Context, cfg ConnConfig, logger *slog.Logger, reconnected func()) (nc *nats.Conn, closed <-chan struct{}, err error) {
+// client URL, reached through extra's nats.InProcessServer), retrying the first
+// connection until ctx ends: at start the servers may still be coming up. reconnected is
+// called after every reconnect.
+func Connect(ctx context.Context, cfg ConnConfig, logger *slog.Logger, reconnected func(), extra ...nats.Option) (nc *nats.Conn, closed <-chan struct{}, err error) {
 	for attempt := 0; ; attempt++ {
 		done := make(chan struct{})
 		var once sync.Once
@@ -103,7 +104,7 @@ func Connect(ctx context.Context, cfg ConnConfig, logger *slog.Logger, reconnect
 		if err != nil {
 			return nil, nil, err
 		}
-		nc, err := nats.Connect(cfg.URL, opts...)
+		nc, err := nats.Connect(cfg.URL, append(opts, extra...)...)
 		if err == nil {
 			logger.Info("nats connected", "server", nc.ConnectedUrlRedacted())
 			return nc, done, nil
