@@ -26,9 +26,11 @@ func (p InProcess) InProcessConn() (net.Conn, error) {
 	return newQueuedConn(c), nil
 }
 
-// queuedMax bounds the bytes queued for the server: a writer waits for room beyond it
-// (TCP's socket buffers hold a few MB; this is in the heap).
-const queuedMax = 1 << 20
+// queuedMax bounds the bytes queued for the server: a writer waits for room beyond it,
+// holding nats.go's connection lock. TCP's socket buffers hold a few MB, outside the heap;
+// this is in it. Interleaved runs of 5,000 mixed mails against 1 MB: 2 MB 4 % faster, RSS
+// 4 MB more; 4 MB 6 % faster, RSS 18 MB more.
+const queuedMax = 2 << 20
 
 // queuedConn is a connection whose writes go through a queue to Conn.
 type queuedConn struct {
