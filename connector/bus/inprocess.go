@@ -36,12 +36,12 @@ const queuedMax = 2 << 20
 type queuedConn struct {
 	net.Conn
 	mu       sync.Mutex
-	cond     sync.Cond // queue changed: data, room, an error, the close
-	queued   []byte    // written, not yet handed to Conn
-	spare    []byte    // the buffer the pump hands over last, for the next queue
-	deadline time.Time // the write deadline
-	err      error     // the pump's write failed: every later write fails so
-	closing  bool
+	cond     sync.Cond     // queue changed: data, room, an error, the close
+	queued   []byte        // written, not yet handed to Conn
+	spare    []byte        // the buffer the pump hands over last, for the next queue
+	deadline time.Time     // the write deadline
+	err      error         // the pump's write failed: every later write fails so
+	closing  bool          // Close was called: writes fail, the pump hands over the rest
 	done     chan struct{} // closed when the pump returns
 }
 
