@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailbus/mailbus/connector/engine"
@@ -223,28 +224,37 @@ type readAheadConn struct {
 	buf  *[]byte // from readAheadPool, nil while cold
 	r, w int     // unread bytes are (*buf)[r:w]
 	hot  bool    // the last read filled what it was given
-	// deadline is the read deadline asked for, applied the one set on Conn. imapclient
-	// sets it and reads in turn (its reader hands a literal to the caller and waits).
-	deadline, applied time.Time
+	// deadline is the read deadline asked for (UnixNano, 0 for none), applied the one set
+	// on Conn. The deadline is set from any goroutine, as a net.Conn's may be: imapclient's
+	// reader sets it on its way out while STARTTLS's handshake reads (a race CI found).
+	deadline atomic.Int64
+	applied  time.Time
 }
 
 // deadlineSlack is how much later than asked a read deadline may be set.
 const deadlineSlack = time.Second
 
 func (c *readAheadConn) SetReadDeadline(t time.Time) error {
-	c.deadline = t
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	c.deadline.Store(ns)
 	return nil
 }
 
 func (c *readAheadConn) SetDeadline(t time.Time) error {
-	c.deadline = t
+	c.SetReadDeadline(t)
 	return c.Conn.SetWriteDeadline(t)
 }
 
 // connRead reads from the connection, its read deadline set first if it must change:
 // none where none is asked, and one between the one asked and a second later.
 func (c *readAheadConn) connRead(p []byte) (int, error) {
-	d := c.deadline
+	var d time.Time
+	if ns := c.deadline.Load(); ns != 0 {
+		d = time.Unix(0, ns)
+	}
 	if d.IsZero() != c.applied.IsZero() || d.After(c.applied) || c.applied.Sub(d) > deadlineSlack {
 		if !d.IsZero() {
 			d = d.Add(deadlineSlack)

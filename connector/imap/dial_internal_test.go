@@ -110,3 +110,28 @@ func TestReadAheadConnDeadlines(t *testing.T) {
 	}
 	close(send)
 }
+
+// TestReadAheadConnDeadlineRace: a deadline set from another goroutine while a read is
+// on its way, as imapclient's reader does while STARTTLS's handshake reads, is no data
+// race (the race detector fails this test on one).
+func TestReadAheadConnDeadlineRace(t *testing.T) {
+	client, server := net.Pipe()
+	c := &readAheadConn{Conn: client}
+	defer c.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 100 {
+			c.SetReadDeadline(time.Now().Add(time.Duration(i+1) * time.Second))
+		}
+		c.SetReadDeadline(time.Time{})
+	}()
+	go server.Write(make([]byte, 100))
+	buf := make([]byte, 1)
+	for range 100 {
+		if _, err := c.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+}
